@@ -1,0 +1,142 @@
+"""Lifecycles of campaigns, experiments and steps, each an enum with a transition table.
+
+Nothing assigns a status by hand: the store calls :func:`transition`, which returns the
+new status or raises :class:`~models.errors.IllegalTransitionError` (after Ax's
+``TrialStatus`` and bluesky's RunEngine state machine). ``FAILED`` experiments may be
+queued again; ``ABANDONED`` ones are never proposed again.
+"""
+
+from __future__ import annotations
+
+from enum import Enum, StrEnum
+from typing import TypeVar
+
+from models.errors import IllegalTransitionError
+
+
+class CampaignStatus(StrEnum):
+    """Where a campaign is in its life."""
+
+    CREATED = "CREATED"
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    COMPLETED = "COMPLETED"
+    ABORTED = "ABORTED"
+    FAILED = "FAILED"
+
+
+class ExperimentStatus(StrEnum):
+    """Where one experiment (one point of the search space, one workflow run) is."""
+
+    PROPOSED = "PROPOSED"  # written by the planner, not yet cleared by the safety gate
+    QUEUED = "QUEUED"  # cleared, waiting for an instrument
+    RUNNING = "RUNNING"  # at least one step has been dispatched
+    COMPLETED = "COMPLETED"  # every step finished and the objectives were measured
+    FAILED = "FAILED"  # a step failed; may be queued again
+    INTERRUPTED = (
+        "INTERRUPTED"  # the controller lost track of it (crash); fate reconciled on restart
+    )
+    ABANDONED = "ABANDONED"  # refused or given up; never proposed again
+
+
+class StepStatus(StrEnum):
+    """Where one instrument action of an experiment is."""
+
+    QUEUED = "QUEUED"  # recorded, not yet sent
+    RUNNING = "RUNNING"  # sent to the instrument (request id assigned)
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    INTERRUPTED = (
+        "INTERRUPTED"  # the instrument no longer knows the request; a re-run is a new step
+    )
+    ABANDONED = "ABANDONED"
+
+
+_E = TypeVar("_E", CampaignStatus, ExperimentStatus, StepStatus)
+
+TRANSITIONS: dict[type[Enum], dict[Enum, frozenset[Enum]]] = {
+    CampaignStatus: {
+        CampaignStatus.CREATED: frozenset({CampaignStatus.RUNNING, CampaignStatus.ABORTED}),
+        CampaignStatus.RUNNING: frozenset(
+            {
+                CampaignStatus.PAUSED,
+                CampaignStatus.COMPLETED,
+                CampaignStatus.ABORTED,
+                CampaignStatus.FAILED,
+            }
+        ),
+        CampaignStatus.PAUSED: frozenset({CampaignStatus.RUNNING, CampaignStatus.ABORTED}),
+        # A failed campaign may be resumed; a completed one only when its budget is raised.
+        CampaignStatus.FAILED: frozenset({CampaignStatus.RUNNING, CampaignStatus.ABORTED}),
+        CampaignStatus.COMPLETED: frozenset({CampaignStatus.RUNNING}),
+        CampaignStatus.ABORTED: frozenset(),
+    },
+    ExperimentStatus: {
+        ExperimentStatus.PROPOSED: frozenset({ExperimentStatus.QUEUED, ExperimentStatus.ABANDONED}),
+        ExperimentStatus.QUEUED: frozenset(
+            {ExperimentStatus.RUNNING, ExperimentStatus.ABANDONED, ExperimentStatus.INTERRUPTED}
+        ),
+        ExperimentStatus.RUNNING: frozenset(
+            {
+                ExperimentStatus.COMPLETED,
+                ExperimentStatus.FAILED,
+                ExperimentStatus.INTERRUPTED,
+                ExperimentStatus.ABANDONED,
+            }
+        ),
+        ExperimentStatus.INTERRUPTED: frozenset(
+            {ExperimentStatus.QUEUED, ExperimentStatus.FAILED, ExperimentStatus.ABANDONED}
+        ),
+        ExperimentStatus.FAILED: frozenset({ExperimentStatus.QUEUED, ExperimentStatus.ABANDONED}),
+        ExperimentStatus.COMPLETED: frozenset(),
+        ExperimentStatus.ABANDONED: frozenset(),
+    },
+    StepStatus: {
+        StepStatus.QUEUED: frozenset(
+            {StepStatus.RUNNING, StepStatus.ABANDONED, StepStatus.INTERRUPTED}
+        ),
+        StepStatus.RUNNING: frozenset(
+            {StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.INTERRUPTED}
+        ),
+        StepStatus.COMPLETED: frozenset(),
+        StepStatus.FAILED: frozenset(),
+        StepStatus.INTERRUPTED: frozenset(),
+        StepStatus.ABANDONED: frozenset(),
+    },
+}
+
+TERMINAL_EXPERIMENT = frozenset({ExperimentStatus.COMPLETED, ExperimentStatus.ABANDONED})
+"""Experiment statuses that never change again."""
+
+IN_FLIGHT_EXPERIMENT = frozenset(
+    {ExperimentStatus.PROPOSED, ExperimentStatus.QUEUED, ExperimentStatus.RUNNING}
+)
+"""Experiment statuses a planner must treat as pending."""
+
+
+def can_transition(current: _E, target: _E) -> bool:
+    """Whether ``current -> target`` is allowed by the lifecycle's transition table."""
+    table = TRANSITIONS[type(current)]
+    return target in table[current]
+
+
+def transition(current: _E, target: _E, record_id: str | None = None) -> _E:
+    """Validate a status change and return the new status.
+
+    Args:
+        current: The record's present status.
+        target: The status it should move to (same enum as ``current``).
+        record_id: Identifier of the record, used in the error message.
+
+    Returns:
+        ``target``, once the move has been checked.
+
+    Raises:
+        IllegalTransitionError: If the table forbids the move (including ``target`` being of
+            another lifecycle than ``current``).
+    """
+    if type(current) is not type(target) or not can_transition(current, target):
+        raise IllegalTransitionError(
+            type(current).__name__, current.value, getattr(target, "value", str(target)), record_id
+        )
+    return target

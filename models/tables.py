@@ -1,0 +1,216 @@
+"""SQLAlchemy 2.0 tables of the experiment store.
+
+The store is the source of truth of a campaign: every experiment is written before it is
+dispatched, every step carries the request id the instrument saw, every planner decision is
+kept with what is needed to replay it, and ``events`` is an append-only audit log. Schema
+changes go through the Alembic migrations in ``controller/store/migrations``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from models.status import CampaignStatus, ExperimentStatus, StepStatus
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always read back timezone-aware (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+"""Constraint names, so later migrations can alter them (SQLite's batch mode needs names)."""
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every sdlab table."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+    type_annotation_map = {dict[str, Any]: JSONType, list[Any]: JSONType}
+
+
+def _status(enum: type[CampaignStatus | ExperimentStatus | StepStatus]) -> Enum:
+    """A status column: a plain VARCHAR(16) in the database, the enum in Python."""
+    return Enum(enum, native_enum=False, length=16, validate_strings=True, create_constraint=False)
+
+
+class CampaignRow(Base):
+    """A campaign: its spec as loaded, status and budget."""
+
+    __tablename__ = "campaigns"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uid: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    status: Mapped[CampaignStatus] = mapped_column(_status(CampaignStatus))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    spec_hash: Mapped[str] = mapped_column(String(64))
+    max_experiments: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    experiments: Mapped[list[ExperimentRow]] = relationship(back_populates="campaign")
+
+
+class DecisionRow(Base):
+    """One planner decision (one ``ask``), with what is needed to replay it."""
+
+    __tablename__ = "decisions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"), index=True)
+    planner: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(32))
+    seed: Mapped[int] = mapped_column(Integer)
+    n_train: Mapped[int] = mapped_column(Integer)
+    n_pending: Mapped[int] = mapped_column(Integer)
+    n_proposed: Mapped[int] = mapped_column(Integer)
+    candidate_scores: Mapped[list[Any]] = mapped_column(JSONType)
+    details: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    seconds: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ExperimentRow(Base):
+    """One experiment: a point of the search space run through the workflow."""
+
+    __tablename__ = "experiments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
+    decision_id: Mapped[int | None] = mapped_column(ForeignKey("decisions.id"))
+    status: Mapped[ExperimentStatus] = mapped_column(_status(ExperimentStatus))
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    proposal_index: Mapped[int] = mapped_column(Integer, default=0)
+    origin: Mapped[str | None] = mapped_column(String(64))
+    score: Mapped[float | None] = mapped_column(Float)
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    campaign: Mapped[CampaignRow] = relationship(back_populates="experiments")
+    steps: Mapped[list[StepRow]] = relationship(back_populates="experiment", order_by="StepRow.id")
+    measurements: Mapped[list[MeasurementRow]] = relationship(
+        back_populates="experiment", order_by="MeasurementRow.id"
+    )
+
+    __table_args__ = (Index("ix_experiments_campaign_status", "campaign_id", "status"),)
+
+
+class StepRow(Base):
+    """One instrument action of an experiment, with the request id the instrument saw.
+
+    A step that is run again after an interruption is a new row with ``attempt`` one higher
+    and ``rerun`` set, so a re-run is never mistaken for a duplicate.
+    """
+
+    __tablename__ = "steps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id"), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    rerun: Mapped[bool] = mapped_column(Boolean, default=False)
+    kind: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(128))
+    instrument: Mapped[str | None] = mapped_column(String(128))
+    request_id: Mapped[str] = mapped_column(String(128), unique=True)
+    status: Mapped[StepStatus] = mapped_column(_status(StepStatus))
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    error: Mapped[str | None] = mapped_column(Text)
+    queued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # instrument's clock
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    experiment: Mapped[ExperimentRow] = relationship(back_populates="steps")
+
+    __table_args__ = (UniqueConstraint("experiment_id", "index", "attempt"),)
+
+
+class MeasurementRow(Base):
+    """One measured quantity: a scalar (``value``) or a raw array (``array``, with ``shape``)."""
+
+    __tablename__ = "measurements"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id"), index=True)
+    step_id: Mapped[int] = mapped_column(ForeignKey("steps.id"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    value: Mapped[float | None] = mapped_column(Float)
+    uncertainty: Mapped[float | None] = mapped_column(Float)
+    unit: Mapped[str] = mapped_column(String(32), default="")
+    array: Mapped[list[Any] | None] = mapped_column(JSONType)
+    shape: Mapped[list[Any] | None] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    experiment: Mapped[ExperimentRow] = relationship(back_populates="measurements")
+
+
+class EventRow(Base):
+    """An entry of the append-only audit log: what happened, to what, and who did it."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id"), index=True)
+    experiment_id: Mapped[int | None] = mapped_column(ForeignKey("experiments.id"))
+    instrument: Mapped[str | None] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(64), index=True)
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    actor: Mapped[str] = mapped_column(String(64), default="controller")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
