@@ -1,0 +1,512 @@
+"""The ``sdlab/1`` wire protocol: message envelopes, error bodies and request states.
+
+Every message is one ZeroMQ frame holding a UTF-8 JSON object::
+
+    {"protocol": "sdlab/1", "type": "submit", "id": "c1-17", "body": {...}}
+
+Replies carry the request's ``id`` and the type ``"<type>.reply"`` or ``"error"``. This
+module turns bytes into validated :class:`Message` s and back, and validates the bodies of
+the five request types. Malformed input of any kind raises :class:`MessageError` (a
+:class:`~models.errors.ProtocolError` carrying the error code, the offending field and, when
+it could be read, the message id) and never any other exception.
+``docs/protocol.md`` is the normative description, written for driver authors in any
+language.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Final
+
+from instruments.driver import PROTOCOL_VERSION
+from models.errors import ProtocolError
+from models.records import Measurement
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "ERROR_CODES",
+    "MAX_ID_LENGTH",
+    "MAX_WAIT_S",
+    "PROTOCOL_VERSION",
+    "REQUEST_TYPES",
+    "ErrorBody",
+    "Message",
+    "MessageError",
+    "RequestState",
+    "RequestStatus",
+    "check_size",
+    "decode_message",
+    "encode_message",
+    "error_message",
+    "format_timestamp",
+    "parse_request_id",
+    "parse_submit",
+    "parse_timestamp",
+    "parse_wait_s",
+    "utc_now",
+]
+
+DEFAULT_MAX_MESSAGE_BYTES: Final = 1 << 20
+"""Largest message (the encoded frame, in bytes) either side accepts by default."""
+
+MAX_ID_LENGTH: Final = 128
+"""Longest message id or request id, in characters."""
+
+MAX_WAIT_S: Final = 60.0
+"""Longest long-poll a server honours, in seconds; larger ``wait_s`` values are capped."""
+
+REQUEST_TYPES: Final = frozenset({"describe", "submit", "status", "cancel", "heartbeat"})
+"""The request types of ``sdlab/1``."""
+
+# Error codes (docs/protocol.md, "Error codes").
+BAD_MESSAGE: Final = "bad_message"
+UNSUPPORTED_PROTOCOL: Final = "unsupported_protocol"
+UNKNOWN_TYPE: Final = "unknown_type"
+MESSAGE_TOO_LARGE: Final = "message_too_large"
+UNKNOWN_ACTION: Final = "unknown_action"
+PARAMETER_OUT_OF_LIMITS: Final = "parameter_out_of_limits"
+UNKNOWN_REQUEST: Final = "unknown_request"
+REQUEST_ID_CONFLICT: Final = "request_id_conflict"
+ACTION_FAILED: Final = "action_failed"
+INTERRUPTED: Final = "interrupted"
+INTERNAL: Final = "internal"
+
+ERROR_CODES: Final = frozenset(
+    {
+        BAD_MESSAGE,
+        UNSUPPORTED_PROTOCOL,
+        UNKNOWN_TYPE,
+        MESSAGE_TOO_LARGE,
+        UNKNOWN_ACTION,
+        PARAMETER_OUT_OF_LIMITS,
+        UNKNOWN_REQUEST,
+        REQUEST_ID_CONFLICT,
+        ACTION_FAILED,
+        INTERRUPTED,
+        INTERNAL,
+    }
+)
+"""Every error code ``sdlab/1`` defines (drivers may add their own inside RequestState.error)."""
+
+
+class MessageError(ProtocolError):
+    """A malformed message, with the id of the message it came in when that could be read.
+
+    Attributes:
+        message_id: The offending message's ``id``, or ``None`` if it could not be read.
+    """
+
+    def __init__(
+        self, code: str, message: str, field: str | None = None, message_id: str | None = None
+    ) -> None:
+        super().__init__(code, message, field)
+        self.message_id = message_id
+        self.detail = message
+
+
+# --------------------------------------------------------------------------- timestamps
+
+
+def utc_now() -> datetime:
+    """The current time as a timezone-aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+def format_timestamp(value: datetime) -> str:
+    """ISO-8601 text of ``value`` in UTC with a ``Z`` suffix (``2025-01-31T12:00:00.123456Z``).
+
+    Raises:
+        ValueError: If ``value`` is naive (has no timezone).
+    """
+    if value.tzinfo is None:
+        raise ValueError("naive datetime: a timestamp must carry a timezone")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_timestamp(text: object, field: str = "time") -> datetime:
+    """Parse an ISO-8601 timestamp with a timezone into a UTC datetime.
+
+    Raises:
+        ProtocolError: ``bad_message`` naming ``field`` if ``text`` is not such a timestamp.
+    """
+    if not isinstance(text, str):
+        raise MessageError(BAD_MESSAGE, "expected an ISO-8601 timestamp string", field)
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise MessageError(BAD_MESSAGE, f"not an ISO-8601 timestamp: {text!r}", field) from None
+    if value.tzinfo is None:
+        raise MessageError(BAD_MESSAGE, "timestamp lacks a timezone (use 'Z')", field)
+    return value.astimezone(UTC)
+
+
+# --------------------------------------------------------------------------- envelopes
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One decoded ``sdlab/1`` message.
+
+    Attributes:
+        type: Message type (``"submit"``, ``"submit.reply"``, ``"error"``, ...).
+        id: Message id chosen by the client; a reply repeats its request's id.
+        body: The type-specific body.
+    """
+
+    type: str
+    id: str
+    body: dict[str, Any]
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def check_size(size_bytes: int, max_bytes: int) -> None:
+    """Raise ``message_too_large`` if a frame of ``size_bytes`` exceeds ``max_bytes``.
+
+    Raises:
+        ProtocolError: ``message_too_large``.
+    """
+    if size_bytes > max_bytes:
+        raise MessageError(
+            MESSAGE_TOO_LARGE, f"message of {size_bytes} bytes exceeds the {max_bytes}-byte limit"
+        )
+
+
+def _check_id(value: object, field: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise MessageError(BAD_MESSAGE, "expected a non-empty string", field)
+    if len(value) > MAX_ID_LENGTH:
+        raise MessageError(BAD_MESSAGE, f"longer than {MAX_ID_LENGTH} characters", field)
+    return value
+
+
+def decode_message(data: bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Message:
+    """Decode and validate one frame's envelope.
+
+    Checks, in order: size, UTF-8, JSON, that it is an object, ``protocol``, ``id``,
+    ``type`` and ``body``. The body's contents are not checked here.
+
+    Args:
+        data: The frame.
+        max_bytes: Size limit, in bytes.
+
+    Returns:
+        The message.
+
+    Raises:
+        MessageError: (a ``ProtocolError``) ``message_too_large``, ``bad_message`` or
+            ``unsupported_protocol``; ``message_id`` is set when the id could be read.
+    """
+    check_size(len(data), max_bytes)
+    try:
+        obj = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+    except Exception as exc:  # UnicodeDecodeError, JSONDecodeError, RecursionError, ...
+        raise MessageError(BAD_MESSAGE, f"not a UTF-8 JSON document: {exc}") from None
+    if not isinstance(obj, dict):
+        raise MessageError(BAD_MESSAGE, f"expected a JSON object, got {type(obj).__name__}")
+    raw_id = obj.get("id")
+    message_id = raw_id if isinstance(raw_id, str) and 0 < len(raw_id) <= MAX_ID_LENGTH else None
+    protocol = obj.get("protocol")
+    if not isinstance(protocol, str):
+        raise MessageError(BAD_MESSAGE, "missing or not a string", "protocol", message_id)
+    if protocol != PROTOCOL_VERSION:
+        raise MessageError(
+            UNSUPPORTED_PROTOCOL,
+            f"protocol {protocol!r} is not supported (this side speaks {PROTOCOL_VERSION!r})",
+            "protocol",
+            message_id,
+        )
+    checked_id = _check_id(raw_id, "id")
+    mtype = obj.get("type")
+    if not isinstance(mtype, str) or not mtype:
+        raise MessageError(BAD_MESSAGE, "missing or not a non-empty string", "type", message_id)
+    body = obj.get("body")
+    if not isinstance(body, dict):
+        raise MessageError(BAD_MESSAGE, "missing or not a JSON object", "body", message_id)
+    return Message(mtype, checked_id, body)
+
+
+def encode_message(mtype: str, message_id: str | None, body: Mapping[str, Any]) -> bytes:
+    """Encode one message as a frame (compact UTF-8 JSON).
+
+    Args:
+        mtype: Message type.
+        message_id: The id (``None`` only for an error reply to a message whose id was
+            unreadable).
+        body: JSON-serialisable body; non-finite floats are refused.
+
+    Raises:
+        ValueError: If the body is not JSON-serialisable (a programming error, not input).
+    """
+    obj = {"protocol": PROTOCOL_VERSION, "type": mtype, "id": message_id, "body": body}
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode()
+
+
+# --------------------------------------------------------------------------- error bodies
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorBody:
+    """The body of an ``error`` reply, and the ``error`` of a failed request.
+
+    Attributes:
+        code: Structured error code (see :data:`ERROR_CODES`; drivers may add their own).
+        message: Human-readable explanation.
+        field: Offending field as a dotted path (``"parameters.temperature_c"``), if any.
+        retryable: Whether repeating the same request may succeed.
+    """
+
+    code: str
+    message: str
+    field: str | None = None
+    retryable: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object form."""
+        return {
+            "code": self.code,
+            "message": self.message,
+            "field": self.field,
+            "retryable": self.retryable,
+        }
+
+    @classmethod
+    def from_json(cls, obj: object, field: str = "body") -> ErrorBody:
+        """Validate an error body.
+
+        Raises:
+            ProtocolError: ``bad_message`` naming the offending field.
+        """
+        d = _object(obj, field)
+        code = _string(d.get("code"), f"{field}.code")
+        message = _string(d.get("message"), f"{field}.message")
+        err_field = d.get("field")
+        if err_field is not None and not isinstance(err_field, str):
+            raise MessageError(BAD_MESSAGE, "expected a string or null", f"{field}.field")
+        retryable = d.get("retryable", False)
+        if not isinstance(retryable, bool):
+            raise MessageError(BAD_MESSAGE, "expected true or false", f"{field}.retryable")
+        return cls(code, message, err_field, retryable)
+
+
+def error_message(
+    message_id: str | None,
+    code: str,
+    message: str,
+    field: str | None = None,
+    retryable: bool = False,
+) -> bytes:
+    """Encode an ``error`` reply frame."""
+    return encode_message("error", message_id, ErrorBody(code, message, field, retryable).to_json())
+
+
+# --------------------------------------------------------------------------- request state
+
+
+class RequestStatus(StrEnum):
+    """Where a submitted request is. ``queued -> running -> completed | failed``;
+    ``queued | running -> cancelled``."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATUSES: Final = frozenset(
+    {RequestStatus.COMPLETED, RequestStatus.FAILED, RequestStatus.CANCELLED}
+)
+_STATUS_BY_VALUE: Final = {s.value: s for s in RequestStatus}
+
+
+@dataclass(frozen=True)
+class RequestState:
+    """What an instrument knows about one submitted request.
+
+    Attributes:
+        request_id: The caller's id of the request (the controller uses its step id).
+        action: The action name.
+        parameters: The parameters it was submitted with.
+        state: Where it is in its lifecycle.
+        submitted_at: When the server accepted it (UTC).
+        started_at: When the driver started it (UTC), if it has.
+        finished_at: When it reached a terminal state (UTC), if it has.
+        measurements: What it measured (completed requests only).
+        error: Why it failed (failed requests only).
+    """
+
+    request_id: str
+    action: str
+    parameters: dict[str, Any]
+    state: RequestStatus
+    submitted_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    measurements: list[Measurement] = field(default_factory=list)
+    error: ErrorBody | None = None
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the request is completed, failed or cancelled (it will not change again)."""
+        return self.state in TERMINAL_STATUSES
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object form (as sent on the wire and written to the journal)."""
+        return {
+            "request_id": self.request_id,
+            "action": self.action,
+            "parameters": self.parameters,
+            "state": self.state.value,
+            "submitted_at": format_timestamp(self.submitted_at),
+            "started_at": None if self.started_at is None else format_timestamp(self.started_at),
+            "finished_at": None if self.finished_at is None else format_timestamp(self.finished_at),
+            "measurements": [_measurement_to_json(m) for m in self.measurements],
+            "error": None if self.error is None else self.error.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, obj: object, field: str = "request") -> RequestState:
+        """Validate a request state received from an instrument (or read from a journal).
+
+        Raises:
+            ProtocolError: ``bad_message`` naming the offending field.
+        """
+        d = _object(obj, field)
+        state_text = d.get("state")
+        if not isinstance(state_text, str) or state_text not in _STATUS_BY_VALUE:
+            raise MessageError(
+                BAD_MESSAGE, f"expected one of {sorted(_STATUS_BY_VALUE)}", f"{field}.state"
+            )
+        raw_measurements = d.get("measurements", [])
+        if not isinstance(raw_measurements, list):
+            raise MessageError(BAD_MESSAGE, "expected a list", f"{field}.measurements")
+        raw_error = d.get("error")
+        return cls(
+            request_id=_check_id(d.get("request_id"), f"{field}.request_id"),
+            action=_string(d.get("action"), f"{field}.action"),
+            parameters=_object(d.get("parameters"), f"{field}.parameters"),
+            state=_STATUS_BY_VALUE[state_text],
+            submitted_at=parse_timestamp(d.get("submitted_at"), f"{field}.submitted_at"),
+            started_at=_optional_time(d.get("started_at"), f"{field}.started_at"),
+            finished_at=_optional_time(d.get("finished_at"), f"{field}.finished_at"),
+            measurements=[
+                _measurement_from_json(m, f"{field}.measurements[{i}]")
+                for i, m in enumerate(raw_measurements)
+            ],
+            error=None if raw_error is None else ErrorBody.from_json(raw_error, f"{field}.error"),
+        )
+
+
+def _measurement_to_json(m: Measurement) -> dict[str, Any]:
+    return {
+        "name": m.name,
+        "value": m.value,
+        "uncertainty": m.uncertainty,
+        "unit": m.unit,
+        "array": m.array,
+    }
+
+
+def _measurement_from_json(obj: object, field: str) -> Measurement:
+    d = _object(obj, field)
+    array = d.get("array")
+    if array is not None and not isinstance(array, list):
+        raise MessageError(BAD_MESSAGE, "expected a list or null", f"{field}.array")
+    unit = d.get("unit", "")
+    if not isinstance(unit, str):
+        raise MessageError(BAD_MESSAGE, "expected a string", f"{field}.unit")
+    return Measurement(
+        name=_string(d.get("name"), f"{field}.name"),
+        value=_optional_number(d.get("value"), f"{field}.value"),
+        uncertainty=_optional_number(d.get("uncertainty"), f"{field}.uncertainty"),
+        unit=unit,
+        array=array,
+    )
+
+
+# --------------------------------------------------------------------------- request bodies
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitBody:
+    """A validated ``submit`` body (parameters not yet checked against the action's limits)."""
+
+    request_id: str
+    action: str
+    parameters: dict[str, Any]
+    wait_s: float
+
+
+def parse_request_id(body: Mapping[str, Any]) -> str:
+    """The body's ``request_id``.
+
+    Raises:
+        ProtocolError: ``bad_message`` with field ``request_id``.
+    """
+    return _check_id(body.get("request_id"), "request_id")
+
+
+def parse_wait_s(body: Mapping[str, Any]) -> float:
+    """The body's optional ``wait_s`` (default 0), capped at :data:`MAX_WAIT_S`.
+
+    Raises:
+        ProtocolError: ``bad_message`` with field ``wait_s`` if it is not a finite number >= 0.
+    """
+    value = body.get("wait_s", 0.0)
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise MessageError(BAD_MESSAGE, "expected a number >= 0 (seconds)", "wait_s")
+    return min(float(value), MAX_WAIT_S)
+
+
+def parse_submit(body: Mapping[str, Any]) -> SubmitBody:
+    """Validate a ``submit`` body's shape.
+
+    Raises:
+        ProtocolError: ``bad_message`` naming ``request_id``, ``action``, ``parameters`` or
+            ``wait_s``.
+    """
+    return SubmitBody(
+        request_id=parse_request_id(body),
+        action=_string(body.get("action"), "action"),
+        parameters=_object(body.get("parameters"), "parameters"),
+        wait_s=parse_wait_s(body),
+    )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _object(value: object, field: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise MessageError(BAD_MESSAGE, "missing or not a JSON object", field)
+    return value
+
+
+def _string(value: object, field: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise MessageError(BAD_MESSAGE, "missing or not a non-empty string", field)
+    return value
+
+
+def _optional_number(value: object, field: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise MessageError(BAD_MESSAGE, "expected a number or null", field)
+    if not math.isfinite(value):
+        raise MessageError(BAD_MESSAGE, "expected a finite number", field)
+    return float(value)
+
+
+def _optional_time(value: object, field: str) -> datetime | None:
+    return None if value is None else parse_timestamp(value, field)
