@@ -1,0 +1,159 @@
+"""Simulated instrument drivers.
+
+A simulated driver is a :class:`~instruments.driver.Driver` like any other: an
+:class:`~instruments.server.InstrumentServer` hosts it behind the ZeroMQ protocol, checks
+every parameter against the limits it declares, and runs its actions one at a time. Instead
+of moving hardware it measures a :class:`~sim.worlds.World` and adds noise from a separate
+:class:`~sim.noise.NoiseModel`.
+
+Simulated drivers are built from a :class:`~models.campaign.SimulatedInstrumentSpec` (the
+``[instruments.simulated]`` table of a campaign or simulation file) with :func:`make_driver`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from instruments.driver import ActionSpec, Driver, get_driver, register_driver
+from models.campaign import SimulatedInstrumentSpec
+from models.errors import InstrumentError, InvalidCampaignError, RegistryError
+from models.records import Measurement
+from sim.noise import GaussianNoise, NoiseModel, seed_from_name
+from sim.worlds import World, get_world
+
+logger = logging.getLogger(__name__)
+
+MEASURE = "measure"
+"""Name of the objective station's only action."""
+
+
+class SimulatedDriver(Driver):
+    """Base class of drivers that :func:`make_driver` can build from a simulation spec.
+
+    Args:
+        name: The instrument's name.
+        spec: The ``simulated`` table of the instrument's entry.
+    """
+
+    def __init__(self, name: str, spec: SimulatedInstrumentSpec) -> None:
+        super().__init__(name)
+        self.spec = spec
+
+
+@register_driver("objective-station")
+class ObjectiveStationDriver(SimulatedDriver):
+    """A station that measures a world's outputs at the given inputs.
+
+    It offers one action, ``"measure"``, whose parameters are the world's inputs (limits
+    equal to the world's bounds) and whose outputs are the world's outputs. Each run waits
+    ``duration_s`` (without blocking the event loop) and returns the truth plus Gaussian
+    noise of ``noise_std``, reported as the measurement's uncertainty. The noise is drawn
+    when the run starts, from a generator seeded with ``spec.seed`` (or a seed derived from
+    the instrument name), so the ``k``-th run of an instrument always gets the same draw.
+
+    The driver checks nothing itself: the server refuses parameters outside the declared
+    limits before :meth:`run` is called. Recording what ran is the server journal's job.
+
+    Args:
+        name: The instrument's name.
+        spec: World, noise, duration and seed; ``spec.options`` are passed to the world
+            (e.g. ``{"output": "yield"}`` renames the output).
+        world: A ready world to measure instead of building ``spec.world`` (for tests).
+
+    Raises:
+        RegistryError: If ``spec.world`` is not a registered world.
+        InvalidCampaignError: If ``spec.options`` holds an unknown or bad world option
+            (key path ``options.<key>``).
+    """
+
+    version = "1"
+
+    def __init__(
+        self, name: str, spec: SimulatedInstrumentSpec, *, world: World | None = None
+    ) -> None:
+        super().__init__(name, spec)
+        self.world: World = world if world is not None else get_world(spec.world, **spec.options)
+        seed = spec.seed if spec.seed is not None else seed_from_name(name)
+        self.noise: NoiseModel = GaussianNoise(spec.noise_std, seed)
+        self.duration_s = spec.duration_s
+        outputs = self.world.outputs()
+        self._units = {o.name: o.unit for o in outputs}
+        self._action = ActionSpec(
+            name=MEASURE,
+            parameters=self.world.parameters(),
+            outputs=outputs,
+            timeout_s=max(10.0, 10.0 * spec.duration_s),
+            retry_safe=True,
+            description=(
+                f"Measure world {self.world.name!r} (noise std {spec.noise_std:g}, "
+                f"{spec.duration_s:g} s per measurement)."
+            ),
+        )
+        self.runs = 0
+        """Number of runs started so far."""
+
+    def actions(self) -> list[ActionSpec]:
+        """The single ``"measure"`` action."""
+        return [self._action]
+
+    async def run(self, action: str, parameters: Mapping[str, Any]) -> list[Measurement]:
+        """Measure the world at ``parameters``.
+
+        Args:
+            action: Must be ``"measure"``.
+            parameters: A value for every world input (already checked by the server).
+
+        Returns:
+            One scalar measurement per world output: truth plus noise, with the noise
+            std as its uncertainty.
+
+        Raises:
+            InstrumentError: ``unknown_action`` for any action but ``"measure"``.
+        """
+        if action != MEASURE:
+            raise InstrumentError(self.name, "unknown_action", f"no action {action!r}")
+        self.runs += 1
+        values = self.noise.apply(self.world.evaluate_true(parameters))
+        if self.duration_s > 0:
+            await asyncio.sleep(self.duration_s)
+        return [
+            Measurement(
+                name=k,
+                value=v,
+                uncertainty=self.noise.uncertainty(k),
+                unit=self._units.get(k, ""),
+            )
+            for k, v in values.items()
+        ]
+
+
+def make_driver(name: str, spec: SimulatedInstrumentSpec) -> Driver:
+    """Build the simulated driver ``spec.driver`` for the instrument ``name``.
+
+    Args:
+        name: The instrument's name.
+        spec: Its ``simulated`` table.
+
+    Returns:
+        The driver, ready to be hosted by an instrument server.
+
+    Raises:
+        InvalidCampaignError: If ``spec.driver`` or ``spec.world`` is not registered, the
+            driver is not a simulated one, or an option is bad. Key paths are relative to
+            the ``simulated`` table (``driver``, ``world``, ``options.<key>``).
+    """
+    try:
+        cls = get_driver(spec.driver)
+    except RegistryError as exc:
+        raise InvalidCampaignError(None, [("driver", str(exc))]) from exc
+    if not issubclass(cls, SimulatedDriver):
+        raise InvalidCampaignError(
+            None, [("driver", f"driver {spec.driver!r} is not a simulated driver")]
+        )
+    try:
+        return cls(name, spec)
+    except RegistryError as exc:
+        raise InvalidCampaignError(None, [("world", str(exc))]) from exc

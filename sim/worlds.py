@@ -1,0 +1,352 @@
+"""Simulated worlds: hidden ground truths that simulated instruments measure.
+
+A :class:`World` declares its inputs (with bounds) and outputs, and computes the noise-free
+truth with :meth:`World.evaluate_true`. Noise is not part of a world: it is a separate
+:class:`~sim.noise.NoiseModel`, as in BoTorch's ``test_functions/base.py``, so that tests
+and benchmarks can score a campaign against the truth.
+
+Worlds register by name with :func:`register_world` and are built with :func:`get_world`.
+The built-in worlds wrap BoTorch's synthetic test functions with ``negate=True``, so larger
+is always better:
+
+* ``"hartmann6"``: the six-dimensional Hartmann function on ``[0, 1]^6``, maximum 3.32237.
+* ``"branin"``: the Branin function on ``[-5, 10] x [0, 15]``, maximum -0.397887 at three
+  points.
+
+Both are evaluated with NumPy from the constants of BoTorch's own instance (a simulated
+instrument evaluates its world on every measurement; one call into torch costs about a
+hundred times more), and the tests check the result against BoTorch's ``forward``.
+
+References:
+    Dixon, L. C. W. and Szegö, G. P. (1978). The global optimization problem: an
+    introduction. In *Towards Global Optimisation 2*, pp. 1-15 (Hartmann and Branin).
+    Balandat, M. et al. (2020). BoTorch: A Framework for Efficient Monte-Carlo Bayesian
+    Optimization. NeurIPS 33.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, TypeVar
+
+import numpy as np
+import torch
+from botorch.test_functions import Branin, Hartmann
+from botorch.test_functions.synthetic import SyntheticTestFunction
+
+from instruments.driver import OutputSpec, ParameterLimit
+from models.errors import InvalidCampaignError, ParameterLimitError, RegistryError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Optimum:
+    """The known global optimum of a world's output.
+
+    Attributes:
+        output: The output the optimum refers to.
+        value: The best value of that output.
+        direction: Whether ``value`` is a maximum or a minimum.
+        optimizers: Every known input point that attains ``value``.
+    """
+
+    output: str
+    value: float
+    direction: Literal["maximize", "minimize"]
+    optimizers: tuple[dict[str, float], ...] = ()
+
+
+class World(ABC):
+    """A hidden ground truth with named, bounded inputs and named outputs.
+
+    Subclasses set ``name`` (through :func:`register_world`), declare :meth:`parameters`
+    and :meth:`outputs`, and compute :meth:`evaluate_true`. Keyword options of a world's
+    constructor are the ``options`` a simulation file gives it.
+    """
+
+    name: ClassVar[str] = ""
+
+    @abstractmethod
+    def parameters(self) -> list[ParameterLimit]:
+        """The inputs, in order, each with its bounds."""
+
+    @abstractmethod
+    def outputs(self) -> list[OutputSpec]:
+        """The outputs :meth:`evaluate_true` returns, in order."""
+
+    @abstractmethod
+    def evaluate_true(self, params: Mapping[str, float]) -> dict[str, float]:
+        """The noise-free value of every output at one input point.
+
+        Args:
+            params: A value for every input named by :meth:`parameters`. Points outside
+                the bounds are evaluated too; refusing them is the instrument server's job.
+
+        Returns:
+            One value per output, keyed by output name.
+
+        Raises:
+            ParameterLimitError: If an input is missing or not a number.
+        """
+
+    @property
+    def optimum(self) -> Optimum | None:
+        """The known global optimum, or ``None`` when it is not known."""
+        return None
+
+    @property
+    def optimal_value(self) -> float | None:
+        """The best value of the (first) output, or ``None`` when it is not known."""
+        opt = self.optimum
+        return None if opt is None else opt.value
+
+    @property
+    def optimizers(self) -> list[dict[str, float]]:
+        """Input points attaining :attr:`optimal_value` (empty when none are known)."""
+        opt = self.optimum
+        return [] if opt is None else [dict(p) for p in opt.optimizers]
+
+    @property
+    def parameter_names(self) -> list[str]:
+        """Names of the inputs, in order."""
+        return [p.name for p in self.parameters()]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+def _buffer(module: torch.nn.Module, name: str) -> np.ndarray:
+    """A tensor attribute of a BoTorch problem as a new float64 NumPy array."""
+    t = getattr(module, name)
+    if not isinstance(t, torch.Tensor):  # pragma: no cover - BoTorch always sets these
+        raise TypeError(f"{type(module).__name__}.{name} is not a tensor")
+    return np.array(t.detach().cpu().double().numpy(), dtype=np.float64)
+
+
+class BoTorchWorld(World):
+    """A world backed by a BoTorch synthetic test function, negated so larger is better.
+
+    Inputs are named ``x1 .. xd``; there is one output. Subclasses build the problem in
+    :meth:`make_problem` and may override :meth:`evaluate_array` with a faster NumPy
+    version; the default evaluates through torch.
+
+    Args:
+        output: Name of the output (default ``"y"``).
+
+    Raises:
+        InvalidCampaignError: If ``output`` is not a non-empty string (key ``options.output``).
+    """
+
+    def __init__(self, *, output: str = "y") -> None:
+        if not isinstance(output, str) or not output:
+            raise InvalidCampaignError(
+                None, [("options.output", f"expected a non-empty string, got {output!r}")]
+            )
+        self._output = output
+        self.problem = self.make_problem()
+        self._bounds = _buffer(self.problem, "bounds")  # 2 x d
+        self._names = [f"x{i + 1}" for i in range(self.problem.dim)]
+        self._parameters = [
+            ParameterLimit(name=n, type="number", minimum=float(lo), maximum=float(hi))
+            for n, lo, hi in zip(self._names, self._bounds[0], self._bounds[1], strict=True)
+        ]
+        self._optimum = self._make_optimum()
+
+    @abstractmethod
+    def make_problem(self) -> SyntheticTestFunction:
+        """The BoTorch test function, built with ``negate=True``."""
+
+    @property
+    def dim(self) -> int:
+        """Number of inputs."""
+        return len(self._names)
+
+    @property
+    def bounds(self) -> np.ndarray:
+        """Input bounds, shape ``2 x d`` (row 0 lower, row 1 upper)."""
+        return self._bounds.copy()
+
+    def parameters(self) -> list[ParameterLimit]:
+        """Inputs ``x1 .. xd`` with the BoTorch problem's bounds."""
+        return list(self._parameters)
+
+    def outputs(self) -> list[OutputSpec]:
+        """The single scalar output."""
+        return [OutputSpec(name=self._output, kind="scalar")]
+
+    @property
+    def parameter_names(self) -> list[str]:
+        """``["x1", ..., "xd"]``."""
+        return list(self._names)
+
+    def to_array(self, params: Mapping[str, float]) -> np.ndarray:
+        """The point as a length-``d`` float64 array in input order.
+
+        Raises:
+            ParameterLimitError: If an input is missing or not a number.
+        """
+        out = np.empty(len(self._names), dtype=np.float64)
+        for i, n in enumerate(self._names):
+            try:
+                v = params[n]
+            except KeyError:
+                raise ParameterLimitError(n, None, f"world {self.name!r}: required") from None
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ParameterLimitError(n, v, f"world {self.name!r}: type number")
+            out[i] = v
+        return out
+
+    def evaluate_array(self, x: np.ndarray) -> np.ndarray:
+        """Noise-free values at many points.
+
+        Args:
+            x: Points, shape ``n x d``, inputs in :attr:`parameter_names` order.
+
+        Returns:
+            Values of the output, shape ``n``.
+        """
+        with torch.no_grad():
+            y = self.problem(torch.as_tensor(x, dtype=torch.float64), noise=False)
+        return np.asarray(y.detach().cpu().numpy(), dtype=np.float64)
+
+    def evaluate_true(self, params: Mapping[str, float]) -> dict[str, float]:
+        """The noise-free output at one point (see :meth:`World.evaluate_true`)."""
+        x = self.to_array(params)
+        return {self._output: float(self.evaluate_array(x[None, :])[0])}
+
+    @property
+    def optimum(self) -> Optimum | None:
+        """BoTorch's known optimum, negated; ``None`` if BoTorch does not know it."""
+        return self._optimum
+
+    def _make_optimum(self) -> Optimum | None:
+        try:
+            value = float(self.problem.optimal_value)
+        except NotImplementedError:
+            return None
+        points: tuple[dict[str, float], ...] = ()
+        optimizers = getattr(self.problem, "optimizers", None)
+        if isinstance(optimizers, torch.Tensor):
+            points = tuple(
+                {n: float(v) for n, v in zip(self._names, row, strict=True)}
+                for row in optimizers.detach().cpu().double().tolist()
+            )
+        return Optimum(output=self._output, value=value, direction="maximize", optimizers=points)
+
+
+_WORLDS: dict[str, type[World]] = {}
+
+_W = TypeVar("_W", bound=type[World])
+
+
+def register_world(name: str) -> Callable[[_W], _W]:
+    """Class decorator registering a world under ``name``.
+
+    Raises:
+        RegistryError: If ``name`` is already registered.
+    """
+
+    def deco(cls: _W) -> _W:
+        if name in _WORLDS:
+            raise RegistryError(f"world {name!r} is already registered by {_WORLDS[name]!r}")
+        cls.name = name
+        _WORLDS[name] = cls
+        return cls
+
+    return deco
+
+
+def world_names() -> list[str]:
+    """Names of every registered world."""
+    return sorted(_WORLDS)
+
+
+def get_world(name: str, **options: Any) -> World:
+    """Build the world registered as ``name``.
+
+    Args:
+        name: A registered world name.
+        **options: Keyword options of the world's constructor.
+
+    Returns:
+        A new world instance.
+
+    Raises:
+        RegistryError: If no world has that name (the message lists the known ones).
+        InvalidCampaignError: If an option is unknown or has a bad value; the key path is
+            ``options.<key>``.
+    """
+    try:
+        cls = _WORLDS[name]
+    except KeyError:
+        known = ", ".join(world_names()) or "none"
+        raise RegistryError(f"unknown world {name!r} (registered: {known})") from None
+    accepted = {
+        p.name
+        for p in inspect.signature(cls.__init__).parameters.values()
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"
+    }
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        known = ", ".join(sorted(accepted)) or "none"
+        raise InvalidCampaignError(
+            None,
+            [
+                (f"options.{k}", f"unknown option for world {name!r} (known: {known})")
+                for k in unknown
+            ],
+        )
+    return cls(**options)
+
+
+@register_world("hartmann6")
+class Hartmann6(BoTorchWorld):
+    """Six-dimensional Hartmann function, negated: ``sum_i alpha_i exp(-sum_j A_ij (x_j -
+    P_ij)^2)`` on ``[0, 1]^6``, maximum 3.32237 at
+    ``(0.20169, 0.150011, 0.476874, 0.275332, 0.311652, 0.6573)``."""
+
+    def __init__(self, *, output: str = "y") -> None:
+        super().__init__(output=output)
+        p = self.problem
+        # Taken from BoTorch's buffers (float32 there) so both agree to rounding.
+        self._alpha = _buffer(p, "ALPHA")  # 4
+        self._a = _buffer(p, "A")  # 4 x 6
+        self._p = 0.0001 * _buffer(p, "P")  # 4 x 6
+
+    def make_problem(self) -> SyntheticTestFunction:
+        """BoTorch ``Hartmann(dim=6, negate=True)``."""
+        return Hartmann(dim=6, negate=True)
+
+    def evaluate_array(self, x: np.ndarray) -> np.ndarray:
+        """NumPy Hartmann-6 at points ``x`` (``n x 6``); returns shape ``n``."""
+        x = np.asarray(x, dtype=np.float64)
+        inner = np.sum(self._a * (x[..., None, :] - self._p) ** 2, axis=-1)  # n x 4
+        return np.exp(-inner) @ self._alpha
+
+
+_B = 5.1 / (4 * math.pi**2)
+_C = 5 / math.pi
+_T = 10 * (1 - 1 / (8 * math.pi))
+
+
+@register_world("branin")
+class BraninWorld(BoTorchWorld):
+    """Branin function, negated, on ``[-5, 10] x [0, 15]``: maximum -0.397887 at
+    ``(-pi, 12.275)``, ``(pi, 2.275)`` and ``(9.42478, 2.475)``."""
+
+    def make_problem(self) -> SyntheticTestFunction:
+        """BoTorch ``Branin(negate=True)``."""
+        return Branin(negate=True)
+
+    def evaluate_array(self, x: np.ndarray) -> np.ndarray:
+        """NumPy Branin (negated) at points ``x`` (``n x 2``); returns shape ``n``."""
+        x = np.asarray(x, dtype=np.float64)
+        x1 = x[..., 0]
+        t1 = x[..., 1] - _B * x1**2 + _C * x1 - 6
+        return -(t1**2 + _T * np.cos(x1) + 10)
