@@ -1,0 +1,85 @@
+"""Tests of the GP surrogate (surrogates/gp.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from surrogates.gp import default_device, fit_single_task_gp, hyperparameters_of
+
+
+def truth(x: torch.Tensor) -> torch.Tensor:
+    """A smooth 1-D function on [0, 10] (n x 1 -> n x 1)."""
+    return torch.sin(x) + 0.1 * x
+
+
+def train_data() -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.linspace(0.0, 10.0, 12, dtype=torch.double).unsqueeze(-1)
+    return x, truth(x)
+
+
+def test_default_device_matches_torch() -> None:
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert default_device().type == expected
+
+
+def test_fits_smooth_function_with_calibrated_uncertainty() -> None:
+    torch.manual_seed(0)
+    x, y = train_data()
+    model = fit_single_task_gp(x, y, device="cpu")
+    x_test = torch.linspace(0.2, 9.8, 49, dtype=torch.double).unsqueeze(-1)
+    with torch.no_grad():
+        post = model.posterior(x_test)
+        mean = post.mean
+        sd = post.variance.sqrt()
+    err = (mean - truth(x_test)).abs()
+    assert bool((err <= 3 * sd + 1e-6).all()), float((err / sd).max())
+    assert float(err.max()) < 0.1
+    # far from the data the model is less certain than at a training point
+    with torch.no_grad():
+        sd_far = model.posterior(torch.tensor([[14.0]], dtype=torch.double)).variance.sqrt()
+        sd_near = model.posterior(x[5:6]).variance.sqrt()
+    assert float(sd_far) > 10 * float(sd_near)
+
+
+def test_hyperparameters_are_plain_floats() -> None:
+    torch.manual_seed(0)
+    x, y = train_data()
+    bounds = torch.tensor([[0.0], [10.0]], dtype=torch.double)
+    hp = hyperparameters_of(fit_single_task_gp(x, y, bounds=bounds, device="cpu"))
+    assert set(hp) >= {"lengthscales", "outputscale", "noise", "outcome_mean", "outcome_std"}
+    for values in hp.values():
+        assert all(type(v) is float and math.isfinite(v) for v in values)
+    assert len(hp["lengthscales"]) == 1
+    assert hp["outcome_mean"][0] == pytest.approx(float(y.mean()))
+    assert 0 < hp["noise"][0] < 0.01  # noise-free data
+
+
+def test_two_outputs_and_warm_start() -> None:
+    torch.manual_seed(0)
+    x, y = train_data()
+    y2 = torch.cat([y, -2.0 * y + 1.0], dim=-1)
+    model = fit_single_task_gp(x, y2, device="cpu")
+    assert model.num_outputs == 2
+    assert len(hyperparameters_of(model)["noise"]) == 2
+    x_more = torch.cat([x, torch.tensor([[4.4]], dtype=torch.double)])
+    warm = fit_single_task_gp(x_more, truth(x_more), device="cpu", warm_start_state=_one(model))
+    with torch.no_grad():
+        pred = warm.posterior(torch.tensor([[4.4]], dtype=torch.double)).mean
+    assert float(pred) == pytest.approx(float(truth(torch.tensor([[4.4]]))), abs=0.05)
+
+
+def _one(model: object) -> dict[str, torch.Tensor]:
+    """A state dict of a different shape (two outputs): mismatching entries are skipped."""
+    return dict(model.state_dict())  # type: ignore[attr-defined]
+
+
+def test_rejects_bad_shapes() -> None:
+    with pytest.raises(ValueError, match="n x d"):
+        fit_single_task_gp(torch.zeros(3), torch.zeros(3, 1))
+    with pytest.raises(ValueError, match="n x d"):
+        fit_single_task_gp(torch.zeros(3, 1), torch.zeros(4, 1))
+    with pytest.raises(ValueError, match="no data"):
+        fit_single_task_gp(torch.zeros(0, 1), torch.zeros(0, 1))
