@@ -1,0 +1,301 @@
+"""Read models of the experiment store: what planners, the dashboard and exports need.
+
+Like :mod:`controller.store.repo`, every function receives a session. Queries run a fixed
+number of statements whatever the number of experiments (no per-experiment queries), and
+select plain columns where no ORM object is needed, so they stay fast for campaigns of tens
+of thousands of experiments.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.orm import Session
+
+from models.errors import StoreError
+from models.objectives import Objective
+from models.records import Observation
+from models.status import ExperimentStatus, StepStatus
+from models.tables import (
+    CampaignRow,
+    DecisionRow,
+    EventRow,
+    ExperimentRow,
+    MeasurementRow,
+    StepRow,
+)
+
+logger = logging.getLogger(__name__)
+
+PENDING_EXPERIMENT = (
+    ExperimentStatus.PROPOSED,
+    ExperimentStatus.QUEUED,
+    ExperimentStatus.RUNNING,
+    ExperimentStatus.INTERRUPTED,
+)
+"""Statuses of experiments a planner must treat as pending (see :func:`pending_parameters`)."""
+
+DEFAULT_EVENT_LIMIT = 1000
+"""How many events :func:`events` returns at most by default."""
+
+
+def _values(statuses: Iterable[ExperimentStatus | StepStatus]) -> list[str]:
+    return [st.value for st in statuses]
+
+
+def experiments_in_status(
+    s: Session, campaign_id: int, statuses: Iterable[ExperimentStatus]
+) -> list[ExperimentRow]:
+    """The campaign's experiments whose status is one of ``statuses``, by id."""
+    stmt = (
+        select(ExperimentRow)
+        .where(
+            ExperimentRow.campaign_id == campaign_id,
+            ExperimentRow.status.in_(_values(statuses)),
+        )
+        .order_by(ExperimentRow.id)
+    )
+    return list(s.scalars(stmt))
+
+
+def steps_in_status(s: Session, campaign_id: int, statuses: Iterable[StepStatus]) -> list[StepRow]:
+    """The campaign's steps (of all its experiments) whose status is one of ``statuses``, by id."""
+    stmt = (
+        select(StepRow)
+        .join(ExperimentRow, StepRow.experiment_id == ExperimentRow.id)
+        .where(ExperimentRow.campaign_id == campaign_id, StepRow.status.in_(_values(statuses)))
+        .order_by(StepRow.id)
+    )
+    return list(s.scalars(stmt))
+
+
+def _latest_values(
+    s: Session, where: Sequence[ColumnElement[bool]], names: Sequence[str]
+) -> dict[int, dict[str, float]]:
+    """Scalar measurement values by experiment id and name; the latest step's value wins."""
+    out: dict[int, dict[str, float]] = {}
+    if not names:
+        return out
+    stmt = (
+        select(MeasurementRow.experiment_id, MeasurementRow.name, MeasurementRow.value)
+        .join(ExperimentRow, MeasurementRow.experiment_id == ExperimentRow.id)
+        .where(*where, MeasurementRow.name.in_(list(names)), MeasurementRow.value.is_not(None))
+        .order_by(MeasurementRow.step_id, MeasurementRow.id)
+    )
+    for experiment_id, name, value in s.execute(stmt):
+        if value is not None:
+            out.setdefault(experiment_id, {})[name] = value
+    return out
+
+
+def observations(
+    s: Session, campaign_id: int, objectives: Sequence[Objective]
+) -> list[Observation]:
+    """What a planner learns from: the campaign's finished experiments, by id.
+
+    A COMPLETED experiment is feasible and carries each objective's value, taken from the
+    measurement of that name (of the latest step that measured it). A FAILED experiment is
+    infeasible with no objective values. A COMPLETED experiment that lacks an objective's
+    measurement (an instrument that did not report it) is returned infeasible with the values
+    it has, and a warning is logged.
+
+    Args:
+        s: The session.
+        campaign_id: The campaign.
+        objectives: The campaign's objectives.
+
+    Returns:
+        One observation per COMPLETED or FAILED experiment, ordered by experiment id.
+    """
+    names = [o.name for o in objectives]
+    completed = ExperimentStatus.COMPLETED.value
+    stmt = (
+        select(ExperimentRow.id, ExperimentRow.status, ExperimentRow.parameters)
+        .where(
+            ExperimentRow.campaign_id == campaign_id,
+            ExperimentRow.status.in_([completed, ExperimentStatus.FAILED.value]),
+        )
+        .order_by(ExperimentRow.id)
+    )
+    rows = s.execute(stmt).all()
+    values = _latest_values(
+        s,
+        [ExperimentRow.campaign_id == campaign_id, ExperimentRow.status == completed],
+        names,
+    )
+    out: list[Observation] = []
+    for experiment_id, status, parameters in rows:
+        if status != completed:
+            out.append(Observation(dict(parameters), {}, False, experiment_id))
+            continue
+        measured = values.get(experiment_id, {})
+        missing = [n for n in names if n not in measured]
+        if missing:
+            logger.warning(
+                "campaign %s: experiment %s is COMPLETED but has no measurement of %s; "
+                "treating it as infeasible",
+                campaign_id,
+                experiment_id,
+                ", ".join(missing),
+            )
+        objs = {n: measured[n] for n in names if n in measured}
+        out.append(Observation(dict(parameters), objs, not missing, experiment_id))
+    return out
+
+
+def pending_parameters(s: Session, campaign_id: int) -> list[dict[str, Any]]:
+    """Parameters of the campaign's PROPOSED, QUEUED, RUNNING and INTERRUPTED experiments."""
+    stmt = (
+        select(ExperimentRow.parameters)
+        .where(
+            ExperimentRow.campaign_id == campaign_id,
+            ExperimentRow.status.in_(_values(PENDING_EXPERIMENT)),
+        )
+        .order_by(ExperimentRow.id)
+    )
+    return [dict(p) for p in s.scalars(stmt)]
+
+
+def count_by_status(s: Session, campaign_id: int) -> dict[ExperimentStatus, int]:
+    """Number of the campaign's experiments in each status (every status present, maybe 0)."""
+    counts = dict.fromkeys(ExperimentStatus, 0)
+    stmt = (
+        select(ExperimentRow.status, func.count())
+        .where(ExperimentRow.campaign_id == campaign_id)
+        .group_by(ExperimentRow.status)
+    )
+    for status, n in s.execute(stmt):
+        counts[ExperimentStatus(status)] = int(n)
+    return counts
+
+
+def events(
+    s: Session,
+    campaign_id: int | None,
+    *,
+    since_id: int = 0,
+    limit: int = DEFAULT_EVENT_LIMIT,
+) -> list[EventRow]:
+    """Audit-log entries after ``since_id``, oldest first.
+
+    Args:
+        s: The session.
+        campaign_id: The campaign's events only; ``None`` for every event.
+        since_id: Return events with a larger id (the last id a reader has seen).
+        limit: At most this many.
+    """
+    stmt = select(EventRow).where(EventRow.id > since_id)
+    if campaign_id is not None:
+        stmt = stmt.where(EventRow.campaign_id == campaign_id)
+    return list(s.scalars(stmt.order_by(EventRow.id).limit(limit)))
+
+
+def _iso(t: datetime | None) -> str | None:
+    return None if t is None else t.isoformat()
+
+
+def _spec_names(spec: dict[str, Any], key: str) -> list[str]:
+    return [str(item["name"]) for item in spec.get(key, []) if "name" in item]
+
+
+def _union(lists: Iterable[list[str]]) -> list[str]:
+    return list(dict.fromkeys(name for names in lists for name in names))
+
+
+def export_rows(s: Session, campaign_name: str | None) -> list[dict[str, Any]]:
+    """One flat row per experiment, for CSV/Parquet export.
+
+    Every row has the same keys, in this order: ``id``, ``campaign``, ``status``,
+    ``param.<name>`` for each parameter, ``obj.<name>`` for each objective (the measured
+    value or ``None``), ``planner``, ``decision_id``, ``instruments`` (the distinct
+    instruments of its steps, comma-joined in order of first use), ``created_at``,
+    ``started_at``, ``finished_at`` (ISO-8601 UTC or ``None``), ``attempts`` (number of
+    steps, re-runs included) and ``rerun`` (whether any step was re-run). Parameters and
+    objectives come from the campaign specs; exporting several campaigns gives the union of
+    their columns, ``None`` where one does not apply.
+
+    Args:
+        s: The session.
+        campaign_name: The campaign to export; ``None`` exports every campaign.
+
+    Returns:
+        The rows, ordered by experiment id.
+
+    Raises:
+        StoreError: If no campaign has that name.
+    """
+    cstmt = select(CampaignRow.id, CampaignRow.name, CampaignRow.spec).order_by(CampaignRow.id)
+    if campaign_name is not None:
+        cstmt = cstmt.where(CampaignRow.name == campaign_name)
+    campaigns = s.execute(cstmt).all()
+    if campaign_name is not None and not campaigns:
+        raise StoreError(f"no campaign named {campaign_name!r}")
+    names = {cid: name for cid, name, _ in campaigns}
+    param_cols = _union(_spec_names(spec, "parameters") for _, _, spec in campaigns)
+    obj_cols = _union(_spec_names(spec, "objectives") for _, _, spec in campaigns)
+    where: list[ColumnElement[bool]] = []
+    if campaign_name is not None:
+        where.append(ExperimentRow.campaign_id == campaigns[0][0])
+
+    instruments: dict[int, list[str]] = {}
+    attempts: dict[int, int] = {}
+    reruns: set[int] = set()
+    sstmt = (
+        select(StepRow.experiment_id, StepRow.instrument, StepRow.rerun)
+        .join(ExperimentRow, StepRow.experiment_id == ExperimentRow.id)
+        .where(*where)
+        .order_by(StepRow.id)
+    )
+    for experiment_id, instrument, rerun in s.execute(sstmt):
+        attempts[experiment_id] = attempts.get(experiment_id, 0) + 1
+        used = instruments.setdefault(experiment_id, [])
+        if instrument is not None and instrument not in used:
+            used.append(instrument)
+        if rerun:
+            reruns.add(experiment_id)
+    values = _latest_values(s, where, obj_cols)
+
+    estmt = (
+        select(
+            ExperimentRow.id,
+            ExperimentRow.campaign_id,
+            ExperimentRow.status,
+            ExperimentRow.parameters,
+            ExperimentRow.decision_id,
+            DecisionRow.planner,
+            ExperimentRow.created_at,
+            ExperimentRow.started_at,
+            ExperimentRow.finished_at,
+        )
+        .outerjoin(DecisionRow, ExperimentRow.decision_id == DecisionRow.id)
+        .where(*where)
+        .order_by(ExperimentRow.id)
+    )
+    rows: list[dict[str, Any]] = []
+    for eid, cid, status, params, decision_id, planner, created, started, finished in s.execute(
+        estmt
+    ):
+        row: dict[str, Any] = {
+            "id": eid,
+            "campaign": names[cid],
+            "status": ExperimentStatus(status).value,
+        }
+        row.update({f"param.{n}": params.get(n) for n in param_cols})
+        measured = values.get(eid, {})
+        row.update({f"obj.{n}": measured.get(n) for n in obj_cols})
+        row.update(
+            planner=planner,
+            decision_id=decision_id,
+            instruments=",".join(instruments.get(eid, [])),
+            created_at=_iso(created),
+            started_at=_iso(started),
+            finished_at=_iso(finished),
+            attempts=attempts.get(eid, 0),
+            rerun=eid in reruns,
+        )
+        rows.append(row)
+    return rows

@@ -1,0 +1,96 @@
+"""Shared pytest fixtures, one section per concern."""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from urllib.parse import quote
+
+import pytest
+
+# =====================================================================================
+# Store: database URLs (controller/store). ``db_url`` runs a test on SQLite and, when a
+# server answers, on PostgreSQL (marked ``postgres``; deselect with ``-m 'not postgres'``).
+# =====================================================================================
+
+POSTGRES_URL_ENV = "SDLAB_TEST_POSTGRES_URL"
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+_POSTGRES_PROBLEMS: dict[str, str | None] = {}
+
+
+def postgres_test_url() -> str:
+    """The PostgreSQL server tests use: ``$SDLAB_TEST_POSTGRES_URL`` or the local default."""
+    return os.environ.get(POSTGRES_URL_ENV) or DEFAULT_POSTGRES_URL
+
+
+def _libpq_url(url: str) -> str:
+    """``url`` as libpq understands it (without a SQLAlchemy ``+driver`` suffix)."""
+    return re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", url)
+
+
+def _masked(url: str) -> str:
+    return re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", url)
+
+
+def _postgres_problem(url: str) -> str | None:
+    """Why the server at ``url`` cannot be used (``None`` if it answers); probed once."""
+    if url not in _POSTGRES_PROBLEMS:
+        try:
+            import psycopg
+
+            with psycopg.connect(_libpq_url(url), connect_timeout=2, autocommit=True):
+                pass
+            _POSTGRES_PROBLEMS[url] = None
+        except Exception as exc:
+            _POSTGRES_PROBLEMS[url] = f"{type(exc).__name__}: {str(exc).strip()}"
+    return _POSTGRES_PROBLEMS[url]
+
+
+def _postgres_schema_url(url: str) -> Iterator[str]:
+    """A URL whose connections see a fresh, empty schema; the schema is dropped afterwards."""
+    import psycopg
+
+    problem = _postgres_problem(url)
+    if problem is not None:
+        pytest.skip(
+            f"PostgreSQL not reachable at {_masked(url)} (set {POSTGRES_URL_ENV}): {problem}"
+        )
+    schema = f"sdlab_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(_libpq_url(url), connect_timeout=2, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    sep = "&" if "?" in url else "?"
+    try:
+        yield f"{url}{sep}options={quote(f'-csearch_path={schema}')}"
+    finally:
+        with psycopg.connect(_libpq_url(url), connect_timeout=2, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A URL of an empty database: a SQLite file, or a fresh schema on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'sdlab.db'}"
+    else:
+        yield from _postgres_schema_url(postgres_test_url())
+
+
+# =====================================================================================
+# Ray: one local instance per test session, shared by every test that needs it.
+# =====================================================================================
+
+
+@pytest.fixture(scope="session")
+def ray_address() -> Iterator[str]:
+    """Start one local Ray instance for the session; yields its address for subprocesses."""
+    import ray
+
+    from controller.actors import ensure_ray
+
+    ensure_ray(num_cpus=2)
+    yield str(ray.get_runtime_context().gcs_address)
+    ray.shutdown()
