@@ -1,0 +1,150 @@
+"""What the command line prints: the end-of-run summary, ``status`` and ``export``."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.table import Table
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from controller.store import count_by_status, export_rows, get_campaign, list_campaigns
+from models.campaign import CampaignSpec
+from models.status import ExperimentStatus
+from models.tables import ExperimentRow
+
+
+@dataclass
+class Summary:
+    """The numbers shown when a run ends."""
+
+    campaign: str
+    status: str
+    budget: int
+    counts: dict[str, int]
+    best: list[tuple[str, str, float, dict[str, Any], int]] = field(default_factory=list)
+    seconds_per_experiment: float | None = None
+    run_seconds: float | None = None
+    database: str = ""
+
+
+def summarize(s: Session, name: str, db_url: str, run_seconds: float | None) -> Summary | None:
+    """Collect the summary of campaign ``name`` (``None`` if it does not exist)."""
+    row = get_campaign(s, name)
+    if row is None:
+        return None
+    spec = CampaignSpec.model_validate(row.spec)
+    counts = {k.value: v for k, v in count_by_status(s, row.id).items()}
+    done = s.scalars(
+        select(ExperimentRow)
+        .where(ExperimentRow.campaign_id == row.id)
+        .where(ExperimentRow.status == ExperimentStatus.COMPLETED)
+    ).all()
+    best: list[tuple[str, str, float, dict[str, Any], int]] = []
+    for obj in spec.objectives:
+        scored = [
+            (m.value, e)
+            for e in done
+            for m in e.measurements
+            if m.name == obj.name and m.value is not None
+        ]
+        if scored:
+            value, exp = max(scored, key=lambda t: obj.sign * t[0])
+            best.append((obj.name, obj.direction, value, dict(exp.parameters), exp.id))
+    durations = [
+        (e.finished_at - e.created_at).total_seconds() for e in done if e.finished_at is not None
+    ]
+    return Summary(
+        campaign=row.name,
+        status=row.status.value if hasattr(row.status, "value") else str(row.status),
+        budget=row.max_experiments,
+        counts=counts,
+        best=best,
+        seconds_per_experiment=statistics.median(durations) if durations else None,
+        run_seconds=run_seconds,
+        database=_redact(db_url),
+    )
+
+
+def _redact(url: str) -> str:
+    """The URL without its password."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+    return url
+
+
+def render_summary(summary: Summary) -> Table:
+    """A table for the terminal."""
+    t = Table(title=f"campaign {summary.campaign}", show_header=False, title_justify="left")
+    t.add_column("what", style="bold")
+    t.add_column("value")
+    t.add_row("status", summary.status)
+    c = summary.counts
+    t.add_row(
+        "experiments",
+        f"{c.get('COMPLETED', 0)} of {summary.budget} done, {c.get('FAILED', 0)} failed, "
+        f"{c.get('ABANDONED', 0)} abandoned, {c.get('INTERRUPTED', 0)} interrupted",
+    )
+    for name, direction, value, params, exp_id in summary.best:
+        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in params.items())
+        t.add_row(f"best {name} ({direction[:3]})", f"{value:.6g} (experiment {exp_id})")
+        t.add_row("  at", shown)
+    if summary.seconds_per_experiment is not None:
+        t.add_row("time per experiment", f"{summary.seconds_per_experiment:.3f} s (median)")
+    if summary.run_seconds is not None:
+        t.add_row("this run took", f"{summary.run_seconds:.1f} s")
+    t.add_row("database", summary.database)
+    return t
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def status_table(s: Session) -> Table:
+    """``sdlab status``: one row per campaign with counts per experiment status."""
+    t = Table(title="campaigns")
+    t.add_column("campaign")
+    t.add_column("status")
+    t.add_column("budget", justify="right")
+    statuses = list(ExperimentStatus)
+    for st in statuses:
+        t.add_column(st.value.lower(), justify="right")
+    for row in list_campaigns(s):
+        counts = count_by_status(s, row.id)
+        status = row.status.value if hasattr(row.status, "value") else str(row.status)
+        t.add_row(
+            row.name, status, str(row.max_experiments), *(str(counts.get(st, 0)) for st in statuses)
+        )
+    return t
+
+
+def export_text(s: Session, campaign: str | None, fmt: str) -> str:
+    """``sdlab export``: every experiment as CSV (one header row) or a JSON array."""
+    rows = export_rows(s, campaign)
+    if fmt == "json":
+        return json.dumps(rows, indent=2, default=str) + "\n"
+    return _csv(rows)
+
+
+def _csv(rows: Sequence[dict[str, Any]]) -> str:
+    columns: list[str] = []
+    for r in rows:
+        for k in r:
+            if k not in columns:
+                columns.append(k)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow(r)
+    return buf.getvalue()

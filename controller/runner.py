@@ -1,0 +1,247 @@
+"""``sdlab run``: create or resume a campaign, start its simulators, run it on Ray.
+
+The runner is the entry point's side of a campaign run: it validates the file (before
+anything is written), creates the campaign in the store or finds it again (same name:
+resume), starts the simulated instrument servers the campaign names, starts the campaign
+actor on Ray, shows progress, and prints the summary. Killing it at any moment loses
+nothing: running the same command again resumes from the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from controller.actors import CampaignActor, ensure_ray
+from controller.loop import ControllerOptions
+from controller.planning import build_planner
+from controller.report import render_summary, summarize
+from controller.simproc import SimulatorProcesses, default_journal_dir
+from controller.store import (
+    add_event,
+    count_by_status,
+    create_campaign,
+    get_campaign,
+    make_engine,
+    migrate,
+    session_factory,
+    set_campaign_status,
+    transaction,
+)
+from models.campaign import CampaignSpec, load_campaign
+from models.errors import InvalidCampaignError, RegistryError, SdlabError
+from models.status import CampaignStatus, ExperimentStatus
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+
+
+@dataclass
+class RunOptions:
+    """What ``sdlab run`` was asked for.
+
+    Attributes:
+        db_url: SQLAlchemy URL of the store.
+        budget: Overrides ``budget.max_experiments``.
+        seed: Overrides ``campaign.seed`` for a new campaign.
+        progress: Show a progress bar.
+        ray_address: Join this Ray cluster instead of starting a local instance.
+        journal_dir: Where simulated servers keep their journals (default: beside the db).
+        controller: Controller settings.
+    """
+
+    db_url: str = "sqlite:///sdlab.db"
+    budget: int | None = None
+    seed: int | None = None
+    progress: bool = True
+    ray_address: str | None = None
+    journal_dir: Path | None = None
+    controller: ControllerOptions | None = None
+
+
+def validate(path: Path, seed: int | None = None) -> CampaignSpec:
+    """Load a campaign file and check that its planner can be built.
+
+    Raises:
+        InvalidCampaignError: For any problem, with the key path.
+    """
+    spec = load_campaign(path)
+    try:
+        build_planner(spec, seed if seed is not None else spec.campaign.seed)
+    except RegistryError as exc:
+        raise InvalidCampaignError(str(path), [("planner.name", str(exc))]) from exc
+    except InvalidCampaignError as exc:
+        raise InvalidCampaignError(str(path), exc.problems) from exc
+    except SdlabError as exc:
+        raise InvalidCampaignError(str(path), [("planner", str(exc))]) from exc
+    return spec
+
+
+def _prepare(spec: CampaignSpec, path: Path, opts: RunOptions, console: Console) -> str | None:
+    """Create or find the campaign. Returns ``None`` when there is nothing to do."""
+    engine = make_engine(opts.db_url)
+    try:
+        migrate(engine)
+        factory = session_factory(engine)
+        budget = opts.budget or spec.budget.max_experiments
+        with transaction(factory) as s:
+            row = get_campaign(s, spec.campaign.name)
+            if row is None:
+                seed = opts.seed if opts.seed is not None else spec.campaign.seed
+                row = create_campaign(
+                    s, spec, seed=seed, max_experiments=budget, source=str(path), actor="cli"
+                )
+                return row.name
+            if row.spec_hash != spec.spec_hash():
+                raise InvalidCampaignError(
+                    str(path),
+                    [
+                        (
+                            "campaign.name",
+                            f"a campaign named {row.name!r} with different settings is already "
+                            "in the database; give this one another name",
+                        )
+                    ],
+                )
+            if opts.seed is not None and opts.seed != row.seed:
+                console.print(f"[yellow]campaign keeps its original seed {row.seed}[/]")
+            completed = count_by_status(s, row.id).get(ExperimentStatus.COMPLETED, 0)
+            if budget != row.max_experiments:
+                add_event(
+                    s,
+                    "campaign.budget",
+                    f"budget changed from {row.max_experiments} to {budget}",
+                    campaign_id=row.id,
+                    actor="cli",
+                )
+                row.max_experiments = budget
+            if row.status == CampaignStatus.ABORTED:
+                console.print(f"campaign {row.name!r} was aborted; nothing to do")
+                return None
+            if completed >= budget:
+                if row.status != CampaignStatus.COMPLETED:
+                    if row.status == CampaignStatus.CREATED:
+                        set_campaign_status(s, row, CampaignStatus.RUNNING, actor="cli")
+                    set_campaign_status(s, row, CampaignStatus.COMPLETED, actor="cli")
+                console.print(
+                    f"campaign {row.name!r} is finished: {completed} of {budget} experiments "
+                    "completed (raise --budget to continue it)"
+                )
+                return None
+            console.print(
+                f"resuming campaign {row.name!r}: {completed} of {budget} experiments completed"
+            )
+            return row.name
+    finally:
+        engine.dispose()
+
+
+def run(path: Path, opts: RunOptions, console: Console | None = None) -> int:
+    """Run (or resume) the campaign in ``path`` to its budget.
+
+    Returns:
+        The process exit code: 0 budget reached (or already finished), 1 otherwise.
+
+    Raises:
+        InvalidCampaignError: For an invalid file (the caller exits 2). Nothing is written.
+    """
+    console = console or Console()
+    spec = validate(path, opts.seed)
+    name = _prepare(spec, path, opts, console)
+    if name is None:
+        _print_summary(opts.db_url, spec.campaign.name, console, None)
+        return EXIT_OK
+    sims: SimulatorProcesses | None = None
+    started_ray = False
+    t0 = time.monotonic()
+    try:
+        endpoints: dict[str, str] = {}
+        if any(i.simulated for i in spec.instruments):
+            journal = opts.journal_dir or default_journal_dir(opts.db_url, spec.campaign.name)
+            sims = SimulatorProcesses(spec, path.resolve(), journal)
+            sims.spawn()  # before Ray starts any thread; they start up while Ray does
+        started_ray = not ray.is_initialized()
+        ensure_ray(opts.ray_address)
+        if sims is not None:
+            endpoints = sims.wait_ready()
+        actor = CampaignActor.remote(
+            opts.db_url, name, endpoints, opts.controller or ControllerOptions()
+        )
+        result = _follow(actor, opts.progress, console)
+    except KeyboardInterrupt:
+        console.print(
+            "[yellow]interrupted[/]: everything sent is recorded; run the same command again "
+            "to resume"
+        )
+        return EXIT_FAILED
+    finally:
+        if started_ray:
+            ray.shutdown()
+        if sims is not None:
+            sims.stop()
+    _print_summary(opts.db_url, name, console, time.monotonic() - t0)
+    status = result.get("status")
+    if status == CampaignStatus.COMPLETED.value:
+        return EXIT_OK
+    console.print(f"[red]campaign ended {status}[/]: {result.get('stop_reason')}")
+    return EXIT_FAILED
+
+
+def _follow(actor: Any, show: bool, console: Console) -> dict[str, Any]:
+    ref = actor.run.remote()
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not show,
+        transient=False,
+    )
+    with progress:
+        task = progress.add_task("experiments", total=None, detail="connecting")
+        while True:
+            done, _ = ray.wait([ref], timeout=0.25)
+            if done:
+                break
+            try:
+                p = ray.get(actor.progress.remote(), timeout=5)
+            except ray.exceptions.GetTimeoutError:
+                continue
+            except ray.exceptions.RayActorError:
+                break
+            progress.update(
+                task,
+                total=p["budget"],
+                completed=p["completed"],
+                detail=f"{p['in_flight']} running, {p['failed']} failed",
+            )
+        try:
+            result: dict[str, Any] = ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.cause if isinstance(exc.cause, BaseException) else exc
+            raise cause from None
+        progress.update(task, total=result["budget"], completed=result["completed"])
+    return result
+
+
+def _print_summary(db_url: str, name: str, console: Console, seconds: float | None) -> None:
+    engine = make_engine(db_url)
+    try:
+        with transaction(session_factory(engine)) as s:
+            summary = summarize(s, name, db_url, seconds)
+    finally:
+        engine.dispose()
+    if summary is not None:
+        console.print(render_summary(summary))

@@ -1,0 +1,131 @@
+"""The safety gate: nothing reaches an instrument outside the limits it declared.
+
+Every proposal is checked twice. When it becomes an experiment, against the campaign's
+search space and against the declared limits of *every* instrument that could run each of
+its workflow steps (so a refusal happens before anything is queued). Right before a step
+is sent, against the limits of the one instrument chosen. A refusal raises
+:class:`~models.errors.ParameterLimitError` naming the parameter, the value, the limit and the
+instrument; the controller records it and tells the planner the point is infeasible.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from instruments.driver import ActionSpec, InstrumentDescription
+from models.campaign import CampaignSpec, WorkflowStep
+from models.errors import InvalidCampaignError, ParameterLimitError
+from models.params import ParamValue
+
+logger = logging.getLogger(__name__)
+
+
+class SafetyGate:
+    """Checks proposals and step parameters against campaign bounds and instrument limits.
+
+    Args:
+        spec: The campaign.
+        descriptions: What each connected instrument declared, by instrument name.
+
+    Raises:
+        InvalidCampaignError: If a workflow step's action is missing on an instrument of its
+            kind, or an objective is not an output of any step (key path in the problems).
+    """
+
+    def __init__(self, spec: CampaignSpec, descriptions: Mapping[str, InstrumentDescription]):
+        self.spec = spec
+        self.space = spec.space
+        self._kinds = {inst.name: inst.kind for inst in spec.instruments}
+        self._descriptions = dict(descriptions)
+        # (instrument, step index) -> the action spec that instrument declared for the step
+        self._actions: dict[tuple[str, int], ActionSpec] = {}
+        # step index -> names of the campaign parameters the step sends
+        self._step_params: dict[int, list[str]] = {}
+        problems: list[tuple[str, str]] = []
+        outputs: set[str] = set()
+        for i, step in enumerate(spec.workflow):
+            for inst, kind in self._kinds.items():
+                if kind != step.kind or inst not in self._descriptions:
+                    continue
+                try:
+                    action = self._descriptions[inst].action(step.action)
+                except KeyError:
+                    problems.append(
+                        (
+                            f"workflow[{i}].action",
+                            f"instrument {inst!r} has no action {step.action!r} (it offers "
+                            f"{', '.join(a.name for a in self._descriptions[inst].actions)})",
+                        )
+                    )
+                    continue
+                self._actions[(inst, i)] = action
+                outputs.update(o.name for o in action.outputs)
+                self._step_params.setdefault(i, self._params_for(step, action))
+        for j, obj in enumerate(spec.objectives):
+            if obj.name not in outputs:
+                problems.append(
+                    (
+                        f"objectives[{j}].name",
+                        f"no workflow action measures {obj.name!r} "
+                        f"(outputs: {', '.join(sorted(outputs)) or 'none'})",
+                    )
+                )
+        if problems:
+            raise InvalidCampaignError("connected instruments", problems)
+
+    def _params_for(self, step: WorkflowStep, action: ActionSpec) -> list[str]:
+        if step.parameters is not None:
+            return list(step.parameters)
+        declared = {p.name for p in action.parameters}
+        return [n for n in self.space.names if n in declared]
+
+    def step_parameters(self, index: int, point: Mapping[str, ParamValue]) -> dict[str, Any]:
+        """The parameters step ``index`` sends for an experiment at ``point``."""
+        step = self.spec.workflow[index]
+        out: dict[str, Any] = {n: point[n] for n in self._step_params.get(index, [])}
+        out.update(step.fixed)
+        return out
+
+    def instruments_for(self, index: int) -> list[str]:
+        """Names of the connected instruments that can run step ``index``."""
+        return [inst for (inst, i) in self._actions if i == index]
+
+    def check_proposal(self, point: Mapping[str, object]) -> dict[str, ParamValue]:
+        """Check a proposed point against the space and every instrument that may run it.
+
+        Returns:
+            The point, normalised to the parameters' types.
+
+        Raises:
+            ParameterLimitError: For the first violated limit.
+        """
+        clean = self.space.validate_point(point)
+        for i in range(len(self.spec.workflow)):
+            params = self.step_parameters(i, clean)
+            for inst in self.instruments_for(i):
+                self._actions[(inst, i)].check(params, inst)
+        return clean
+
+    def check_dispatch(self, instrument: str, index: int, params: Mapping[str, Any]) -> None:
+        """Check the exact parameters about to be sent to ``instrument`` for step ``index``.
+
+        Raises:
+            ParameterLimitError: If any value lies outside that instrument's declared limits,
+                or the instrument cannot run the step.
+        """
+        action = self._actions.get((instrument, index))
+        if action is None:
+            raise ParameterLimitError(
+                "action", self.spec.workflow[index].action, "not offered", instrument
+            )
+        action.check(params, instrument)
+
+    def action(self, instrument: str, index: int) -> ActionSpec:
+        """The action spec ``instrument`` declared for step ``index``."""
+        return self._actions[(instrument, index)]
+
+    def objective_names(self) -> Sequence[str]:
+        """Names of the campaign's objectives."""
+        return [o.name for o in self.spec.objectives]
