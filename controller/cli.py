@@ -44,7 +44,8 @@ def cli(log_level: str) -> None:
 
 
 def _invalid(exc: InvalidCampaignError) -> None:
-    Console(stderr=True).print(f"[red]invalid campaign[/] {exc}", highlight=False)
+    # plain text: no wrapping, and key paths like objectives[0] are not markup
+    click.echo(f"invalid campaign {exc}", err=True)
     sys.exit(EXIT_INVALID)
 
 
@@ -78,7 +79,7 @@ def run(
     except InvalidCampaignError as exc:
         _invalid(exc)
     except SdlabError as exc:
-        Console(stderr=True).print(f"[red]error[/] {exc}", highlight=False)
+        click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_FAILED)
     sys.exit(code)
 

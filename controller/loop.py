@@ -194,6 +194,10 @@ class CampaignController:
         self._final: CampaignStatus | None = None
         self._started = time.monotonic()
         self._background: set[asyncio.Task[None]] = set()
+        # Rows of in-flight experiments and steps, kept detached between the short
+        # transactions of the hot path and re-attached with Session.add (no SELECT).
+        self._exp_rows: dict[int, ExperimentRow] = {}
+        self._step_rows: dict[int, StepRow] = {}
 
     # ------------------------------------------------------------------ public API
 
@@ -458,6 +462,7 @@ class CampaignController:
                         refused.append(Observation(dict(prop.parameters), {}, False, exp.id))
                         continue
                     set_experiment_status(s, exp, ExperimentStatus.QUEUED)
+                    self._exp_rows[exp.id] = exp
                     self._in_flight[exp.id] = point
                     self._ready[self.spec.workflow[0].kind].append(Work(exp.id, 0, point))
             if refused:
@@ -481,6 +486,33 @@ class CampaignController:
 
     # ------------------------------------------------------------------ one step
 
+    def _exp(self, s: Session, experiment_id: int) -> ExperimentRow:
+        row = self._exp_rows.get(experiment_id)
+        if row is None:
+            row = s.get_one(ExperimentRow, experiment_id)
+            self._exp_rows[experiment_id] = row
+        else:
+            s.add(row)
+        return row
+
+    def _step(self, s: Session, step_id: int | None) -> StepRow:
+        assert step_id is not None
+        row = self._step_rows.get(step_id)
+        if row is None:
+            row = s.get_one(StepRow, step_id)
+            self._step_rows[step_id] = row
+        else:
+            s.add(row)
+        return row
+
+    def _forget(self, work: Work) -> None:
+        """Drop the cached rows of a finished experiment."""
+        self._in_flight.pop(work.experiment_id, None)
+        exp = self._exp_rows.pop(work.experiment_id, None)
+        if exp is not None:
+            for st in [k for k, v in self._step_rows.items() if v.experiment_id == exp.id]:
+                del self._step_rows[st]
+
     def request_id(self, experiment_id: int, index: int, attempt: int) -> str:
         """The request id of a step: derived from the experiment, unique per attempt."""
         return f"{self.uid[:12]}-{experiment_id}-{index}-{attempt}"
@@ -493,16 +525,16 @@ class CampaignController:
             self.gate.check_dispatch(slot.name, work.index, params)
         except ParameterLimitError as exc:
             with transaction(self._sessions) as s:
-                exp = s.get(ExperimentRow, work.experiment_id)
+                exp = self._exp(s, work.experiment_id)
                 assert exp is not None
                 self._refuse(s, exp, exc)
-            self._in_flight.pop(work.experiment_id, None)
+            self._forget(work)
             assert self._planner is not None
             await self._planner.tell([Observation(work.point, {}, False, work.experiment_id)])
             return
         if work.step_id is None:
             with transaction(self._sessions) as s:
-                exp = s.get(ExperimentRow, work.experiment_id)
+                exp = self._exp(s, work.experiment_id)
                 assert exp is not None
                 rid = self.request_id(work.experiment_id, work.index, work.attempt)
                 step = add_step(
@@ -522,6 +554,7 @@ class CampaignController:
                 if exp.status != ExperimentStatus.RUNNING:
                     set_experiment_status(s, exp, ExperimentStatus.RUNNING)
                 work.step_id, work.request_id = step.id, rid
+                self._step_rows[step.id] = step
         assert work.request_id is not None
         action = self.gate.action(slot.name, work.index)
         timeout_s = self._timeouts.get(slot.name) or action.timeout_s
@@ -565,8 +598,8 @@ class CampaignController:
         last = work.index == len(self.spec.workflow) - 1
         obs: Observation | None = None
         with transaction(self._sessions) as s:
-            step = s.get(StepRow, work.step_id)
-            exp = s.get(ExperimentRow, work.experiment_id)
+            step = self._step(s, work.step_id)
+            exp = self._exp(s, work.experiment_id)
             assert step is not None
             assert exp is not None
             if step.status == StepStatus.QUEUED:  # adopted after a crash before the send
@@ -602,7 +635,7 @@ class CampaignController:
             nxt = Work(work.experiment_id, work.index + 1, work.point)
             self._ready[self.spec.workflow[work.index + 1].kind].append(nxt)
             return
-        self._in_flight.pop(work.experiment_id, None)
+        self._forget(work)
         self._completed += 1
         assert self._planner is not None
         await self._planner.tell([obs])
@@ -613,7 +646,7 @@ class CampaignController:
         Only for actions their instrument declared safe to re-run.
         """
         with transaction(self._sessions) as s:
-            step = s.get(StepRow, work.step_id)
+            step = self._step(s, work.step_id)
             assert step is not None
             set_step_status(s, step, StepStatus.INTERRUPTED, error=reason)
             add_event(
@@ -638,10 +671,10 @@ class CampaignController:
         state: RequestState | None = None,
     ) -> None:
         with transaction(self._sessions) as s:
-            exp = s.get(ExperimentRow, work.experiment_id)
+            exp = self._exp(s, work.experiment_id)
             assert exp is not None
             if work.step_id is not None:
-                step = s.get(StepRow, work.step_id)
+                step = self._step(s, work.step_id)
                 assert step is not None
                 if step.status == StepStatus.QUEUED:
                     set_step_status(s, step, StepStatus.RUNNING)
@@ -667,7 +700,7 @@ class CampaignController:
                 instrument=instrument,
                 data={"code": code},
             )
-        self._in_flight.pop(work.experiment_id, None)
+        self._forget(work)
         self._failed += 1
         if self._planner is not None:
             self._spawn(

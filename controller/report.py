@@ -62,7 +62,7 @@ def summarize(s: Session, name: str, db_url: str, run_seconds: float | None) -> 
     ]
     return Summary(
         campaign=row.name,
-        status=row.status.value if hasattr(row.status, "value") else str(row.status),
+        status=row.status.value,
         budget=row.max_experiments,
         counts=counts,
         best=best,
@@ -111,20 +111,17 @@ def _fmt(v: Any) -> str:
 
 
 def status_table(s: Session) -> Table:
-    """``sdlab status``: one row per campaign with counts per experiment status."""
-    t = Table(title="campaigns")
+    """``sdlab status``: one row per campaign with its experiment counts per status."""
+    t = Table(title="campaigns", title_justify="left")
     t.add_column("campaign")
     t.add_column("status")
-    t.add_column("budget", justify="right")
-    statuses = list(ExperimentStatus)
-    for st in statuses:
-        t.add_column(st.value.lower(), justify="right")
+    t.add_column("done / budget", justify="right")
+    t.add_column("experiments by status")
     for row in list_campaigns(s):
         counts = count_by_status(s, row.id)
-        status = row.status.value if hasattr(row.status, "value") else str(row.status)
-        t.add_row(
-            row.name, status, str(row.max_experiments), *(str(counts.get(st, 0)) for st in statuses)
-        )
+        shown = ", ".join(f"{st.value} {n}" for st, n in counts.items() if n)
+        done = counts.get(ExperimentStatus.COMPLETED, 0)
+        t.add_row(row.name, row.status.value, f"{done} / {row.max_experiments}", shown or "none")
     return t
 
 

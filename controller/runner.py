@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,17 @@ class RunOptions:
     ray_address: str | None = None
     journal_dir: Path | None = None
     controller: ControllerOptions | None = None
+
+
+def absolute_db_url(url: str) -> str:
+    """``url`` with a relative SQLite file path made absolute (other URLs unchanged)."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/"):
+        rest = url[len(prefix) :]
+        if rest and rest != ":memory:" and not rest.startswith("file:"):
+            path, sep, query = rest.partition("?")
+            return f"{prefix}{Path(path).resolve()}{sep}{query}"
+    return url
 
 
 def validate(path: Path, seed: int | None = None) -> CampaignSpec:
@@ -157,6 +168,8 @@ def run(path: Path, opts: RunOptions, console: Console | None = None) -> int:
     """
     console = console or Console()
     spec = validate(path, opts.seed)
+    # The campaign actor runs in a Ray worker whose working directory is not ours.
+    opts = replace(opts, db_url=absolute_db_url(opts.db_url))
     name = _prepare(spec, path, opts, console)
     if name is None:
         _print_summary(opts.db_url, spec.campaign.name, console, None)

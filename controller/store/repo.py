@@ -76,6 +76,14 @@ _EXPERIMENT_FINISHED = frozenset(
 _STEP_FINISHED = frozenset(
     {StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.INTERRUPTED, StepStatus.ABANDONED}
 )
+_ROUTINE = frozenset(
+    {
+        (ExperimentStatus.PROPOSED, ExperimentStatus.QUEUED),
+        (ExperimentStatus.QUEUED, ExperimentStatus.RUNNING),
+        (ExperimentStatus.RUNNING, ExperimentStatus.COMPLETED),
+    }
+)
+"""Experiment moves the audit log leaves to the row's timestamps."""
 
 
 # --------------------------------------------------------------------------- campaigns
@@ -242,11 +250,15 @@ def set_experiment_status(
     reason: str | None = None,
     now: datetime | None = None,
 ) -> None:
-    """Move an experiment to ``target`` and log the event ``experiment.<target lower>``.
+    """Move an experiment to ``target``.
 
     ``started_at`` is set when the experiment first enters RUNNING; ``finished_at`` when it
     enters COMPLETED, FAILED or ABANDONED, and cleared when a failed or interrupted
     experiment is queued again. ``reason`` (when given) is kept on the row.
+
+    The routine path (PROPOSED -> QUEUED -> RUNNING -> COMPLETED) is told by the row's
+    own timestamps and its steps; every other move (failed, abandoned, interrupted, queued
+    again) also appends the event ``experiment.<target lower>`` to the audit log.
 
     Args:
         s: The session.
@@ -270,6 +282,8 @@ def set_experiment_status(
         experiment.finished_at = None
     if reason is not None:
         experiment.reason = reason
+    if (current, new) in _ROUTINE:
+        return
     add_event(
         s,
         f"experiment.{new.value.lower()}",
@@ -383,7 +397,7 @@ def add_measurements(
     Arrays are stored as nested lists with their shape (computed by numpy).
 
     Returns:
-        The new rows, flushed, in the order given.
+        The new rows (not yet flushed), in the order given.
 
     Raises:
         StoreError: If an array is ragged (its rows differ in length).
@@ -414,7 +428,6 @@ def add_measurements(
             )
         )
     s.add_all(rows)
-    s.flush()
     return rows
 
 
@@ -445,7 +458,7 @@ def add_event(
         actor: Who did it: ``"controller"``, ``"operator:<name>"``, ...
 
     Returns:
-        The new row, flushed.
+        The new row (written with the session's next flush).
     """
     row = EventRow(
         campaign_id=campaign_id,
@@ -457,7 +470,6 @@ def add_event(
         actor=actor,
     )
     s.add(row)
-    s.flush()
     return row
 
 

@@ -334,10 +334,8 @@ def test_experiment_lifecycle_timestamps_and_events(
             assert ts.tzinfo is not None
             assert ts.utcoffset() == timedelta(0)
         kinds = [ev.kind for ev in events(s, campaign_id) if ev.experiment_id == e.id]
-        assert kinds == [
-            "experiment.queued", "experiment.running", "experiment.failed",
-            "experiment.queued", "experiment.running", "experiment.completed",
-        ]  # fmt: skip
+        # the routine moves are told by the timestamps; the exceptional ones are events
+        assert kinds == ["experiment.failed", "experiment.queued"]
 
 
 def test_timestamps_come_back_timezone_aware_utc(
@@ -425,6 +423,7 @@ def test_measurements_with_arrays_round_trip(
                 Measurement("trace", array=[1, 2, 3]),
             ],
         )
+        s.flush()
         assert [r.id is not None for r in rows] == [True, True, True]
         with pytest.raises(StoreError, match="ragged"):
             add_measurements(s, step, [Measurement("bad", array=[[1, 2], [3]])])
@@ -615,12 +614,14 @@ def test_events_are_append_only_and_ordered(
     factory: sessionmaker[Session], campaign_id: int
 ) -> None:
     with transaction(factory) as s:
-        ids = [
+        rows = [
             add_event(s, "instrument.fault", f"fault {i}", campaign_id=campaign_id,
-                      instrument="station-1", data={"i": i}).id
+                      instrument="station-1", data={"i": i})
             for i in range(5)
         ]  # fmt: skip
         add_event(s, "controller.started", "global event")
+        s.flush()
+        ids = [r.id for r in rows]
     assert ids == sorted(ids)
     with transaction(factory) as s:
         page1 = events(s, campaign_id, limit=3)

@@ -83,7 +83,11 @@ def test_serve_instruments_in_process(tmp_path: Path) -> None:
 
     asyncio.run(go())
     lines = (tmp_path / "j" / "a.jsonl").read_text().splitlines()
-    assert [json.loads(line)["request_id"] for line in lines] == ["r1"]
+    # the journal records each action when it starts and when it ends
+    assert [(json.loads(x)["request_id"], json.loads(x)["state"]) for x in lines] == [
+        ("r1", "running"),
+        ("r1", "completed"),
+    ]
     assert (tmp_path / "j" / "b.jsonl").exists()
 
 
@@ -220,7 +224,10 @@ def test_serve_subprocess_end_to_end(tmp_path: Path) -> None:
     assert code == 0, err
     assert out == ""  # exactly one line on stdout, already read
     journal = (journal_dir / "station-a.jsonl").read_text().splitlines()
-    assert [json.loads(line)["request_id"] for line in journal] == ["exp-1"]
+    assert [(json.loads(x)["request_id"], json.loads(x)["state"]) for x in journal] == [
+        ("exp-1", "running"),
+        ("exp-1", "completed"),
+    ]
 
 
 @pytest.mark.slow
