@@ -36,11 +36,7 @@ from controller.planning import PlannerClient, RayPlanner, ThreadPlanner, build_
 from controller.recovery import Recovery
 from controller.safety import SafetyGate
 from controller.store import (
-    add_decision,
     add_event,
-    add_experiment,
-    add_measurements,
-    add_step,
     count_by_status,
     get_campaign,
     make_engine,
@@ -49,9 +45,9 @@ from controller.store import (
     session_factory,
     set_campaign_status,
     set_experiment_status,
-    set_step_status,
     transaction,
 )
+from controller.store.hot import finish_step, insert_decision, move_experiment, start_step
 from instruments.client import InstrumentClient, RequestState
 from instruments.driver import InstrumentDescription
 from instruments.protocol import INTERRUPTED
@@ -64,9 +60,9 @@ from models.errors import (
     ParameterLimitError,
 )
 from models.params import ParamValue
-from models.records import Observation
+from models.records import Observation, Proposal
 from models.status import CampaignStatus, ExperimentStatus, StepStatus
-from models.tables import CampaignRow, ExperimentRow, StepRow
+from models.tables import CampaignRow, ExperimentRow
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +80,8 @@ class Work:
         step_id: An already-written step to send again (never accepted) or adopt.
         request_id: That step's request id.
         adopt: The instrument already has the request: wait for it, do not submit.
+        step_status: The step's status in the store (RUNNING once written; QUEUED for a
+            step written by an older controller and never sent).
     """
 
     experiment_id: int
@@ -94,6 +92,7 @@ class Work:
     step_id: int | None = None
     request_id: str | None = None
     adopt: bool = False
+    step_status: StepStatus = StepStatus.RUNNING
 
 
 @dataclass
@@ -194,10 +193,11 @@ class CampaignController:
         self._final: CampaignStatus | None = None
         self._started = time.monotonic()
         self._background: set[asyncio.Task[None]] = set()
-        # Rows of in-flight experiments and steps, kept detached between the short
-        # transactions of the hot path and re-attached with Session.add (no SELECT).
-        self._exp_rows: dict[int, ExperimentRow] = {}
-        self._step_rows: dict[int, StepRow] = {}
+        # Status of every experiment in flight, as last written (the store's writes are
+        # compare-and-set against it), and the measurements of the earlier steps of
+        # multi-step experiments still in flight.
+        self._status: dict[int, ExperimentStatus] = {}
+        self._earlier: dict[int, dict[str, float]] = {}
 
     # ------------------------------------------------------------------ public API
 
@@ -442,29 +442,29 @@ class CampaignController:
                 else:
                     await asyncio.sleep(0.5 * 2**self._planner_errors)
                 return
-            refused: list[Observation] = []
+            accepted: list[tuple[int, Proposal, dict[str, ParamValue]]] = []
+            refusals: list[tuple[int, Proposal, ParameterLimitError]] = []
+            for k, prop in enumerate(decision.proposals[:room]):
+                try:
+                    accepted.append((k, prop, self.gate.check_proposal(prop.parameters)))
+                except ParameterLimitError as exc:
+                    refusals.append((k, prop, exc))
             with transaction(self._sessions) as s:
-                drow = add_decision(s, self.campaign_id, decision)
-                for k, prop in enumerate(decision.proposals[:room]):
-                    exp = add_experiment(
-                        s,
-                        self.campaign_id,
-                        dict(prop.parameters),
-                        decision_id=drow.id,
-                        proposal_index=k,
-                        origin=prop.origin,
-                        score=prop.score,
-                    )
-                    try:
-                        point = self.gate.check_proposal(prop.parameters)
-                    except ParameterLimitError as exc:
-                        self._refuse(s, exp, exc)
-                        refused.append(Observation(dict(prop.parameters), {}, False, exp.id))
-                        continue
-                    set_experiment_status(s, exp, ExperimentStatus.QUEUED)
-                    self._exp_rows[exp.id] = exp
-                    self._in_flight[exp.id] = point
-                    self._ready[self.spec.workflow[0].kind].append(Work(exp.id, 0, point))
+                _, ids = insert_decision(
+                    s,
+                    self.campaign_id,
+                    decision,
+                    accepted,
+                    [(k, p, f"safety gate: {why}") for k, p, why in refusals],
+                )
+                for k, _, why in refusals:
+                    self._log_refusal(s, ids[k], why)
+            for k, _, point in accepted:
+                exp_id = ids[k]
+                self._status[exp_id] = ExperimentStatus.QUEUED
+                self._in_flight[exp_id] = point
+                self._ready[self.spec.workflow[0].kind].append(Work(exp_id, 0, point))
+            refused = [Observation(dict(p.parameters), {}, False, ids[k]) for k, p, _ in refusals]
             if refused:
                 await self._planner.tell(refused)
         finally:
@@ -472,13 +472,17 @@ class CampaignController:
             await self._notify()
 
     def _refuse(self, s: Session, exp: ExperimentRow, exc: ParameterLimitError) -> None:
+        """Abandon an experiment the safety gate refused (cold paths: ORM row at hand)."""
         set_experiment_status(s, exp, ExperimentStatus.ABANDONED, reason=f"safety gate: {exc}")
+        self._log_refusal(s, exp.id, exc)
+
+    def _log_refusal(self, s: Session, experiment_id: int, exc: ParameterLimitError) -> None:
         add_event(
             s,
             "safety.refused",
             str(exc),
             campaign_id=self.campaign_id,
-            experiment_id=exp.id,
+            experiment_id=experiment_id,
             instrument=exc.instrument,
             data={"parameter": exc.parameter, "value": repr(exc.value), "limit": exc.limit},
         )
@@ -486,32 +490,11 @@ class CampaignController:
 
     # ------------------------------------------------------------------ one step
 
-    def _exp(self, s: Session, experiment_id: int) -> ExperimentRow:
-        row = self._exp_rows.get(experiment_id)
-        if row is None:
-            row = s.get_one(ExperimentRow, experiment_id)
-            self._exp_rows[experiment_id] = row
-        else:
-            s.add(row)
-        return row
-
-    def _step(self, s: Session, step_id: int | None) -> StepRow:
-        assert step_id is not None
-        row = self._step_rows.get(step_id)
-        if row is None:
-            row = s.get_one(StepRow, step_id)
-            self._step_rows[step_id] = row
-        else:
-            s.add(row)
-        return row
-
     def _forget(self, work: Work) -> None:
-        """Drop the cached rows of a finished experiment."""
+        """The experiment is no longer in flight."""
         self._in_flight.pop(work.experiment_id, None)
-        exp = self._exp_rows.pop(work.experiment_id, None)
-        if exp is not None:
-            for st in [k for k, v in self._step_rows.items() if v.experiment_id == exp.id]:
-                del self._step_rows[st]
+        self._status.pop(work.experiment_id, None)
+        self._earlier.pop(work.experiment_id, None)
 
     def request_id(self, experiment_id: int, index: int, attempt: int) -> str:
         """The request id of a step: derived from the experiment, unique per attempt."""
@@ -525,36 +508,33 @@ class CampaignController:
             self.gate.check_dispatch(slot.name, work.index, params)
         except ParameterLimitError as exc:
             with transaction(self._sessions) as s:
-                exp = self._exp(s, work.experiment_id)
-                assert exp is not None
-                self._refuse(s, exp, exc)
+                self._move(s, work, ExperimentStatus.ABANDONED, f"safety gate: {exc}")
+                self._log_refusal(s, work.experiment_id, exc)
             self._forget(work)
             assert self._planner is not None
             await self._planner.tell([Observation(work.point, {}, False, work.experiment_id)])
             return
         if work.step_id is None:
+            rid = self.request_id(work.experiment_id, work.index, work.attempt)
             with transaction(self._sessions) as s:
-                exp = self._exp(s, work.experiment_id)
-                assert exp is not None
-                rid = self.request_id(work.experiment_id, work.index, work.attempt)
-                step = add_step(
+                # Written as RUNNING ("may have been sent") and committed before the send,
+                # so after a crash a step the instrument does not know is never re-run
+                # silently.
+                step_id = start_step(
                     s,
-                    exp,
+                    work.experiment_id,
                     index=work.index,
                     kind=step_spec.kind,
                     action=step_spec.action,
                     parameters=params,
                     request_id=rid,
+                    instrument=slot.name,
                     attempt=work.attempt,
                     rerun=work.rerun,
                 )
-                # RUNNING means "may have been sent": it is committed before the send, so
-                # after a crash a step the instrument does not know is never silently re-run.
-                set_step_status(s, step, StepStatus.RUNNING, instrument=slot.name)
-                if exp.status != ExperimentStatus.RUNNING:
-                    set_experiment_status(s, exp, ExperimentStatus.RUNNING)
-                work.step_id, work.request_id = step.id, rid
-                self._step_rows[step.id] = step
+                if self._current(s, work.experiment_id) != ExperimentStatus.RUNNING:
+                    self._move(s, work, ExperimentStatus.RUNNING)
+            work.step_id, work.request_id = step_id, rid
         assert work.request_id is not None
         action = self.gate.action(slot.name, work.index)
         timeout_s = self._timeouts.get(slot.name) or action.timeout_s
@@ -597,41 +577,36 @@ class CampaignController:
             return
         last = work.index == len(self.spec.workflow) - 1
         obs: Observation | None = None
+        if last:
+            values = self._objective_values(work, state)
+            missing = [o.name for o in self.spec.objectives if o.name not in values]
+            if missing:
+                raise InstrumentError(
+                    slot.name, "bad_result", f"objectives missing from the result: {missing}"
+                )
+            obs = Observation(
+                work.point,
+                {o.name: values[o.name] for o in self.spec.objectives},
+                True,
+                work.experiment_id,
+            )
+        assert work.step_id is not None
         with transaction(self._sessions) as s:
-            step = self._step(s, work.step_id)
-            exp = self._exp(s, work.experiment_id)
-            assert step is not None
-            assert exp is not None
-            if step.status == StepStatus.QUEUED:  # adopted after a crash before the send
-                set_step_status(s, step, StepStatus.RUNNING)
-            set_step_status(
+            finish_step(
                 s,
-                step,
+                work.step_id,
+                work.experiment_id,
                 StepStatus.COMPLETED,
+                current=work.step_status,
                 started_at=state.started_at,
                 finished_at=state.finished_at,
+                measurements=state.measurements,
             )
-            add_measurements(s, step, state.measurements)
             if last:
-                values = {m.name: m.value for m in state.measurements if m.value is not None}
-                missing = [o.name for o in self.spec.objectives if o.name not in values]
-                if missing:
-                    for m in exp.measurements:
-                        if m.name in missing and m.value is not None:
-                            values[m.name] = m.value
-                            missing.remove(m.name)
-                if missing:
-                    raise InstrumentError(
-                        slot.name, "bad_result", f"objectives missing from the result: {missing}"
-                    )
-                set_experiment_status(s, exp, ExperimentStatus.COMPLETED)
-                obs = Observation(
-                    work.point,
-                    {o.name: float(values[o.name]) for o in self.spec.objectives},
-                    True,
-                    exp.id,
-                )
+                self._move(s, work, ExperimentStatus.COMPLETED)
         if obs is None:
+            earlier = self._earlier.setdefault(work.experiment_id, {})
+            earlier.update({m.name: m.value for m in state.measurements if m.value is not None})
             nxt = Work(work.experiment_id, work.index + 1, work.point)
             self._ready[self.spec.workflow[work.index + 1].kind].append(nxt)
             return
@@ -640,24 +615,53 @@ class CampaignController:
         assert self._planner is not None
         await self._planner.tell([obs])
 
+    def _objective_values(self, work: Work, state: RequestState) -> dict[str, float]:
+        """Objective values from this step's result, else from the experiment's earlier steps."""
+        values = dict(self._earlier.get(work.experiment_id, {}))
+        values.update({m.name: m.value for m in state.measurements if m.value is not None})
+        return {k: float(v) for k, v in values.items()}
+
+    def _move(
+        self, s: Session, work: Work, target: ExperimentStatus, reason: str | None = None
+    ) -> None:
+        """Change an in-flight experiment's status (compare-and-set in the store)."""
+        current = self._current(s, work.experiment_id)
+        self._status[work.experiment_id] = move_experiment(
+            s, work.experiment_id, current, target, reason=reason
+        )
+
+    def _current(self, s: Session, experiment_id: int) -> ExperimentStatus:
+        """An in-flight experiment's status (read once from the store after a restart)."""
+        current = self._status.get(experiment_id)
+        if current is None:
+            current = s.get_one(ExperimentRow, experiment_id).status
+            self._status[experiment_id] = current
+        return current
+
     def rerun(self, work: Work, reason: str) -> None:
         """Mark a step whose fate was lost INTERRUPTED and queue it again, flagged as a re-run.
 
         Only for actions their instrument declared safe to re-run.
         """
+        assert work.step_id is not None
         with transaction(self._sessions) as s:
-            step = self._step(s, work.step_id)
-            assert step is not None
-            set_step_status(s, step, StepStatus.INTERRUPTED, error=reason)
+            finish_step(
+                s,
+                work.step_id,
+                work.experiment_id,
+                StepStatus.INTERRUPTED,
+                current=work.step_status,
+                error=reason,
+            )
             add_event(
                 s,
                 "step.rerun",
-                f"experiment {work.experiment_id} step {work.index} ({step.action}) is run "
-                f"again as attempt {work.attempt + 1}: {reason}",
+                f"experiment {work.experiment_id} step {work.index} "
+                f"({self.spec.workflow[work.index].action}) is run again as attempt "
+                f"{work.attempt + 1}: {reason}",
                 campaign_id=self.campaign_id,
                 experiment_id=work.experiment_id,
-                instrument=step.instrument,
-                data={"request_id": step.request_id, "attempt": work.attempt + 1},
+                data={"request_id": work.request_id, "attempt": work.attempt + 1},
             )
         nxt = Work(work.experiment_id, work.index, work.point, work.attempt + 1, rerun=True)
         self._ready[self.spec.workflow[work.index].kind].appendleft(nxt)
@@ -671,32 +675,30 @@ class CampaignController:
         state: RequestState | None = None,
     ) -> None:
         with transaction(self._sessions) as s:
-            exp = self._exp(s, work.experiment_id)
-            assert exp is not None
             if work.step_id is not None:
-                step = self._step(s, work.step_id)
-                assert step is not None
-                if step.status == StepStatus.QUEUED:
-                    set_step_status(s, step, StepStatus.RUNNING)
-                if step.status == StepStatus.RUNNING:
-                    set_step_status(
-                        s,
-                        step,
-                        StepStatus.FAILED,
-                        error=f"{code}: {message}",
-                        started_at=state.started_at if state else None,
-                        finished_at=state.finished_at if state else _now(),
-                    )
-            if exp.status in (ExperimentStatus.QUEUED, ExperimentStatus.PROPOSED):
-                set_experiment_status(s, exp, ExperimentStatus.RUNNING)
-            if exp.status == ExperimentStatus.RUNNING:
-                set_experiment_status(s, exp, ExperimentStatus.FAILED, reason=f"{code}: {message}")
+                finish_step(
+                    s,
+                    work.step_id,
+                    work.experiment_id,
+                    StepStatus.FAILED,
+                    current=work.step_status,
+                    error=f"{code}: {message}",
+                    started_at=state.started_at if state else None,
+                    finished_at=state.finished_at if state else None,
+                )
+            if self._current(s, work.experiment_id) in (
+                ExperimentStatus.QUEUED,
+                ExperimentStatus.PROPOSED,
+            ):
+                self._move(s, work, ExperimentStatus.RUNNING)
+            self._move(s, work, ExperimentStatus.FAILED, f"{code}: {message}")
             add_event(
                 s,
                 "step.failed",
-                f"experiment {exp.id} step {work.index} on {instrument}: {code}: {message}",
+                f"experiment {work.experiment_id} step {work.index} on {instrument}: "
+                f"{code}: {message}",
                 campaign_id=self.campaign_id,
-                experiment_id=exp.id,
+                experiment_id=work.experiment_id,
                 instrument=instrument,
                 data={"code": code},
             )

@@ -121,6 +121,7 @@ class Recovery:
                 return
             set_experiment_status(s, exp, ExperimentStatus.QUEUED)
         ctl._in_flight[exp_id] = clean
+        ctl._status[exp_id] = ExperimentStatus.QUEUED
         ctl._ready[ctl.spec.workflow[0].kind].append(Work(exp_id, 0, clean))
         self._count("gated")
 
@@ -147,6 +148,7 @@ class Recovery:
             rerun=step.rerun,
             step_id=step.id,
             request_id=step.request_id,
+            step_status=StepStatus(step.status),
         )
         if known and slot is not None:
             # The instrument has it: collect a finished result or wait for a running one.

@@ -402,33 +402,40 @@ def add_measurements(
     Raises:
         StoreError: If an array is ragged (its rows differ in length).
     """
-    rows = []
-    for m in measurements:
-        array: list[Any] | None = None
-        shape: list[int] | None = None
-        if m.array is not None:
-            try:
-                arr = np.asarray(m.array)
-            except ValueError as exc:
-                raise StoreError(f"measurement {m.name!r}: array is ragged") from exc
-            if arr.dtype == object:
-                raise StoreError(f"measurement {m.name!r}: array is ragged")
-            array = arr.tolist()
-            shape = [int(n) for n in arr.shape]
-        rows.append(
-            MeasurementRow(
-                experiment_id=step.experiment_id,
-                step_id=step.id,
-                name=m.name,
-                value=None if m.value is None else float(m.value),
-                uncertainty=None if m.uncertainty is None else float(m.uncertainty),
-                unit=m.unit,
-                array=array,
-                shape=shape,
-            )
-        )
+    rows = [
+        MeasurementRow(**measurement_values(step.experiment_id, step.id, m)) for m in measurements
+    ]
     s.add_all(rows)
     return rows
+
+
+def measurement_values(experiment_id: int, step_id: int, m: Measurement) -> dict[str, Any]:
+    """The column values of one measurement row (arrays as nested lists with their shape).
+
+    Raises:
+        StoreError: If an array is ragged (its rows differ in length).
+    """
+    array: list[Any] | None = None
+    shape: list[int] | None = None
+    if m.array is not None:
+        try:
+            arr = np.asarray(m.array)
+        except ValueError as exc:
+            raise StoreError(f"measurement {m.name!r}: array is ragged") from exc
+        if arr.dtype == object:
+            raise StoreError(f"measurement {m.name!r}: array is ragged")
+        array = arr.tolist()
+        shape = [int(n) for n in arr.shape]
+    return {
+        "experiment_id": experiment_id,
+        "step_id": step_id,
+        "name": m.name,
+        "value": None if m.value is None else float(m.value),
+        "uncertainty": None if m.uncertainty is None else float(m.uncertainty),
+        "unit": m.unit,
+        "array": array,
+        "shape": shape,
+    }
 
 
 # --------------------------------------------------------------------------- events

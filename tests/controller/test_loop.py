@@ -1,0 +1,189 @@
+"""The campaign loop in one process (planner on a thread, no Ray), against real instrument
+servers on loopback: multi-step workflows, failing actions, the failure budget."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from controller.loop import CampaignController, ControllerOptions
+from controller.store import (
+    create_campaign,
+    events,
+    make_engine,
+    migrate,
+    session_factory,
+    transaction,
+)
+from instruments.driver import ActionSpec, Driver, OutputSpec, ParameterLimit, register_driver
+from instruments.server import InstrumentServer
+from models.campaign import CampaignSpec
+from models.errors import InstrumentError
+from models.records import Measurement
+from models.status import CampaignStatus, ExperimentStatus, StepStatus
+from models.tables import CampaignRow, ExperimentRow
+
+MELTS_ABOVE_C = 800.0
+
+
+def truth(temperature_c: float) -> float:
+    """Noise-free 'conductivity' of a sample annealed at ``temperature_c``."""
+    return -(((temperature_c - 600.0) / 100.0) ** 2)
+
+
+@register_driver("test-furnace")
+class Furnace(Driver):
+    """Anneals a sample; fails when the sample melts."""
+
+    version = "1"
+
+    def actions(self) -> list[ActionSpec]:
+        return [
+            ActionSpec(
+                name="anneal",
+                parameters=[ParameterLimit(name="temperature_c", minimum=100, maximum=900)],
+                outputs=[OutputSpec(name="grain_size_nm")],
+                timeout_s=5,
+            )
+        ]
+
+    async def run(self, action: str, parameters: Mapping[str, Any]) -> list[Measurement]:
+        t = float(parameters["temperature_c"])
+        if t > MELTS_ABOVE_C:
+            raise InstrumentError(self.name, "action_failed", "sample melted")
+        return [Measurement("grain_size_nm", t / 10)]
+
+
+@register_driver("test-meter")
+class Meter(Driver):
+    """Measures the annealed sample's conductivity."""
+
+    version = "1"
+
+    def actions(self) -> list[ActionSpec]:
+        return [
+            ActionSpec(
+                name="measure",
+                parameters=[ParameterLimit(name="temperature_c", minimum=100, maximum=900)],
+                outputs=[OutputSpec(name="conductivity")],
+                timeout_s=5,
+                retry_safe=True,
+            )
+        ]
+
+    async def run(self, action: str, parameters: Mapping[str, Any]) -> list[Measurement]:
+        return [Measurement("conductivity", truth(float(parameters["temperature_c"])))]
+
+
+def spec(budget: int, max_failures: int | None = None) -> CampaignSpec:
+    return CampaignSpec.model_validate(
+        {
+            "campaign": {"name": "anneal", "seed": 3},
+            "parameters": [
+                {"name": "temperature_c", "type": "continuous", "lower": 100, "upper": 900}
+            ],
+            "objectives": [{"name": "conductivity", "direction": "maximize"}],
+            "workflow": [
+                {"kind": "furnace", "action": "anneal"},
+                {"kind": "meter", "action": "measure"},
+            ],
+            "instruments": [
+                {"name": "furnace-1", "kind": "furnace", "address": "tcp://127.0.0.1:1"},
+                {"name": "furnace-2", "kind": "furnace", "address": "tcp://127.0.0.1:1"},
+                {"name": "meter-1", "kind": "meter", "address": "tcp://127.0.0.1:1"},
+            ],
+            "planner": {"name": "random"},
+            "budget": {"max_experiments": budget, "max_failures": max_failures},
+        }
+    )
+
+
+def run_campaign(tmp_path: Path, campaign: CampaignSpec) -> tuple[str, dict[str, Any]]:
+    db = f"sqlite:///{tmp_path / 'loop.db'}"
+    engine = make_engine(db)
+    migrate(engine)
+    with transaction(session_factory(engine)) as s:
+        create_campaign(s, campaign, seed=3, max_experiments=campaign.budget.max_experiments)
+    engine.dispose()
+
+    async def go() -> dict[str, Any]:
+        servers = [
+            InstrumentServer(Furnace("furnace-1"), "tcp://127.0.0.1:*"),
+            InstrumentServer(Furnace("furnace-2"), "tcp://127.0.0.1:*"),
+            InstrumentServer(Meter("meter-1"), "tcp://127.0.0.1:*"),
+        ]
+        endpoints = {srv.name: await srv.start() for srv in servers}
+        try:
+            ctl = CampaignController(
+                db, "anneal", endpoints, ControllerOptions(use_ray_planner=False)
+            )
+            try:
+                return await ctl.run()
+            finally:
+                ctl.dispose()
+        finally:
+            for srv in servers:
+                await srv.stop()
+
+    return db, asyncio.run(go())
+
+
+def test_two_step_workflow_runs_each_step_on_its_kind_and_reads_the_last_steps_value(
+    tmp_path: Path,
+) -> None:
+    db, result = run_campaign(tmp_path, spec(budget=12, max_failures=50))
+
+    assert result["status"] == "COMPLETED"
+    assert result["completed"] == 12
+    engine = make_engine(db)
+    with transaction(session_factory(engine)) as s:
+        exps = s.scalars(select(ExperimentRow)).all()
+        done = [e for e in exps if e.status == ExperimentStatus.COMPLETED]
+        assert len(done) == 12
+        for e in done:
+            t = e.parameters["temperature_c"]
+            assert t <= MELTS_ABOVE_C
+            assert [(st.index, st.kind, st.status) for st in e.steps] == [
+                (0, "furnace", StepStatus.COMPLETED),
+                (1, "meter", StepStatus.COMPLETED),
+            ]
+            assert e.steps[0].instrument in ("furnace-1", "furnace-2")
+            assert e.steps[1].instrument == "meter-1"
+            values = {m.name: m.value for m in e.measurements}
+            assert values["conductivity"] == pytest.approx(truth(t), abs=1e-12)
+            assert values["grain_size_nm"] == pytest.approx(t / 10)
+        # Samples that melted failed at the furnace; the meter never saw them.
+        failed = [e for e in exps if e.status == ExperimentStatus.FAILED]
+        assert failed, "the random planner should have proposed some T > 800 degC"
+        for e in failed:
+            assert e.parameters["temperature_c"] > MELTS_ABOVE_C
+            assert [(st.index, st.status) for st in e.steps] == [(0, StepStatus.FAILED)]
+            assert "sample melted" in (e.reason or "")
+        row = s.scalars(select(CampaignRow)).one()
+        kinds = [ev.kind for ev in events(s, row.id)]
+        assert kinds.count("step.failed") == len(failed)
+        assert kinds[-1] == "campaign.stopped"
+    engine.dispose()
+
+
+def test_campaign_stops_as_failed_when_its_failure_budget_is_spent(tmp_path: Path) -> None:
+    db, result = run_campaign(tmp_path, spec(budget=50, max_failures=2))
+
+    assert result["status"] == "FAILED"
+    assert result["failed"] >= 2
+    assert result["completed"] < 50
+    engine = make_engine(db)
+    with transaction(session_factory(engine)) as s:
+        assert s.scalars(select(CampaignRow)).one().status == CampaignStatus.FAILED
+        in_flight = s.scalars(
+            select(ExperimentRow).where(
+                ExperimentRow.status.in_([ExperimentStatus.QUEUED, ExperimentStatus.RUNNING])
+            )
+        ).all()
+        assert in_flight == []  # everything sent was recorded before it stopped
+    engine.dispose()
