@@ -26,8 +26,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Coroutine, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -35,6 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from controller.planning import PlannerClient, RayPlanner, ThreadPlanner, build_planner
 from controller.recovery import Recovery
 from controller.safety import SafetyGate
+from controller.steps import StepRunner
 from controller.store import (
     add_event,
     count_by_status,
@@ -47,88 +46,24 @@ from controller.store import (
     set_experiment_status,
     transaction,
 )
-from controller.store.hot import finish_step, insert_decision, move_experiment, start_step
-from instruments.client import InstrumentClient, RequestState
-from instruments.driver import InstrumentDescription
-from instruments.protocol import INTERRUPTED
+from controller.store.hot import insert_decision
+from controller.work import ControllerOptions, InstrumentSlot, Work
+from instruments.client import InstrumentClient
 from models.campaign import CampaignSpec
 from models.errors import (
     CampaignStateError,
     InstrumentError,
-    InstrumentTimeoutError,
-    InvalidCampaignError,
     ParameterLimitError,
 )
 from models.params import ParamValue
 from models.records import Observation, Proposal
-from models.status import CampaignStatus, ExperimentStatus, StepStatus
+from models.status import CampaignStatus, ExperimentStatus
 from models.tables import CampaignRow, ExperimentRow
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class Work:
-    """One step of one experiment, ready for an instrument.
-
-    Attributes:
-        experiment_id: The experiment.
-        index: Position of the step in the workflow.
-        point: The experiment's parameters.
-        attempt: Attempt number of the step (1 unless re-run).
-        rerun: Whether this attempt re-runs a step whose fate was lost.
-        step_id: An already-written step to send again (never accepted) or adopt.
-        request_id: That step's request id.
-        adopt: The instrument already has the request: wait for it, do not submit.
-        step_status: The step's status in the store (RUNNING once written; QUEUED for a
-            step written by an older controller and never sent).
-    """
-
-    experiment_id: int
-    index: int
-    point: dict[str, ParamValue]
-    attempt: int = 1
-    rerun: bool = False
-    step_id: int | None = None
-    request_id: str | None = None
-    adopt: bool = False
-    step_status: StepStatus = StepStatus.RUNNING
-
-
-@dataclass
-class InstrumentSlot:
-    """The controller's view of one instrument."""
-
-    name: str
-    kind: str
-    address: str
-    client: InstrumentClient
-    description: InstrumentDescription | None = None
-    busy: bool = False
-    in_service: bool = True
-    resume: deque[Work] = field(default_factory=deque)
-
-
-@dataclass
-class ControllerOptions:
-    """Settings of one controller run.
-
-    Attributes:
-        use_ray_planner: Host the planner in a Ray actor (else a worker thread).
-        connect_timeout_s: How long to keep trying to reach the instruments at start.
-        rpc_timeout_s: Time allowed for one protocol round trip.
-        submit_wait_s: How long a submit waits for the result in the same round trip.
-        max_planner_errors: Consecutive planner failures before the campaign fails.
-    """
-
-    use_ray_planner: bool = True
-    connect_timeout_s: float = 60.0
-    rpc_timeout_s: float = 10.0
-    submit_wait_s: float = 1.0
-    max_planner_errors: int = 3
-
-
-class CampaignController:
+class CampaignController(StepRunner):
     """Runs one campaign stored in the database to its budget.
 
     Args:
@@ -187,11 +122,10 @@ class CampaignController:
         self._planner: PlannerClient | None = None
         self._planning = False
         self._planner_errors = 0
-        self._changed = asyncio.Condition() if _has_loop() else None
+        self._changed: asyncio.Condition | None = None  # made in run(), on the loop
         self._paused = False
         self._stop_reason: str | None = None
         self._final: CampaignStatus | None = None
-        self._started = time.monotonic()
         self._background: set[asyncio.Task[None]] = set()
         # Status of every experiment in flight, as last written (the store's writes are
         # compare-and-set against it), and the measurements of the earlier steps of
@@ -476,241 +410,6 @@ class CampaignController:
         set_experiment_status(s, exp, ExperimentStatus.ABANDONED, reason=f"safety gate: {exc}")
         self._log_refusal(s, exp.id, exc)
 
-    def _log_refusal(self, s: Session, experiment_id: int, exc: ParameterLimitError) -> None:
-        add_event(
-            s,
-            "safety.refused",
-            str(exc),
-            campaign_id=self.campaign_id,
-            experiment_id=experiment_id,
-            instrument=exc.instrument,
-            data={"parameter": exc.parameter, "value": repr(exc.value), "limit": exc.limit},
-        )
-        self._abandoned += 1
-
-    # ------------------------------------------------------------------ one step
-
-    def _forget(self, work: Work) -> None:
-        """The experiment is no longer in flight."""
-        self._in_flight.pop(work.experiment_id, None)
-        self._status.pop(work.experiment_id, None)
-        self._earlier.pop(work.experiment_id, None)
-
-    def request_id(self, experiment_id: int, index: int, attempt: int) -> str:
-        """The request id of a step: derived from the experiment, unique per attempt."""
-        return f"{self.uid[:12]}-{experiment_id}-{index}-{attempt}"
-
-    async def _execute(self, slot: InstrumentSlot, work: Work) -> None:
-        assert self.gate is not None
-        step_spec = self.spec.workflow[work.index]
-        params = self.gate.step_parameters(work.index, work.point)
-        try:
-            self.gate.check_dispatch(slot.name, work.index, params)
-        except ParameterLimitError as exc:
-            with transaction(self._sessions) as s:
-                self._move(s, work, ExperimentStatus.ABANDONED, f"safety gate: {exc}")
-                self._log_refusal(s, work.experiment_id, exc)
-            self._forget(work)
-            assert self._planner is not None
-            await self._planner.tell([Observation(work.point, {}, False, work.experiment_id)])
-            return
-        if work.step_id is None:
-            rid = self.request_id(work.experiment_id, work.index, work.attempt)
-            with transaction(self._sessions) as s:
-                # Written as RUNNING ("may have been sent") and committed before the send,
-                # so after a crash a step the instrument does not know is never re-run
-                # silently.
-                step_id = start_step(
-                    s,
-                    work.experiment_id,
-                    index=work.index,
-                    kind=step_spec.kind,
-                    action=step_spec.action,
-                    parameters=params,
-                    request_id=rid,
-                    instrument=slot.name,
-                    attempt=work.attempt,
-                    rerun=work.rerun,
-                )
-                if self._current(s, work.experiment_id) != ExperimentStatus.RUNNING:
-                    self._move(s, work, ExperimentStatus.RUNNING)
-            work.step_id, work.request_id = step_id, rid
-        assert work.request_id is not None
-        action = self.gate.action(slot.name, work.index)
-        timeout_s = self._timeouts.get(slot.name) or action.timeout_s
-        try:
-            if work.adopt:
-                state = await slot.client.wait(work.request_id, timeout_s=timeout_s)
-            else:
-                wait_s = min(self.options.submit_wait_s, timeout_s)
-                state = await slot.client.submit(
-                    work.request_id, step_spec.action, params, wait_s=wait_s
-                )
-                if not state.terminal:
-                    state = await slot.client.wait(work.request_id, timeout_s=timeout_s)
-        except InstrumentTimeoutError as exc:
-            await _best_effort_cancel(slot.client, work.request_id)
-            self._fail_experiment(work, slot.name, exc.code, str(exc))
-            return
-        except InstrumentError as exc:
-            self._fail_experiment(work, slot.name, exc.code, str(exc))
-            return
-        try:
-            await self._record(slot, work, state)
-        except InstrumentError as exc:  # a result that does not carry the objectives
-            self._fail_experiment(work, slot.name, exc.code, str(exc), state)
-
-    async def _record(self, slot: InstrumentSlot, work: Work, state: RequestState) -> None:
-        """Write a finished request's outcome and move the experiment on."""
-        if state.state != "completed":
-            err = state.error
-            code = err.code if err else state.state
-            msg = err.message if err else f"request ended {state.state}"
-            if (
-                code == INTERRUPTED
-                and self.gate
-                and self.gate.action(slot.name, work.index).retry_safe
-            ):
-                self.rerun(work, f"{slot.name}: {msg}")
-                return
-            self._fail_experiment(work, slot.name, code, msg, state)
-            return
-        last = work.index == len(self.spec.workflow) - 1
-        obs: Observation | None = None
-        if last:
-            values = self._objective_values(work, state)
-            missing = [o.name for o in self.spec.objectives if o.name not in values]
-            if missing:
-                raise InstrumentError(
-                    slot.name, "bad_result", f"objectives missing from the result: {missing}"
-                )
-            obs = Observation(
-                work.point,
-                {o.name: values[o.name] for o in self.spec.objectives},
-                True,
-                work.experiment_id,
-            )
-        assert work.step_id is not None
-        with transaction(self._sessions) as s:
-            finish_step(
-                s,
-                work.step_id,
-                work.experiment_id,
-                StepStatus.COMPLETED,
-                current=work.step_status,
-                started_at=state.started_at,
-                finished_at=state.finished_at,
-                measurements=state.measurements,
-            )
-            if last:
-                self._move(s, work, ExperimentStatus.COMPLETED)
-        if obs is None:
-            earlier = self._earlier.setdefault(work.experiment_id, {})
-            earlier.update({m.name: m.value for m in state.measurements if m.value is not None})
-            nxt = Work(work.experiment_id, work.index + 1, work.point)
-            self._ready[self.spec.workflow[work.index + 1].kind].append(nxt)
-            return
-        self._forget(work)
-        self._completed += 1
-        assert self._planner is not None
-        await self._planner.tell([obs])
-
-    def _objective_values(self, work: Work, state: RequestState) -> dict[str, float]:
-        """Objective values from this step's result, else from the experiment's earlier steps."""
-        values = dict(self._earlier.get(work.experiment_id, {}))
-        values.update({m.name: m.value for m in state.measurements if m.value is not None})
-        return {k: float(v) for k, v in values.items()}
-
-    def _move(
-        self, s: Session, work: Work, target: ExperimentStatus, reason: str | None = None
-    ) -> None:
-        """Change an in-flight experiment's status (compare-and-set in the store)."""
-        current = self._current(s, work.experiment_id)
-        self._status[work.experiment_id] = move_experiment(
-            s, work.experiment_id, current, target, reason=reason
-        )
-
-    def _current(self, s: Session, experiment_id: int) -> ExperimentStatus:
-        """An in-flight experiment's status (read once from the store after a restart)."""
-        current = self._status.get(experiment_id)
-        if current is None:
-            current = s.get_one(ExperimentRow, experiment_id).status
-            self._status[experiment_id] = current
-        return current
-
-    def rerun(self, work: Work, reason: str) -> None:
-        """Mark a step whose fate was lost INTERRUPTED and queue it again, flagged as a re-run.
-
-        Only for actions their instrument declared safe to re-run.
-        """
-        assert work.step_id is not None
-        with transaction(self._sessions) as s:
-            finish_step(
-                s,
-                work.step_id,
-                work.experiment_id,
-                StepStatus.INTERRUPTED,
-                current=work.step_status,
-                error=reason,
-            )
-            add_event(
-                s,
-                "step.rerun",
-                f"experiment {work.experiment_id} step {work.index} "
-                f"({self.spec.workflow[work.index].action}) is run again as attempt "
-                f"{work.attempt + 1}: {reason}",
-                campaign_id=self.campaign_id,
-                experiment_id=work.experiment_id,
-                data={"request_id": work.request_id, "attempt": work.attempt + 1},
-            )
-        nxt = Work(work.experiment_id, work.index, work.point, work.attempt + 1, rerun=True)
-        self._ready[self.spec.workflow[work.index].kind].appendleft(nxt)
-
-    def _fail_experiment(
-        self,
-        work: Work,
-        instrument: str | None,
-        code: str,
-        message: str,
-        state: RequestState | None = None,
-    ) -> None:
-        with transaction(self._sessions) as s:
-            if work.step_id is not None:
-                finish_step(
-                    s,
-                    work.step_id,
-                    work.experiment_id,
-                    StepStatus.FAILED,
-                    current=work.step_status,
-                    error=f"{code}: {message}",
-                    started_at=state.started_at if state else None,
-                    finished_at=state.finished_at if state else None,
-                )
-            if self._current(s, work.experiment_id) in (
-                ExperimentStatus.QUEUED,
-                ExperimentStatus.PROPOSED,
-            ):
-                self._move(s, work, ExperimentStatus.RUNNING)
-            self._move(s, work, ExperimentStatus.FAILED, f"{code}: {message}")
-            add_event(
-                s,
-                "step.failed",
-                f"experiment {work.experiment_id} step {work.index} on {instrument}: "
-                f"{code}: {message}",
-                campaign_id=self.campaign_id,
-                experiment_id=work.experiment_id,
-                instrument=instrument,
-                data={"code": code},
-            )
-        self._forget(work)
-        self._failed += 1
-        if self._planner is not None:
-            self._spawn(
-                self._planner.tell([Observation(work.point, {}, False, work.experiment_id)])
-            )
-        if self._failed >= self.max_failures:
-            self._stop(CampaignStatus.FAILED, f"{self._failed} experiments failed")
-
     # ------------------------------------------------------------------ shutdown
 
     def _finish(self) -> None:
@@ -735,33 +434,3 @@ class CampaignController:
     def dispose(self) -> None:
         """Close the database engine."""
         self._engine.dispose()
-
-
-async def _best_effort_cancel(client: InstrumentClient, request_id: str) -> None:
-    try:
-        await client.cancel(request_id)
-    except InstrumentError as exc:
-        logger.warning("could not cancel %s: %s", request_id, exc)
-
-
-def _now() -> datetime:
-    from models.tables import utcnow
-
-    return utcnow()
-
-
-def _has_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
-__all__ = [
-    "CampaignController",
-    "ControllerOptions",
-    "InstrumentSlot",
-    "InvalidCampaignError",
-    "Work",
-]

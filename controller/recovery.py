@@ -28,6 +28,7 @@ from controller.store import (
     set_step_status,
     transaction,
 )
+from controller.work import Work
 from instruments.client import RequestState
 from models.errors import InstrumentError, ParameterLimitError
 from models.params import ParamValue
@@ -56,7 +57,6 @@ class Recovery:
 
     async def reconcile(self) -> dict[str, int]:
         """Reconcile every unfinished experiment; returns counts of what was done."""
-        from controller.loop import Work
 
         ctl = self.ctl
         assert ctl.gate is not None
@@ -105,7 +105,6 @@ class Recovery:
         return self.summary
 
     def _gate_proposed(self, exp_id: int, point: dict[str, ParamValue]) -> None:
-        from controller.loop import Work
         from models.tables import ExperimentRow
 
         ctl = self.ctl
@@ -128,7 +127,6 @@ class Recovery:
     async def _reconcile_step(
         self, exp_id: int, point: dict[str, ParamValue], step: StepRow
     ) -> None:
-        from controller.loop import Work
 
         ctl = self.ctl
         slot = ctl.instruments.get(step.instrument or "")

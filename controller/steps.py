@@ -1,0 +1,308 @@
+"""Running one step of an experiment and writing down what came of it.
+
+A step is written as RUNNING ("may have been sent") and committed *before* it is sent, with
+a request id derived from the experiment; the instrument's answer is written with its
+measurements in one transaction, and the experiment moves on to its next step or is
+COMPLETED and the planner told. A failed action fails the experiment (the planner learns
+the point is infeasible); an action the instrument reports as ``interrupted`` (its server
+restarted mid-action) is run again as a new attempt flagged ``rerun`` when it is declared
+safe to re-run.
+
+:class:`StepRunner` is the part of :class:`~controller.loop.CampaignController` that does
+this; the attributes it declares are the controller's.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from controller.planning import PlannerClient
+from controller.safety import SafetyGate
+from controller.store import add_event, transaction
+from controller.store.hot import finish_step, move_experiment, start_step
+from controller.work import ControllerOptions, InstrumentSlot, Work
+from instruments.client import InstrumentClient, RequestState
+from instruments.protocol import INTERRUPTED
+from models.campaign import CampaignSpec
+from models.errors import InstrumentError, InstrumentTimeoutError, ParameterLimitError
+from models.params import ParamValue
+from models.records import Observation
+from models.status import CampaignStatus, ExperimentStatus, StepStatus
+from models.tables import ExperimentRow
+
+logger = logging.getLogger(__name__)
+
+
+class StepRunner:
+    """Dispatches steps and records their outcome (mixed into the campaign controller)."""
+
+    spec: CampaignSpec
+    options: ControllerOptions
+    campaign_id: int
+    uid: str
+    gate: SafetyGate | None
+    max_failures: int
+    _sessions: sessionmaker[Session]
+    _planner: PlannerClient | None
+    _timeouts: dict[str, float | None]
+    _in_flight: dict[int, dict[str, ParamValue]]
+    _ready: dict[str, deque[Work]]
+    _status: dict[int, ExperimentStatus]
+    _earlier: dict[int, dict[str, float]]
+    _completed: int
+    _failed: int
+    _abandoned: int
+
+    def _stop(self, status: CampaignStatus, reason: str) -> None:
+        """Stop starting new experiments (the controller's scheduling decides how)."""
+        raise NotImplementedError
+
+    def _spawn(self, coro: Any) -> None:
+        """Run a coroutine in the background (the controller keeps the task)."""
+        raise NotImplementedError
+
+    def _log_refusal(self, s: Session, experiment_id: int, exc: ParameterLimitError) -> None:
+        add_event(
+            s,
+            "safety.refused",
+            str(exc),
+            campaign_id=self.campaign_id,
+            experiment_id=experiment_id,
+            instrument=exc.instrument,
+            data={"parameter": exc.parameter, "value": repr(exc.value), "limit": exc.limit},
+        )
+        self._abandoned += 1
+
+    # ------------------------------------------------------------------ one step
+
+    def _forget(self, work: Work) -> None:
+        """The experiment is no longer in flight."""
+        self._in_flight.pop(work.experiment_id, None)
+        self._status.pop(work.experiment_id, None)
+        self._earlier.pop(work.experiment_id, None)
+
+    def request_id(self, experiment_id: int, index: int, attempt: int) -> str:
+        """The request id of a step: derived from the experiment, unique per attempt."""
+        return f"{self.uid[:12]}-{experiment_id}-{index}-{attempt}"
+
+    async def _execute(self, slot: InstrumentSlot, work: Work) -> None:
+        assert self.gate is not None
+        step_spec = self.spec.workflow[work.index]
+        params = self.gate.step_parameters(work.index, work.point)
+        try:
+            self.gate.check_dispatch(slot.name, work.index, params)
+        except ParameterLimitError as exc:
+            with transaction(self._sessions) as s:
+                self._move(s, work, ExperimentStatus.ABANDONED, f"safety gate: {exc}")
+                self._log_refusal(s, work.experiment_id, exc)
+            self._forget(work)
+            assert self._planner is not None
+            await self._planner.tell([Observation(work.point, {}, False, work.experiment_id)])
+            return
+        if work.step_id is None:
+            rid = self.request_id(work.experiment_id, work.index, work.attempt)
+            with transaction(self._sessions) as s:
+                # Written as RUNNING ("may have been sent") and committed before the send,
+                # so after a crash a step the instrument does not know is never re-run
+                # silently.
+                step_id = start_step(
+                    s,
+                    work.experiment_id,
+                    index=work.index,
+                    kind=step_spec.kind,
+                    action=step_spec.action,
+                    parameters=params,
+                    request_id=rid,
+                    instrument=slot.name,
+                    attempt=work.attempt,
+                    rerun=work.rerun,
+                )
+                if self._current(s, work.experiment_id) != ExperimentStatus.RUNNING:
+                    self._move(s, work, ExperimentStatus.RUNNING)
+            work.step_id, work.request_id = step_id, rid
+        assert work.request_id is not None
+        action = self.gate.action(slot.name, work.index)
+        timeout_s = self._timeouts.get(slot.name) or action.timeout_s
+        try:
+            if work.adopt:
+                state = await slot.client.wait(work.request_id, timeout_s=timeout_s)
+            else:
+                wait_s = min(self.options.submit_wait_s, timeout_s)
+                state = await slot.client.submit(
+                    work.request_id, step_spec.action, params, wait_s=wait_s
+                )
+                if not state.terminal:
+                    state = await slot.client.wait(work.request_id, timeout_s=timeout_s)
+        except InstrumentTimeoutError as exc:
+            await _best_effort_cancel(slot.client, work.request_id)
+            self._fail_experiment(work, slot.name, exc.code, str(exc))
+            return
+        except InstrumentError as exc:
+            self._fail_experiment(work, slot.name, exc.code, str(exc))
+            return
+        try:
+            await self._record(slot, work, state)
+        except InstrumentError as exc:  # a result that does not carry the objectives
+            self._fail_experiment(work, slot.name, exc.code, str(exc), state)
+
+    async def _record(self, slot: InstrumentSlot, work: Work, state: RequestState) -> None:
+        """Write a finished request's outcome and move the experiment on."""
+        if state.state != "completed":
+            err = state.error
+            code = err.code if err else state.state
+            msg = err.message if err else f"request ended {state.state}"
+            if (
+                code == INTERRUPTED
+                and self.gate
+                and self.gate.action(slot.name, work.index).retry_safe
+            ):
+                self.rerun(work, f"{slot.name}: {msg}")
+                return
+            self._fail_experiment(work, slot.name, code, msg, state)
+            return
+        last = work.index == len(self.spec.workflow) - 1
+        obs: Observation | None = None
+        if last:
+            values = self._objective_values(work, state)
+            missing = [o.name for o in self.spec.objectives if o.name not in values]
+            if missing:
+                raise InstrumentError(
+                    slot.name, "bad_result", f"objectives missing from the result: {missing}"
+                )
+            obs = Observation(
+                work.point,
+                {o.name: values[o.name] for o in self.spec.objectives},
+                True,
+                work.experiment_id,
+            )
+        assert work.step_id is not None
+        with transaction(self._sessions) as s:
+            finish_step(
+                s,
+                work.step_id,
+                work.experiment_id,
+                StepStatus.COMPLETED,
+                current=work.step_status,
+                started_at=state.started_at,
+                finished_at=state.finished_at,
+                measurements=state.measurements,
+            )
+            if last:
+                self._move(s, work, ExperimentStatus.COMPLETED)
+        if obs is None:
+            earlier = self._earlier.setdefault(work.experiment_id, {})
+            earlier.update({m.name: m.value for m in state.measurements if m.value is not None})
+            nxt = Work(work.experiment_id, work.index + 1, work.point)
+            self._ready[self.spec.workflow[work.index + 1].kind].append(nxt)
+            return
+        self._forget(work)
+        self._completed += 1
+        assert self._planner is not None
+        await self._planner.tell([obs])
+
+    def _objective_values(self, work: Work, state: RequestState) -> dict[str, float]:
+        """Objective values from this step's result, else from the experiment's earlier steps."""
+        values = dict(self._earlier.get(work.experiment_id, {}))
+        values.update({m.name: m.value for m in state.measurements if m.value is not None})
+        return {k: float(v) for k, v in values.items()}
+
+    def _move(
+        self, s: Session, work: Work, target: ExperimentStatus, reason: str | None = None
+    ) -> None:
+        """Change an in-flight experiment's status (compare-and-set in the store)."""
+        current = self._current(s, work.experiment_id)
+        self._status[work.experiment_id] = move_experiment(
+            s, work.experiment_id, current, target, reason=reason
+        )
+
+    def _current(self, s: Session, experiment_id: int) -> ExperimentStatus:
+        """An in-flight experiment's status (read once from the store after a restart)."""
+        current = self._status.get(experiment_id)
+        if current is None:
+            current = s.get_one(ExperimentRow, experiment_id).status
+            self._status[experiment_id] = current
+        return current
+
+    def rerun(self, work: Work, reason: str) -> None:
+        """Mark a step whose fate was lost INTERRUPTED and queue it again, flagged as a re-run.
+
+        Only for actions their instrument declared safe to re-run.
+        """
+        assert work.step_id is not None
+        with transaction(self._sessions) as s:
+            finish_step(
+                s,
+                work.step_id,
+                work.experiment_id,
+                StepStatus.INTERRUPTED,
+                current=work.step_status,
+                error=reason,
+            )
+            add_event(
+                s,
+                "step.rerun",
+                f"experiment {work.experiment_id} step {work.index} "
+                f"({self.spec.workflow[work.index].action}) is run again as attempt "
+                f"{work.attempt + 1}: {reason}",
+                campaign_id=self.campaign_id,
+                experiment_id=work.experiment_id,
+                data={"request_id": work.request_id, "attempt": work.attempt + 1},
+            )
+        nxt = Work(work.experiment_id, work.index, work.point, work.attempt + 1, rerun=True)
+        self._ready[self.spec.workflow[work.index].kind].appendleft(nxt)
+
+    def _fail_experiment(
+        self,
+        work: Work,
+        instrument: str | None,
+        code: str,
+        message: str,
+        state: RequestState | None = None,
+    ) -> None:
+        with transaction(self._sessions) as s:
+            if work.step_id is not None:
+                finish_step(
+                    s,
+                    work.step_id,
+                    work.experiment_id,
+                    StepStatus.FAILED,
+                    current=work.step_status,
+                    error=f"{code}: {message}",
+                    started_at=state.started_at if state else None,
+                    finished_at=state.finished_at if state else None,
+                )
+            if self._current(s, work.experiment_id) in (
+                ExperimentStatus.QUEUED,
+                ExperimentStatus.PROPOSED,
+            ):
+                self._move(s, work, ExperimentStatus.RUNNING)
+            self._move(s, work, ExperimentStatus.FAILED, f"{code}: {message}")
+            add_event(
+                s,
+                "step.failed",
+                f"experiment {work.experiment_id} step {work.index} on {instrument}: "
+                f"{code}: {message}",
+                campaign_id=self.campaign_id,
+                experiment_id=work.experiment_id,
+                instrument=instrument,
+                data={"code": code},
+            )
+        self._forget(work)
+        self._failed += 1
+        if self._planner is not None:
+            self._spawn(
+                self._planner.tell([Observation(work.point, {}, False, work.experiment_id)])
+            )
+        if self._failed >= self.max_failures:
+            self._stop(CampaignStatus.FAILED, f"{self._failed} experiments failed")
+
+
+async def _best_effort_cancel(client: InstrumentClient, request_id: str) -> None:
+    try:
+        await client.cancel(request_id)
+    except InstrumentError as exc:
+        logger.warning("could not cancel %s: %s", request_id, exc)

@@ -1,0 +1,72 @@
+"""The controller's working records: a step ready to run, an instrument slot, settings."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from instruments.client import InstrumentClient
+from instruments.driver import InstrumentDescription
+from models.params import ParamValue
+from models.status import StepStatus
+
+
+@dataclass
+class Work:
+    """One step of one experiment, ready for an instrument.
+
+    Attributes:
+        experiment_id: The experiment.
+        index: Position of the step in the workflow.
+        point: The experiment's parameters.
+        attempt: Attempt number of the step (1 unless re-run).
+        rerun: Whether this attempt re-runs a step whose fate was lost.
+        step_id: An already-written step to send again (never accepted) or adopt.
+        request_id: That step's request id.
+        adopt: The instrument already has the request: wait for it, do not submit.
+        step_status: The step's status in the store (RUNNING once written; QUEUED for a
+            step written by an older controller and never sent).
+    """
+
+    experiment_id: int
+    index: int
+    point: dict[str, ParamValue]
+    attempt: int = 1
+    rerun: bool = False
+    step_id: int | None = None
+    request_id: str | None = None
+    adopt: bool = False
+    step_status: StepStatus = StepStatus.RUNNING
+
+
+@dataclass
+class InstrumentSlot:
+    """The controller's view of one instrument."""
+
+    name: str
+    kind: str
+    address: str
+    client: InstrumentClient
+    description: InstrumentDescription | None = None
+    busy: bool = False
+    in_service: bool = True
+    resume: deque[Work] = field(default_factory=deque)
+
+
+@dataclass
+class ControllerOptions:
+    """Settings of one controller run.
+
+    Attributes:
+        use_ray_planner: Host the planner in a Ray actor (else a worker thread).
+        connect_timeout_s: How long to keep trying to reach the instruments at start.
+        rpc_timeout_s: Time allowed for one protocol round trip.
+        submit_wait_s: How long a submit waits for the result in the same round trip.
+        max_planner_errors: Consecutive planner failures before the campaign fails.
+    """
+
+    use_ray_planner: bool = True
+    connect_timeout_s: float = 60.0
+    rpc_timeout_s: float = 10.0
+    submit_wait_s: float = 1.0
+    max_planner_errors: int = 3
