@@ -245,7 +245,12 @@ def _follow(actor: Any, show: bool, console: Console) -> dict[str, Any]:
         except ray.exceptions.RayTaskError as exc:
             cause = exc.cause if isinstance(exc.cause, BaseException) else exc
             raise cause from None
-        progress.update(task, total=result["budget"], completed=result["completed"])
+        progress.update(
+            task,
+            total=result["budget"],
+            completed=result["completed"],
+            detail=f"{result['failed']} failed",
+        )
     return result
 
 

@@ -19,8 +19,9 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.errors import ParameterLimitError, RegistryError
+from models.errors import ParameterLimitError
 from models.records import Measurement
+from models.registry import Registry
 
 PROTOCOL_VERSION = "sdlab/1"
 """The wire protocol version this package speaks (see ``docs/protocol.md``)."""
@@ -192,7 +193,12 @@ class Driver(ABC):
         """Release hardware resources; called once when the server stops."""
 
 
-_DRIVERS: dict[str, type[Driver]] = {}
+def _name_driver(name: str, cls: type[Driver]) -> None:
+    cls.driver_name = name
+
+
+DRIVERS: Registry[Driver] = Registry("driver", _name_driver)
+"""Every registered driver class, by name."""
 
 _D = TypeVar("_D", bound=type[Driver])
 
@@ -205,10 +211,7 @@ def register_driver(name: str) -> Callable[[_D], _D]:
     """
 
     def deco(cls: _D) -> _D:
-        if name in _DRIVERS:
-            raise RegistryError(f"driver {name!r} is already registered by {_DRIVERS[name]!r}")
-        cls.driver_name = name
-        _DRIVERS[name] = cls
+        DRIVERS.register(name)(cls)
         return cls
 
     return deco
@@ -220,13 +223,9 @@ def get_driver(name: str) -> type[Driver]:
     Raises:
         RegistryError: If no driver has that name (the message lists the known ones).
     """
-    try:
-        return _DRIVERS[name]
-    except KeyError:
-        known = ", ".join(sorted(_DRIVERS)) or "none"
-        raise RegistryError(f"unknown driver {name!r} (registered: {known})") from None
+    return DRIVERS.get(name)
 
 
 def driver_names() -> list[str]:
     """Names of every registered driver."""
-    return sorted(_DRIVERS)
+    return DRIVERS.names()

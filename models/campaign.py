@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -204,6 +205,8 @@ class SimulationFile(_Spec):
     instruments: list[InstrumentSpec] = Field(min_length=1)
 
 
+_CROSS_CHECK_PATH = re.compile(r"^[A-Za-z_][\w.\[\]]*: ")
+
 _FRIENDLY = {
     "missing": "required key is missing",
     "extra_forbidden": "unknown key",
@@ -234,6 +237,8 @@ def _problems(exc: ValidationError, data: Mapping[str, Any]) -> list[tuple[str, 
         )
         etype = err["type"]
         ctx = err.get("ctx") or {}
+        if etype in ("union_tag_invalid", "union_tag_not_found"):
+            loc = (*loc, "type")  # the discriminator key is what is wrong
         if etype in _FRIENDLY:
             msg = _FRIENDLY[etype]
         elif etype == "literal_error":
@@ -241,12 +246,13 @@ def _problems(exc: ValidationError, data: Mapping[str, Any]) -> list[tuple[str, 
         elif etype == "union_tag_invalid":
             msg = f"unknown type {ctx.get('tag')!r}, expected {ctx.get('expected_tags')}"
         elif etype == "union_tag_not_found":
-            msg = "required key 'type' is missing"
+            msg = "required key is missing"
         elif etype == "value_error":
             msg = str(ctx.get("error", err["msg"]))
         else:
             msg = err["msg"]
-        if etype == "value_error" and "; " in msg and not loc:
+        if etype == "value_error" and not loc and _CROSS_CHECK_PATH.match(msg):
+            # CampaignSpec's cross checks: "path: message; path: message"
             for part in msg.split("; "):
                 path, _, m = part.partition(": ")
                 problems.append((path, m))

@@ -39,10 +39,11 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from models.errors import InvalidCampaignError, ParameterLimitError, PlannerError, RegistryError
+from models.errors import InvalidCampaignError, ParameterLimitError, PlannerError
 from models.objectives import Objective
 from models.params import ParamValue, SearchSpace
 from models.records import Decision, Observation
+from models.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,6 @@ __all__ = [
     "register_planner",
 ]
 
-_REGISTRY: dict[str, type[Planner]] = {}
 
 _BUILTIN_MODULES = ("planners.random", "planners.bo")
 """Modules whose import registers the built-in planners; loaded on first registry lookup."""
@@ -211,6 +211,14 @@ class Planner(ABC):
 P = TypeVar("P", bound=type[Planner])
 
 
+def _name_planner(name: str, cls: type[Planner]) -> None:
+    cls.name = name
+
+
+PLANNERS: Registry[Planner] = Registry("planner", _name_planner)
+"""Every registered planner class, by name (the built-in ones once looked up)."""
+
+
 def register_planner(name: str) -> Callable[[P], P]:
     """Class decorator registering a planner under ``name`` (and setting ``cls.name``).
 
@@ -225,16 +233,9 @@ def register_planner(name: str) -> Callable[[P], P]:
     """
 
     def decorate(cls: P) -> P:
-        if name in _REGISTRY:
-            other = _REGISTRY[name]
-            raise RegistryError(
-                f"planner name {name!r} is already registered by "
-                f"{other.__module__}.{other.__qualname__}"
-            )
         if not (isinstance(cls, type) and issubclass(cls, Planner)):
             raise TypeError(f"@register_planner({name!r}) must decorate a Planner subclass")
-        cls.name = name
-        _REGISTRY[name] = cls
+        PLANNERS.register(name)(cls)
         return cls
 
     return decorate
@@ -248,7 +249,7 @@ def _load_builtins() -> None:
 def planner_names() -> list[str]:
     """Names of every registered planner, sorted (the built-in ones included)."""
     _load_builtins()
-    return sorted(_REGISTRY)
+    return PLANNERS.names()
 
 
 def get_planner_class(name: str) -> type[Planner]:
@@ -258,11 +259,7 @@ def get_planner_class(name: str) -> type[Planner]:
         RegistryError: If no planner has that name; the message lists the known names.
     """
     _load_builtins()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        known = ", ".join(sorted(_REGISTRY))
-        raise RegistryError(f"unknown planner {name!r}; known planners: {known}") from None
+    return PLANNERS.get(name)
 
 
 def make_planner(

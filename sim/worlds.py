@@ -40,7 +40,8 @@ from botorch.test_functions import Branin, Hartmann
 from botorch.test_functions.synthetic import SyntheticTestFunction
 
 from instruments.driver import OutputSpec, ParameterLimit
-from models.errors import InvalidCampaignError, ParameterLimitError, RegistryError
+from models.errors import InvalidCampaignError, ParameterLimitError
+from models.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -240,7 +241,12 @@ class BoTorchWorld(World):
         return Optimum(output=self._output, value=value, direction="maximize", optimizers=points)
 
 
-_WORLDS: dict[str, type[World]] = {}
+def _name_world(name: str, cls: type[World]) -> None:
+    cls.name = name
+
+
+WORLDS: Registry[World] = Registry("world", _name_world)
+"""Every registered world class, by name."""
 
 _W = TypeVar("_W", bound=type[World])
 
@@ -253,10 +259,7 @@ def register_world(name: str) -> Callable[[_W], _W]:
     """
 
     def deco(cls: _W) -> _W:
-        if name in _WORLDS:
-            raise RegistryError(f"world {name!r} is already registered by {_WORLDS[name]!r}")
-        cls.name = name
-        _WORLDS[name] = cls
+        WORLDS.register(name)(cls)
         return cls
 
     return deco
@@ -264,7 +267,7 @@ def register_world(name: str) -> Callable[[_W], _W]:
 
 def world_names() -> list[str]:
     """Names of every registered world."""
-    return sorted(_WORLDS)
+    return WORLDS.names()
 
 
 def get_world(name: str, **options: Any) -> World:
@@ -282,11 +285,7 @@ def get_world(name: str, **options: Any) -> World:
         InvalidCampaignError: If an option is unknown or has a bad value; the key path is
             ``options.<key>``.
     """
-    try:
-        cls = _WORLDS[name]
-    except KeyError:
-        known = ", ".join(world_names()) or "none"
-        raise RegistryError(f"unknown world {name!r} (registered: {known})") from None
+    cls = WORLDS.get(name)
     accepted = {
         p.name
         for p in inspect.signature(cls.__init__).parameters.values()

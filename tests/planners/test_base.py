@@ -10,16 +10,17 @@ from models.errors import InvalidCampaignError, ParameterLimitError, PlannerErro
 from models.objectives import Objective
 from models.params import ParamValue, SearchSpace
 from models.records import Decision, Observation, Proposal
+from models.registry import Registry
 from planners import base
 from planners.base import Planner, PlannerOptions, make_planner, planner_names, register_planner
 
 
 @pytest.fixture
-def isolated_registry(monkeypatch: pytest.MonkeyPatch) -> dict[str, type[Planner]]:
+def isolated_registry(monkeypatch: pytest.MonkeyPatch) -> Registry[Planner]:
     """A copy of the registry that the test may change freely."""
     base._load_builtins()
-    registry = dict(base._REGISTRY)
-    monkeypatch.setattr(base, "_REGISTRY", registry)
+    registry = base.PLANNERS.copy()
+    monkeypatch.setattr(base, "PLANNERS", registry)
     return registry
 
 
@@ -47,11 +48,11 @@ def test_builtin_planners_are_registered() -> None:
     assert names == sorted(names)
 
 
-def test_register_duplicate_name_raises(isolated_registry: dict[str, type[Planner]]) -> None:
+def test_register_duplicate_name_raises(isolated_registry: Registry[Planner]) -> None:
     with pytest.raises(RegistryError, match="'random' is already registered"):
         register_planner("random")(_Fixed)
     register_planner("fixed-test")(_Fixed)
-    assert isolated_registry["fixed-test"] is _Fixed
+    assert isolated_registry.get("fixed-test") is _Fixed
     assert _Fixed.name == "fixed-test"
     with pytest.raises(RegistryError, match="already registered"):
 
@@ -60,7 +61,7 @@ def test_register_duplicate_name_raises(isolated_registry: dict[str, type[Planne
             pass
 
 
-def test_register_rejects_non_planner(isolated_registry: dict[str, type[Planner]]) -> None:
+def test_register_rejects_non_planner(isolated_registry: Registry[Planner]) -> None:
     with pytest.raises(TypeError):
         register_planner("not-a-planner")(int)  # type: ignore[type-var]
     assert "not-a-planner" not in isolated_registry
@@ -103,7 +104,7 @@ def test_invalid_option_values_name_key_paths(
 
 
 def test_direct_construction_validates_options(
-    isolated_registry: dict[str, type[Planner]],
+    isolated_registry: Registry[Planner],
     branin_space: SearchSpace,
     minimize_y: list[Objective],
 ) -> None:
