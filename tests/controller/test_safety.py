@@ -1,0 +1,106 @@
+"""The safety gate (controller/safety.py): nothing outside declared limits is let through."""
+
+from __future__ import annotations
+
+import pytest
+
+from controller.safety import SafetyGate
+from instruments.driver import ActionSpec, InstrumentDescription, OutputSpec, ParameterLimit
+from models.campaign import CampaignSpec
+from models.errors import InvalidCampaignError, ParameterLimitError
+
+
+def spec(**overrides: object) -> CampaignSpec:
+    data: dict[str, object] = {
+        "campaign": {"name": "gate"},
+        "parameters": [
+            {"name": "temperature_c", "type": "continuous", "lower": 20, "upper": 1200},
+            {"name": "time_s", "type": "continuous", "lower": 1, "upper": 100},
+        ],
+        "objectives": [{"name": "y", "direction": "maximize"}],
+        "workflow": [
+            {"kind": "furnace", "action": "anneal", "fixed": {"ramp_c_per_min": 10}},
+            {"kind": "meter", "action": "measure", "parameters": []},
+        ],
+        "instruments": [
+            {"name": "f1", "kind": "furnace", "address": "tcp://127.0.0.1:1"},
+            {"name": "f2", "kind": "furnace", "address": "tcp://127.0.0.1:2"},
+            {"name": "m1", "kind": "meter", "address": "tcp://127.0.0.1:3"},
+        ],
+        "planner": {"name": "random"},
+        "budget": {"max_experiments": 3},
+    }
+    data.update(overrides)
+    return CampaignSpec.model_validate(data)
+
+
+def furnace(name: str, max_c: float, max_ramp: float = 20) -> InstrumentDescription:
+    return InstrumentDescription(
+        name=name,
+        driver="test",
+        driver_version="1",
+        actions=[
+            ActionSpec(
+                name="anneal",
+                parameters=[
+                    ParameterLimit(name="temperature_c", minimum=20, maximum=max_c),
+                    ParameterLimit(name="time_s", minimum=1, maximum=100),
+                    ParameterLimit(name="ramp_c_per_min", minimum=1, maximum=max_ramp),
+                ],
+            )
+        ],
+    )
+
+
+METER = InstrumentDescription(
+    name="m1",
+    driver="test",
+    driver_version="1",
+    actions=[ActionSpec(name="measure", outputs=[OutputSpec(name="y")])],
+)
+
+
+def test_a_proposal_must_fit_every_instrument_that_could_run_it() -> None:
+    gate = SafetyGate(spec(), {"f1": furnace("f1", 1200), "f2": furnace("f2", 900), "m1": METER})
+
+    assert gate.check_proposal({"temperature_c": 850, "time_s": 10}) == {
+        "temperature_c": 850.0,
+        "time_s": 10.0,
+    }
+    with pytest.raises(ParameterLimitError) as info:
+        gate.check_proposal({"temperature_c": 950, "time_s": 10})
+    assert (info.value.parameter, info.value.instrument) == ("temperature_c", "f2")
+    with pytest.raises(ParameterLimitError, match="bounds"):
+        gate.check_proposal({"temperature_c": 1300, "time_s": 10})  # the campaign's own
+
+
+def test_dispatch_checks_the_exact_parameters_for_the_chosen_instrument() -> None:
+    gate = SafetyGate(spec(), {"f1": furnace("f1", 1200), "m1": METER})
+    params = gate.step_parameters(0, {"temperature_c": 1000.0, "time_s": 5.0})
+    assert params == {"temperature_c": 1000.0, "time_s": 5.0, "ramp_c_per_min": 10}
+    gate.check_dispatch("f1", 0, params)
+    assert gate.step_parameters(1, {"temperature_c": 1000.0, "time_s": 5.0}) == {}
+    with pytest.raises(ParameterLimitError) as info:
+        gate.check_dispatch("f1", 0, {**params, "ramp_c_per_min": 50})
+    assert info.value.parameter == "ramp_c_per_min"
+    with pytest.raises(ParameterLimitError, match="not offered"):
+        gate.check_dispatch("m1", 0, params)
+
+
+def test_fixed_settings_outside_limits_refuse_every_proposal() -> None:
+    gate = SafetyGate(spec(), {"f1": furnace("f1", 1200, max_ramp=5), "m1": METER})
+    with pytest.raises(ParameterLimitError, match="ramp_c_per_min"):
+        gate.check_proposal({"temperature_c": 100, "time_s": 10})
+
+
+def test_instruments_that_cannot_run_the_workflow_are_a_campaign_error() -> None:
+    no_anneal = InstrumentDescription(name="f1", driver="t", driver_version="1", actions=[])
+    with pytest.raises(InvalidCampaignError) as info:
+        SafetyGate(spec(), {"f1": no_anneal, "m1": METER})
+    assert dict(info.value.problems)["workflow[0].action"].startswith("instrument 'f1' has no")
+    with pytest.raises(InvalidCampaignError) as info:
+        SafetyGate(
+            spec(objectives=[{"name": "z", "direction": "minimize"}]),
+            {"f1": furnace("f1", 1200), "m1": METER},
+        )
+    assert "objectives[0].name" in dict(info.value.problems)
