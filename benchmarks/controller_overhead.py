@@ -71,6 +71,7 @@ action = "measure"
 
 [planner]
 name = "random"
+prefetch = {prefetch}
 
 [budget]
 max_experiments = {budget}
@@ -163,12 +164,17 @@ def main() -> None:
     ap.add_argument("--experiments", type=int, default=2000)
     ap.add_argument("--instruments", type=int, default=4)
     ap.add_argument("--round-trips", type=int, default=2000)
+    ap.add_argument(
+        "--prefetch", type=int, default=0, help="planner.prefetch of the campaign (default 0)"
+    )
     args = ap.parse_args()
     console = Console()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "overhead.toml"
         insts = "".join(INSTRUMENT.format(i=i + 1) for i in range(args.instruments))
-        path.write_text(CAMPAIGN.format(instruments=insts, budget=args.experiments))
+        path.write_text(
+            CAMPAIGN.format(instruments=insts, budget=args.experiments, prefetch=args.prefetch)
+        )
 
         rtt = raw_round_trip(path, args.round_trips)
 
@@ -180,7 +186,8 @@ def main() -> None:
         n, span, latency, gaps = controller_numbers(db)
 
     table = Table(
-        title=f"controller overhead ({args.instruments} instant instruments, random planner)"
+        title=f"controller overhead ({args.instruments} instant instruments, random planner, "
+        f"prefetch {args.prefetch})"
     )
     table.add_column("measure")
     table.add_column("p50", justify="right")

@@ -317,14 +317,8 @@ class CampaignController(StepRunner):
                 queue = self._ready[slot.kind] if slot.kind in self._ready else deque()
                 if queue and not self._paused:
                     return queue.popleft()
-                if (
-                    slot.kind == first_kind
-                    and not self._planning
-                    and not queue
-                    and self._may_start_new()
-                ):
-                    self._planning = True
-                    self._spawn(self._plan())
+                if slot.kind == first_kind:
+                    self._maybe_plan()
                 await self._changed.wait()
 
     async def _worker(self, slot: InstrumentSlot) -> None:
@@ -333,6 +327,7 @@ class CampaignController(StepRunner):
             if work is None:
                 return
             slot.busy = True
+            self._maybe_plan()  # keep the prefetch queue filled while this step runs
             try:
                 await self._execute(slot, work)
             except Exception:  # one bad step must never stop the campaign
@@ -350,13 +345,28 @@ class CampaignController(StepRunner):
             if s.kind == kind and s.in_service and s.description and not s.busy and not s.resume
         )
 
-    async def _plan(self) -> None:
-        """Ask the planner for as many experiments as there are idle instruments."""
+    def _maybe_plan(self) -> None:
+        """Start planning when first-step instruments wait, or the prefetch queue runs short.
+
+        Asks for one proposal per idle instrument of the first step's kind, plus
+        ``planner.prefetch`` kept ready so that a freed instrument need not wait for the
+        planner; only one planning call runs at a time.
+        """
+        if self._planning or self._paused or not self._may_start_new():
+            return
+        queue = self._ready[self.spec.workflow[0].kind]
+        want = self._idle_first_kind() + self.spec.planner.prefetch - len(queue)
+        if want > 0:
+            self._planning = True
+            self._spawn(self._plan(want))
+
+    async def _plan(self, want: int) -> None:
+        """Ask the planner for ``want`` experiments (fewer if the budget has less room)."""
         assert self._planner is not None
         assert self.gate is not None
         try:
             room = self.budget - self._completed - len(self._in_flight)
-            n = max(1, min(self._idle_first_kind(), room))
+            n = max(1, min(want, room))
             pending = list(self._in_flight.values())
             try:
                 decision = await self._planner.ask(n, pending)

@@ -64,10 +64,15 @@ class PlannerSpec(_Spec):
     Attributes:
         name: A registered planner name (``random``, ``sobol``, ``qlognei``, ...).
         options: Planner-specific settings, passed to the planner's constructor.
+        prefetch: Proposals kept ready ahead of need, so that a freed instrument never waits
+            for the planner. Each is planned before the results still to come are known
+            (they are passed as pending); 0 plans when an instrument frees, with every
+            result so far.
     """
 
     name: str
     options: dict[str, Any] = Field(default_factory=dict)
+    prefetch: int = Field(default=0, ge=0, le=64)
 
 
 class SimulatedInstrumentSpec(_Spec):

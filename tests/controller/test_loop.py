@@ -26,7 +26,7 @@ from models.campaign import CampaignSpec
 from models.errors import InstrumentError
 from models.records import Measurement
 from models.status import CampaignStatus, ExperimentStatus, StepStatus
-from models.tables import CampaignRow, ExperimentRow
+from models.tables import CampaignRow, DecisionRow, ExperimentRow
 
 MELTS_ABOVE_C = 800.0
 
@@ -80,7 +80,7 @@ class Meter(Driver):
         return [Measurement("conductivity", truth(float(parameters["temperature_c"])))]
 
 
-def spec(budget: int, max_failures: int | None = None) -> CampaignSpec:
+def spec(budget: int, max_failures: int | None = None, prefetch: int = 0) -> CampaignSpec:
     return CampaignSpec.model_validate(
         {
             "campaign": {"name": "anneal", "seed": 3},
@@ -97,7 +97,8 @@ def spec(budget: int, max_failures: int | None = None) -> CampaignSpec:
                 {"name": "furnace-2", "kind": "furnace", "address": "tcp://127.0.0.1:1"},
                 {"name": "meter-1", "kind": "meter", "address": "tcp://127.0.0.1:1"},
             ],
-            "planner": {"name": "random"},
+            # Sobol: the points proposed depend only on how many were asked, not on timing
+            "planner": {"name": "sobol", "prefetch": prefetch},
             "budget": {"max_experiments": budget, "max_failures": max_failures},
         }
     )
@@ -133,10 +134,11 @@ def run_campaign(tmp_path: Path, campaign: CampaignSpec) -> tuple[str, dict[str,
     return db, asyncio.run(go())
 
 
+@pytest.mark.parametrize("prefetch", [0, 3])
 def test_two_step_workflow_runs_each_step_on_its_kind_and_reads_the_last_steps_value(
-    tmp_path: Path,
+    tmp_path: Path, prefetch: int
 ) -> None:
-    db, result = run_campaign(tmp_path, spec(budget=12, max_failures=50))
+    db, result = run_campaign(tmp_path, spec(budget=12, max_failures=50, prefetch=prefetch))
 
     assert result["status"] == "COMPLETED"
     assert result["completed"] == 12
@@ -159,11 +161,18 @@ def test_two_step_workflow_runs_each_step_on_its_kind_and_reads_the_last_steps_v
             assert values["grain_size_nm"] == pytest.approx(t / 10)
         # Samples that melted failed at the furnace; the meter never saw them.
         failed = [e for e in exps if e.status == ExperimentStatus.FAILED]
-        assert failed, "the random planner should have proposed some T > 800 degC"
+        assert failed, "Sobol points cover [800, 900] degC"
         for e in failed:
             assert e.parameters["temperature_c"] > MELTS_ABOVE_C
             assert [(st.index, st.status) for st in e.steps] == [(0, StepStatus.FAILED)]
             assert "sample melted" in (e.reason or "")
+        # The budget is met exactly: nothing proposed ahead is left over.
+        assert not [
+            e for e in exps if e.status not in (ExperimentStatus.COMPLETED, ExperimentStatus.FAILED)
+        ]
+        pending = s.scalars(select(DecisionRow.n_pending)).all()
+        if prefetch:
+            assert max(pending) > 3  # proposals were planned while others were in flight
         row = s.scalars(select(CampaignRow)).one()
         kinds = [ev.kind for ev in events(s, row.id)]
         assert kinds.count("step.failed") == len(failed)
