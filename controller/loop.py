@@ -214,8 +214,27 @@ class CampaignController(StepRunner):
         await self._notify()
 
     async def abort(self, actor: str = "operator") -> None:
-        """Start nothing more; the campaign ends ABORTED once in-flight steps are recorded."""
+        """Start nothing more; the campaign ends ABORTED once the steps already sent are
+        recorded. Experiments waiting for an instrument are ABANDONED."""
         self._stop(CampaignStatus.ABORTED, f"aborted by {actor}")
+        waiting = [w for q in self._ready.values() for w in q]
+        for q in self._ready.values():
+            q.clear()
+        if waiting:
+            with transaction(self._sessions) as s:
+                for work in waiting:
+                    self._move(s, work, ExperimentStatus.ABANDONED, f"campaign aborted by {actor}")
+                add_event(
+                    s,
+                    "campaign.abort",
+                    f"{len(waiting)} waiting experiments abandoned",
+                    campaign_id=self.campaign_id,
+                    actor=actor,
+                    data={"experiments": [w.experiment_id for w in waiting]},
+                )
+            for work in waiting:
+                self._forget(work)
+            self._abandoned += len(waiting)
         await self._notify()
 
     # ------------------------------------------------------------------ start-up

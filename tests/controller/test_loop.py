@@ -4,7 +4,7 @@ servers on loopback: multi-step workflows, failing actions, the failure budget."
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +104,12 @@ def spec(budget: int, max_failures: int | None = None, prefetch: int = 0) -> Cam
     )
 
 
-def run_campaign(tmp_path: Path, campaign: CampaignSpec) -> tuple[str, dict[str, Any]]:
+Operate = Callable[[CampaignController, asyncio.Task[dict[str, Any]]], Awaitable[None]]
+
+
+def run_campaign(
+    tmp_path: Path, campaign: CampaignSpec, operate: Operate | None = None
+) -> tuple[str, dict[str, Any]]:
     db = f"sqlite:///{tmp_path / 'loop.db'}"
     engine = make_engine(db)
     migrate(engine)
@@ -124,7 +129,14 @@ def run_campaign(tmp_path: Path, campaign: CampaignSpec) -> tuple[str, dict[str,
                 db, "anneal", endpoints, ControllerOptions(use_ray_planner=False)
             )
             try:
-                return await ctl.run()
+                task = asyncio.create_task(ctl.run())
+                if operate is not None:
+                    try:
+                        await operate(ctl, task)
+                    except BaseException:
+                        task.cancel()
+                        raise
+                return await task
             finally:
                 ctl.dispose()
         finally:
@@ -195,4 +207,63 @@ def test_campaign_stops_as_failed_when_its_failure_budget_is_spent(tmp_path: Pat
             )
         ).all()
         assert in_flight == []  # everything sent was recorded before it stopped
+    engine.dispose()
+
+
+async def _wait_for(predicate: Callable[[], bool], timeout_s: float = 30) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not predicate():
+        assert loop.time() < deadline, "timed out"
+        await asyncio.sleep(0.005)
+
+
+def test_pause_starts_nothing_new_until_resumed(tmp_path: Path) -> None:
+    seen: dict[str, int] = {}
+
+    async def operate(ctl: CampaignController, task: asyncio.Task[dict[str, Any]]) -> None:
+        await _wait_for(lambda: ctl.progress()["completed"] >= 3)
+        await ctl.pause()
+        await _wait_for(lambda: not any(slot.busy for slot in ctl.instruments.values()))
+        seen["at_pause"] = ctl.progress()["completed"] + ctl.progress()["failed"]
+        await asyncio.sleep(0.3)  # instant instruments: anything started would be done
+        seen["after"] = ctl.progress()["completed"] + ctl.progress()["failed"]
+        assert ctl.progress()["paused"]
+        await ctl.resume()
+
+    db, result = run_campaign(tmp_path, spec(budget=10, max_failures=50, prefetch=2), operate)
+
+    assert seen["after"] == seen["at_pause"]
+    assert result["status"] == "COMPLETED"
+    assert result["completed"] == 10
+    engine = make_engine(db)
+    with transaction(session_factory(engine)) as s:
+        row = s.scalars(select(CampaignRow)).one()
+        kinds = [ev.kind for ev in events(s, row.id)]
+        paused = kinds.index("campaign.paused")
+        assert "campaign.running" in kinds[paused:]  # resumed, and the resume is recorded
+    engine.dispose()
+
+
+def test_abort_records_what_was_sent_and_abandons_what_waited(tmp_path: Path) -> None:
+    async def operate(ctl: CampaignController, task: asyncio.Task[dict[str, Any]]) -> None:
+        await _wait_for(lambda: ctl.progress()["completed"] >= 2)
+        await ctl.abort("operator:ada")
+
+    db, result = run_campaign(tmp_path, spec(budget=40, max_failures=50, prefetch=4), operate)
+
+    assert result["status"] == "ABORTED"
+    assert result["completed"] < 40
+    engine = make_engine(db)
+    with transaction(session_factory(engine)) as s:
+        exps = s.scalars(select(ExperimentRow)).all()
+        statuses = {e.status for e in exps}
+        assert statuses <= {
+            ExperimentStatus.COMPLETED,
+            ExperimentStatus.FAILED,
+            ExperimentStatus.ABANDONED,
+        }
+        for e in exps:  # every step that was sent has its outcome
+            assert all(st.status != StepStatus.RUNNING for st in e.steps)
+        assert s.scalars(select(CampaignRow)).one().status == CampaignStatus.ABORTED
     engine.dispose()
