@@ -98,3 +98,17 @@ def test_bayesian_optimisation_beats_sobol_on_noise_free_branin(tmp_path: Path) 
     # Branin's maximum (negated) is -0.397887; Sobol's 20 points stay far from it.
     assert best["qlognei"] > best["sobol"]
     assert best["qlognei"] > -1.0
+
+
+def test_the_same_campaign_runs_on_sqlite_and_postgresql(tmp_path: Path, db_url: str) -> None:
+    path = branin_campaign(tmp_path / "c.toml", budget=6, instruments=2, duration_s=0.01)
+
+    code, out = _run(path, db_url)
+
+    assert code == 0, out
+    rows = experiments(db_url)
+    assert [r["status"] for r in rows] == [ExperimentStatus.COMPLETED] * 6
+    world = get_world("branin")
+    for r in rows:
+        truth = world.evaluate_true(r["parameters"])["y"]
+        assert r["measurements"]["y"] == pytest.approx(truth, abs=1e-12)
