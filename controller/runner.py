@@ -36,7 +36,7 @@ from controller.store import (
     transaction,
 )
 from models.campaign import CampaignSpec, load_campaign
-from models.errors import InvalidCampaignError, RegistryError, SdlabError
+from models.errors import CampaignStateError, InvalidCampaignError, RegistryError, SdlabError
 from models.status import CampaignStatus, ExperimentStatus
 
 logger = logging.getLogger(__name__)
@@ -245,6 +245,11 @@ def _follow(actor: Any, show: bool, console: Console) -> dict[str, Any]:
         except ray.exceptions.RayTaskError as exc:
             cause = exc.cause if isinstance(exc.cause, BaseException) else exc
             raise cause from None
+        except ray.exceptions.RayError as exc:  # the actor's process died
+            raise CampaignStateError(
+                f"the campaign controller died ({type(exc).__name__}); everything it sent is "
+                "recorded: run the same command again to resume"
+            ) from exc
         progress.update(
             task,
             total=result["budget"],
