@@ -197,20 +197,18 @@ class CampaignController(StepRunner):
 
     async def pause(self, actor: str = "operator") -> None:
         """Stop starting new steps; steps already sent finish and are recorded."""
-        self._paused = True
-        with transaction(self._sessions) as s:
-            row = s.get(CampaignRow, self.campaign_id)
-            assert row is not None
-            set_campaign_status(s, row, CampaignStatus.PAUSED, actor=actor)
-        await self._notify()
+        await self._set_paused(True, actor)
 
     async def resume(self, actor: str = "operator") -> None:
         """Undo :meth:`pause`."""
-        self._paused = False
+        await self._set_paused(False, actor)
+
+    async def _set_paused(self, paused: bool, actor: str) -> None:
         with transaction(self._sessions) as s:
-            row = s.get(CampaignRow, self.campaign_id)
-            assert row is not None
-            set_campaign_status(s, row, CampaignStatus.RUNNING, actor=actor)
+            row = s.get_one(CampaignRow, self.campaign_id)
+            target = CampaignStatus.PAUSED if paused else CampaignStatus.RUNNING
+            set_campaign_status(s, row, target, actor=actor)
+        self._paused = paused
         await self._notify()
 
     async def abort(self, actor: str = "operator") -> None:

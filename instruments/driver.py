@@ -210,11 +210,7 @@ def register_driver(name: str) -> Callable[[_D], _D]:
         RegistryError: If ``name`` is already registered.
     """
 
-    def deco(cls: _D) -> _D:
-        DRIVERS.register(name)(cls)
-        return cls
-
-    return deco
+    return DRIVERS.register(name)
 
 
 def get_driver(name: str) -> type[Driver]:

@@ -8,11 +8,12 @@ error at import time, and looking up an unknown name lists the known ones (after
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from models.errors import RegistryError
 
 _T = TypeVar("_T")
+_C = TypeVar("_C", bound=type[Any])
 
 
 class Registry(Generic[_T]):
@@ -31,14 +32,14 @@ class Registry(Generic[_T]):
         self._classes: dict[str, type[_T]] = {}
         self._on_register = on_register
 
-    def register(self, name: str) -> Callable[[type[_T]], type[_T]]:
-        """Class decorator registering the class under ``name``.
+    def register(self, name: str) -> Callable[[_C], _C]:
+        """Class decorator registering the class under ``name`` (it returns the class as is).
 
         Raises:
             RegistryError: If ``name`` is already registered.
         """
 
-        def decorate(cls: type[_T]) -> type[_T]:
+        def decorate(cls: _C) -> _C:
             if name in self._classes:
                 other = self._classes[name]
                 raise RegistryError(

@@ -258,11 +258,7 @@ def register_world(name: str) -> Callable[[_W], _W]:
         RegistryError: If ``name`` is already registered.
     """
 
-    def deco(cls: _W) -> _W:
-        WORLDS.register(name)(cls)
-        return cls
-
-    return deco
+    return WORLDS.register(name)
 
 
 def world_names() -> list[str]:
