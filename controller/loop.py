@@ -403,9 +403,24 @@ class CampaignController(StepRunner):
                 else:
                     await asyncio.sleep(0.5 * 2**self._planner_errors)
                 return
+            proposals = list(decision.proposals[:room])
+            if self._final is not None:
+                # The campaign began to stop while the planner worked: the decision is
+                # recorded, its proposals are abandoned, nothing new is queued.
+                late = f"campaign {self._final.value} before it was queued"
+                with transaction(self._sessions) as s:
+                    insert_decision(
+                        s,
+                        self.campaign_id,
+                        decision,
+                        [],
+                        [(k, p, late) for k, p in enumerate(proposals)],
+                    )
+                self._abandoned += len(proposals)
+                return
             accepted: list[tuple[int, Proposal, dict[str, ParamValue]]] = []
             refusals: list[tuple[int, Proposal, ParameterLimitError]] = []
-            for k, prop in enumerate(decision.proposals[:room]):
+            for k, prop in enumerate(proposals):
                 try:
                     accepted.append((k, prop, self.gate.check_proposal(prop.parameters)))
                 except ParameterLimitError as exc:
