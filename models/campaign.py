@@ -230,7 +230,7 @@ def _key_path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def _problems(exc: ValidationError, data: Mapping[str, Any]) -> list[tuple[str, str]]:
+def _problems(exc: ValidationError) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     for err in exc.errors(include_url=False):
         loc = tuple(
@@ -275,7 +275,7 @@ def parse_spec(data: Mapping[str, Any], model: type[_M], source: str | None = No
     try:
         return model.model_validate(dict(data))
     except ValidationError as exc:
-        raise InvalidCampaignError(source, _problems(exc, data)) from exc
+        raise InvalidCampaignError(source, _problems(exc)) from exc
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:

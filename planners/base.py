@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
@@ -42,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from models.errors import InvalidCampaignError, ParameterLimitError, PlannerError
 from models.objectives import Objective
 from models.params import ParamValue, SearchSpace
-from models.records import Decision, Observation
+from models.records import Decision, Observation, Proposal
 from models.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -194,6 +195,35 @@ class Planner(ABC):
         self._asks_by_state[state] = repeat + 1
         seq = np.random.SeedSequence([self.seed, state[0], state[1], repeat])
         return int(seq.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)), repeat
+
+    def decision(
+        self,
+        proposals: Sequence[Proposal],
+        n_pending: int,
+        started: float,
+        details: Mapping[str, Any],
+        candidate_scores: Sequence[float] = (),
+    ) -> Decision:
+        """The :class:`Decision` of one ``ask``, with what is needed to replay it.
+
+        Args:
+            proposals: The points proposed, best first.
+            n_pending: How many pending experiments the planner was told about.
+            started: ``time.perf_counter()`` when the ask began.
+            details: Planner-specific replay details (phase, hyperparameters, ...).
+            candidate_scores: Scores of the candidates considered.
+        """
+        return Decision(
+            proposals=list(proposals),
+            planner=self.name,
+            version=self.version,
+            seed=self.seed,
+            n_train=len(self._observations),
+            n_pending=n_pending,
+            candidate_scores=[float(v) for v in candidate_scores],
+            seconds=time.perf_counter() - started,
+            details=dict(details),
+        )
 
     def check_ask(self, n: int, pending: Sequence[Mapping[str, ParamValue]]) -> None:
         """Check the arguments of :meth:`ask`.

@@ -153,16 +153,7 @@ class QLogNEIPlanner(Planner):
             ]
             details["phase"] = "initial_design"
             details["sequence_start"] = used
-            return Decision(
-                proposals=proposals,
-                planner=self.name,
-                version=self.version,
-                seed=self.seed,
-                n_train=n_train,
-                n_pending=len(pending),
-                seconds=time.perf_counter() - t0,
-                details=details,
-            )
+            return self.decision(proposals, len(pending), t0, details)
 
         dev, dtype = self.device, torch.double
         with (
@@ -239,16 +230,8 @@ class QLogNEIPlanner(Planner):
             seconds_fit,
             seconds_acq,
         )
-        return Decision(
-            proposals=proposals,
-            planner=self.name,
-            version=self.version,
-            seed=self.seed,
-            n_train=n_train,
-            n_pending=len(pending),
-            candidate_scores=[float(scores[i]) for i in order],
-            seconds=time.perf_counter() - t0,
-            details=details,
+        return self.decision(
+            proposals, len(pending), t0, details, [float(scores[i]) for i in order]
         )
 
 

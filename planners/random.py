@@ -77,15 +77,11 @@ class RandomPlanner(Planner):
         encoder = SpaceEncoder(self.space)
         unit = torch.from_numpy(rng.random((n, encoder.n_params)))
         points = encoder.from_unit(unit)
-        return Decision(
-            proposals=[Proposal(parameters=p, origin="random") for p in points],
-            planner=self.name,
-            version=self.version,
-            seed=self.seed,
-            n_train=len(self._observations),
-            n_pending=len(pending),
-            seconds=time.perf_counter() - t0,
-            details={"phase": "random", "decision_seed": seed, "repeat": repeat},
+        return self.decision(
+            [Proposal(parameters=p, origin="random") for p in points],
+            len(pending),
+            t0,
+            {"phase": "random", "decision_seed": seed, "repeat": repeat},
         )
 
 
@@ -116,13 +112,9 @@ class SobolPlanner(Planner):
         skip = len(self._observations) + len(pending)
         unit = sobol_unit(encoder.n_params, seed=self.seed, skip=skip, n=n)
         points = encoder.from_unit(unit)
-        return Decision(
-            proposals=[Proposal(parameters=p, origin="sobol") for p in points],
-            planner=self.name,
-            version=self.version,
-            seed=self.seed,
-            n_train=len(self._observations),
-            n_pending=len(pending),
-            seconds=time.perf_counter() - t0,
-            details={"phase": "sobol", "sequence_start": skip, "repeat": repeat},
+        return self.decision(
+            [Proposal(parameters=p, origin="sobol") for p in points],
+            len(pending),
+            t0,
+            {"phase": "sobol", "sequence_start": skip, "repeat": repeat},
         )
