@@ -139,6 +139,17 @@ class WorkflowStep(_Spec):
     fixed: dict[str, float | int | str] = Field(default_factory=dict)
 
 
+class SafetySpec(_Spec):
+    """The ``[safety]`` table.
+
+    Attributes:
+        require_approval: Proposals wait (PROPOSED) until an operator approves them; a
+            rejected proposal is abandoned and the planner told it is infeasible.
+    """
+
+    require_approval: bool = False
+
+
 class CampaignSpec(_Spec):
     """A whole campaign file.
 
@@ -150,6 +161,7 @@ class CampaignSpec(_Spec):
         instruments: The instruments the steps run on.
         planner: Which planner proposes experiments.
         budget: When to stop.
+        safety: Operator approval and other safety settings.
     """
 
     campaign: CampaignInfo
@@ -159,6 +171,7 @@ class CampaignSpec(_Spec):
     instruments: list[InstrumentSpec] = Field(min_length=1)
     planner: PlannerSpec
     budget: BudgetSpec
+    safety: SafetySpec = Field(default_factory=SafetySpec)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> CampaignSpec:

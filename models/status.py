@@ -52,6 +52,27 @@ class StepStatus(StrEnum):
     ABANDONED = "ABANDONED"
 
 
+class InstrumentState(StrEnum):
+    """What the controller knows of an instrument, as the dashboard shows it.
+
+    A silent instrument is ``UNKNOWN``, never ``IDLE``: only an answer proves it is idle.
+    """
+
+    IDLE = "IDLE"  # answered recently, nothing of ours running
+    BUSY = "BUSY"  # running one of our steps
+    UNKNOWN = "UNKNOWN"  # missed its heartbeats or never answered
+    QUARANTINED = "QUARANTINED"  # the circuit breaker opened after repeated faults
+    OUT_OF_SERVICE = "OUT_OF_SERVICE"  # taken out by an operator
+
+
+class CommandStatus(StrEnum):
+    """Where an operator command sent to a running controller is."""
+
+    PENDING = "PENDING"  # written by the dashboard or CLI, not yet seen by the controller
+    APPLIED = "APPLIED"
+    REFUSED = "REFUSED"  # the controller could not apply it; ``result`` says why
+
+
 _E = TypeVar("_E", CampaignStatus, ExperimentStatus, StepStatus)
 
 TRANSITIONS: dict[type[Enum], dict[Enum, frozenset[Enum]]] = {

@@ -30,7 +30,13 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from models.status import CampaignStatus, ExperimentStatus, StepStatus
+from models.status import (
+    CampaignStatus,
+    CommandStatus,
+    ExperimentStatus,
+    InstrumentState,
+    StepStatus,
+)
 
 
 def utcnow() -> datetime:
@@ -80,7 +86,9 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSONType, list[Any]: JSONType}
 
 
-def _status(enum: type[CampaignStatus | ExperimentStatus | StepStatus]) -> Enum:
+def _status(
+    enum: type[CampaignStatus | ExperimentStatus | StepStatus | InstrumentState | CommandStatus],
+) -> Enum:
     """A status column: a plain VARCHAR(16) in the database, the enum in Python."""
     return Enum(enum, native_enum=False, length=16, validate_strings=True, create_constraint=False)
 
@@ -214,3 +222,51 @@ class EventRow(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     actor: Mapped[str] = mapped_column(String(64), default="controller")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class InstrumentRow(Base):
+    """The controller's latest view of one instrument of a campaign (one row, updated).
+
+    What happened to it over time is in ``events``; this row is what the dashboard shows now.
+    """
+
+    __tablename__ = "instruments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
+    name: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(128))
+    address: Mapped[str] = mapped_column(String(256))
+    state: Mapped[InstrumentState] = mapped_column(_status(InstrumentState))
+    in_service: Mapped[bool] = mapped_column(Boolean, default=True)
+    consecutive_faults: Mapped[int] = mapped_column(Integer, default=0)
+    reason: Mapped[str | None] = mapped_column(Text)
+    driver: Mapped[str | None] = mapped_column(String(128))
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (UniqueConstraint("campaign_id", "name"),)
+
+
+class CommandRow(Base):
+    """An operator command for a running controller (pause, resume, abort, approve, ...).
+
+    The dashboard and the command line write a PENDING row; the controller that runs the
+    campaign picks it up, applies it and marks it APPLIED or REFUSED with the reason. A
+    command therefore reaches a controller in another process or on another machine, and
+    survives a controller restart.
+    """
+
+    __tablename__ = "commands"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
+    command: Mapped[str] = mapped_column(String(32))
+    args: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    actor: Mapped[str] = mapped_column(String(64))
+    status: Mapped[CommandStatus] = mapped_column(_status(CommandStatus))
+    result: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_commands_campaign_status", "campaign_id", "status"),)

@@ -14,6 +14,14 @@ The functions of :mod:`controller.store.repo` receive a session and never open o
 from __future__ import annotations
 
 from controller.store import hooks
+from controller.store.commands import (
+    COMMANDS,
+    finish_command,
+    list_instruments,
+    pending_commands,
+    submit_command,
+    upsert_instrument,
+)
 from controller.store.engine import (
     alembic_config,
     current_revisions,
@@ -50,6 +58,7 @@ from models.errors import StoreError
 hooks.install()
 
 __all__ = [
+    "COMMANDS",
     "PENDING_EXPERIMENT",
     "StoreError",
     "add_decision",
@@ -64,12 +73,15 @@ __all__ = [
     "events",
     "experiments_in_status",
     "export_rows",
+    "finish_command",
     "get_campaign",
     "head_revision",
     "list_campaigns",
+    "list_instruments",
     "make_engine",
     "migrate",
     "observations",
+    "pending_commands",
     "pending_parameters",
     "safe_url",
     "session_factory",
@@ -77,5 +89,7 @@ __all__ = [
     "set_experiment_status",
     "set_step_status",
     "steps_in_status",
+    "submit_command",
     "transaction",
+    "upsert_instrument",
 ]
