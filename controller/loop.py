@@ -30,6 +30,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from controller.alarms import Alarms
+from controller.health import HealthMonitor
+from controller.operator import OperatorCommands
 from controller.planning import PlannerClient, RayPlanner, ThreadPlanner, build_planner
 from controller.recovery import Recovery
 from controller.safety import SafetyGate
@@ -132,6 +135,18 @@ class CampaignController(StepRunner):
         # multi-step experiments still in flight.
         self._status: dict[int, ExperimentStatus] = {}
         self._earlier: dict[int, dict[str, float]] = {}
+        # Experiments written and cleared by the gate, waiting for an operator's approval.
+        self._awaiting: dict[int, dict[str, ParamValue]] = {}
+        self.alarms = Alarms(
+            self.spec.alarms,
+            campaign_name,
+            self.campaign_id,
+            self._sessions,
+            self._spawn,
+            backoff_s=self.spec.reliability.backoff_s or 1.0,
+        )
+        self.health: HealthMonitor | None = None  # made in run(), on the loop
+        self.commands = OperatorCommands(self)
 
     # ------------------------------------------------------------------ public API
 
@@ -166,15 +181,31 @@ class CampaignController(StepRunner):
             await Recovery(self).reconcile()
             if history:
                 await self._planner.tell(history)
+            self.health = HealthMonitor(
+                self.instruments,
+                self.spec.reliability,
+                self.campaign_id,
+                self._sessions,
+                self.alarms,
+                self._notify,
+                self._described,
+            )
+            self.health.write_all()
+            for slot in self.instruments.values():
+                self._spawn(self.health.watch(slot))
+            self._spawn(self.commands.poll_forever())
             workers = [
                 asyncio.create_task(self._worker(slot), name=f"worker-{slot.name}")
                 for slot in self.instruments.values()
-                if slot.in_service
             ]
             await asyncio.gather(*workers)
         finally:
             for w in workers:
                 w.cancel()
+            leftovers = list(self._background)
+            for task in leftovers:
+                task.cancel()
+            await asyncio.gather(*leftovers, return_exceptions=True)
             self._planner.close()
             for slot in self.instruments.values():
                 await slot.client.close()
@@ -190,6 +221,7 @@ class CampaignController(StepRunner):
             "failed": self._failed,
             "abandoned": self._abandoned,
             "in_flight": len(self._in_flight),
+            "awaiting_approval": len(self._awaiting),
             "paused": self._paused,
             "status": (self._final or CampaignStatus.RUNNING).value,
             "stop_reason": self._stop_reason,
@@ -216,6 +248,8 @@ class CampaignController(StepRunner):
         recorded. Experiments waiting for an instrument are ABANDONED."""
         self._stop(CampaignStatus.ABORTED, f"aborted by {actor}")
         waiting = [w for q in self._ready.values() for w in q]
+        waiting += [Work(i, 0, p) for i, p in self._awaiting.items()]
+        self._awaiting.clear()
         for q in self._ready.values():
             q.clear()
         if waiting:
@@ -235,7 +269,91 @@ class CampaignController(StepRunner):
             self._abandoned += len(waiting)
         await self._notify()
 
+    async def approve(self, experiment_ids: list[int], actor: str) -> list[int]:
+        """Let experiments that wait for approval run; returns those approved.
+
+        Raises:
+            CampaignStateError: If one of them is not waiting for approval (none is approved).
+        """
+        self._check_awaiting(experiment_ids)
+        with transaction(self._sessions) as s:
+            for exp_id in experiment_ids:
+                point = self._awaiting.pop(exp_id)
+                work = Work(exp_id, 0, point)
+                self._move(s, work, ExperimentStatus.QUEUED, f"approved by {actor}")
+                self._ready[self.spec.workflow[0].kind].append(work)
+        await self._notify()
+        return experiment_ids
+
+    async def reject(self, experiment_ids: list[int], actor: str, reason: str) -> list[int]:
+        """Abandon experiments that wait for approval; the planner learns they are infeasible.
+
+        Raises:
+            CampaignStateError: If one of them is not waiting for approval (none is rejected).
+        """
+        self._check_awaiting(experiment_ids)
+        told: list[Observation] = []
+        with transaction(self._sessions) as s:
+            for exp_id in experiment_ids:
+                work = Work(exp_id, 0, self._awaiting.pop(exp_id))
+                self._move(s, work, ExperimentStatus.ABANDONED, f"rejected by {actor}: {reason}")
+                self._forget(work)
+                told.append(Observation(dict(work.point), {}, False, exp_id))
+        self._abandoned += len(experiment_ids)
+        if self._planner is not None:
+            await self._planner.tell(told)
+        await self._notify()
+        return experiment_ids
+
+    def _check_awaiting(self, experiment_ids: list[int]) -> None:
+        if not experiment_ids:
+            raise CampaignStateError("experiments: no experiment named")
+        unknown = [i for i in experiment_ids if i not in self._awaiting]
+        if unknown:
+            raise CampaignStateError(f"experiments: {unknown} are not waiting for approval")
+
+    async def resolve(self, experiment_id: int, action: str, actor: str) -> str:
+        """An operator's decision on an INTERRUPTED experiment: ``"rerun"`` or ``"fail"``.
+
+        Raises:
+            CampaignStateError: If the experiment is not INTERRUPTED in this campaign.
+        """
+        with transaction(self._sessions) as s:
+            exp = s.get(ExperimentRow, experiment_id)
+            if exp is None or exp.campaign_id != self.campaign_id:
+                raise CampaignStateError(f"experiment: no experiment {experiment_id} here")
+            if exp.status != ExperimentStatus.INTERRUPTED:
+                raise CampaignStateError(
+                    f"experiment: {experiment_id} is {exp.status.value}, not INTERRUPTED"
+                )
+            point = dict(exp.parameters)
+            last = max(exp.steps, key=lambda st: (st.index, st.attempt), default=None)
+            index = last.index if last is not None else 0
+            attempt = last.attempt + 1 if last is not None else 1
+        work = Work(experiment_id, index, point, attempt, rerun=True)
+        with transaction(self._sessions) as s:
+            self._status[experiment_id] = ExperimentStatus.INTERRUPTED
+            if action == "rerun":
+                self._move(s, work, ExperimentStatus.QUEUED, f"{actor} decided to run it again")
+            else:
+                self._move(s, work, ExperimentStatus.FAILED, f"{actor} decided it failed")
+        if action == "rerun":
+            self._in_flight[experiment_id] = point
+            self._ready[self.spec.workflow[index].kind].appendleft(work)
+            await self._notify()
+            return f"experiment {experiment_id} step {index} runs again as attempt {attempt}"
+        self._status.pop(experiment_id, None)
+        self._failed += 1
+        if self._planner is not None:
+            await self._planner.tell([Observation(point, {}, False, experiment_id)])
+        return f"experiment {experiment_id} marked FAILED"
+
     # ------------------------------------------------------------------ start-up
+
+    def _described(self, slot: InstrumentSlot) -> None:
+        """An instrument unreachable at start answered: let the safety gate know its limits."""
+        descriptions = {n: s.description for n, s in self.instruments.items() if s.description}
+        self.gate = SafetyGate(self.spec, descriptions)
 
     def _make_planner(self) -> PlannerClient:
         if self.options.use_ray_planner:
@@ -249,12 +367,13 @@ class CampaignController(StepRunner):
             while True:
                 try:
                     slot.description = await slot.client.describe()
+                    slot.silent = False
+                    slot.last_seen = time.monotonic()
                     return
                 except InstrumentError as exc:
                     if time.monotonic() > deadline:
-                        slot.in_service = False
                         logger.warning("instrument %s unreachable: %s", slot.name, exc)
-                        return
+                        return  # UNKNOWN: its heartbeats will tell when it answers
                     await asyncio.sleep(0.2)
 
         await asyncio.gather(*(describe(s) for s in self.instruments.values()))
@@ -326,16 +445,17 @@ class CampaignController(StepRunner):
         first_kind = self.spec.workflow[0].kind
         async with self._changed:
             while True:
-                if slot.resume:
-                    return slot.resume.popleft()
                 if self._finished():
                     self._changed.notify_all()
                     return None
-                queue = self._ready[slot.kind] if slot.kind in self._ready else deque()
-                if queue and not self._paused:
-                    return queue.popleft()
-                if slot.kind == first_kind:
-                    self._maybe_plan()
+                if slot.available:
+                    if slot.resume:
+                        return slot.resume.popleft()
+                    queue = self._ready[slot.kind] if slot.kind in self._ready else deque()
+                    if queue and not self._paused:
+                        return queue.popleft()
+                    if slot.kind == first_kind:
+                        self._maybe_plan()
                 await self._changed.wait()
 
     async def _worker(self, slot: InstrumentSlot) -> None:
@@ -359,7 +479,7 @@ class CampaignController(StepRunner):
         return sum(
             1
             for s in self.instruments.values()
-            if s.kind == kind and s.in_service and s.description and not s.busy and not s.resume
+            if s.kind == kind and s.available and not s.busy and not s.resume
         )
 
     def _maybe_plan(self) -> None:
@@ -372,7 +492,9 @@ class CampaignController(StepRunner):
         if self._planning or self._paused or not self._may_start_new():
             return
         queue = self._ready[self.spec.workflow[0].kind]
-        want = self._idle_first_kind() + self.spec.planner.prefetch - len(queue)
+        want = (
+            self._idle_first_kind() + self.spec.planner.prefetch - len(queue) - len(self._awaiting)
+        )
         if want > 0:
             self._planning = True
             self._spawn(self._plan(want))
@@ -425,6 +547,7 @@ class CampaignController(StepRunner):
                     accepted.append((k, prop, self.gate.check_proposal(prop.parameters)))
                 except ParameterLimitError as exc:
                     refusals.append((k, prop, exc))
+            hold = self.spec.safety.require_approval
             with transaction(self._sessions) as s:
                 _, ids = insert_decision(
                     s,
@@ -432,14 +555,28 @@ class CampaignController(StepRunner):
                     decision,
                     accepted,
                     [(k, p, f"safety gate: {why}") for k, p, why in refusals],
+                    hold=hold,
                 )
                 for k, _, why in refusals:
                     self._log_refusal(s, ids[k], why)
+                if hold and accepted:
+                    add_event(
+                        s,
+                        "approval.needed",
+                        f"experiments {[ids[k] for k, _, _ in accepted]} wait for an "
+                        "operator's approval",
+                        campaign_id=self.campaign_id,
+                        data={"experiments": [ids[k] for k, _, _ in accepted]},
+                    )
             for k, _, point in accepted:
                 exp_id = ids[k]
-                self._status[exp_id] = ExperimentStatus.QUEUED
                 self._in_flight[exp_id] = point
-                self._ready[self.spec.workflow[0].kind].append(Work(exp_id, 0, point))
+                if hold:
+                    self._status[exp_id] = ExperimentStatus.PROPOSED
+                    self._awaiting[exp_id] = point
+                else:
+                    self._status[exp_id] = ExperimentStatus.QUEUED
+                    self._ready[self.spec.workflow[0].kind].append(Work(exp_id, 0, point))
             refused = [Observation(dict(p.parameters), {}, False, ids[k]) for k, p, _ in refusals]
             if refused:
                 await self._planner.tell(refused)
@@ -456,6 +593,8 @@ class CampaignController(StepRunner):
 
     def _finish(self) -> None:
         final = self._final or CampaignStatus.COMPLETED
+        if self.health is not None:
+            self.health.write_all()
         with transaction(self._sessions) as s:
             row = s.get(CampaignRow, self.campaign_id)
             assert row is not None

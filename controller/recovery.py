@@ -11,7 +11,8 @@ For every experiment the store holds as not finished:
   INTERRUPTED; if its action is declared safe to re-run it is run again as a new attempt
   flagged ``rerun``, otherwise the experiment waits as INTERRUPTED for an operator;
 - no step in flight: its next step (or its first) is queued;
-- PROPOSED (written, never gated): it goes through the safety gate now.
+- PROPOSED (written, never gated): it goes through the safety gate now, and waits for an
+  operator's approval again if the campaign requires one.
 
 Every decision is written to the event log.
 """
@@ -117,6 +118,12 @@ class Recovery:
             except ParameterLimitError as exc:
                 ctl._refuse(s, exp, exc)
                 self._count("refused")
+                return
+            if ctl.spec.safety.require_approval:
+                ctl._in_flight[exp_id] = clean
+                ctl._status[exp_id] = ExperimentStatus.PROPOSED
+                ctl._awaiting[exp_id] = clean
+                self._count("awaiting approval")
                 return
             set_experiment_status(s, exp, ExperimentStatus.QUEUED)
         ctl._in_flight[exp_id] = clean

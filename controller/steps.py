@@ -14,21 +14,36 @@ this; the attributes it declares are the controller's.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
+import time
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from controller.alarms import Alarms
+from controller.health import HealthMonitor
 from controller.planning import PlannerClient
 from controller.safety import SafetyGate
 from controller.store import add_event, transaction
 from controller.store.hot import finish_step, move_experiment, start_step
 from controller.work import ControllerOptions, InstrumentSlot, Work
-from instruments.client import InstrumentClient, RequestState
-from instruments.protocol import INTERRUPTED
+from instruments.client import RequestState
+from instruments.driver import ActionSpec
+from instruments.protocol import (
+    INTERNAL,
+    INTERRUPTED,
+    PARAMETER_OUT_OF_LIMITS,
+    REQUEST_ID_CONFLICT,
+    UNKNOWN_ACTION,
+    UNKNOWN_REQUEST,
+    UNSUPPORTED_PROTOCOL,
+)
 from models.campaign import CampaignSpec
-from models.errors import InstrumentError, InstrumentTimeoutError, ParameterLimitError
+from models.errors import InstrumentError, ParameterLimitError
 from models.params import ParamValue
 from models.records import Observation
 from models.status import CampaignStatus, ExperimentStatus, StepStatus
@@ -56,6 +71,9 @@ class StepRunner:
     _completed: int
     _failed: int
     _abandoned: int
+    _final: CampaignStatus | None
+    health: HealthMonitor | None
+    alarms: Alarms
 
     def _stop(self, status: CampaignStatus, reason: str) -> None:
         """Stop starting new experiments (the controller's scheduling decides how)."""
@@ -63,6 +81,10 @@ class StepRunner:
 
     def _spawn(self, coro: Any) -> None:
         """Run a coroutine in the background (the controller keeps the task)."""
+        raise NotImplementedError
+
+    async def _notify(self) -> None:
+        """Wake the workers (the controller owns the condition)."""
         raise NotImplementedError
 
     def _log_refusal(self, s: Session, experiment_id: int, exc: ParameterLimitError) -> None:
@@ -127,43 +149,116 @@ class StepRunner:
         assert work.request_id is not None
         action = self.gate.action(slot.name, work.index)
         timeout_s = self._timeouts.get(slot.name) or action.timeout_s
-        try:
-            if work.adopt:
-                state = await slot.client.wait(work.request_id, timeout_s=timeout_s)
-            else:
-                wait_s = min(self.options.submit_wait_s, timeout_s)
-                state = await slot.client.submit(
-                    work.request_id, step_spec.action, params, wait_s=wait_s
-                )
-                if not state.terminal:
-                    state = await slot.client.wait(work.request_id, timeout_s=timeout_s)
-        except InstrumentTimeoutError as exc:
-            await _best_effort_cancel(slot.client, work.request_id)
-            self._fail_experiment(work, slot.name, exc.code, str(exc))
+        outcome = await self._drive(slot, work, step_spec.action, params, timeout_s)
+        if isinstance(outcome, _Refused):
+            self._fail_experiment(work, slot.name, outcome.code, outcome.message)
             return
-        except InstrumentError as exc:
-            self._fail_experiment(work, slot.name, exc.code, str(exc))
+        if isinstance(outcome, _Lost):
+            assert self.health is not None
+            self.health.fault(slot, outcome.code, outcome.message)
+            self._retry_or_fail(
+                slot, work, outcome.code, outcome.message, None, fate_known=outcome.known
+            )
+            return
+        problem = self._schema_problem(action, outcome)
+        if problem is not None:
+            assert self.health is not None
+            self.health.fault(slot, "bad_result", problem)
+            self._retry_or_fail(slot, work, "bad_result", problem, outcome, fate_known=True)
             return
         try:
-            await self._record(slot, work, state)
+            await self._record(slot, work, outcome)
         except InstrumentError as exc:  # a result that does not carry the objectives
-            self._fail_experiment(work, slot.name, exc.code, str(exc), state)
+            self._fail_experiment(work, slot.name, exc.code, str(exc), outcome)
+
+    async def _drive(
+        self,
+        slot: InstrumentSlot,
+        work: Work,
+        action: str,
+        params: dict[str, Any],
+        timeout_s: float,
+    ) -> RequestState | _Lost | _Refused:
+        """Submit a step (unless adopted) and follow it to its end or its deadline.
+
+        Transport faults (no reply, a garbled reply, the instrument off the network) do not
+        end the step: the request id is idempotent, so the submit is sent again or the
+        status asked again, with backoff, until the action's deadline. At the deadline the
+        request is cancelled; its fate is known only if the cancel is answered.
+        """
+        assert work.request_id is not None
+        assert self.health is not None
+        rid = work.request_id
+        deadline = time.monotonic() + timeout_s
+        submitted = work.adopt
+        pause_s = 0.1
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                if submitted:
+                    state = await slot.client.status(rid, wait_s=min(POLL_S, left))
+                else:
+                    wait_s = min(self.options.submit_wait_s, left)
+                    state = await slot.client.submit(rid, action, params, wait_s=wait_s)
+                    submitted = True
+            except InstrumentError as exc:
+                if exc.code in REFUSALS:
+                    return _Refused(exc.code, str(exc))
+                if exc.code == UNKNOWN_REQUEST and submitted:
+                    return _Lost(exc.code, f"{slot.name} no longer knows request {rid}")
+                self.health.fault(slot, exc.code, str(exc))
+                await asyncio.sleep(min(pause_s, max(0.0, deadline - time.monotonic())))
+                pause_s = min(pause_s * 2, MAX_TRANSPORT_PAUSE_S)
+                continue
+            self.health.seen(slot)
+            if state.terminal:
+                return state
+        try:
+            state = await slot.client.cancel(rid)
+        except InstrumentError as exc:
+            logger.warning("could not cancel %s on %s: %s", rid, slot.name, exc)
+            slot.orphans.add(rid)  # cancelled again when the instrument answers
+            return _Lost("timeout", f"no result within {timeout_s:.3g} s and no answer to cancel")
+        if state.state == "completed":
+            return state  # finished just as the deadline passed
+        # Answered: the action is stopped (cancelled) or ended otherwise; its fate is known.
+        return _Lost("timeout", f"no result within {timeout_s:.3g} s; {state.state}", known=True)
+
+    def _retry_safe(self, slot: InstrumentSlot, work: Work) -> bool:
+        return self.gate is not None and self.gate.action(slot.name, work.index).retry_safe
+
+    @staticmethod
+    def _schema_problem(action: ActionSpec, state: RequestState) -> str | None:
+        """What is wrong with a completed result, measured against the declared outputs."""
+        if state.state != "completed":
+            return None
+        declared = {o.name for o in action.outputs}
+        got = [m.name for m in state.measurements]
+        missing = sorted(declared - set(got))
+        extra = sorted(set(got) - declared)
+        if missing or extra:
+            return f"result breaks the declared outputs: missing {missing}, undeclared {extra}"
+        bad = [
+            m.name for m in state.measurements if m.value is not None and not math.isfinite(m.value)
+        ]
+        if bad:
+            return f"result has non-finite values for {bad}"
+        return None
 
     async def _record(self, slot: InstrumentSlot, work: Work, state: RequestState) -> None:
         """Write a finished request's outcome and move the experiment on."""
+        assert self.health is not None
         if state.state != "completed":
             err = state.error
-            code = err.code if err else state.state
+            code = err.code if err else str(state.state)
             msg = err.message if err else f"request ended {state.state}"
-            if (
-                code == INTERRUPTED
-                and self.gate
-                and self.gate.action(slot.name, work.index).retry_safe
-            ):
-                self.rerun(work, f"{slot.name}: {msg}")
+            if err is not None and (err.retryable or code in (INTERRUPTED, INTERNAL)):
+                # the instrument's fault, not the sample's: count it, and try again if safe
+                self.health.fault(slot, code, msg)
+                self._retry_or_fail(slot, work, code, msg, state, fate_known=True)
                 return
             self._fail_experiment(work, slot.name, code, msg, state)
             return
+        self.health.succeeded(slot)
         last = work.index == len(self.spec.workflow) - 1
         obs: Observation | None = None
         if last:
@@ -255,6 +350,94 @@ class StepRunner:
         nxt = Work(work.experiment_id, work.index, work.point, work.attempt + 1, rerun=True)
         self._ready[self.spec.workflow[work.index].kind].appendleft(nxt)
 
+    def _retry_or_fail(
+        self,
+        slot: InstrumentSlot,
+        work: Work,
+        code: str,
+        message: str,
+        state: RequestState | None,
+        *,
+        fate_known: bool,
+    ) -> None:
+        """After an instrument fault: try the step again if safe, else fail or interrupt it.
+
+        A retry is a new attempt flagged ``rerun``, queued for any instrument of the kind
+        after an exponential backoff. An action not declared safe to re-run is never sent
+        twice: if it surely stopped, the experiment fails; if its fate is unknown, the
+        experiment waits INTERRUPTED for an operator's decision.
+        """
+        rel = self.spec.reliability
+        safe = self._retry_safe(slot, work)
+        if safe and work.attempt < rel.max_attempts and self._final != CampaignStatus.ABORTED:
+            delay = min(rel.backoff_s * 2 ** (work.attempt - 1), rel.backoff_max_s)
+            assert work.step_id is not None
+            with transaction(self._sessions) as s:
+                finish_step(
+                    s,
+                    work.step_id,
+                    work.experiment_id,
+                    StepStatus.FAILED if fate_known else StepStatus.INTERRUPTED,
+                    current=work.step_status,
+                    error=f"{code}: {message}",
+                    started_at=state.started_at if state else None,
+                    finished_at=state.finished_at if state else None,
+                )
+                add_event(
+                    s,
+                    "step.rerun",
+                    f"experiment {work.experiment_id} step {work.index} on {slot.name}: "
+                    f"{code}: {message}; attempt {work.attempt + 1} of {rel.max_attempts} "
+                    f"in {delay:.3g} s",
+                    campaign_id=self.campaign_id,
+                    experiment_id=work.experiment_id,
+                    instrument=slot.name,
+                    data={"code": code, "attempt": work.attempt + 1, "delay_s": delay},
+                )
+            nxt = Work(work.experiment_id, work.index, work.point, work.attempt + 1, rerun=True)
+            self._spawn(self._requeue_after(nxt, delay))
+            return
+        if not safe and not fate_known:
+            self._interrupt(work, slot.name, code, message)
+            return
+        self._fail_experiment(work, slot.name, code, message, state)
+
+    async def _requeue_after(self, work: Work, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        if self._final == CampaignStatus.ABORTED:
+            with transaction(self._sessions) as s:
+                self._move(s, work, ExperimentStatus.ABANDONED, "campaign aborted before a retry")
+            self._forget(work)
+            self._abandoned += 1
+        else:
+            self._ready[self.spec.workflow[work.index].kind].appendleft(work)
+        await self._notify()
+
+    def _interrupt(self, work: Work, instrument: str, code: str, message: str) -> None:
+        """Leave an experiment INTERRUPTED for an operator: its step's fate is unknown."""
+        assert work.step_id is not None
+        with transaction(self._sessions) as s:
+            finish_step(
+                s,
+                work.step_id,
+                work.experiment_id,
+                StepStatus.INTERRUPTED,
+                current=work.step_status,
+                error=f"{code}: {message}",
+            )
+            self._move(s, work, ExperimentStatus.INTERRUPTED, f"{code}: {message}")
+            self.alarms.raise_(
+                "decision_needed",
+                f"experiment {work.experiment_id} step {work.index} on {instrument}: {code}: "
+                f"{message}; the action is not safe to re-run, so it waits for an operator "
+                "(resolve it with rerun or fail)",
+                instrument=instrument,
+                experiment_id=work.experiment_id,
+                data={"code": code},
+                session=s,
+            )
+        self._forget(work)
+
     def _fail_experiment(
         self,
         work: Work,
@@ -301,8 +484,30 @@ class StepRunner:
             self._stop(CampaignStatus.FAILED, f"{self._failed} experiments failed")
 
 
-async def _best_effort_cancel(client: InstrumentClient, request_id: str) -> None:
-    try:
-        await client.cancel(request_id)
-    except InstrumentError as exc:
-        logger.warning("could not cancel %s: %s", request_id, exc)
+POLL_S = 1.0
+"""Long-poll window of each status call while a step runs, in seconds."""
+
+MAX_TRANSPORT_PAUSE_S = 5.0
+"""Longest pause between two tries to reach an instrument during one step, in seconds."""
+
+REFUSALS = frozenset(
+    {UNKNOWN_ACTION, PARAMETER_OUT_OF_LIMITS, REQUEST_ID_CONFLICT, UNSUPPORTED_PROTOCOL}
+)
+"""Error replies that refuse a request for good: sending it again cannot help."""
+
+
+@dataclass(frozen=True)
+class _Lost:
+    """A step whose result never came: ``known`` if the instrument confirmed it stopped."""
+
+    code: str
+    message: str
+    known: bool = False
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """A step the instrument refused outright."""
+
+    code: str
+    message: str

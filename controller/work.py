@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from instruments.client import InstrumentClient
 from instruments.driver import InstrumentDescription
 from models.params import ParamValue
-from models.status import StepStatus
+from models.status import InstrumentState, StepStatus
 
 
 @dataclass
@@ -41,7 +41,21 @@ class Work:
 
 @dataclass
 class InstrumentSlot:
-    """The controller's view of one instrument."""
+    """The controller's view of one instrument.
+
+    Attributes:
+        busy: One of our steps is running on it.
+        in_service: An operator has not taken it out of service.
+        silent: It has missed its heartbeats (or never answered): its state is UNKNOWN.
+        faults: Consecutive faults (the circuit breaker opens at the campaign's
+            ``reliability.quarantine_after``).
+        quarantined_until: ``time.monotonic()`` at which a quarantine ends, if quarantined.
+        last_seen: ``time.monotonic()`` of its last answer.
+        reason: Why it is not available, for the operator.
+        orphans: Requests given up on whose cancel was never answered: cancelled again as
+            soon as the instrument answers, so a hung action does not block it for ever.
+        resume: Steps recovery found on it, to finish before anything else.
+    """
 
     name: str
     kind: str
@@ -50,7 +64,29 @@ class InstrumentSlot:
     description: InstrumentDescription | None = None
     busy: bool = False
     in_service: bool = True
+    silent: bool = True
+    faults: int = 0
+    quarantined_until: float | None = None
+    last_seen: float | None = None
+    reason: str | None = None
+    orphans: set[str] = field(default_factory=set)
     resume: deque[Work] = field(default_factory=deque)
+
+    @property
+    def state(self) -> InstrumentState:
+        """What the dashboard shows: only an instrument that answers is IDLE or BUSY."""
+        if not self.in_service:
+            return InstrumentState.OUT_OF_SERVICE
+        if self.quarantined_until is not None:
+            return InstrumentState.QUARANTINED
+        if self.silent or self.description is None:
+            return InstrumentState.UNKNOWN
+        return InstrumentState.BUSY if self.busy else InstrumentState.IDLE
+
+    @property
+    def available(self) -> bool:
+        """Whether new steps may be sent to it."""
+        return self.state in (InstrumentState.IDLE, InstrumentState.BUSY)
 
 
 @dataclass

@@ -75,6 +75,61 @@ class PlannerSpec(_Spec):
     prefetch: int = Field(default=0, ge=0, le=64)
 
 
+class FaultSpec(_Spec):
+    """The ``[instruments.simulated.faults]`` table: faults a simulated instrument injects.
+
+    Each rate is the probability that one submitted action meets that fault; at most one
+    fault is drawn per action, in the order listed, from a generator seeded with ``seed``,
+    so the k-th action of an instrument always meets the same fault.
+
+    Attributes:
+        error_rate: The action fails with error code ``sim_fault`` (marked retryable).
+        hang_rate: The action never finishes (until the controller cancels it).
+        slow_rate: The action takes ``slow_factor`` times its normal duration.
+        slow_factor: How much slower a slow action is.
+        malformed_rate: The server answers the submit with a frame that is not a protocol
+            message (the action itself runs normally).
+        bad_result_rate: The action completes with a result that breaks its declared
+            schema (an output missing, another not declared).
+        crash_rate: The server process exits mid-action (``os._exit``), as a power cut
+            would; a supervised server comes back and reports the action interrupted.
+        drop_rate: The server drops off the network for ``drop_s`` seconds mid-action
+            (socket closed, then bound again); the action goes on.
+        drop_s: How long a drop lasts, in seconds.
+        seed: Seed of the fault draws (default: derived from the instrument name).
+    """
+
+    error_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    hang_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    slow_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    slow_factor: float = Field(default=5.0, ge=1.0)
+    malformed_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    bad_result_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    crash_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    drop_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    drop_s: float = Field(default=2.0, gt=0.0, le=600.0)
+    seed: int | None = None
+
+    @model_validator(mode="after")
+    def _total(self) -> FaultSpec:
+        if self.total_rate > 1.0:
+            raise ValueError(f"the fault rates add up to {self.total_rate:g}, more than 1")
+        return self
+
+    @property
+    def total_rate(self) -> float:
+        """Probability that an action meets any fault."""
+        return (
+            self.error_rate
+            + self.hang_rate
+            + self.slow_rate
+            + self.malformed_rate
+            + self.bad_result_rate
+            + self.crash_rate
+            + self.drop_rate
+        )
+
+
 class SimulatedInstrumentSpec(_Spec):
     """The ``[instruments.simulated]`` table: serve this instrument from a simulator.
 
@@ -85,6 +140,7 @@ class SimulatedInstrumentSpec(_Spec):
         duration_s: Simulated duration of each action, in seconds.
         seed: Seed of the noise; ``None`` derives one from the instrument name.
         options: Driver-specific settings.
+        faults: Faults to inject (none by default).
     """
 
     driver: str = "objective-station"
@@ -93,6 +149,7 @@ class SimulatedInstrumentSpec(_Spec):
     duration_s: float = Field(default=0.0, ge=0.0)
     seed: int | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    faults: FaultSpec | None = None
 
 
 class InstrumentSpec(_Spec):
@@ -139,6 +196,49 @@ class WorkflowStep(_Spec):
     fixed: dict[str, float | int | str] = Field(default_factory=dict)
 
 
+class ReliabilitySpec(_Spec):
+    """The ``[reliability]`` table: how the controller rides out instrument faults.
+
+    Attributes:
+        max_attempts: Attempts of one step (the first included) before its experiment
+            fails. Only actions their instrument declares ``retry_safe`` are tried again.
+        backoff_s: Wait before the first retry, doubled at each further one, in seconds.
+        backoff_max_s: Longest wait between retries, in seconds.
+        quarantine_after: Consecutive faults after which an instrument is quarantined
+            (its work goes to other instruments of its kind, or waits).
+        quarantine_s: How long a quarantine lasts before the instrument is probed again.
+        heartbeat_s: Interval of the heartbeats sent to each instrument, in seconds.
+        silent_after_s: An instrument that has not answered for this long is UNKNOWN.
+        command_poll_s: How often the controller looks for operator commands.
+    """
+
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    backoff_s: float = Field(default=1.0, ge=0.0, le=3600.0)
+    backoff_max_s: float = Field(default=60.0, ge=0.0, le=86400.0)
+    quarantine_after: int = Field(default=3, ge=1, le=1000)
+    quarantine_s: float = Field(default=60.0, gt=0.0, le=86400.0)
+    heartbeat_s: float = Field(default=2.0, gt=0.0, le=3600.0)
+    silent_after_s: float = Field(default=10.0, gt=0.0, le=86400.0)
+    command_poll_s: float = Field(default=0.5, gt=0.0, le=60.0)
+
+
+class AlarmSpec(_Spec):
+    """The ``[alarms]`` table: who is told when something needs a person.
+
+    Every alarm is an event in the store and a WARNING log line; with ``webhook`` set it is
+    also POSTed as JSON to that URL (e.g. a chat or paging service), retried with backoff.
+
+    Attributes:
+        webhook: ``http://`` or ``https://`` URL to POST alarms to.
+        webhook_attempts: Attempts per alarm before giving up (the event stays in the store).
+        webhook_timeout_s: Time allowed for one POST.
+    """
+
+    webhook: str | None = Field(default=None, pattern=r"^https?://.+$")
+    webhook_attempts: int = Field(default=5, ge=1, le=50)
+    webhook_timeout_s: float = Field(default=5.0, gt=0.0, le=120.0)
+
+
 class SafetySpec(_Spec):
     """The ``[safety]`` table.
 
@@ -162,6 +262,8 @@ class CampaignSpec(_Spec):
         planner: Which planner proposes experiments.
         budget: When to stop.
         safety: Operator approval and other safety settings.
+        reliability: Retries, quarantine and heartbeats.
+        alarms: Where alarms go.
     """
 
     campaign: CampaignInfo
@@ -172,6 +274,8 @@ class CampaignSpec(_Spec):
     planner: PlannerSpec
     budget: BudgetSpec
     safety: SafetySpec = Field(default_factory=SafetySpec)
+    reliability: ReliabilitySpec = Field(default_factory=ReliabilitySpec)
+    alarms: AlarmSpec = Field(default_factory=AlarmSpec)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> CampaignSpec:

@@ -7,7 +7,7 @@ asyncio loop. The controller, the tests and the benchmarks talk to them with the
 
 Command line::
 
-    python -m sim.serve FILE [--only NAME ...] [--journal-dir DIR]
+    python -m sim.serve FILE [--only NAME ...] [--journal-dir DIR] [--bind ENDPOINT]
 
 When every server is bound it prints exactly one line of JSON to stdout,
 ``{"ready": true, "endpoints": {name: endpoint}}``, then serves until SIGINT or SIGTERM and
@@ -36,6 +36,7 @@ from instruments.server import InstrumentServer
 from models.campaign import InstrumentSpec, load_simulation
 from models.errors import InvalidCampaignError
 from sim.drivers import make_driver
+from sim.faults import FaultyServer, faulty
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +137,7 @@ async def serve_instruments(
     context: zmq.asyncio.Context | None = None,
     source: str | None = None,
     key_paths: Sequence[str] | None = None,
+    bind: str | None = None,
 ) -> SimulatedInstruments:
     """Start one instrument server per simulated instrument in the running event loop.
 
@@ -147,6 +149,8 @@ async def serve_instruments(
         context: ZeroMQ context for the sockets (default: the process-wide one).
         source: The file the specs came from, for error messages.
         key_paths: Key path of each spec in its file (default ``instruments[i]``).
+        bind: Endpoint to bind instead of the spec's address (only with one spec: a
+            supervisor restarting a crashed server binds the endpoint it had).
 
     Returns:
         The running servers; read their endpoints from :attr:`SimulatedInstruments.endpoints`.
@@ -159,10 +163,17 @@ async def serve_instruments(
     drivers = build_drivers(specs, source=source, key_paths=paths)
     servers: dict[str, InstrumentServer] = {}
     running = SimulatedInstruments(servers)
+    if bind is not None and len(specs) != 1:
+        raise ValueError("bind needs exactly one instrument")
     for path, spec, driver in zip(paths, specs, drivers, strict=True):
-        address = spec.address or DEFAULT_ADDRESS
+        address = bind or spec.address or DEFAULT_ADDRESS
         journal = journal_dir / f"{spec.name}.jsonl" if journal_dir is not None else None
-        server = InstrumentServer(driver, address, journal_path=journal, context=context)
+        server: InstrumentServer
+        if spec.simulated is not None and spec.simulated.faults is not None:
+            hosted = faulty(driver, spec.simulated.faults, spec.simulated.duration_s, journal_dir)
+            server = FaultyServer(hosted, address, journal_path=journal, context=context)
+        else:
+            server = InstrumentServer(driver, address, journal_path=journal, context=context)
         try:
             await server.start()
         except (zmq.ZMQError, OSError) as exc:
@@ -199,6 +210,12 @@ def _parser() -> argparse.ArgumentParser:
         help="keep a request journal <DIR>/<name>.jsonl per instrument",
     )
     parser.add_argument(
+        "--bind",
+        default=None,
+        metavar="ENDPOINT",
+        help="bind this endpoint instead of the file's address (one instrument only)",
+    )
+    parser.add_argument(
         "--log-level",
         default="WARNING",
         type=str.upper,
@@ -228,7 +245,11 @@ def _select(
 
 
 async def _serve_until_signalled(
-    specs: list[InstrumentSpec], paths: list[str], journal_dir: Path | None, source: str
+    specs: list[InstrumentSpec],
+    paths: list[str],
+    journal_dir: Path | None,
+    source: str,
+    bind: str | None,
 ) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -236,7 +257,7 @@ async def _serve_until_signalled(
         loop.add_signal_handler(sig, stop.set)
     try:
         running = await serve_instruments(
-            specs, journal_dir=journal_dir, source=source, key_paths=paths
+            specs, journal_dir=journal_dir, source=source, key_paths=paths, bind=bind
         )
     except InvalidCampaignError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
@@ -273,11 +294,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         sim = load_simulation(args.file)
         specs, paths = _select(sim.instruments, args.only, source)
+        if args.bind is not None and len(specs) != 1:
+            raise InvalidCampaignError(source, [("--bind", "needs exactly one instrument")])
     except InvalidCampaignError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
     journal_dir: Path | None = args.journal_dir
-    return asyncio.run(_serve_until_signalled(specs, paths, journal_dir, source))
+    return asyncio.run(_serve_until_signalled(specs, paths, journal_dir, source, args.bind))
 
 
 if __name__ == "__main__":

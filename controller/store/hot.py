@@ -49,6 +49,8 @@ def insert_decision(
     decision: Decision,
     accepted: Sequence[tuple[int, Proposal, Mapping[str, ParamValue]]],
     refused: Sequence[tuple[int, Proposal, str]],
+    *,
+    hold: bool = False,
 ) -> tuple[int, dict[int, int]]:
     """Write a decision and its experiments: accepted ones QUEUED, refused ones ABANDONED.
 
@@ -58,6 +60,7 @@ def insert_decision(
         decision: The planner's decision.
         accepted: ``(proposal index, proposal, normalised point)`` that passed the gate.
         refused: ``(proposal index, proposal, reason)`` that the gate refused.
+        hold: Keep accepted experiments PROPOSED (waiting for an operator's approval).
 
     Returns:
         The decision id, and the new experiment id of each proposal index.
@@ -82,7 +85,11 @@ def insert_decision(
     rows: list[dict[str, Any]] = []
     order: list[int] = []
     for k, prop, point in accepted:
-        status = transition(ExperimentStatus.PROPOSED, ExperimentStatus.QUEUED)
+        status = (
+            ExperimentStatus.PROPOSED
+            if hold
+            else transition(ExperimentStatus.PROPOSED, ExperimentStatus.QUEUED)
+        )
         rows.append(_experiment(campaign_id, decision_id, k, prop, dict(point), status, None, now))
         order.append(k)
     for k, prop, reason in refused:
