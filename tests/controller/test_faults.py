@@ -33,6 +33,7 @@ from models.records import Measurement
 from models.status import CommandStatus, ExperimentStatus, InstrumentState, StepStatus
 from models.tables import CampaignRow, CommandRow, EventRow, ExperimentRow, InstrumentRow
 from sim.faults import Fault, FaultPlan, FaultyDriver, FaultyServer
+from tests.integration.helpers import record_figures
 
 
 def truth(x: float) -> float:
@@ -248,6 +249,10 @@ def test_every_fault_class_on_a_retry_safe_action_is_ridden_out(
     injected = {f: sum(p.counts[f] for p in lab.plans.values()) for f in Fault}
     for f in (Fault.ERROR, Fault.HANG, Fault.MALFORMED, Fault.BAD_RESULT):
         assert injected[f] > 0, f"no {f} fault was injected: raise the budget"
+    record_figures(
+        "every-fault-class",
+        {"injected": {f.value: n for f, n in injected.items()}, "completed": 30},
+    )
     with transaction(store(db)) as s:
         exps = s.scalars(select(ExperimentRow)).all()
         done = [e for e in exps if e.status == ExperimentStatus.COMPLETED]

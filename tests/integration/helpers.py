@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from controller.store import make_engine, session_factory, transaction
@@ -25,11 +27,17 @@ def branin_campaign(
     noise_std: float = 0.0,
     x1_bounds: tuple[float, float] = (-5.0, 10.0),
     address: str | None = None,
+    faults: str = "",
+    timeout_s: float | None = None,
+    extra: str = "",
 ) -> Path:
     """Write a Branin campaign on simulated stations; returns its path.
 
     With ``address`` the campaign names one instrument by address only (a server started
     elsewhere, e.g. by :func:`branin_servers`) instead of asking for simulated ones.
+    ``faults`` is the body of each simulated station's ``faults`` table (its seed is the
+    station's number), ``timeout_s`` each station's action timeout, ``extra`` more TOML
+    tables appended to the file.
     """
     if address is not None:
         inst = f"""
@@ -39,7 +47,7 @@ kind = "station"
 address = "{address}"
 """
     else:
-        inst = _simulated_tables(instruments, duration_s, noise_std)
+        inst = _simulated_tables(instruments, duration_s, noise_std, None, faults, timeout_s)
     path.write_text(
         f"""
 [campaign]
@@ -72,17 +80,26 @@ options = {planner_options}
 
 [budget]
 max_experiments = {budget}
+max_failures = {budget * 10}
+{extra}
 """
     )
     return path
 
 
 def _simulated_tables(
-    n: int, duration_s: float, noise_std: float, address: str | None = None
+    n: int,
+    duration_s: float,
+    noise_std: float,
+    address: str | None = None,
+    faults: str = "",
+    timeout_s: float | None = None,
 ) -> str:
     out = ""
     for i in range(n):
         addr = f'address = "{address}"\n' if address else ""
+        if timeout_s is not None:
+            addr += f"timeout_s = {timeout_s}\n"
         out += f"""
 [[instruments]]
 name = "station-{i + 1}"
@@ -93,6 +110,8 @@ noise_std = {noise_std}
 duration_s = {duration_s}
 seed = {i + 1}
 """
+        if faults:
+            out += f"[instruments.simulated.faults]\nseed = {i + 1}\n{faults}\n"
     return out
 
 
@@ -160,3 +179,70 @@ def journal(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def check_history(
+    db_url: str, snapshots: list[list[dict[str, Any]]], journal_dir: Path, world: str
+) -> dict[str, int]:
+    """Assert that a campaign killed and restarted lost nothing and duplicated nothing.
+
+    Args:
+        db_url: The campaign's store.
+        snapshots: The experiments read from the store just before each kill.
+        journal_dir: Where the simulated servers journalled the actions they started.
+        world: The simulated world, to check measured values against its truth.
+
+    Returns:
+        Figures: experiments, lost (must be 0), duplicated starts (must be 0), re-runs.
+    """
+    from sim.worlds import get_world
+
+    rows = experiments(db_url)
+    by_id = {r["id"]: r for r in rows}
+    # Nothing recorded before a kill is lost; what was complete stays exactly as it was.
+    lost = 0
+    for snap in snapshots:
+        for r in snap:
+            if r["id"] not in by_id:
+                lost += 1
+            elif r["status"] == ExperimentStatus.COMPLETED:
+                assert by_id[r["id"]] == r
+    assert lost == 0
+    # No two experiments came from the same proposal (nothing was proposed twice).
+    keys = [(r["decision_id"], r["proposal_index"]) for r in rows]
+    assert len(keys) == len(set(keys))
+    # Every request id is unique in the store. The servers journal each action when it
+    # starts: no request id started twice, and where one step of an experiment started
+    # under several request ids, every later attempt is flagged as a re-run.
+    request_ids = [s["request_id"] for r in rows for s in r["steps"]]
+    assert len(request_ids) == len(set(request_ids))
+    lines: list[dict[str, Any]] = []
+    for f in journal_dir.glob("*.jsonl"):
+        if not f.name.endswith(".faults.jsonl"):
+            lines += journal(f)
+    started = [e["request_id"] for e in lines if e["state"] == "running"]
+    duplicated = len(started) - len(set(started))
+    assert duplicated == 0
+    truth = get_world(world)
+    for r in rows:
+        for index in {s["index"] for s in r["steps"]}:
+            ran = [s for s in r["steps"] if s["index"] == index and s["request_id"] in started]
+            assert all(s["rerun"] for s in ran[1:]), r
+        if r["status"] == ExperimentStatus.COMPLETED:
+            expected = truth.evaluate_true(r["parameters"])["y"]
+            assert r["measurements"]["y"] == pytest.approx(expected, abs=1e-12)
+    reruns = sum(s["rerun"] for r in rows for s in r["steps"])
+    assert event_kinds(db_url).count("step.rerun") == reruns
+    return {"experiments": len(rows), "lost": lost, "duplicated": duplicated, "reruns": reruns}
+
+
+def record_figures(name: str, figures: dict[str, Any]) -> None:
+    """Append a test's reliability figures to ``$SDLAB_FIGURES`` (a JSON-lines file), if set.
+
+    ``benchmarks/reliability.py`` runs the reliability tests with it set and prints the table
+    that ``docs/reliability.md`` quotes.
+    """
+    target = os.environ.get("SDLAB_FIGURES")
+    if target:
+        with open(target, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"test": name, **figures}) + "\n")
