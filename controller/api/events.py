@@ -201,6 +201,7 @@ async def stream_changes(
     deadline = time.monotonic() + max_s
     n = 0
     last_sent = time.monotonic()
+    await run_in_threadpool(_poll, factory, watcher)  # take stock before the first line
     yield f"retry: {int(max(poll_s, 1.0) * 1000)}\n\n"
     while time.monotonic() < deadline:
         changes = await run_in_threadpool(_poll, factory, watcher)

@@ -117,11 +117,16 @@ def _instrument(s: DbSession, campaign_id: int, name: str) -> Any:
     "/campaigns/{campaign_id}/instruments/{name}/out", status_code=202, tags=["instruments"]
 )
 def instrument_out(
-    campaign_id: CampaignId, name: str, body: OutOfServiceBody, s: DbSession, who: Operator
+    campaign_id: CampaignId,
+    name: str,
+    s: DbSession,
+    who: Operator,
+    body: OutOfServiceBody | None = None,
 ) -> CommandAccepted:
     """Take an instrument out of service: it gets no new steps until put back."""
     c = _instrument(s, campaign_id, name)
-    return queue(s, c, "instrument_out", {"instrument": name, "reason": body.reason}, who)
+    reason = (body or OutOfServiceBody()).reason
+    return queue(s, c, "instrument_out", {"instrument": name, "reason": reason}, who)
 
 
 @router.post(
