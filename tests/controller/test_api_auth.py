@@ -170,6 +170,12 @@ def test_login_form_opens_a_session_and_csrf_guards_changes(dash: Dashboard) -> 
     res = dash.client.post(pause, headers={"X-CSRF-Token": csrf.group(1)})
     assert res.status_code == 202
     assert dash.client.get("/static/plotly.min.js").status_code == 200
+    docs = dash.client.get("/docs")
+    assert docs.status_code == 200
+    assert "/static/swagger-ui-bundle.js" in docs.text
+    assert "cdn" not in docs.text.lower()
+    assert dash.client.get("/static/swagger-ui-bundle.js").status_code == 200
+    assert dash.client.get("/static/nope.js").status_code == 404
     out = dash.client.post("/logout", data={"csrf_token": csrf.group(1)}, follow_redirects=False)
     assert out.status_code == 303
     dash.client.cookies.clear()

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from controller.api.app import create_app
 from controller.api.charts import best_so_far, pareto_front
-from controller.store import finish_command, transaction
+from controller.store import alembic_config, finish_command, make_engine, migrate, transaction
 from models.status import CommandStatus
 from models.tables import CampaignRow, CommandRow, EventRow
-from tests.controller.api_store import bearer
+from tests.controller.api_store import (
+    RecordingLauncher,
+    bearer,
+    dash_settings,
+    make_users,
+    populate,
+)
 from tests.controller.conftest import Dashboard
 from tests.controller.test_api_auth import CAMPAIGN_TOML
 
@@ -235,3 +244,40 @@ def test_users_are_managed_by_admins(dash: Dashboard) -> None:
     assert _post(dash, "/api/users", json={"name": "carol", "role": "viewer"}).status_code == 409
     assert _post(dash, "/api/users", json={"name": "1bad", "role": "viewer"}).status_code == 422
     assert _post(dash, "/api/users", json={"name": "dave", "role": "root"}).status_code == 422
+
+
+def test_reads_and_controls_on_each_database(db_url: str, tmp_path: Path) -> None:
+    cfg = dash_settings(tmp_path, db_url=db_url)
+    app = create_app(cfg, launcher=RecordingLauncher(cfg))
+    tokens = make_users(app.state.factory, cfg.kdf_iterations)
+    store = populate(app.state.factory)
+    h = bearer(tokens["operator"])
+    c = f"/api/campaigns/{store.campaign_id}"
+    with TestClient(app) as client:
+        assert client.get(f"{c}/experiments?status=COMPLETED", headers=h).json()["total"] == 3
+        charts = client.get(f"{c}/charts", headers=h).json()
+        assert charts["best_so_far"]["y"]["best"] == [1.0, 2.0, 2.0]
+        detail = client.get(f"/api/experiments/{store.completed[0]}", headers=h).json()
+        assert len(detail["measurements"]) == 2
+        res = client.post(f"{c}/approve", headers=h, json={"experiments": [store.proposed]})
+        assert res.status_code == 202
+        assert client.get(res.json()["url"], headers=h).json()["args"] == {
+            "experiments": [store.proposed]
+        }
+    app.state.engine.dispose()
+
+
+def test_users_migration_goes_down_and_up(db_url: str) -> None:
+    from alembic import command
+    from sqlalchemy import inspect
+
+    engine = make_engine(db_url)
+    migrate(engine)
+    cfg = alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0002")
+    assert "users" not in inspect(engine).get_table_names()
+    migrate(engine)
+    assert {"users", "api_tokens", "web_sessions"} <= set(inspect(engine).get_table_names())
+    engine.dispose()
