@@ -170,6 +170,12 @@ def test_login_form_opens_a_session_and_csrf_guards_changes(dash: Dashboard) -> 
     res = dash.client.post(pause, headers={"X-CSRF-Token": csrf.group(1)})
     assert res.status_code == 202
     assert dash.client.get("/static/plotly.min.js").status_code == 200
+    index = dash.client.get("/")
+    assert index.status_code == 200
+    assert 'id="campaigns"' in index.text
+    assert 'id="upload-form"' not in index.text  # operators do not create campaigns
+    assert 'id="btn-pause"' in page.text
+    assert 'id="btn-abort"' not in page.text
     docs = dash.client.get("/docs")
     assert docs.status_code == 200
     assert "/static/swagger-ui-bundle.js" in docs.text

@@ -195,5 +195,9 @@ def test_browser_login_live_experiments_pause_and_charts(
             assert page.locator("#chart-params .scatterlayer .point").count() >= 1
             assert page.locator("#chart-timeline .barlayer .point").count() >= 1
             assert "planner" in page.inner_text("#decision")
+
+            page.goto(f"{base}/")
+            page.wait_for_selector(f"#campaigns a[href='/campaigns/{cid}']", timeout=30_000)
+            assert page.locator("#upload-form").count() == 0  # operators do not create
         finally:
             browser.close()
