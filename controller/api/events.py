@@ -49,7 +49,11 @@ router = APIRouter(prefix="/api", tags=["live"])
 KEEPALIVE_S = 15.0
 """A comment line is sent at least this often so proxies keep the connection open."""
 
-_DONE_EXPERIMENT = frozenset({ExperimentStatus.COMPLETED.value, ExperimentStatus.ABANDONED.value})
+_DONE_EXPERIMENT = frozenset(
+    s.value
+    for s in (ExperimentStatus.COMPLETED, ExperimentStatus.FAILED, ExperimentStatus.ABANDONED)
+)
+"""Experiments no longer followed (a FAILED one queued again shows in the counts)."""
 _DONE_STEP = frozenset(
     s.value
     for s in (StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.INTERRUPTED, StepStatus.ABANDONED)

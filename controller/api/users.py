@@ -32,6 +32,9 @@ logger = logging.getLogger(__name__)
 USER_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
 """User names: a letter, then letters, digits, ``_``, ``.`` or ``-`` (64 at most)."""
 
+TOKEN_USE_RESOLUTION = timedelta(minutes=5)
+"""``last_used_at`` of a token is updated at most this often."""
+
 _TOKEN = re.compile(r"^sdlab_([0-9a-f]{12})_([A-Za-z0-9_-]{20,100})$")
 
 
@@ -217,7 +220,9 @@ def user_for_token(s: Session, token: str) -> UserRow | None:
     user = s.get(UserRow, row.user_id)
     if user is None or user.disabled:
         return None
-    row.last_used_at = utcnow()
+    now = utcnow()
+    if row.last_used_at is None or now - row.last_used_at > TOKEN_USE_RESOLUTION:
+        row.last_used_at = now  # not on every request: reads stay read-only
     return user
 
 
