@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
@@ -101,8 +102,21 @@ async def _csrf_ok(request: Request, expected: str) -> bool:
     return sent is not None and hmac.compare_digest(sent.encode(), expected.encode())
 
 
-async def authenticate(request: Request) -> Principal:
+_bearer_scheme = HTTPBearer(auto_error=False, description="An API token from sdlab users add")
+_cookie_scheme = APIKeyCookie(
+    name=SESSION_COOKIE, auto_error=False, description="The login form's session"
+)
+
+
+async def authenticate(
+    request: Request,
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)],
+    _cookie: Annotated[str | None, Depends(_cookie_scheme)],
+) -> Principal:
     """Who sent the request (a dependency); 401 if nobody valid, 403 on a missing CSRF token.
+
+    The two security schemes document the credentials in the OpenAPI schema; the header
+    and cookie are read here, so that a malformed header is refused and logged too.
 
     Raises:
         HTTPException: 401 or 403, logged.

@@ -73,7 +73,7 @@ class LoginRequired(Exception):
 async def page_user(request: Request) -> Principal:
     """The logged-in user of a page (a dependency); otherwise redirect to the login form."""
     try:
-        return await authenticate(request)
+        return await authenticate(request, None, None)
     except HTTPException as exc:
         if exc.status_code == 401:
             raise LoginRequired(request.url.path) from None

@@ -133,7 +133,7 @@ def test_browser_login_live_experiments_pause_and_charts(
 
     base = server["base"]
     auth = {"Authorization": f"Bearer {server['admin']}"}
-    toml = branin_campaign(tmp_path / "branin.toml", name="live", budget=40, duration_s=0.4)
+    toml = branin_campaign(tmp_path / "branin.toml", name="live", budget=500, duration_s=0.4)
     res = httpx.post(
         f"{base}/api/campaigns", headers=auth, files={"file": ("branin.toml", toml.read_bytes())}
     )
@@ -164,9 +164,13 @@ def test_browser_login_live_experiments_pause_and_charts(
             page.wait_for_url(f"{base}/campaigns/{cid}")
             page.wait_for_function("document.body.dataset.live === 'yes'", timeout=30_000)
             page.evaluate("window.sameDocument = true")
-            rows = "document.querySelectorAll('#experiments tr.experiment-row').length"
-            before = page.evaluate(rows)
-            page.wait_for_function(f"{rows} > {before}", timeout=60_000)
+            newest = (
+                "Math.max(0, ...[...document.querySelectorAll('#experiments tr.experiment-row')]"
+                ".map((r) => Number(r.dataset.id)))"
+            )
+            page.wait_for_function(f"{newest} > 0", timeout=60_000)
+            before = page.evaluate(newest)
+            page.wait_for_function(f"{newest} > {before}", timeout=60_000)
             assert page.evaluate("window.sameDocument === true")  # no reload happened
             page.wait_for_function(
                 "document.querySelector('#experiments tbody').innerText.includes('COMPLETED')",

@@ -155,10 +155,10 @@ const sdlab = (() => {
 
     async function loadCharts() {
       const r = await api("GET", base + "/charts");
-      if (!r.ok || typeof Plotly === "undefined") return;
+      if (!r.ok) return;
       const d = r.data;
       for (const p of d.points) state.objectives[p.id] = p.objectives;
-      drawCharts(d);
+      if (typeof Plotly !== "undefined") drawCharts(d);
     }
 
     function drawCharts(d) {
@@ -217,7 +217,7 @@ const sdlab = (() => {
             x: d.pareto.points.map((p) => p[a]), y: d.pareto.points.map((p) => p[b]),
             marker: { color: "#999" } },
           { type: "scatter", mode: "lines+markers", name: "Pareto front",
-            x: onFront.map((p) => p[a]), y: onFront.map((p) => p[b]), line: { shape: "hv" } },
+            x: onFront.map((p) => p[a]), y: onFront.map((p) => p[b]) },
         ], layout({ xaxis: { title: { text: a } }, yaxis: { title: { text: b } } }), cfg);
       }
       if (d.phase_map) {
@@ -295,7 +295,8 @@ const sdlab = (() => {
       state.offset += state.limit; loadExperiments();
     });
 
-    const chartsSoon = debounce(loadCharts, 700);
+    // new results: redraw the charts, then the table's objectives column
+    const chartsSoon = debounce(() => loadCharts().then(loadExperiments), 700);
     const detailSoon = debounce(loadDetail, 700);
     const log = document.getElementById("log");
     function addLog(ev) {
@@ -305,7 +306,8 @@ const sdlab = (() => {
     api("GET", "/api/events?campaign_id=" + id + "&limit=100").then((r) => {
       if (r.ok) for (const ev of r.data) addLog(ev);
     });
-    loadDetail(); loadExperiments(); loadCharts();
+    loadDetail();
+    loadCharts().then(loadExperiments);  // the charts' data fills the objectives column
     const source = new EventSource(base + "/stream");
     source.addEventListener("experiment", (m) => { upsertExperiment(JSON.parse(m.data)); chartsSoon(); });
     source.addEventListener("step", () => chartsSoon());
