@@ -135,6 +135,105 @@ def serve(sim_file: Path, only: tuple[str, ...], journal_dir: Path | None) -> No
     sys.exit(sim_main(argv))
 
 
+@cli.command("serve")
+@db_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=Path(".sdlab"),
+    show_default=True,
+    help="Where uploaded campaign files and the logs of started runs are kept.",
+)
+@click.option("--ray-address", default=None, help="Ray cluster that started runs join.")
+@click.option("--secure-cookies", is_flag=True, help="Session cookie over HTTPS only.")
+def serve_dashboard(
+    db_url: str,
+    host: str,
+    port: int,
+    data_dir: Path,
+    ray_address: str | None,
+    secure_cookies: bool,
+) -> None:
+    """Serve the operator dashboard (JSON API, live updates, pages) with uvicorn."""
+    import uvicorn
+
+    from controller.api.app import create_app
+    from controller.api.settings import ApiSettings
+    from controller.runner import absolute_db_url
+
+    settings = ApiSettings(
+        db_url=absolute_db_url(db_url),
+        data_dir=data_dir.resolve(),
+        host=host,
+        port=port,
+        ray_address=ray_address,
+        secure_cookies=secure_cookies,
+    )
+    try:
+        app = create_app(settings)
+    except SdlabError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"warning: serving on {host}, not only this machine", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+@cli.group()
+def users() -> None:
+    """Dashboard users and their API tokens."""
+
+
+@users.command("add")
+@click.argument("name")
+@click.option(
+    "--role", type=click.Choice(["viewer", "operator", "admin"]), required=True, help="Role."
+)
+@click.option("--password", is_flag=True, help="Also ask for a password for the login form.")
+@db_option
+def users_add(name: str, role: str, password: bool, db_url: str) -> None:
+    """Create user NAME and print their API token (shown this once only)."""
+    from controller.api.settings import ApiSettings
+    from controller.api.users import UserError, add_user
+    from controller.store import make_engine, migrate, session_factory, transaction
+
+    secret = (
+        click.prompt("password", hide_input=True, confirmation_prompt=True) if password else None
+    )
+    engine = make_engine(db_url)
+    try:
+        migrate(engine)
+        with transaction(session_factory(engine)) as s:
+            _, token = add_user(
+                s, name, role, iterations=ApiSettings().kdf_iterations, password=secret
+            )
+    except UserError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    finally:
+        engine.dispose()
+    click.echo(f"user {name} ({role}) created; API token (shown once, keep it safe):")
+    click.echo(token)
+
+
+@users.command("list")
+@db_option
+def users_list(db_url: str) -> None:
+    """List users and their roles."""
+    from controller.api.users import list_users
+    from controller.store import make_engine, migrate, session_factory, transaction
+
+    engine = make_engine(db_url)
+    migrate(engine)
+    with transaction(session_factory(engine)) as s:
+        for u in list_users(s):
+            state = "disabled" if u.disabled else "active"
+            click.echo(f"{u.name}\t{u.role}\t{state}")
+    engine.dispose()
+
+
 def main() -> None:
     """Console-script entry point."""
     cli()

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from controller.api.settings import ApiSettings
 from controller.store import create_campaign, make_engine, migrate, session_factory, transaction
 from models.campaign import CampaignSpec
+from tests.controller.api_store import (
+    Populated,
+    RecordingLauncher,
+    dash_settings,
+    make_users,
+    populate,
+)
 
 
 def make_spec(name: str = "demo", params: tuple[str, ...] = ("x1", "x2")) -> CampaignSpec:
@@ -51,3 +62,32 @@ def factory(engine: Engine) -> sessionmaker[Session]:
 def campaign_id(factory: sessionmaker[Session]) -> int:
     with transaction(factory) as s:
         return create_campaign(s, make_spec(), seed=3, max_experiments=10).id
+
+
+# ------------------------------------------------------------------ dashboard (controller/api)
+
+
+@dataclass
+class Dashboard:
+    """A dashboard app on a populated store, its test client and a token per role."""
+
+    client: TestClient
+    factory: sessionmaker[Session]
+    tokens: dict[str, str]
+    store: Populated
+    launcher: RecordingLauncher
+    settings: ApiSettings
+
+
+@pytest.fixture
+def dash(tmp_path: Path) -> Iterator[Dashboard]:
+    from controller.api.app import create_app
+
+    settings = dash_settings(tmp_path)
+    launcher = RecordingLauncher(settings)
+    app = create_app(settings, launcher=launcher)
+    factory = app.state.factory
+    tokens = make_users(factory, settings.kdf_iterations)
+    store = populate(factory)
+    with TestClient(app) as client:
+        yield Dashboard(client, factory, tokens, store, launcher, settings)

@@ -87,3 +87,32 @@ def test_run_status_export(tmp_path: Path, ray_address: str) -> None:
         sdlab("export", "--format", "json", "--campaign", "branin-test", cwd=tmp_path).stdout
     )
     assert [r["id"] for r in js] == [int(r["id"]) for r in rows]
+
+
+def test_users_add_prints_a_working_token_once(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from controller.api.app import create_app
+    from controller.api.settings import ApiSettings
+
+    res = sdlab("users", "add", "ada", "--role", "operator", "--db", "sqlite:///u.db", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    token = res.stdout.strip().splitlines()[-1]
+    assert token.startswith("sdlab_")
+    assert token not in (tmp_path / "u.db").read_bytes().decode("latin-1")  # only its hash
+    again = sdlab("users", "add", "ada", "--role", "admin", "--db", "sqlite:///u.db", cwd=tmp_path)
+    assert again.returncode == 1
+    assert "exists already" in again.stderr
+    listed = sdlab("users", "list", "--db", "sqlite:///u.db", cwd=tmp_path)
+    assert listed.stdout.split() == ["ada", "operator", "active"]
+    app = create_app(ApiSettings(db_url=f"sqlite:///{tmp_path / 'u.db'}", data_dir=tmp_path))
+    with TestClient(app) as client:
+        ok = client.get("/api/campaigns", headers={"Authorization": f"Bearer {token}"})
+        assert ok.status_code == 200
+        refused = client.post(
+            "/api/users",
+            headers={"Authorization": f"Bearer {token}"},
+            json={"name": "eve", "role": "admin"},
+        )
+        assert refused.status_code == 403
+    app.state.engine.dispose()

@@ -1,0 +1,241 @@
+"""Server-rendered pages: login, the campaign list, a campaign's page, and the API docs.
+
+The pages' scripts (``static/app.js``), the chart library (the ``plotly.min.js`` shipped
+inside the ``plotly`` package) and Swagger UI (from ``swagger-ui-bundle``) are served by the
+app itself, so the dashboard works in a lab without internet access. A browser that is not
+logged in is sent to the login form; everything but the login form and ``/health`` needs a
+session or a token.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+from importlib.resources import files
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
+
+from controller.api.auth import (
+    SESSION_COOKIE,
+    authenticate,
+    factory_of,
+    refuse,
+    settings_of,
+    viewer,
+)
+from controller.api.routes_campaigns import CampaignId, get_campaign_or_404
+from controller.api.users import Principal, Role, check_login, close_session, open_session
+from controller.store import transaction
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(include_in_schema=False)
+
+HERE = Path(__file__).resolve().parent
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+
+LOGIN_CSRF_COOKIE = "sdlab_login_csrf"
+"""Double-submit cookie that protects the login form against login CSRF."""
+
+
+def _static_files() -> dict[str, Path]:
+    """The files ``/static/{name}`` serves."""
+    import swagger_ui_bundle  # type: ignore[import-untyped]
+
+    swagger = Path(swagger_ui_bundle.swagger_ui_path)
+    plotly = Path(str(files("plotly") / "package_data" / "plotly.min.js"))
+    return {
+        "app.js": HERE / "static" / "app.js",
+        "plotly.min.js": plotly,
+        "swagger-ui-bundle.js": swagger / "swagger-ui-bundle.js",
+        "swagger-ui.css": swagger / "swagger-ui.css",
+    }
+
+
+STATIC = _static_files()
+
+
+class LoginRequired(Exception):
+    """A page was asked for without a valid session; the browser goes to the login form."""
+
+    def __init__(self, next_path: str) -> None:
+        self.next_path = next_path
+        super().__init__(next_path)
+
+
+async def page_user(request: Request) -> Principal:
+    """The logged-in user of a page (a dependency); otherwise redirect to the login form."""
+    try:
+        return await authenticate(request, None, None)
+    except HTTPException as exc:
+        if exc.status_code == 401:
+            raise LoginRequired(request.url.path) from None
+        raise
+
+
+def login_redirect(request: Request, exc: LoginRequired) -> Response:
+    """Exception handler: send the browser to the login form."""
+    response = RedirectResponse(f"/login?next={exc.next_path}", status_code=303)
+    response.delete_cookie(SESSION_COOKIE)
+    return response
+
+
+PageUser = Annotated[Principal, Depends(page_user)]
+
+
+def _safe_next(path: str | None) -> str:
+    if path and path.startswith("/") and not path.startswith("//") and "\\" not in path:
+        return path
+    return "/"
+
+
+def _render(request: Request, template: str, who: Principal | None, **ctx: Any) -> HTMLResponse:
+    return templates.TemplateResponse(
+        request,
+        template,
+        {
+            "user": who,
+            "csrf": who.csrf_token if who else None,
+            "is_operator": who is not None and who.role.allows(Role.OPERATOR),
+            "is_admin": who is not None and who.role.allows(Role.ADMIN),
+            **ctx,
+        },
+    )
+
+
+@router.get("/health")
+def health() -> dict[str, str]:
+    """Liveness check (no authentication)."""
+    return {"status": "ok"}
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_form(request: Request, next: str | None = None, error: str | None = None) -> Response:
+    """The login form (no authentication)."""
+    token = secrets.token_urlsafe(24)
+    response = _render(
+        request, "login.html", None, next=_safe_next(next), login_csrf=token, error=error
+    )
+    response.set_cookie(
+        LOGIN_CSRF_COOKIE,
+        token,
+        httponly=True,
+        samesite="strict",
+        secure=settings_of(request).secure_cookies,
+        max_age=3600,
+    )
+    return response
+
+
+@router.post("/login")
+async def login(
+    request: Request,
+    name: Annotated[str, Form(max_length=64)],
+    secret: Annotated[str, Form(max_length=512)],
+    csrf_token: Annotated[str, Form(max_length=128)] = "",
+    next: Annotated[str, Form(max_length=512)] = "/",
+) -> Response:
+    """Check a name and password (or API token) and open a session."""
+    expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if not expected or not hmac.compare_digest(csrf_token.encode(), expected.encode()):
+        raise refuse(request, 403, "login form expired; reload it", name)
+    settings = settings_of(request)
+
+    def _check() -> tuple[str, str] | None:
+        with transaction(factory_of(request)) as s:
+            user = check_login(s, name, secret)
+            return None if user is None else open_session(s, user, settings.session_ttl_s)
+
+    opened = await run_in_threadpool(_check)
+    if opened is None:
+        refuse(request, 401, "wrong name or password", name)
+        response = _render(
+            request,
+            "login.html",
+            None,
+            next=_safe_next(next),
+            login_csrf=expected,
+            error="Wrong name or password.",
+        )
+        response.status_code = 401
+        return response
+    cookie, _ = opened
+    logger.info("user %s logged in", name)
+    redirect = RedirectResponse(_safe_next(next), status_code=303)
+    redirect.set_cookie(
+        SESSION_COOKIE,
+        cookie,
+        httponly=True,
+        samesite="strict",
+        secure=settings.secure_cookies,
+        max_age=int(settings.session_ttl_s),
+    )
+    redirect.delete_cookie(LOGIN_CSRF_COOKIE)
+    return redirect
+
+
+@router.post("/logout")
+async def logout(request: Request, who: PageUser) -> Response:
+    """End the session (the form carries the CSRF token)."""
+    cookie = request.cookies.get(SESSION_COOKIE)
+
+    def _close() -> None:
+        if cookie:
+            with transaction(factory_of(request)) as s:
+                close_session(s, cookie)
+
+    await run_in_threadpool(_close)
+    logger.info("user %s logged out", who.name)
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE)
+    return response
+
+
+@router.get("/", response_class=HTMLResponse)
+def index(request: Request, who: PageUser) -> Response:
+    """The campaign list (filled in by the page's script)."""
+    return _render(request, "index.html", who)
+
+
+@router.get("/campaigns/{campaign_id}", response_class=HTMLResponse)
+def campaign_page(campaign_id: CampaignId, request: Request, who: PageUser) -> Response:
+    """A campaign's page: status, controls, last decision, charts, instruments, experiments."""
+    with transaction(factory_of(request)) as s:
+        c = get_campaign_or_404(s, campaign_id)
+        name, status = c.name, c.status.value
+    return _render(request, "campaign.html", who, campaign_id=campaign_id, name=name, status=status)
+
+
+@router.get("/static/{name}")
+def static(name: str, _: Annotated[Principal, Depends(viewer)]) -> Response:
+    """The pages' script, the chart library and Swagger UI's files."""
+    path = STATIC.get(name)
+    if path is None or not path.is_file():
+        raise HTTPException(404, f"no static file {name!r}")
+    media = "text/css" if name.endswith(".css") else "text/javascript"
+    return FileResponse(path, media_type=media, headers={"Cache-Control": "max-age=3600"})
+
+
+@router.get("/openapi.json")
+def openapi(request: Request, _: Annotated[Principal, Depends(viewer)]) -> JSONResponse:
+    """The OpenAPI schema of the JSON API."""
+    return JSONResponse(request.app.openapi())
+
+
+@router.get("/docs", response_class=HTMLResponse)
+def docs(request: Request, _: PageUser) -> Response:
+    """Swagger UI, served from this app."""
+    return get_swagger_ui_html(
+        openapi_url="/openapi.json",
+        title="sdlab API",
+        swagger_js_url="/static/swagger-ui-bundle.js",
+        swagger_css_url="/static/swagger-ui.css",
+        swagger_favicon_url="data:,",
+    )

@@ -1,0 +1,190 @@
+"""Experiments, instruments, the event log and users.
+
+Reading needs any role; taking an instrument out of service (or back) needs an operator, and
+managing users an admin.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select
+
+from controller.api.routes_campaigns import (
+    Admin,
+    CampaignId,
+    CommandAccepted,
+    DbSession,
+    Operator,
+    Settings,
+    Viewer,
+    get_campaign_or_404,
+    queue,
+)
+from controller.api.users import USER_NAME_PATTERN, Role, UserError, add_user, disable_user
+from controller.api.users import get_user as find_user
+from controller.api.users import list_users as all_users
+from controller.api.views import (
+    event_view,
+    experiment_detail,
+    experiment_view,
+    instruments_view,
+    iso,
+)
+from controller.store import events, list_instruments
+from models.status import ExperimentStatus
+from models.tables import ExperimentRow
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api")
+
+MAX_PAGE = 500
+"""Largest page of experiments or events one request returns."""
+
+
+class OutOfServiceBody(BaseModel):
+    """Why an instrument is taken out of service."""
+
+    reason: str = Field(default="taken out of service by an operator", max_length=500)
+
+
+class NewUser(BaseModel):
+    """A user to create."""
+
+    name: str = Field(pattern=USER_NAME_PATTERN)
+    role: Role
+    password: str | None = Field(default=None, min_length=8, max_length=256)
+
+
+@router.get("/campaigns/{campaign_id}/experiments", tags=["experiments"])
+def list_experiments(
+    campaign_id: CampaignId,
+    s: DbSession,
+    _: Viewer,
+    status: Annotated[list[ExperimentStatus] | None, Query()] = None,
+    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
+) -> dict[str, Any]:
+    """A page of the campaign's experiments, optionally only those in some statuses."""
+    c = get_campaign_or_404(s, campaign_id)
+    where = [ExperimentRow.campaign_id == c.id]
+    if status:
+        where.append(ExperimentRow.status.in_([st.value for st in status]))
+    total = s.scalar(select(func.count()).select_from(ExperimentRow).where(*where)) or 0
+    by = ExperimentRow.id.desc() if order == "desc" else ExperimentRow.id.asc()
+    rows = s.scalars(select(ExperimentRow).where(*where).order_by(by).offset(offset).limit(limit))
+    return {
+        "total": int(total),
+        "offset": offset,
+        "limit": limit,
+        "items": [experiment_view(e) for e in rows],
+    }
+
+
+@router.get("/experiments/{experiment_id}", tags=["experiments"])
+def get_experiment(experiment_id: CampaignId, s: DbSession, _: Viewer) -> dict[str, Any]:
+    """An experiment with its steps, measurements and the planner's decision."""
+    e = s.get(ExperimentRow, experiment_id)
+    if e is None:
+        raise HTTPException(404, f"no experiment with id {experiment_id}")
+    return experiment_detail(s, e)
+
+
+@router.get("/campaigns/{campaign_id}/instruments", tags=["instruments"])
+def list_campaign_instruments(
+    campaign_id: CampaignId, s: DbSession, settings: Settings, _: Viewer
+) -> list[dict[str, Any]]:
+    """Each instrument's state, whether it is in service, its last heartbeat and faults."""
+    c = get_campaign_or_404(s, campaign_id)
+    return instruments_view(s, c.id, settings.instrument_quiet_s)
+
+
+def _instrument(s: DbSession, campaign_id: int, name: str) -> Any:
+    c = get_campaign_or_404(s, campaign_id)
+    if not any(r.name == name for r in list_instruments(s, c.id)):
+        names = {i["name"] for i in c.spec.get("instruments", [])}
+        if name not in names:
+            raise HTTPException(404, f"campaign {c.name!r} has no instrument {name!r}")
+    return c
+
+
+@router.post(
+    "/campaigns/{campaign_id}/instruments/{name}/out", status_code=202, tags=["instruments"]
+)
+def instrument_out(
+    campaign_id: CampaignId,
+    name: str,
+    s: DbSession,
+    who: Operator,
+    body: OutOfServiceBody | None = None,
+) -> CommandAccepted:
+    """Take an instrument out of service: it gets no new steps until put back."""
+    c = _instrument(s, campaign_id, name)
+    reason = (body or OutOfServiceBody()).reason
+    return queue(s, c, "instrument_out", {"instrument": name, "reason": reason}, who)
+
+
+@router.post(
+    "/campaigns/{campaign_id}/instruments/{name}/in", status_code=202, tags=["instruments"]
+)
+def instrument_in(
+    campaign_id: CampaignId, name: str, s: DbSession, who: Operator
+) -> CommandAccepted:
+    """Put an instrument back in service."""
+    c = _instrument(s, campaign_id, name)
+    return queue(s, c, "instrument_in", {"instrument": name}, who)
+
+
+@router.get("/events", tags=["events"])
+def list_events(
+    s: DbSession,
+    _: Viewer,
+    campaign_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    since_id: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+) -> list[dict[str, Any]]:
+    """Audit-log entries after ``since_id``, oldest first (all campaigns unless one is named)."""
+    return [event_view(e) for e in events(s, campaign_id, since_id=since_id, limit=limit)]
+
+
+@router.get("/users", tags=["users"])
+def get_users(s: DbSession, _: Admin) -> list[dict[str, Any]]:
+    """Every user with their role (never a secret)."""
+    return [
+        {"name": u.name, "role": u.role, "disabled": u.disabled, "created_at": iso(u.created_at)}
+        for u in all_users(s)
+    ]
+
+
+@router.post("/users", status_code=201, tags=["users"])
+def create_user(body: NewUser, s: DbSession, settings: Settings, who: Admin) -> dict[str, Any]:
+    """Create a user; the answer holds their API token, which is shown this once only."""
+    try:
+        user, token = add_user(
+            s,
+            body.name,
+            body.role.value,
+            iterations=settings.kdf_iterations,
+            password=body.password,
+            actor=who.actor,
+        )
+    except UserError as exc:
+        raise HTTPException(409 if "exists" in str(exc) else 422, str(exc)) from exc
+    return {"name": user.name, "role": user.role, "token": token}
+
+
+@router.delete("/users/{name}", tags=["users"])
+def delete_user(name: str, s: DbSession, who: Admin) -> dict[str, Any]:
+    """Disable a user: their tokens stop working and their sessions end."""
+    user = find_user(s, name)
+    if user is None:
+        raise HTTPException(404, f"no user named {name!r}")
+    if user.name == who.name:
+        raise HTTPException(409, "an admin cannot disable themselves")
+    disable_user(s, user, actor=who.actor)
+    return {"name": user.name, "disabled": True}

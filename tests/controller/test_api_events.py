@@ -1,0 +1,111 @@
+"""The live stream: what the watcher reports as the store changes, and the SSE endpoint."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from controller.api.events import CampaignWatcher
+from controller.store import (
+    add_event,
+    add_experiment,
+    add_step,
+    set_experiment_status,
+    set_step_status,
+    transaction,
+    upsert_instrument,
+)
+from models.status import ExperimentStatus, InstrumentState, StepStatus
+from models.tables import ExperimentRow, utcnow
+from tests.controller.api_store import bearer
+from tests.controller.conftest import Dashboard
+
+
+def _poll(dash: Dashboard, w: CampaignWatcher) -> list[tuple[str, dict]]:
+    with transaction(dash.factory) as s:
+        return w.poll(s)
+
+
+def test_watcher_reports_changes_only(dash: Dashboard) -> None:
+    cid = dash.store.campaign_id
+    w = CampaignWatcher(cid, quiet_after_s=30.0)
+    assert _poll(dash, w) == []  # the first poll takes stock
+    assert _poll(dash, w) == []
+    with transaction(dash.factory) as s:
+        e = add_experiment(s, cid, {"x1": 0.3, "x2": 0.3})
+        set_experiment_status(s, e, ExperimentStatus.QUEUED)
+        eid = e.id
+    changes = _poll(dash, w)
+    kinds = [k for k, _ in changes]
+    assert ("experiment", eid) in [(k, d.get("id")) for k, d in changes]
+    assert "campaign" in kinds  # the counts changed
+    with transaction(dash.factory) as s:
+        e2 = s.get(ExperimentRow, eid)
+        assert e2 is not None
+        st = add_step(
+            s, e2, index=0, kind="station", action="measure", parameters={}, request_id="live-1"
+        )
+        set_experiment_status(s, e2, ExperimentStatus.RUNNING)
+        set_step_status(s, st, StepStatus.RUNNING, instrument="station-1")
+    running = _poll(dash, w)
+    assert [d["status"] for k, d in running if k == "step"] == ["RUNNING"]
+    assert [d["status"] for k, d in running if k == "experiment"] == ["RUNNING"]
+    with transaction(dash.factory) as s:
+        st2 = s.get(ExperimentRow, eid).steps[0]  # type: ignore[union-attr]
+        set_step_status(s, st2, StepStatus.COMPLETED)
+        add_event(s, "note", "hello", campaign_id=cid)
+    done = _poll(dash, w)
+    assert [d["status"] for k, d in done if k == "step"] == ["COMPLETED"]
+    assert [d["message"] for k, d in done if k == "log"] == ["hello"]
+    assert _poll(dash, w) == []
+
+
+def test_watcher_reports_an_instrument_going_quiet(dash: Dashboard) -> None:
+    cid = dash.store.campaign_id
+    w = CampaignWatcher(cid, quiet_after_s=30.0)
+    _poll(dash, w)
+    with transaction(dash.factory) as s:
+        upsert_instrument(
+            s,
+            cid,
+            "station-1",
+            kind="station",
+            address="tcp://127.0.0.1:5601",
+            state=InstrumentState.UNKNOWN,
+            last_seen_at=utcnow() - timedelta(seconds=120),
+        )
+    [(_, data)] = [c for c in _poll(dash, w) if c[0] == "instrument"]
+    assert data["quiet"] is True
+    assert data["state"] == "UNKNOWN"
+
+
+def test_stream_endpoint_sends_server_sent_events(dash: Dashboard) -> None:
+    cid = dash.store.campaign_id
+    headers = bearer(dash.tokens["viewer"])
+    seen: list[str] = []
+    with dash.client.stream("GET", f"/api/campaigns/{cid}/stream?max_s=20", headers=headers) as res:
+        assert res.status_code == 200
+        assert res.headers["content-type"].startswith("text/event-stream")
+        for line in res.iter_lines():
+            seen.append(line)
+            if line.startswith("retry: "):  # the stream has taken stock: change something
+                with transaction(dash.factory) as s:
+                    add_experiment(s, cid, {"x1": 0.25, "x2": 0.75})
+            if line.startswith("data: ") and "event: experiment" in seen:
+                break
+    assert seen[0].startswith("retry: ")
+    i = seen.index("event: experiment")
+    data = json.loads(seen[i + 2].removeprefix("data: "))
+    assert data["parameters"] == {"x1": 0.25, "x2": 0.75}
+    assert data["status"] == "PROPOSED"
+    assert dash.client.get(f"/api/campaigns/{cid}/stream").status_code == 401
+    res = dash.client.get("/api/campaigns/9999/stream?max_s=0.1", headers=headers)
+    assert res.status_code == 404
+
+
+def test_sse_format() -> None:
+    from controller.api.events import sse
+
+    text = sse("experiment", {"id": 3}, 7)
+    assert text == 'event: experiment\nid: 7\ndata: {"id": 3}\n\n'
+    assert json.loads(text.split("data: ")[1]) == {"id": 3}
