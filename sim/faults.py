@@ -175,7 +175,7 @@ class FaultyDriver(Driver):
             await asyncio.sleep(self.duration_s * (self.plan.spec.slow_factor - 1.0))
         if fault is Fault.BAD_RESULT:
             # breaks the declared schema: the first output is missing, an unknown one appears
-            result = [*result[1:], Measurement(name="undeclared_output", value=float("nan"))]
+            result = [*result[1:], Measurement(name="undeclared_output", value=1.0)]
         return result
 
     async def close(self) -> None:
@@ -190,7 +190,6 @@ class FaultyServer(InstrumentServer):
     def __init__(self, driver: Driver, address: str, **kwargs: Any) -> None:
         super().__init__(driver, address, **kwargs)
         self._corrupt = 0
-        self._offline = False
         self._dropping: asyncio.Task[None] | None = None
         if isinstance(driver, FaultyDriver):
             driver.server = self
@@ -204,13 +203,12 @@ class FaultyServer(InstrumentServer):
         if self._dropping is None or self._dropping.done():
             self._dropping = asyncio.get_running_loop().create_task(self._drop(seconds))
 
-    async def _send(self, envelope: list[bytes], frame: bytes) -> None:
-        if self._offline:
-            return  # off the network: the reply is lost
+    def _reply_frame(self, msg: Any, body: dict[str, Any]) -> bytes:
+        frame = super()._reply_frame(msg, body)
         if self._corrupt:
             self._corrupt -= 1
             frame = b"\x00\xffnot a protocol message" + frame[:16]
-        await super()._send(envelope, frame)
+        return frame
 
     async def _drop(self, seconds: float) -> None:
         endpoint = self.endpoint
@@ -218,9 +216,9 @@ class FaultyServer(InstrumentServer):
         receiver.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await receiver
-        self._offline = True
         if self._socket is not None:
-            self._socket.close(linger=0)  # stop() may close it again: harmless
+            self._socket.close(linger=0)
+            self._socket = None  # replies (held long polls included) are lost meanwhile
         logger.warning("instrument %s: off the network for %.1f s", self.name, seconds)
         await asyncio.sleep(seconds)
         ctx = self._context if self._context is not None else zmq.asyncio.Context.instance()
@@ -238,7 +236,6 @@ class FaultyServer(InstrumentServer):
             logger.error("instrument %s: could not bind %s again; exiting", self.name, endpoint)
             os._exit(CRASH_EXIT_CODE)
         self._socket = sock
-        self._offline = False
         self._tasks[0] = asyncio.create_task(self._receive_loop(), name=f"sdlab-recv-{self.name}")
         logger.warning("instrument %s: back on the network at %s", self.name, endpoint)
 
@@ -248,6 +245,9 @@ class FaultyServer(InstrumentServer):
             self._dropping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._dropping
+        if self._socket is None and self._endpoint is not None:  # stopped while off the network
+            ctx = self._context if self._context is not None else zmq.asyncio.Context.instance()
+            self._socket = ctx.socket(zmq.ROUTER)  # so the base class cleans up as usual
         await super().stop()
 
 
