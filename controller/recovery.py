@@ -187,14 +187,14 @@ class Recovery:
                 ExperimentStatus.INTERRUPTED,
                 reason="step fate unknown; not re-runnable",
             )
-            add_event(
-                s,
-                "operator.decision_needed",
+            ctl.alarms.raise_(
+                "decision_needed",
                 f"experiment {exp_id} step {step.index} ({step.action}) was interrupted and "
-                "its action is not safe to re-run: an operator must decide",
-                campaign_id=ctl.campaign_id,
-                experiment_id=exp_id,
+                "its action is not safe to re-run: an operator must decide (resolve it with "
+                "rerun or fail)",
                 instrument=step.instrument,
+                experiment_id=exp_id,
+                session=s,
             )
         ctl._in_flight.pop(exp_id, None)
         self._count("interrupted")

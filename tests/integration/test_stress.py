@@ -48,7 +48,7 @@ def test_twenty_random_kills_lose_nothing_and_duplicate_nothing(
     for _ in range(KILLS):
         before = _steps_sent(db_url)
         proc = _start_run(path, db_url, tmp_path, journal_dir)
-        if rng.random() < 0.25:
+        if rng.random() < 0.35:
             # while it starts: importing, starting Ray, migrating, starting the servers
             time.sleep(rng.uniform(0.2, 4.0))
             moments["starting"] += 1
