@@ -48,6 +48,7 @@ from instruments.protocol import (
     parse_wait_s,
     utc_now,
 )
+from instruments.security import CurveServerKeys, ZapRegistration, check_link_policy
 from models.errors import IllegalTransitionError, InstrumentError, ParameterLimitError
 from models.records import Measurement
 
@@ -83,6 +84,12 @@ class InstrumentServer:
             request ids stay idempotent across restarts, appended to as requests finish.
         max_message_bytes: Largest frame accepted or sent, in bytes.
         context: ZeroMQ context (default: the process-wide ``zmq.asyncio`` context).
+        curve: CURVE keys: encrypt the link and answer only the allowed clients.
+        insecure: Allow binding a non-loopback address without ``curve`` (plaintext).
+
+    Raises:
+        LinkSecurityError: At :meth:`start`, if the address is not loopback and neither
+            ``curve`` nor ``insecure`` is given.
     """
 
     def __init__(
@@ -93,8 +100,13 @@ class InstrumentServer:
         journal_path: Path | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         context: zmq.asyncio.Context | None = None,
+        curve: CurveServerKeys | None = None,
+        insecure: bool = False,
     ) -> None:
         self.driver = driver
+        self.curve = curve
+        self.insecure = insecure
+        self._zap: ZapRegistration | None = None
         self.address = address
         self.journal_path = journal_path
         self.max_message_bytes = max_message_bytes
@@ -147,6 +159,13 @@ class InstrumentServer:
         """
         if self._endpoint is not None:
             return self._endpoint
+        check_link_policy(
+            self.address,
+            keys_given=self.curve is not None,
+            insecure=self.insecure,
+            instrument=self.name,
+            key="curve.server_secret_key",
+        )
         description = self.driver.describe()
         self._describe_body = description.model_dump(mode="json")
         self._actions = {a.name: a for a in description.actions}
@@ -158,9 +177,12 @@ class InstrumentServer:
         # just above it are read and answered with message_too_large.
         sock.setsockopt(zmq.MAXMSGSIZE, 4 * self.max_message_bytes + 4096)
         try:
+            if self.curve is not None:
+                self._zap = self.curve.apply(sock)
             sock.bind(self.address)
         except zmq.ZMQError:
             sock.close(linger=0)
+            self._release_zap()
             raise
         self._socket = sock
         self._endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -209,6 +231,7 @@ class InstrumentServer:
         self._socket.close(linger=0)
         self._socket = None
         self._endpoint = None
+        self._release_zap()
         if self._journal is not None:
             self._journal.close()
             self._journal = None
@@ -219,6 +242,11 @@ class InstrumentServer:
         if self._stopped is not None:
             self._stopped.set()
         logger.info("instrument %s stopped", self.name)
+
+    def _release_zap(self) -> None:
+        if self._zap is not None:
+            self._zap.release()
+            self._zap = None
 
     def request_state(self, request_id: str) -> RequestState | None:
         """The server's current state of a request, or ``None`` if it does not know it."""

@@ -12,6 +12,7 @@ Loading never raises anything but :class:`~models.errors.InvalidCampaignError`, 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import re
 import tomllib
@@ -152,6 +153,65 @@ class SimulatedInstrumentSpec(_Spec):
     faults: FaultSpec | None = None
 
 
+_LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost", "ip6-loopback"})
+
+
+def is_loopback_address(address: str) -> bool:
+    """Whether a ZeroMQ endpoint stays on this machine.
+
+    ``ipc://`` and ``inproc://`` always do; ``tcp://`` does when its host is ``localhost``
+    or a loopback IP address (``127.0.0.0/8``, ``::1``). A wildcard bind (``tcp://*:5601``,
+    ``tcp://0.0.0.0:5601``), any other host name and any other transport do not.
+    """
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        return False
+    if scheme in ("ipc", "inproc"):
+        return True
+    if scheme != "tcp":
+        return False
+    rest = rest.rpartition(";")[2]  # "tcp://source;host:port": the destination counts
+    host = rest.rpartition(":")[0] if ":" in rest else rest
+    host = host.strip("[]").lower()
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class CurveSpec(_Spec):
+    """The ``[instruments.curve]`` table: CURVE keys of the instrument's ZeroMQ link.
+
+    Paths are certificate files as ``sdlab keys generate`` writes them, relative to the
+    working directory. The client pair is what the controller uses; the server pair is
+    what a simulated server started from this file uses (a real instrument server is
+    configured on its own machine).
+
+    Attributes:
+        server_public_key: The instrument server's public key file (``NAME.key``).
+        client_keys: The controller's secret key file (``NAME.key_secret``).
+        server_secret_key: The server's secret key file (``NAME.key_secret``).
+        allowed_clients: Directory of the public key files of the clients the server admits.
+    """
+
+    server_public_key: Path | None = None
+    client_keys: Path | None = None
+    server_secret_key: Path | None = None
+    allowed_clients: Path | None = None
+
+    @model_validator(mode="after")
+    def _pairs(self) -> CurveSpec:
+        if (self.server_public_key is None) != (self.client_keys is None):
+            missing = "client_keys" if self.client_keys is None else "server_public_key"
+            raise ValueError(f"{missing} is required with the other client key")
+        if (self.server_secret_key is None) != (self.allowed_clients is None):
+            missing = "allowed_clients" if self.allowed_clients is None else "server_secret_key"
+            raise ValueError(f"{missing} is required with the other server key")
+        return self
+
+
 class InstrumentSpec(_Spec):
     """One ``[[instruments]]`` entry.
 
@@ -163,6 +223,8 @@ class InstrumentSpec(_Spec):
             instruments it may be left out (``sdlab run`` picks a free loopback port).
         timeout_s: Overrides the time the controller waits for one action.
         simulated: Present when ``sdlab run`` should start a simulated server for it.
+        curve: CURVE keys of the link; required for a non-loopback ``address``.
+        insecure: Allow a plaintext link to a non-loopback address (not recommended).
     """
 
     name: str = Field(pattern=NAME_PATTERN, max_length=128)
@@ -170,11 +232,28 @@ class InstrumentSpec(_Spec):
     address: str | None = Field(default=None, pattern=r"^(tcp|ipc|inproc)://.+$")
     timeout_s: float | None = Field(default=None, gt=0)
     simulated: SimulatedInstrumentSpec | None = None
+    curve: CurveSpec | None = None
+    insecure: bool = False
 
     @model_validator(mode="after")
     def _needs_address(self) -> InstrumentSpec:
         if self.address is None and self.simulated is None:
             raise ValueError("address is required for an instrument that is not simulated")
+        if (
+            self.address is not None
+            and not self.insecure
+            and not is_loopback_address(self.address)
+            and (
+                self.curve is None
+                or (self.curve.server_public_key is None and self.curve.server_secret_key is None)
+            )
+        ):
+            raise ValueError(
+                f"instrument {self.name!r}: {self.address!r} is not a loopback address, so "
+                "its link must be encrypted: set curve.server_public_key and "
+                "curve.client_keys (or, for a simulated server, curve.server_secret_key and "
+                "curve.allowed_clients), or insecure = true to allow plaintext"
+            )
         return self
 
 
@@ -292,6 +371,18 @@ class CampaignSpec(_Spec):
         for i, n in enumerate(inames):
             if n in inames[:i]:
                 problems.append(f"instruments[{i}].name: {n!r} is used twice")
+        for i, inst in enumerate(self.instruments):
+            if (
+                inst.address is not None
+                and not inst.insecure
+                and not is_loopback_address(inst.address)
+                and (inst.curve is None or inst.curve.client_keys is None)
+            ):
+                problems.append(
+                    f"instruments[{i}].curve.client_keys: instrument {inst.name!r} at "
+                    f"{inst.address!r} is not on loopback: the controller needs "
+                    "curve.client_keys and curve.server_public_key (or insecure = true)"
+                )
         kinds = {s.kind for s in self.instruments}
         for i, step in enumerate(self.workflow):
             if step.kind not in kinds:
