@@ -67,9 +67,13 @@ class ParameterLimit(BaseModel):
         if self.type in ("number", "integer"):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ParameterLimitError(self.name, value, f"type {self.type}", instrument)
-            if not math.isfinite(float(value)):
+            try:
+                as_float = float(value)  # an int beyond the float range overflows
+            except OverflowError:
+                as_float = math.inf
+            if not math.isfinite(as_float):
                 raise ParameterLimitError(self.name, value, "a finite number", instrument)
-            if self.type == "integer" and not float(value).is_integer():
+            if self.type == "integer" and not as_float.is_integer():
                 raise ParameterLimitError(self.name, value, "type integer", instrument)
             if self.minimum is not None and value < self.minimum:
                 raise ParameterLimitError(self.name, value, f"minimum {self.minimum}", instrument)

@@ -412,7 +412,7 @@ class InstrumentServer:
         handler = self._handlers.get(msg.type)
         try:
             if handler is None:
-                raise MessageError(UNKNOWN_TYPE, f"unknown message type {msg.type!r}", "type")
+                raise MessageError(UNKNOWN_TYPE, f"unknown message type {msg.type[:64]!r}", "type")
             await handler(envelope, msg)
         except MessageError as exc:
             logger.info("instrument %s: refused message %s: %s", self.name, msg.id, exc)
@@ -477,7 +477,7 @@ class InstrumentServer:
             if spec is None:
                 known = ", ".join(sorted(self._actions))
                 raise MessageError(
-                    UNKNOWN_ACTION, f"unknown action {sub.action!r} (known: {known})", "action"
+                    UNKNOWN_ACTION, f"unknown action {sub.action[:64]!r} (known: {known})", "action"
                 )
             try:
                 spec.check(sub.parameters, instrument=self.name)
