@@ -20,11 +20,21 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    ValidationError,
+    model_validator,
+)
 
 from models.errors import InvalidCampaignError
 from models.objectives import Objective
 from models.params import NAME_PATTERN, Parameter, SearchSpace
+
+MAX_SEED = 2**63 - 1
+"""Largest seed a campaign file may give (the random generators take 64-bit seeds)."""
 
 
 class _Spec(BaseModel):
@@ -43,7 +53,7 @@ class CampaignInfo(_Spec):
 
     name: str = Field(pattern=NAME_PATTERN, max_length=128)
     description: str = ""
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
 
 
 class BudgetSpec(_Spec):
@@ -146,9 +156,9 @@ class SimulatedInstrumentSpec(_Spec):
 
     driver: str = "objective-station"
     world: str
-    noise_std: float = Field(default=0.0, ge=0.0)
-    duration_s: float = Field(default=0.0, ge=0.0)
-    seed: int | None = None
+    noise_std: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
+    duration_s: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     options: dict[str, Any] = Field(default_factory=dict)
     faults: FaultSpec | None = None
 
@@ -230,7 +240,7 @@ class InstrumentSpec(_Spec):
     name: str = Field(pattern=NAME_PATTERN, max_length=128)
     kind: str = Field(pattern=NAME_PATTERN)
     address: str | None = Field(default=None, pattern=r"^(tcp|ipc|inproc)://.+$")
-    timeout_s: float | None = Field(default=None, gt=0)
+    timeout_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     simulated: SimulatedInstrumentSpec | None = None
     curve: CurveSpec | None = None
     insecure: bool = False
@@ -272,7 +282,7 @@ class WorkflowStep(_Spec):
     kind: str = Field(pattern=NAME_PATTERN)
     action: str = Field(pattern=NAME_PATTERN)
     parameters: list[str] | None = None
-    fixed: dict[str, float | int | str] = Field(default_factory=dict)
+    fixed: dict[str, FiniteFloat | int | str] = Field(default_factory=dict)
 
 
 class ReliabilitySpec(_Spec):
@@ -428,26 +438,50 @@ _FRIENDLY = {
 _M = TypeVar("_M", bound=BaseModel)
 
 
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
 def _key_path(loc: tuple[int | str, ...]) -> str:
+    """``("workflow", 0, "fixed", "ramp")`` as ``workflow[0].fixed.ramp``; a key that is not
+    a bare TOML key is quoted as TOML quotes it (``options."a.b"``)."""
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{part}" if out else str(part)
+            key = part if _BARE_KEY.match(part) else json.dumps(part, ensure_ascii=False)
+            out += f".{key}" if out else key
     return out
 
 
-def _problems(exc: ValidationError) -> list[tuple[str, str]]:
+def _real_loc(data: object, loc: tuple[int | str, ...], missing: bool) -> tuple[int | str, ...]:
+    """``loc`` without the parts that are not keys of ``data``.
+
+    pydantic puts the tag of a union member (``continuous``, ``float``, ``str``, a
+    ``function-after[...]``) into the location of an error inside that member; users never
+    wrote those, so they are left out of the key path. A key reported missing is kept.
+    """
+    out: list[int | str] = []
+    node: object = data
+    for i, part in enumerate(loc):
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if in_list or (isinstance(node, Mapping) and part in node):
+            node = node[part]  # type: ignore[index]
+        elif missing and i == len(loc) - 1 and isinstance(node, Mapping):
+            pass  # the key the user has to add
+        else:
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _problems(exc: ValidationError, data: object = None) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     for err in exc.errors(include_url=False):
-        loc = tuple(
-            # pydantic puts the discriminator tag into the location of a union member;
-            # users never wrote it, so leave it out of the key path.
-            p
-            for p in err["loc"]
-            if p not in ("continuous", "integer", "categorical")
-        )
+        if data is None:
+            loc = tuple(p for p in err["loc"] if p not in ("continuous", "integer", "categorical"))
+        else:
+            loc = _real_loc(data, tuple(err["loc"]), err["type"] == "missing")
         etype = err["type"]
         ctx = err.get("ctx") or {}
         if etype in ("union_tag_invalid", "union_tag_not_found"):
@@ -471,7 +505,12 @@ def _problems(exc: ValidationError) -> list[tuple[str, str]]:
                 problems.append((path, m))
             continue
         problems.append((_key_path(loc), msg))
-    return problems
+    # The members of a union each report the same key: one problem per key.
+    merged: dict[str, list[str]] = {}
+    for path, msg in problems:
+        if msg not in merged.setdefault(path, []):
+            merged[path].append(msg)
+    return [(path, " | ".join(msgs)) for path, msgs in merged.items()]
 
 
 def parse_spec(data: Mapping[str, Any], model: type[_M], source: str | None = None) -> _M:
@@ -483,7 +522,7 @@ def parse_spec(data: Mapping[str, Any], model: type[_M], source: str | None = No
     try:
         return model.model_validate(dict(data))
     except ValidationError as exc:
-        raise InvalidCampaignError(source, _problems(exc)) from exc
+        raise InvalidCampaignError(source, _problems(exc, data)) from exc
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -499,6 +538,8 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidCampaignError(str(p), [("", f"invalid TOML: {exc}")]) from exc
+    except RecursionError as exc:  # arrays or inline tables nested thousands deep
+        raise InvalidCampaignError(str(p), [("", "invalid TOML: nested too deeply")]) from exc
 
 
 def load_campaign(path: str | Path) -> CampaignSpec:
