@@ -48,6 +48,7 @@ COUNTS: Counter[str] = Counter()
 """``server.inputs``, ``server.crashes``, ``client.replies``, ``client.crashes``."""
 
 FUZZ = settings(
+    derandomize=True,  # the same inputs on every run: the figures quoted are reproducible
     max_examples=250,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -439,7 +440,7 @@ def test_a_server_that_answers_garbage_gives_the_client_an_instrument_error(
     asyncio.run(go())
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=10, deadline=None, derandomize=True)
 @given(reply=st.lists(st.binary(max_size=50), min_size=1, max_size=3))
 def test_unreadable_replies_end_in_a_timeout_error(reply: list[bytes]) -> None:
     async def go() -> None:
