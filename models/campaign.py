@@ -194,10 +194,10 @@ def is_loopback_address(address: str) -> bool:
 class CurveSpec(_Spec):
     """The ``[instruments.curve]`` table: CURVE keys of the instrument's ZeroMQ link.
 
-    Paths are certificate files as ``sdlab keys generate`` writes them, relative to the
-    working directory. The client pair is what the controller uses; the server pair is
-    what a simulated server started from this file uses (a real instrument server is
-    configured on its own machine).
+    Paths are certificate files as ``sdlab keys generate`` writes them; in a file, a
+    relative path is relative to the file's directory. The client pair is what the
+    controller uses; the server pair is what a simulated server started from this file uses
+    (a real instrument server is configured on its own machine).
 
     Attributes:
         server_public_key: The instrument server's public key file (``NAME.key``).
@@ -542,6 +542,30 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise InvalidCampaignError(str(p), [("", "invalid TOML: nested too deeply")]) from exc
 
 
+_CURVE_PATHS = ("server_public_key", "client_keys", "server_secret_key", "allowed_clients")
+
+
+def _anchor_key_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Make the relative ``curve`` key paths of ``[[instruments]]`` relative to ``base``.
+
+    A controller or simulated server may run in another working directory (a Ray worker),
+    so key files are located from the campaign file, as its author sees them. Entries of
+    the wrong shape are left for validation to report.
+    """
+    instruments = data.get("instruments")
+    if not isinstance(instruments, list):
+        return data
+    for entry in instruments:
+        curve = entry.get("curve") if isinstance(entry, dict) else None
+        if not isinstance(curve, dict):
+            continue
+        for key in _CURVE_PATHS:
+            value = curve.get(key)
+            if isinstance(value, str) and value and not Path(value).is_absolute():
+                curve[key] = str(base / value)
+    return data
+
+
 def load_campaign(path: str | Path) -> CampaignSpec:
     """Load and validate a campaign file.
 
@@ -555,7 +579,8 @@ def load_campaign(path: str | Path) -> CampaignSpec:
         InvalidCampaignError: If the file cannot be read, is not TOML, or violates the schema;
             the error's ``problems`` name the key path of each problem.
     """
-    return parse_spec(read_toml(path), CampaignSpec, str(path))
+    base = Path(path).resolve().parent
+    return parse_spec(_anchor_key_paths(read_toml(path), base), CampaignSpec, str(path))
 
 
 def load_simulation(path: str | Path) -> SimulationFile:
@@ -567,7 +592,7 @@ def load_simulation(path: str | Path) -> SimulationFile:
         InvalidCampaignError: As :func:`load_campaign`; also when a simulation file lists an
             instrument that is not simulated, or a campaign file has none.
     """
-    data = read_toml(path)
+    data = _anchor_key_paths(read_toml(path), Path(path).resolve().parent)
     sim = parse_spec({"instruments": data.get("instruments", [])}, SimulationFile, str(path))
     if "campaign" in data:
         chosen = [s for s in sim.instruments if s.simulated is not None]

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from controller.cli import cli
 from instruments.client import InstrumentClient
 from instruments.security import CurveClientKeys, CurveServerKeys, curve_available
-from models.campaign import CurveSpec, InstrumentSpec, SimulatedInstrumentSpec
+from models.campaign import CurveSpec, InstrumentSpec, SimulatedInstrumentSpec, load_simulation
 from models.errors import InstrumentTimeoutError, InvalidCampaignError
 from sim.serve import main, serve_instruments
 
@@ -101,3 +101,29 @@ def test_main_refuses_half_a_curve_configuration(
     bad = [str(path), "--curve-secret-key", str(keys / "station.key"), "--curve-allow", "x"]
     assert main(bad) == 2
     assert "no secret key" in capsys.readouterr().err
+
+
+def test_relative_key_paths_in_a_file_are_relative_to_the_file(
+    keys: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = keys / "sim.toml"
+    path.write_text(
+        '[[instruments]]\nname = "station"\nkind = "k"\n'
+        'curve.server_secret_key = "station.key_secret"\ncurve.allowed_clients = "allowed"\n'
+        '[instruments.simulated]\nworld = "branin"\n'
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    spec = load_simulation(path).instruments[0]
+    assert spec.curve is not None
+    assert spec.curve.server_secret_key == keys / "station.key_secret"
+    good = CurveClientKeys.load(keys / "controller.key_secret", keys / "station.key")
+
+    async def go() -> None:
+        async with await serve_instruments([spec]) as running:
+            endpoint = running.endpoints["station"]
+            async with InstrumentClient(endpoint, timeout_s=2, curve=good) as client:
+                assert (await client.describe()).name == "station"
+
+    asyncio.run(go())
