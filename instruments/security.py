@@ -190,16 +190,24 @@ class CurveServerKeys:
             return None
         return cls.load(curve.server_secret_key, curve.allowed_clients, instrument)
 
-    def apply(self, sock: zmq.Socket[Any]) -> ZapRegistration:
+    def apply(
+        self, sock: zmq.Socket[Any], registration: ZapRegistration | None = None
+    ) -> ZapRegistration:
         """Make ``sock`` a CURVE server admitting the allowed clients (call before ``bind``).
 
+        Args:
+            sock: The server's socket.
+            registration: The ZAP domain of an earlier socket of the same server, to reuse
+                (a server that binds again); ``None`` registers a new one.
+
         Returns:
-            The registration to :meth:`~ZapRegistration.release` when the socket closes.
+            The registration to :meth:`~ZapRegistration.release` when the server stops.
         """
         sock.curve_secretkey = self.secret_key
         sock.curve_publickey = self.public_key
         sock.curve_server = True
-        registration = _ZAP.register(sock.context, self.allowed_clients)
+        if registration is None or registration.released:
+            registration = _ZAP.register(sock.context, self.allowed_clients)
         sock.zap_domain = registration.domain.encode()
         return registration
 

@@ -170,15 +170,8 @@ class InstrumentServer:
         self._describe_body = description.model_dump(mode="json")
         self._actions = {a.name: a for a in description.actions}
         self._load_journal()
-        ctx = self._context if self._context is not None else zmq.asyncio.Context.instance()
-        sock = ctx.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.LINGER, 0)
-        # Frames far above the limit are dropped by libzmq (the peer is disconnected); those
-        # just above it are read and answered with message_too_large.
-        sock.setsockopt(zmq.MAXMSGSIZE, 4 * self.max_message_bytes + 4096)
+        sock = self._make_socket()
         try:
-            if self.curve is not None:
-                self._zap = self.curve.apply(sock)
             sock.bind(self.address)
         except zmq.ZMQError:
             sock.close(linger=0)
@@ -242,6 +235,22 @@ class InstrumentServer:
         if self._stopped is not None:
             self._stopped.set()
         logger.info("instrument %s stopped", self.name)
+
+    def _make_socket(self) -> zmq.asyncio.Socket:
+        """A new ROUTER socket with this server's options (size limit, CURVE), unbound.
+
+        A subclass that closes its socket and binds again (a simulated network drop) must
+        use this, so that the new socket is as protected as the first.
+        """
+        ctx = self._context if self._context is not None else zmq.asyncio.Context.instance()
+        sock = ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        # Frames far above the limit are dropped by libzmq (the peer is disconnected); those
+        # just above it are read and answered with message_too_large.
+        sock.setsockopt(zmq.MAXMSGSIZE, 4 * self.max_message_bytes + 4096)
+        if self.curve is not None:
+            self._zap = self.curve.apply(sock, self._zap)
+        return sock
 
     def _release_zap(self) -> None:
         if self._zap is not None:

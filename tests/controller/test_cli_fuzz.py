@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from controller.cli import cli
 from controller.runner import validate
 from models.errors import InvalidCampaignError
+from tests.integration.helpers import record_figures
 from tests.models.test_campaign_fuzz import VALID, broken_specs, to_toml, values
 
 COUNTS: Counter[str] = Counter()
@@ -112,5 +113,6 @@ def test_malformed_files_exit_2_without_a_traceback(workdir: Path, text: str | b
 
 
 def test_report_counts() -> None:
-    """Runs last in this module: prints the figures docs/reliability.md quotes."""
+    """Runs last in this module: records the figures docs/reliability.md quotes."""
+    record_figures("cli-fuzz", {"broken_files": COUNTS["inputs"], "crashes": COUNTS["crashes"]})
     print(f"\nsdlab run fuzz: {COUNTS['inputs']} broken files, {COUNTS['crashes']} crashes")

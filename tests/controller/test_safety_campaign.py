@@ -41,6 +41,7 @@ from models.status import ExperimentStatus
 from models.tables import EventRow, ExperimentRow
 from planners.base import Planner, PlannerOptions, register_planner
 from sim.drivers import make_driver
+from tests.integration.helpers import record_figures
 
 COUNTS: Counter[str] = Counter()
 
@@ -226,7 +227,8 @@ def test_the_spy_would_see_out_of_limit_values_without_the_gate(
 
 
 def test_report_counts() -> None:
-    """Runs last in this module: prints the figures docs/reliability.md quotes."""
+    """Runs last in this module: records the figures docs/reliability.md quotes."""
+    record_figures("safety-gate", dict(sorted(COUNTS.items())))
     print(
         f"\nsafety gate: {COUNTS['proposals']} proposals "
         f"({COUNTS['outside_static_limits']} outside the declared limits), "

@@ -43,6 +43,7 @@ from instruments.protocol import (
 from instruments.server import InstrumentServer
 from models.errors import InstrumentError
 from models.records import Measurement
+from tests.integration.helpers import record_figures
 
 COUNTS: Counter[str] = Counter()
 """``server.inputs``, ``server.crashes``, ``client.replies``, ``client.crashes``."""
@@ -122,6 +123,15 @@ class ServerThread:
 def server() -> Iterator[ServerThread]:
     with ServerThread() as srv:
         yield srv
+    record_figures(
+        "protocol-fuzz",
+        {
+            "server_inputs": COUNTS["server.inputs"],
+            "server_crashes": COUNTS["server.crashes"],
+            "client_replies": COUNTS["client.replies"],
+            "client_crashes": COUNTS["client.crashes"],
+        },
+    )
     print(
         f"\nprotocol fuzz, server: {COUNTS['server.inputs']} malformed inputs, "
         f"{COUNTS['server.crashes']} crashes; client: {COUNTS['client.replies']} garbage "

@@ -13,7 +13,11 @@ from instruments.client import InstrumentClient
 from instruments.security import CurveClientKeys, CurveServerKeys, curve_available
 from models.campaign import CurveSpec, InstrumentSpec, SimulatedInstrumentSpec, load_simulation
 from models.errors import InstrumentTimeoutError, InvalidCampaignError
+from sim.drivers import make_driver
+from sim.faults import FaultyServer
 from sim.serve import main, serve_instruments
+
+LOOPBACK = "tcp://127.0.0.1:*"
 
 pytestmark = pytest.mark.skipif(not curve_available(), reason="libzmq built without CURVE")
 
@@ -125,5 +129,28 @@ def test_relative_key_paths_in_a_file_are_relative_to_the_file(
             endpoint = running.endpoints["station"]
             async with InstrumentClient(endpoint, timeout_s=2, curve=good) as client:
                 assert (await client.describe()).name == "station"
+
+    asyncio.run(go())
+
+
+def test_a_server_that_drops_off_the_network_comes_back_encrypted(keys: Path) -> None:
+    curve = CurveServerKeys.load(keys / "station.key_secret", keys / "allowed")
+    good = CurveClientKeys.load(keys / "controller.key_secret", keys / "station.key")
+    spec = station(keys)
+    assert spec.simulated is not None
+
+    async def go() -> None:
+        server = FaultyServer(make_driver("station", spec.simulated), LOOPBACK, curve=curve)
+        endpoint = await server.start()
+        try:
+            server.drop_for(0.1)
+            async with InstrumentClient(endpoint, timeout_s=5, curve=good) as client:
+                await asyncio.sleep(0.05)  # off the network now
+                assert (await client.describe()).name == "station"  # answered once back
+            async with InstrumentClient(endpoint, timeout_s=0.5) as plain:
+                with pytest.raises(InstrumentTimeoutError):
+                    await plain.describe()
+        finally:
+            await server.stop()
 
     asyncio.run(go())
