@@ -112,6 +112,24 @@ def test_malformed_files_exit_2_without_a_traceback(workdir: Path, text: str | b
     run_cli(workdir, path)
 
 
+def test_unreadable_curve_key_files_exit_2_naming_the_key(workdir: Path) -> None:
+    doc = copy.deepcopy(VALID)
+    doc["instruments"][0]["address"] = "tcp://192.168.1.20:5601"
+    doc["instruments"][0]["curve"] = {
+        "server_public_key": "keys/f1.key",
+        "client_keys": "keys/controller.key_secret",
+    }
+    path = workdir / "curve.toml"
+    path.write_text(to_toml(doc), encoding="utf-8")
+    db = workdir / "never.db"
+    result = CliRunner().invoke(cli, ["run", str(path), "--db", f"sqlite:///{db}", "--no-progress"])
+    assert result.exit_code == 2, result.output
+    assert "instruments[0].curve.client_keys" in result.output
+    assert str(workdir / "keys" / "controller.key_secret") in result.output
+    assert "Traceback" not in result.output
+    assert not db.exists()
+
+
 def test_report_counts() -> None:
     """Runs last in this module: records the figures docs/reliability.md quotes."""
     record_figures("cli-fuzz", {"broken_files": COUNTS["inputs"], "crashes": COUNTS["crashes"]})
