@@ -26,6 +26,10 @@ TESTS = [
     "tests/integration/test_crash_recovery.py",
     "tests/integration/test_fault_campaign.py",
     "tests/controller/test_faults.py",
+    "tests/instruments/test_fuzz.py",
+    "tests/models/test_campaign_fuzz.py",
+    "tests/controller/test_cli_fuzz.py",
+    "tests/controller/test_safety_campaign.py",
 ]
 
 

@@ -123,7 +123,25 @@ def instruments() -> None:
 @click.argument("sim_file", type=click.Path(path_type=Path))
 @click.option("--only", multiple=True, help="Serve only these instruments (repeatable).")
 @click.option("--journal-dir", type=click.Path(path_type=Path), default=None)
-def serve(sim_file: Path, only: tuple[str, ...], journal_dir: Path | None) -> None:
+@click.option(
+    "--curve-secret-key",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Serve over CURVE with this secret key file (NAME.key_secret).",
+)
+@click.option(
+    "--curve-allow",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Directory of the public keys (*.key) of the clients to answer.",
+)
+def serve(
+    sim_file: Path,
+    only: tuple[str, ...],
+    journal_dir: Path | None,
+    curve_secret_key: Path | None,
+    curve_allow: Path | None,
+) -> None:
     """Serve the simulated instruments of SIM_FILE over ZeroMQ until interrupted."""
     from sim.serve import main as sim_main
 
@@ -132,6 +150,10 @@ def serve(sim_file: Path, only: tuple[str, ...], journal_dir: Path | None) -> No
         argv += ["--only", name]
     if journal_dir is not None:
         argv += ["--journal-dir", str(journal_dir)]
+    if curve_secret_key is not None:
+        argv += ["--curve-secret-key", str(curve_secret_key)]
+    if curve_allow is not None:
+        argv += ["--curve-allow", str(curve_allow)]
     sys.exit(sim_main(argv))
 
 
@@ -232,6 +254,26 @@ def users_list(db_url: str) -> None:
             state = "disabled" if u.disabled else "active"
             click.echo(f"{u.name}\t{u.role}\t{state}")
     engine.dispose()
+
+
+@cli.group()
+def keys() -> None:
+    """CURVE keys for encrypted instrument links."""
+
+
+@keys.command("generate")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.argument("name")
+def generate(directory: Path, name: str) -> None:
+    """Write a CURVE key pair DIRECTORY/NAME.key (public) and NAME.key_secret (secret)."""
+    from instruments.security import generate_keys
+
+    try:
+        public, secret = generate_keys(directory, name)
+    except (OSError, ValueError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    click.echo(f"public key: {public}\nsecret key: {secret} (keep it private)")
 
 
 def main() -> None:

@@ -137,6 +137,8 @@ class HealthMonitor:
             slot.address,
             name=slot.name,
             timeout_s=max(0.5, min(self.spec.heartbeat_s, self.spec.silent_after_s / 2)),
+            curve=slot.curve,
+            insecure=slot.insecure,
         )
         self._probes[slot.name] = probe
         try:

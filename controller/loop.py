@@ -52,6 +52,7 @@ from controller.store import (
 from controller.store.hot import insert_decision
 from controller.work import ControllerOptions, InstrumentSlot, Work
 from instruments.client import InstrumentClient
+from instruments.security import CurveClientKeys
 from models.campaign import CampaignSpec
 from models.errors import (
     CampaignStateError,
@@ -114,11 +115,16 @@ class CampaignController(StepRunner):
             address = endpoints.get(inst.name, inst.address)
             if address is None:
                 raise CampaignStateError(f"instrument {inst.name!r} has no address")
-            self.instruments[inst.name] = InstrumentSlot(
-                inst.name,
-                inst.kind,
+            curve = CurveClientKeys.for_instrument(inst)
+            client = InstrumentClient(
                 address,
-                InstrumentClient(address, name=inst.name, timeout_s=self.options.rpc_timeout_s),
+                name=inst.name,
+                timeout_s=self.options.rpc_timeout_s,
+                curve=curve,
+                insecure=inst.insecure,
+            )
+            self.instruments[inst.name] = InstrumentSlot(
+                inst.name, inst.kind, address, client, curve=curve, insecure=inst.insecure
             )
         self._timeouts = {i.name: i.timeout_s for i in self.spec.instruments}
         self.gate: SafetyGate | None = None
@@ -353,7 +359,10 @@ class CampaignController(StepRunner):
     def _described(self, slot: InstrumentSlot) -> None:
         """An instrument unreachable at start answered: let the safety gate know its limits."""
         descriptions = {n: s.description for n, s in self.instruments.items() if s.description}
+        old = self.gate
         self.gate = SafetyGate(self.spec, descriptions)
+        if old is not None:
+            self.gate.carry_history(old)  # rate limits keep what was sent so far
 
     def _make_planner(self) -> PlannerClient:
         if self.options.use_ray_planner:

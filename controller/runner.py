@@ -35,8 +35,15 @@ from controller.store import (
     set_campaign_status,
     transaction,
 )
+from instruments.security import CurveClientKeys
 from models.campaign import CampaignSpec, load_campaign
-from models.errors import CampaignStateError, InvalidCampaignError, RegistryError, SdlabError
+from models.errors import (
+    CampaignStateError,
+    InvalidCampaignError,
+    LinkSecurityError,
+    RegistryError,
+    SdlabError,
+)
 from models.status import CampaignStatus, ExperimentStatus
 
 logger = logging.getLogger(__name__)
@@ -81,12 +88,21 @@ def absolute_db_url(url: str) -> str:
 
 
 def validate(path: Path, seed: int | None = None) -> CampaignSpec:
-    """Load a campaign file and check that its planner can be built.
+    """Load a campaign file and check that its planner can be built and its CURVE key
+    files read.
 
     Raises:
         InvalidCampaignError: For any problem, with the key path.
     """
     spec = load_campaign(path)
+    keys: list[tuple[str, str]] = []
+    for i, inst in enumerate(spec.instruments):
+        try:
+            CurveClientKeys.for_instrument(inst)
+        except LinkSecurityError as exc:
+            keys.append((f"instruments[{i}].{exc.key or 'curve'}", str(exc)))
+    if keys:
+        raise InvalidCampaignError(str(path), keys)
     try:
         build_planner(spec, seed if seed is not None else spec.campaign.seed)
     except RegistryError as exc:

@@ -3,15 +3,24 @@
 Every proposal is checked twice. When it becomes an experiment, against the campaign's
 search space and against the declared limits of *every* instrument that could run each of
 its workflow steps (so a refusal happens before anything is queued). Right before a step
-is sent, against the limits of the one instrument chosen. A refusal raises
-:class:`~models.errors.ParameterLimitError` naming the parameter, the value, the limit and the
-instrument; the controller records it and tells the planner the point is infeasible.
+is sent, against the limits of the one instrument chosen, including its rate limits. A
+refusal raises :class:`~models.errors.ParameterLimitError` naming the parameter, the value,
+the limit and the instrument; the controller records it and tells the planner the point is
+infeasible.
+
+Rate limits (``ParameterLimit.max_rate_per_s``, e.g. a furnace's maximum ramp) depend on the
+instrument's history, so only the dispatch check can apply them: the gate remembers, per
+instrument and parameter, the last value it let through and when, and refuses a value whose
+change from it, divided by the time since, exceeds the limit. The first command to an
+instrument after the gate is built is measured against nothing and passes. A command the gate
+lets through counts as sent.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from instruments.driver import ActionSpec, InstrumentDescription
@@ -28,14 +37,23 @@ class SafetyGate:
     Args:
         spec: The campaign.
         descriptions: What each connected instrument declared, by instrument name.
+        clock: Monotonic clock for rate limits, in seconds.
 
     Raises:
         InvalidCampaignError: If a workflow step's action is missing on an instrument of its
             kind, or an objective is not an output of any step (key path in the problems).
     """
 
-    def __init__(self, spec: CampaignSpec, descriptions: Mapping[str, InstrumentDescription]):
+    def __init__(
+        self,
+        spec: CampaignSpec,
+        descriptions: Mapping[str, InstrumentDescription],
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.spec = spec
+        self._clock = clock
+        # (instrument, parameter) -> (last value let through, clock reading then)
+        self._last_sent: dict[tuple[str, str], tuple[float, float]] = {}
         self.space = spec.space
         self._kinds = {inst.name: inst.kind for inst in spec.instruments}
         self._descriptions = dict(descriptions)
@@ -111,9 +129,12 @@ class SafetyGate:
     def check_dispatch(self, instrument: str, index: int, params: Mapping[str, Any]) -> None:
         """Check the exact parameters about to be sent to ``instrument`` for step ``index``.
 
+        When they pass, the rate-limited values among them are remembered as sent now.
+
         Raises:
-            ParameterLimitError: If any value lies outside that instrument's declared limits,
-                or the instrument cannot run the step.
+            ParameterLimitError: If any value lies outside that instrument's declared limits
+                or changes faster than a declared rate limit allows, or the instrument cannot
+                run the step.
         """
         action = self._actions.get((instrument, index))
         if action is None:
@@ -121,6 +142,34 @@ class SafetyGate:
                 "action", self.spec.workflow[index].action, "not offered", instrument
             )
         action.check(params, instrument)
+        now = self._clock()
+        rated = [
+            (limit, float(params[limit.name]))
+            for limit in action.parameters
+            if limit.max_rate_per_s is not None and limit.name in params
+        ]
+        for limit, value in rated:
+            assert limit.max_rate_per_s is not None
+            last = self._last_sent.get((instrument, limit.name))
+            if last is None:
+                continue
+            last_value, last_t = last
+            change = abs(value - last_value)
+            elapsed = max(0.0, now - last_t)
+            if change > limit.max_rate_per_s * elapsed:
+                raise ParameterLimitError(
+                    limit.name,
+                    value,
+                    f"max rate {limit.max_rate_per_s:g} {limit.unit or 'units'}/s "
+                    f"(change {change:g} from {last_value:g} after {elapsed:.3g} s)",
+                    instrument,
+                )
+        for limit, value in rated:
+            self._last_sent[(instrument, limit.name)] = (value, now)
+
+    def carry_history(self, other: SafetyGate) -> None:
+        """Take over what ``other`` let through, for the rate limits (a rebuilt gate)."""
+        self._last_sent.update(other._last_sent)
 
     def action(self, instrument: str, index: int) -> ActionSpec:
         """The action spec ``instrument`` declared for step ``index``."""

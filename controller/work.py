@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from instruments.client import InstrumentClient
 from instruments.driver import InstrumentDescription
+from instruments.security import CurveClientKeys
 from models.params import ParamValue
 from models.status import InstrumentState, StepStatus
 
@@ -55,6 +56,8 @@ class InstrumentSlot:
         orphans: Requests given up on whose cancel was never answered: cancelled again as
             soon as the instrument answers, so a hung action does not block it for ever.
         resume: Steps recovery found on it, to finish before anything else.
+        curve: The CURVE keys its links use (``None``: plaintext, loopback only).
+        insecure: Plaintext to a non-loopback address was explicitly allowed.
     """
 
     name: str
@@ -70,6 +73,8 @@ class InstrumentSlot:
     last_seen: float | None = None
     reason: str | None = None
     orphans: set[str] = field(default_factory=set)
+    curve: CurveClientKeys | None = None
+    insecure: bool = False
     resume: deque[Work] = field(default_factory=deque)
 
     @property

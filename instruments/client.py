@@ -35,6 +35,7 @@ from instruments.protocol import (
     decode_message,
     encode_message,
 )
+from instruments.security import CurveClientKeys, check_link_policy
 from models.errors import InstrumentError, InstrumentTimeoutError, ProtocolError
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,14 @@ class InstrumentClient:
         timeout_s: Seconds to wait for a reply, on top of any long-poll ``wait_s``.
         context: ZeroMQ context (default: the process-wide ``zmq.asyncio`` context).
         max_message_bytes: Largest reply frame accepted, in bytes.
+        curve: CURVE keys: encrypt the link and prove this client's identity to the server
+            (which must hold ``curve.server_key``'s secret half). A server that does not
+            accept the keys never answers: calls time out.
+        insecure: Allow a plaintext link to a non-loopback address.
+
+    Raises:
+        LinkSecurityError: If ``address`` is not loopback and neither ``curve`` nor
+            ``insecure`` is given.
     """
 
     def __init__(
@@ -73,9 +82,19 @@ class InstrumentClient:
         timeout_s: float = 5.0,
         context: zmq.asyncio.Context | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        curve: CurveClientKeys | None = None,
+        insecure: bool = False,
     ) -> None:
         self.address = address
         self.name = name if name is not None else address
+        check_link_policy(
+            address,
+            keys_given=curve is not None,
+            insecure=insecure,
+            instrument=self.name,
+            key="curve.server_public_key",
+        )
+        self.curve = curve
         self.timeout_s = timeout_s
         self.max_message_bytes = max_message_bytes
         self._context = context if context is not None else zmq.asyncio.Context.instance()
@@ -230,6 +249,8 @@ class InstrumentClient:
         sock = self._context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, 4 * self.max_message_bytes + 4096)
+        if self.curve is not None:
+            self.curve.apply(sock)
         sock.connect(self.address)
         self._socket = sock
         self._reader = asyncio.create_task(self._read(sock), name=f"sdlab-client-{self.name}")

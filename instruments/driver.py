@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.errors import ParameterLimitError
 from models.records import Measurement
@@ -38,6 +38,11 @@ class ParameterLimit(BaseModel):
         choices: The accepted values, for ``"string"`` parameters (or enumerated numbers).
         unit: Unit of the value.
         required: Whether the action needs the parameter.
+        max_rate_per_s: Largest change of a number parameter per second between two
+            consecutive commands to the instrument that set it (in ``unit`` per second;
+            e.g. a furnace's maximum heating ramp in degC/s). ``None``: no rate limit.
+            The instrument cannot judge this from one request; the controller's safety
+            gate enforces it.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -49,15 +54,26 @@ class ParameterLimit(BaseModel):
     choices: list[str | int | float] | None = None
     unit: str = ""
     required: bool = True
+    max_rate_per_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _rate_needs_a_number(self) -> ParameterLimit:
+        if self.max_rate_per_s is not None and self.type == "string":
+            raise ValueError("max_rate_per_s applies to number and integer parameters only")
+        return self
 
     def check(self, value: object, instrument: str | None = None) -> None:
         """Raise :class:`ParameterLimitError` unless ``value`` is within this limit."""
         if self.type in ("number", "integer"):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ParameterLimitError(self.name, value, f"type {self.type}", instrument)
-            if not math.isfinite(float(value)):
+            try:
+                as_float = float(value)  # an int beyond the float range overflows
+            except OverflowError:
+                as_float = math.inf
+            if not math.isfinite(as_float):
                 raise ParameterLimitError(self.name, value, "a finite number", instrument)
-            if self.type == "integer" and not float(value).is_integer():
+            if self.type == "integer" and not as_float.is_integer():
                 raise ParameterLimitError(self.name, value, "type integer", instrument)
             if self.minimum is not None and value < self.minimum:
                 raise ParameterLimitError(self.name, value, f"minimum {self.minimum}", instrument)

@@ -139,10 +139,15 @@ def parse_timestamp(text: object, field: str = "time") -> datetime:
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        raise MessageError(BAD_MESSAGE, f"not an ISO-8601 timestamp: {text!r}", field) from None
+        raise MessageError(
+            BAD_MESSAGE, f"not an ISO-8601 timestamp: {text[:64]!r}", field
+        ) from None
     if value.tzinfo is None:
         raise MessageError(BAD_MESSAGE, "timestamp lacks a timezone (use 'Z')", field)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 has no UTC datetime
+        raise MessageError(BAD_MESSAGE, f"timestamp out of range: {text!r}", field) from None
 
 
 # --------------------------------------------------------------------------- envelopes
@@ -465,7 +470,7 @@ def parse_wait_s(body: Mapping[str, Any]) -> float:
         return 0.0
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
         raise MessageError(BAD_MESSAGE, "expected a number >= 0 (seconds)", "wait_s")
-    return min(float(value), MAX_WAIT_S)
+    return MAX_WAIT_S if value >= MAX_WAIT_S else float(value)  # huge ints do not overflow
 
 
 def parse_submit(body: Mapping[str, Any]) -> SubmitBody:
@@ -503,9 +508,13 @@ def _optional_number(value: object, field: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise MessageError(BAD_MESSAGE, "expected a number or null", field)
-    if not math.isfinite(value):
+    try:
+        number = float(value)  # an int beyond the float range overflows
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
         raise MessageError(BAD_MESSAGE, "expected a finite number", field)
-    return float(value)
+    return number
 
 
 def _optional_time(value: object, field: str) -> datetime | None:

@@ -48,6 +48,7 @@ from instruments.protocol import (
     parse_wait_s,
     utc_now,
 )
+from instruments.security import CurveServerKeys, ZapRegistration, check_link_policy
 from models.errors import IllegalTransitionError, InstrumentError, ParameterLimitError
 from models.records import Measurement
 
@@ -83,6 +84,12 @@ class InstrumentServer:
             request ids stay idempotent across restarts, appended to as requests finish.
         max_message_bytes: Largest frame accepted or sent, in bytes.
         context: ZeroMQ context (default: the process-wide ``zmq.asyncio`` context).
+        curve: CURVE keys: encrypt the link and answer only the allowed clients.
+        insecure: Allow binding a non-loopback address without ``curve`` (plaintext).
+
+    Raises:
+        LinkSecurityError: At :meth:`start`, if the address is not loopback and neither
+            ``curve`` nor ``insecure`` is given.
     """
 
     def __init__(
@@ -93,8 +100,13 @@ class InstrumentServer:
         journal_path: Path | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         context: zmq.asyncio.Context | None = None,
+        curve: CurveServerKeys | None = None,
+        insecure: bool = False,
     ) -> None:
         self.driver = driver
+        self.curve = curve
+        self.insecure = insecure
+        self._zap: ZapRegistration | None = None
         self.address = address
         self.journal_path = journal_path
         self.max_message_bytes = max_message_bytes
@@ -147,20 +159,23 @@ class InstrumentServer:
         """
         if self._endpoint is not None:
             return self._endpoint
+        check_link_policy(
+            self.address,
+            keys_given=self.curve is not None,
+            insecure=self.insecure,
+            instrument=self.name,
+            key="curve.server_secret_key",
+        )
         description = self.driver.describe()
         self._describe_body = description.model_dump(mode="json")
         self._actions = {a.name: a for a in description.actions}
         self._load_journal()
-        ctx = self._context if self._context is not None else zmq.asyncio.Context.instance()
-        sock = ctx.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.LINGER, 0)
-        # Frames far above the limit are dropped by libzmq (the peer is disconnected); those
-        # just above it are read and answered with message_too_large.
-        sock.setsockopt(zmq.MAXMSGSIZE, 4 * self.max_message_bytes + 4096)
+        sock = self._make_socket()
         try:
             sock.bind(self.address)
         except zmq.ZMQError:
             sock.close(linger=0)
+            self._release_zap()
             raise
         self._socket = sock
         self._endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -209,6 +224,7 @@ class InstrumentServer:
         self._socket.close(linger=0)
         self._socket = None
         self._endpoint = None
+        self._release_zap()
         if self._journal is not None:
             self._journal.close()
             self._journal = None
@@ -219,6 +235,27 @@ class InstrumentServer:
         if self._stopped is not None:
             self._stopped.set()
         logger.info("instrument %s stopped", self.name)
+
+    def _make_socket(self) -> zmq.asyncio.Socket:
+        """A new ROUTER socket with this server's options (size limit, CURVE), unbound.
+
+        A subclass that closes its socket and binds again (a simulated network drop) must
+        use this, so that the new socket is as protected as the first.
+        """
+        ctx = self._context if self._context is not None else zmq.asyncio.Context.instance()
+        sock = ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        # Frames far above the limit are dropped by libzmq (the peer is disconnected); those
+        # just above it are read and answered with message_too_large.
+        sock.setsockopt(zmq.MAXMSGSIZE, 4 * self.max_message_bytes + 4096)
+        if self.curve is not None:
+            self._zap = self.curve.apply(sock, self._zap)
+        return sock
+
+    def _release_zap(self) -> None:
+        if self._zap is not None:
+            self._zap.release()
+            self._zap = None
 
     def request_state(self, request_id: str) -> RequestState | None:
         """The server's current state of a request, or ``None`` if it does not know it."""
@@ -384,7 +421,7 @@ class InstrumentServer:
         handler = self._handlers.get(msg.type)
         try:
             if handler is None:
-                raise MessageError(UNKNOWN_TYPE, f"unknown message type {msg.type!r}", "type")
+                raise MessageError(UNKNOWN_TYPE, f"unknown message type {msg.type[:64]!r}", "type")
             await handler(envelope, msg)
         except MessageError as exc:
             logger.info("instrument %s: refused message %s: %s", self.name, msg.id, exc)
@@ -449,7 +486,7 @@ class InstrumentServer:
             if spec is None:
                 known = ", ".join(sorted(self._actions))
                 raise MessageError(
-                    UNKNOWN_ACTION, f"unknown action {sub.action!r} (known: {known})", "action"
+                    UNKNOWN_ACTION, f"unknown action {sub.action[:64]!r} (known: {known})", "action"
                 )
             try:
                 spec.check(sub.parameters, instrument=self.name)

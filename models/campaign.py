@@ -12,6 +12,7 @@ Loading never raises anything but :class:`~models.errors.InvalidCampaignError`, 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import re
 import tomllib
@@ -19,11 +20,21 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    ValidationError,
+    model_validator,
+)
 
 from models.errors import InvalidCampaignError
 from models.objectives import Objective
 from models.params import NAME_PATTERN, Parameter, SearchSpace
+
+MAX_SEED = 2**63 - 1
+"""Largest seed a campaign file may give (the random generators take 64-bit seeds)."""
 
 
 class _Spec(BaseModel):
@@ -42,7 +53,7 @@ class CampaignInfo(_Spec):
 
     name: str = Field(pattern=NAME_PATTERN, max_length=128)
     description: str = ""
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
 
 
 class BudgetSpec(_Spec):
@@ -145,11 +156,70 @@ class SimulatedInstrumentSpec(_Spec):
 
     driver: str = "objective-station"
     world: str
-    noise_std: float = Field(default=0.0, ge=0.0)
-    duration_s: float = Field(default=0.0, ge=0.0)
-    seed: int | None = None
+    noise_std: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
+    duration_s: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     options: dict[str, Any] = Field(default_factory=dict)
     faults: FaultSpec | None = None
+
+
+_LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost", "ip6-loopback"})
+
+
+def is_loopback_address(address: str) -> bool:
+    """Whether a ZeroMQ endpoint stays on this machine.
+
+    ``ipc://`` and ``inproc://`` always do; ``tcp://`` does when its host is ``localhost``
+    or a loopback IP address (``127.0.0.0/8``, ``::1``). A wildcard bind (``tcp://*:5601``,
+    ``tcp://0.0.0.0:5601``), any other host name and any other transport do not.
+    """
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        return False
+    if scheme in ("ipc", "inproc"):
+        return True
+    if scheme != "tcp":
+        return False
+    rest = rest.rpartition(";")[2]  # "tcp://source;host:port": the destination counts
+    host = rest.rpartition(":")[0] if ":" in rest else rest
+    host = host.strip("[]").lower()
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class CurveSpec(_Spec):
+    """The ``[instruments.curve]`` table: CURVE keys of the instrument's ZeroMQ link.
+
+    Paths are certificate files as ``sdlab keys generate`` writes them; in a file, a
+    relative path is relative to the file's directory. The client pair is what the
+    controller uses; the server pair is what a simulated server started from this file uses
+    (a real instrument server is configured on its own machine).
+
+    Attributes:
+        server_public_key: The instrument server's public key file (``NAME.key``).
+        client_keys: The controller's secret key file (``NAME.key_secret``).
+        server_secret_key: The server's secret key file (``NAME.key_secret``).
+        allowed_clients: Directory of the public key files of the clients the server admits.
+    """
+
+    server_public_key: Path | None = None
+    client_keys: Path | None = None
+    server_secret_key: Path | None = None
+    allowed_clients: Path | None = None
+
+    @model_validator(mode="after")
+    def _pairs(self) -> CurveSpec:
+        if (self.server_public_key is None) != (self.client_keys is None):
+            missing = "client_keys" if self.client_keys is None else "server_public_key"
+            raise ValueError(f"{missing} is required with the other client key")
+        if (self.server_secret_key is None) != (self.allowed_clients is None):
+            missing = "allowed_clients" if self.allowed_clients is None else "server_secret_key"
+            raise ValueError(f"{missing} is required with the other server key")
+        return self
 
 
 class InstrumentSpec(_Spec):
@@ -163,18 +233,37 @@ class InstrumentSpec(_Spec):
             instruments it may be left out (``sdlab run`` picks a free loopback port).
         timeout_s: Overrides the time the controller waits for one action.
         simulated: Present when ``sdlab run`` should start a simulated server for it.
+        curve: CURVE keys of the link; required for a non-loopback ``address``.
+        insecure: Allow a plaintext link to a non-loopback address (not recommended).
     """
 
     name: str = Field(pattern=NAME_PATTERN, max_length=128)
     kind: str = Field(pattern=NAME_PATTERN)
     address: str | None = Field(default=None, pattern=r"^(tcp|ipc|inproc)://.+$")
-    timeout_s: float | None = Field(default=None, gt=0)
+    timeout_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     simulated: SimulatedInstrumentSpec | None = None
+    curve: CurveSpec | None = None
+    insecure: bool = False
 
     @model_validator(mode="after")
     def _needs_address(self) -> InstrumentSpec:
         if self.address is None and self.simulated is None:
             raise ValueError("address is required for an instrument that is not simulated")
+        if (
+            self.address is not None
+            and not self.insecure
+            and not is_loopback_address(self.address)
+            and (
+                self.curve is None
+                or (self.curve.server_public_key is None and self.curve.server_secret_key is None)
+            )
+        ):
+            raise ValueError(
+                f"instrument {self.name!r}: {self.address!r} is not a loopback address, so "
+                "its link must be encrypted: set curve.server_public_key and "
+                "curve.client_keys (or, for a simulated server, curve.server_secret_key and "
+                "curve.allowed_clients), or insecure = true to allow plaintext"
+            )
         return self
 
 
@@ -193,7 +282,7 @@ class WorkflowStep(_Spec):
     kind: str = Field(pattern=NAME_PATTERN)
     action: str = Field(pattern=NAME_PATTERN)
     parameters: list[str] | None = None
-    fixed: dict[str, float | int | str] = Field(default_factory=dict)
+    fixed: dict[str, FiniteFloat | int | str] = Field(default_factory=dict)
 
 
 class ReliabilitySpec(_Spec):
@@ -292,6 +381,18 @@ class CampaignSpec(_Spec):
         for i, n in enumerate(inames):
             if n in inames[:i]:
                 problems.append(f"instruments[{i}].name: {n!r} is used twice")
+        for i, inst in enumerate(self.instruments):
+            if (
+                inst.address is not None
+                and not inst.insecure
+                and not is_loopback_address(inst.address)
+                and (inst.curve is None or inst.curve.client_keys is None)
+            ):
+                problems.append(
+                    f"instruments[{i}].curve.client_keys: instrument {inst.name!r} at "
+                    f"{inst.address!r} is not on loopback: the controller needs "
+                    "curve.client_keys and curve.server_public_key (or insecure = true)"
+                )
         kinds = {s.kind for s in self.instruments}
         for i, step in enumerate(self.workflow):
             if step.kind not in kinds:
@@ -337,26 +438,50 @@ _FRIENDLY = {
 _M = TypeVar("_M", bound=BaseModel)
 
 
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
 def _key_path(loc: tuple[int | str, ...]) -> str:
+    """``("workflow", 0, "fixed", "ramp")`` as ``workflow[0].fixed.ramp``; a key that is not
+    a bare TOML key is quoted as TOML quotes it (``options."a.b"``)."""
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{part}" if out else str(part)
+            key = part if _BARE_KEY.match(part) else json.dumps(part, ensure_ascii=False)
+            out += f".{key}" if out else key
     return out
 
 
-def _problems(exc: ValidationError) -> list[tuple[str, str]]:
+def _real_loc(data: object, loc: tuple[int | str, ...], missing: bool) -> tuple[int | str, ...]:
+    """``loc`` without the parts that are not keys of ``data``.
+
+    pydantic puts the tag of a union member (``continuous``, ``float``, ``str``, a
+    ``function-after[...]``) into the location of an error inside that member; users never
+    wrote those, so they are left out of the key path. A key reported missing is kept.
+    """
+    out: list[int | str] = []
+    node: object = data
+    for i, part in enumerate(loc):
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if in_list or (isinstance(node, Mapping) and part in node):
+            node = node[part]  # type: ignore[index]
+        elif missing and i == len(loc) - 1 and isinstance(node, Mapping):
+            pass  # the key the user has to add
+        else:
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _problems(exc: ValidationError, data: object = None) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     for err in exc.errors(include_url=False):
-        loc = tuple(
-            # pydantic puts the discriminator tag into the location of a union member;
-            # users never wrote it, so leave it out of the key path.
-            p
-            for p in err["loc"]
-            if p not in ("continuous", "integer", "categorical")
-        )
+        if data is None:
+            loc = tuple(p for p in err["loc"] if p not in ("continuous", "integer", "categorical"))
+        else:
+            loc = _real_loc(data, tuple(err["loc"]), err["type"] == "missing")
         etype = err["type"]
         ctx = err.get("ctx") or {}
         if etype in ("union_tag_invalid", "union_tag_not_found"):
@@ -380,7 +505,12 @@ def _problems(exc: ValidationError) -> list[tuple[str, str]]:
                 problems.append((path, m))
             continue
         problems.append((_key_path(loc), msg))
-    return problems
+    # The members of a union each report the same key: one problem per key.
+    merged: dict[str, list[str]] = {}
+    for path, msg in problems:
+        if msg not in merged.setdefault(path, []):
+            merged[path].append(msg)
+    return [(path, " | ".join(msgs)) for path, msgs in merged.items()]
 
 
 def parse_spec(data: Mapping[str, Any], model: type[_M], source: str | None = None) -> _M:
@@ -392,7 +522,7 @@ def parse_spec(data: Mapping[str, Any], model: type[_M], source: str | None = No
     try:
         return model.model_validate(dict(data))
     except ValidationError as exc:
-        raise InvalidCampaignError(source, _problems(exc)) from exc
+        raise InvalidCampaignError(source, _problems(exc, data)) from exc
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -408,6 +538,32 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidCampaignError(str(p), [("", f"invalid TOML: {exc}")]) from exc
+    except RecursionError as exc:  # arrays or inline tables nested thousands deep
+        raise InvalidCampaignError(str(p), [("", "invalid TOML: nested too deeply")]) from exc
+
+
+_CURVE_PATHS = ("server_public_key", "client_keys", "server_secret_key", "allowed_clients")
+
+
+def _anchor_key_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Make the relative ``curve`` key paths of ``[[instruments]]`` relative to ``base``.
+
+    A controller or simulated server may run in another working directory (a Ray worker),
+    so key files are located from the campaign file, as its author sees them. Entries of
+    the wrong shape are left for validation to report.
+    """
+    instruments = data.get("instruments")
+    if not isinstance(instruments, list):
+        return data
+    for entry in instruments:
+        curve = entry.get("curve") if isinstance(entry, dict) else None
+        if not isinstance(curve, dict):
+            continue
+        for key in _CURVE_PATHS:
+            value = curve.get(key)
+            if isinstance(value, str) and value and not Path(value).is_absolute():
+                curve[key] = str(base / value)
+    return data
 
 
 def load_campaign(path: str | Path) -> CampaignSpec:
@@ -423,7 +579,8 @@ def load_campaign(path: str | Path) -> CampaignSpec:
         InvalidCampaignError: If the file cannot be read, is not TOML, or violates the schema;
             the error's ``problems`` name the key path of each problem.
     """
-    return parse_spec(read_toml(path), CampaignSpec, str(path))
+    base = Path(path).resolve().parent
+    return parse_spec(_anchor_key_paths(read_toml(path), base), CampaignSpec, str(path))
 
 
 def load_simulation(path: str | Path) -> SimulationFile:
@@ -435,7 +592,7 @@ def load_simulation(path: str | Path) -> SimulationFile:
         InvalidCampaignError: As :func:`load_campaign`; also when a simulation file lists an
             instrument that is not simulated, or a campaign file has none.
     """
-    data = read_toml(path)
+    data = _anchor_key_paths(read_toml(path), Path(path).resolve().parent)
     sim = parse_spec({"instruments": data.get("instruments", [])}, SimulationFile, str(path))
     if "campaign" in data:
         chosen = [s for s in sim.instruments if s.simulated is not None]

@@ -138,3 +138,26 @@ class StoreError(SdlabError, RuntimeError):
 
 class CampaignStateError(SdlabError, RuntimeError):
     """An operation does not fit the campaign's current state (e.g. resuming a finished one)."""
+
+
+class LinkSecurityError(SdlabError, ValueError):
+    """A ZeroMQ link would be unprotected, or its CURVE keys cannot be used.
+
+    Raised before any socket connects or binds: a non-loopback address without CURVE keys
+    (and without an explicit ``insecure = true``), a key file that cannot be read, or a
+    directory of allowed client keys that does not exist.
+
+    Attributes:
+        instrument: The instrument whose link it is.
+        address: The endpoint concerned, if any.
+        key: The configuration key to set or fix (``"curve.server_public_key"``).
+    """
+
+    def __init__(
+        self, instrument: str, message: str, key: str | None = None, address: str | None = None
+    ) -> None:
+        self.instrument = instrument
+        self.address = address
+        self.key = key
+        fix = f" (set {key})" if key else ""
+        super().__init__(f"instrument {instrument}: {message}{fix}")

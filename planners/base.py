@@ -141,11 +141,16 @@ class Planner(ABC):
     def tell(self, observations: Sequence[Observation]) -> None:
         """Add finished experiments to what the planner knows.
 
+        An infeasible observation outside the search space (a proposal the safety gate
+        refused because it left the campaign's bounds) is skipped: the planner cannot
+        represent the point, and it never proposes outside the space anyway.
+
         Args:
-            observations: New observations; each one's parameters must lie in the space.
+            observations: New observations; each feasible one's parameters must lie in the
+                space.
 
         Raises:
-            PlannerError: If an observation's parameters do not fit the search space.
+            PlannerError: If a feasible observation's parameters do not fit the search space.
         """
         checked: list[Observation] = []
         for obs in observations:
@@ -153,6 +158,11 @@ class Planner(ABC):
                 params = self.space.validate_point(obs.parameters)
             except ParameterLimitError as exc:
                 which = f"experiment {obs.experiment_id}" if obs.experiment_id else "observation"
+                if not obs.feasible:
+                    logger.info(
+                        "planner %s: infeasible %s outside the space: %s", self.name, which, exc
+                    )
+                    continue
                 raise PlannerError(f"{which} does not fit the search space: {exc}") from exc
             checked.append(
                 Observation(

@@ -221,10 +221,7 @@ class FaultyServer(InstrumentServer):
             self._socket = None  # replies (held long polls included) are lost meanwhile
         logger.warning("instrument %s: off the network for %.1f s", self.name, seconds)
         await asyncio.sleep(seconds)
-        ctx = self._context if self._context is not None else zmq.asyncio.Context.instance()
-        sock = ctx.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, 4 * self.max_message_bytes + 4096)
+        sock = self._make_socket()  # the same options as the first socket, CURVE included
         for _ in range(100):  # the port may linger in the kernel for a moment
             try:
                 sock.bind(endpoint)

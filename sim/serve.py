@@ -8,6 +8,7 @@ asyncio loop. The controller, the tests and the benchmarks talk to them with the
 Command line::
 
     python -m sim.serve FILE [--only NAME ...] [--journal-dir DIR] [--bind ENDPOINT]
+                             [--curve-secret-key FILE --curve-allow DIR]
 
 When every server is bound it prints exactly one line of JSON to stdout,
 ``{"ready": true, "endpoints": {name: endpoint}}``, then serves until SIGINT or SIGTERM and
@@ -32,9 +33,10 @@ import zmq
 import zmq.asyncio
 
 from instruments.driver import Driver
+from instruments.security import CurveServerKeys
 from instruments.server import InstrumentServer
 from models.campaign import InstrumentSpec, load_simulation
-from models.errors import InvalidCampaignError
+from models.errors import InvalidCampaignError, LinkSecurityError
 from sim.drivers import make_driver
 from sim.faults import FaultyServer, faulty
 
@@ -138,6 +140,7 @@ async def serve_instruments(
     source: str | None = None,
     key_paths: Sequence[str] | None = None,
     bind: str | None = None,
+    curve: CurveServerKeys | None = None,
 ) -> SimulatedInstruments:
     """Start one instrument server per simulated instrument in the running event loop.
 
@@ -151,13 +154,16 @@ async def serve_instruments(
         key_paths: Key path of each spec in its file (default ``instruments[i]``).
         bind: Endpoint to bind instead of the spec's address (only with one spec: a
             supervisor restarting a crashed server binds the endpoint it had).
+        curve: CURVE keys for every server whose entry has no ``curve`` server keys.
 
     Returns:
         The running servers; read their endpoints from :attr:`SimulatedInstruments.endpoints`.
 
     Raises:
         InvalidCampaignError: If a driver cannot be built or an address cannot be bound
-            (key path ``instruments[i].address``); servers already started are stopped.
+            (key path ``instruments[i].address``), or a link would be plaintext on a
+            non-loopback address or its keys are unusable (``instruments[i].curve...``);
+            servers already started are stopped.
     """
     paths = _key_paths(specs, key_paths)
     drivers = build_drivers(specs, source=source, key_paths=paths)
@@ -168,14 +174,36 @@ async def serve_instruments(
     for path, spec, driver in zip(paths, specs, drivers, strict=True):
         address = bind or spec.address or DEFAULT_ADDRESS
         journal = journal_dir / f"{spec.name}.jsonl" if journal_dir is not None else None
-        server: InstrumentServer
-        if spec.simulated is not None and spec.simulated.faults is not None:
-            hosted = faulty(driver, spec.simulated.faults, spec.simulated.duration_s, journal_dir)
-            server = FaultyServer(hosted, address, journal_path=journal, context=context)
-        else:
-            server = InstrumentServer(driver, address, journal_path=journal, context=context)
         try:
+            keys = CurveServerKeys.from_spec(spec.curve, spec.name) or curve
+            server: InstrumentServer
+            if spec.simulated is not None and spec.simulated.faults is not None:
+                hosted = faulty(
+                    driver, spec.simulated.faults, spec.simulated.duration_s, journal_dir
+                )
+                server = FaultyServer(
+                    hosted,
+                    address,
+                    journal_path=journal,
+                    context=context,
+                    curve=keys,
+                    insecure=spec.insecure,
+                )
+            else:
+                server = InstrumentServer(
+                    driver,
+                    address,
+                    journal_path=journal,
+                    context=context,
+                    curve=keys,
+                    insecure=spec.insecure,
+                )
             await server.start()
+        except LinkSecurityError as exc:
+            await running.stop()
+            raise InvalidCampaignError(
+                source, [(f"{path}.{exc.key or 'curve'}", str(exc))]
+            ) from exc
         except (zmq.ZMQError, OSError) as exc:
             await running.stop()
             raise InvalidCampaignError(
@@ -216,6 +244,20 @@ def _parser() -> argparse.ArgumentParser:
         help="bind this endpoint instead of the file's address (one instrument only)",
     )
     parser.add_argument(
+        "--curve-secret-key",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="serve over CURVE with this secret key file (NAME.key_secret)",
+    )
+    parser.add_argument(
+        "--curve-allow",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="directory of the public keys (*.key) of the clients to answer",
+    )
+    parser.add_argument(
         "--log-level",
         default="WARNING",
         type=str.upper,
@@ -250,6 +292,7 @@ async def _serve_until_signalled(
     journal_dir: Path | None,
     source: str,
     bind: str | None,
+    curve: CurveServerKeys | None = None,
 ) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -257,7 +300,12 @@ async def _serve_until_signalled(
         loop.add_signal_handler(sig, stop.set)
     try:
         running = await serve_instruments(
-            specs, journal_dir=journal_dir, source=source, key_paths=paths, bind=bind
+            specs,
+            journal_dir=journal_dir,
+            source=source,
+            key_paths=paths,
+            bind=bind,
+            curve=curve,
         )
     except InvalidCampaignError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
@@ -296,11 +344,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         specs, paths = _select(sim.instruments, args.only, source)
         if args.bind is not None and len(specs) != 1:
             raise InvalidCampaignError(source, [("--bind", "needs exactly one instrument")])
+        curve = None
+        if (args.curve_secret_key is None) != (args.curve_allow is None):
+            raise InvalidCampaignError(
+                source, [("--curve-secret-key", "give --curve-secret-key and --curve-allow")]
+            )
+        if args.curve_secret_key is not None:
+            curve = CurveServerKeys.load(args.curve_secret_key, args.curve_allow, "*")
     except InvalidCampaignError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
+    except LinkSecurityError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
     journal_dir: Path | None = args.journal_dir
-    return asyncio.run(_serve_until_signalled(specs, paths, journal_dir, source, args.bind))
+    return asyncio.run(_serve_until_signalled(specs, paths, journal_dir, source, args.bind, curve))
 
 
 if __name__ == "__main__":

@@ -139,12 +139,18 @@ class BoTorchWorld(World):
 
     Args:
         output: Name of the output (default ``"y"``).
+        limits: Per input, the limits a station measuring this world declares, when they
+            differ from the world's bounds: ``{"x1": {"minimum": 0, "maximum": 0.8,
+            "max_rate_per_s": 0.5}}``. ``minimum``/``maximum`` may only narrow the bounds;
+            ``max_rate_per_s`` declares a rate limit (see
+            :class:`~instruments.driver.ParameterLimit`). The truth is unchanged.
 
     Raises:
-        InvalidCampaignError: If ``output`` is not a non-empty string (key ``options.output``).
+        InvalidCampaignError: If ``output`` is not a non-empty string (key ``options.output``)
+            or ``limits`` is malformed (key ``options.limits.<input>[.<key>]``).
     """
 
-    def __init__(self, *, output: str = "y") -> None:
+    def __init__(self, *, output: str = "y", limits: Mapping[str, Any] | None = None) -> None:
         if not isinstance(output, str) or not output:
             raise InvalidCampaignError(
                 None, [("options.output", f"expected a non-empty string, got {output!r}")]
@@ -153,10 +159,13 @@ class BoTorchWorld(World):
         self.problem = self.make_problem()
         self._bounds = _buffer(self.problem, "bounds")  # 2 x d
         self._names = [f"x{i + 1}" for i in range(self.problem.dim)]
-        self._parameters = [
-            ParameterLimit(name=n, type="number", minimum=float(lo), maximum=float(hi))
-            for n, lo, hi in zip(self._names, self._bounds[0], self._bounds[1], strict=True)
-        ]
+        self._parameters = _declared_limits(
+            [
+                ParameterLimit(name=n, type="number", minimum=float(lo), maximum=float(hi))
+                for n, lo, hi in zip(self._names, self._bounds[0], self._bounds[1], strict=True)
+            ],
+            limits,
+        )
         self._optimum = self._make_optimum()
 
     @abstractmethod
@@ -241,6 +250,52 @@ class BoTorchWorld(World):
         return Optimum(output=self._output, value=value, direction="maximize", optimizers=points)
 
 
+_LIMIT_KEYS = ("minimum", "maximum", "max_rate_per_s")
+
+
+def _declared_limits(
+    bounds: list[ParameterLimit], limits: Mapping[str, Any] | None
+) -> list[ParameterLimit]:
+    """The world's bounds narrowed and rate-limited by a ``limits`` option."""
+    if limits is None:
+        return bounds
+    if not isinstance(limits, Mapping):
+        raise InvalidCampaignError(None, [("options.limits", "expected a table of inputs")])
+    by_name = {b.name: b for b in bounds}
+    problems: list[tuple[str, str]] = []
+    for name, table in limits.items():
+        path = f"options.limits.{name}"
+        if name not in by_name:
+            problems.append((path, f"no input {name!r} (inputs: {', '.join(by_name)})"))
+            continue
+        if not isinstance(table, Mapping):
+            problems.append((path, "expected a table"))
+            continue
+        base = by_name[name]
+        changes: dict[str, float] = {}
+        for key, value in table.items():
+            if key not in _LIMIT_KEYS:
+                problems.append((f"{path}.{key}", f"unknown key (known: {', '.join(_LIMIT_KEYS)})"))
+            elif (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+            ):
+                problems.append((f"{path}.{key}", "expected a finite number"))
+            else:
+                changes[key] = float(value)
+        bmin, bmax = float(base.minimum or 0.0), float(base.maximum or 0.0)
+        if not bmin <= changes.get("minimum", bmin) <= changes.get("maximum", bmax) <= bmax:
+            problems.append((path, f"limits must lie within the bounds [{bmin:g}, {bmax:g}]"))
+        if changes.get("max_rate_per_s", 1.0) <= 0:
+            problems.append((f"{path}.max_rate_per_s", "must be greater than 0"))
+        if not problems:
+            by_name[name] = base.model_copy(update=changes)
+    if problems:
+        raise InvalidCampaignError(None, problems)
+    return [by_name[b.name] for b in bounds]
+
+
 def _name_world(name: str, cls: type[World]) -> None:
     cls.name = name
 
@@ -306,8 +361,8 @@ class Hartmann6(BoTorchWorld):
     P_ij)^2)`` on ``[0, 1]^6``, maximum 3.32237 at
     ``(0.20169, 0.150011, 0.476874, 0.275332, 0.311652, 0.6573)``."""
 
-    def __init__(self, *, output: str = "y") -> None:
-        super().__init__(output=output)
+    def __init__(self, *, output: str = "y", limits: Mapping[str, Any] | None = None) -> None:
+        super().__init__(output=output, limits=limits)
         p = self.problem
         # Taken from BoTorch's buffers (float32 there) so both agree to rounding.
         self._alpha = _buffer(p, "ALPHA")  # 4

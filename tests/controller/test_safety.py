@@ -104,3 +104,73 @@ def test_instruments_that_cannot_run_the_workflow_are_a_campaign_error() -> None
             {"f1": furnace("f1", 1200), "m1": METER},
         )
     assert "objectives[0].name" in dict(info.value.problems)
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand, in seconds."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def ramped_furnace(name: str, max_rate: float) -> InstrumentDescription:
+    return InstrumentDescription(
+        name=name,
+        driver="test",
+        driver_version="1",
+        actions=[
+            ActionSpec(
+                name="anneal",
+                parameters=[
+                    ParameterLimit(
+                        name="temperature_c",
+                        minimum=20,
+                        maximum=1200,
+                        unit="degC",
+                        max_rate_per_s=max_rate,
+                    ),
+                    ParameterLimit(name="time_s", minimum=1, maximum=100),
+                    ParameterLimit(name="ramp_c_per_min", minimum=1, maximum=20),
+                ],
+            )
+        ],
+    )
+
+
+def test_rate_limits_refuse_changes_faster_than_declared_between_commands() -> None:
+    clock = FakeClock()
+    furnaces = {"f1": ramped_furnace("f1", 2.0), "f2": ramped_furnace("f2", 2.0)}
+    gate = SafetyGate(spec(), {**furnaces, "m1": METER}, clock)
+
+    def send(inst: str, t: float) -> None:
+        gate.check_dispatch(inst, 0, {"temperature_c": t, "time_s": 5, "ramp_c_per_min": 10})
+
+    send("f1", 500)  # the first command has nothing to be compared with
+    clock.now += 10
+    send("f1", 520)  # 20 degC in 10 s: exactly 2 degC/s
+    clock.now += 10
+    with pytest.raises(ParameterLimitError) as info:
+        send("f1", 600)  # 80 degC in 10 s
+    assert (info.value.parameter, info.value.instrument, info.value.value) == (
+        "temperature_c",
+        "f1",
+        600,
+    )
+    assert "max rate 2 degC/s" in info.value.limit
+    send("f1", 500)  # the refused value was not sent: 20 degC from 520 in 10 s is fine
+    send("f2", 1000)  # each instrument has its own history
+    with pytest.raises(ParameterLimitError):
+        send("f1", 501)  # no time has passed since the last command to f1
+    send("f1", 500)  # holding the same value is always allowed
+    # the proposal check cannot know when the step will run: rates are not applied there
+    assert gate.check_proposal({"temperature_c": 1100, "time_s": 10})["temperature_c"] == 1100
+
+
+def test_a_rate_limit_must_be_positive_and_on_a_number() -> None:
+    with pytest.raises(ValueError, match="max_rate_per_s"):
+        ParameterLimit(name="gas", type="string", max_rate_per_s=1.0)
+    with pytest.raises(ValueError, match="greater than 0"):
+        ParameterLimit(name="t", max_rate_per_s=0)

@@ -156,6 +156,17 @@ def test_tell_rejects_points_outside_space(
     assert planner.observations == ()
 
 
+def test_tell_skips_infeasible_points_outside_space(
+    branin_space: SearchSpace, minimize_y: list[Objective]
+) -> None:
+    """The safety gate tells the planner about refused proposals, wherever they were."""
+    planner = _Fixed(branin_space, minimize_y)
+    refused = Observation(parameters={"x1": 11.0, "x2": 1.0}, objectives={}, feasible=False)
+    inside = Observation(parameters={"x1": 1.0, "x2": 1.0}, objectives={}, feasible=False)
+    planner.tell([refused, inside])
+    assert [o.parameters["x1"] for o in planner.observations] == [1.0]
+
+
 def test_check_ask(branin_space: SearchSpace, minimize_y: list[Objective]) -> None:
     planner = _Fixed(branin_space, minimize_y)
     with pytest.raises(PlannerError, match="n >= 1"):

@@ -123,7 +123,7 @@ def test_address_in_use_names_key_path() -> None:
             TOML.replace('kind = "objective"\naddress', 'kin = "objective"\naddress'),
             "instruments[0]",
         ),
-        ("[[instruments]]\nname = 'x'\nkind = 'k'\naddress = 'tcp://h:1'\n", "simulated"),
+        ("[[instruments]]\nname = 'x'\nkind = 'k'\naddress = 'tcp://127.0.0.1:1'\n", "simulated"),
     ],
 )
 def test_main_bad_file_exits_2_naming_key(

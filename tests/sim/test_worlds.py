@@ -123,6 +123,35 @@ def test_bad_options_name_the_key() -> None:
     assert info.value.problems[0][0] == "options.output"
 
 
+def test_limits_option_narrows_and_rate_limits_the_declared_inputs() -> None:
+    w = get_world("branin", limits={"x1": {"maximum": 5, "max_rate_per_s": 0.5}})
+    x1, x2 = w.parameters()
+    assert (x1.minimum, x1.maximum, x1.max_rate_per_s) == (-5.0, 5.0, 0.5)
+    assert (x2.minimum, x2.maximum, x2.max_rate_per_s) == (0.0, 15.0, None)
+    plain = get_world("branin")
+    point = {"x1": 8.0, "x2": 1.0}  # outside the declared limit: the truth is still there
+    assert w.evaluate_true(point) == plain.evaluate_true(point)
+
+
+@pytest.mark.parametrize(
+    ("limits", "key"),
+    [
+        ({"x9": {"maximum": 1}}, "options.limits.x9"),
+        ({"x1": {"maximum": 11}}, "options.limits.x1"),
+        ({"x1": {"minimum": 3, "maximum": 2}}, "options.limits.x1"),
+        ({"x1": {"step": 1}}, "options.limits.x1.step"),
+        ({"x1": {"max_rate_per_s": "fast"}}, "options.limits.x1.max_rate_per_s"),
+        ({"x1": {"max_rate_per_s": -1}}, "options.limits.x1.max_rate_per_s"),
+        ({"x1": 3}, "options.limits.x1"),
+        (["x1"], "options.limits"),
+    ],
+)
+def test_bad_limits_name_the_key(limits: object, key: str) -> None:
+    with pytest.raises(InvalidCampaignError) as info:
+        get_world("branin", limits=limits)
+    assert info.value.problems[0][0] == key
+
+
 def test_missing_or_bad_input_is_refused() -> None:
     w = get_world("branin")
     with pytest.raises(ParameterLimitError, match="x2"):
