@@ -22,7 +22,12 @@ from torch import Tensor
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["default_device", "fit_single_task_gp", "hyperparameters_of"]
+__all__ = [
+    "default_device",
+    "fit_feasibility_gp",
+    "fit_single_task_gp",
+    "hyperparameters_of",
+]
 
 
 def default_device() -> torch.device:
@@ -37,8 +42,13 @@ def fit_single_task_gp(
     bounds: Tensor | None = None,
     device: torch.device | str | None = None,
     warm_start_state: Mapping[str, Tensor] | None = None,
+    train_Yvar: Tensor | None = None,  # noqa: N803
+    maxiter: int | None = None,
 ) -> SingleTaskGP:
     """Fit an exact GP to data, with input normalisation and outcome standardisation.
+
+    With ``train_Yvar`` the observation noise is known (BoTorch's fixed-noise likelihood)
+    instead of inferred: use it when the instrument reports an uncertainty.
 
     Args:
         train_X: ``n x d`` inputs.
@@ -49,6 +59,9 @@ def fit_single_task_gp(
             and cast to double precision.
         warm_start_state: A ``state_dict()`` of an earlier model of the same shape; its
             hyperparameters (lengthscales, noise, mean) start the optimisation.
+        train_Yvar: ``n x m`` known noise variances of ``train_Y`` (same units squared).
+        maxiter: Iteration limit of the L-BFGS-B fit (BoTorch's default when ``None``); a
+            warm-started fit usually needs far fewer.
 
     Returns:
         The fitted model, in eval mode, on ``device``.
@@ -63,21 +76,57 @@ def fit_single_task_gp(
         )
     if train_X.shape[0] == 0:
         raise ValueError("cannot fit a GP to no data")
+    if train_Yvar is not None and train_Yvar.shape != train_Y.shape:
+        raise ValueError(
+            f"train_Yvar has shape {tuple(train_Yvar.shape)}, train_Y {tuple(train_Y.shape)}"
+        )
     dev = torch.device(device) if device is not None else default_device()
     x = train_X.to(dev, torch.double)
     y = train_Y.to(dev, torch.double)
     d, m = x.shape[-1], y.shape[-1]
     normalize = Normalize(d=d, bounds=None if bounds is None else bounds.to(dev, torch.double))
-    model = SingleTaskGP(x, y, input_transform=normalize, outcome_transform=Standardize(m=m)).to(
-        dev
-    )
+    yvar = None if train_Yvar is None else train_Yvar.to(dev, torch.double).clamp_min(1e-12)
+    model = SingleTaskGP(
+        x, y, train_Yvar=yvar, input_transform=normalize, outcome_transform=Standardize(m=m)
+    ).to(dev)
     if warm_start_state is not None:
         _load_hyperparameters(model, warm_start_state)
     mll = ExactMarginalLogLikelihood(model.likelihood, model)
-    fit_gpytorch_mll(mll)
+    kwargs: dict[str, object] = {}
+    if maxiter is not None:
+        kwargs["optimizer_kwargs"] = {"options": {"maxiter": maxiter}}
+    fit_gpytorch_mll(mll, **kwargs)  # type: ignore[arg-type]
     model.eval()
     logger.debug("fitted GP on %d points (d=%d, m=%d) on %s", x.shape[0], d, m, dev)
     return model
+
+
+def fit_feasibility_gp(
+    train_X: Tensor,  # noqa: N803
+    succeeded: Tensor,
+    *,
+    bounds: Tensor | None = None,
+    device: torch.device | str | None = None,
+) -> SingleTaskGP:
+    """Fit a GP classifier of experiment success by regression on ``+1``/``-1`` labels.
+
+    This is least-squares GP classification (Rasmussen & Williams 2006, sec. 6.5): an exact
+    GP on labels ``+1`` (succeeded) and ``-1`` (failed), whose posterior sign gives the
+    probability of success, ``P(f(x) > 0)``. It is exact and fast, and plugs into BoTorch's
+    outcome-constraint machinery as a latent constraint ``f(x) >= 0`` (Gelbart, Snoek and
+    Adams, "Bayesian Optimization with Unknown Constraints", UAI 2014).
+
+    Args:
+        train_X: ``n x d`` inputs of every experiment, failed ones included.
+        succeeded: ``n`` labels, ``1`` for success and ``0`` for failure.
+        bounds: ``2 x d`` input bounds for the normalisation.
+        device: Where to fit.
+
+    Returns:
+        The fitted single-output model (labels in ``[-1, 1]`` units).
+    """
+    labels = (2.0 * succeeded.to(torch.double) - 1.0).reshape(-1, 1)
+    return fit_single_task_gp(train_X, labels, bounds=bounds, device=device)
 
 
 def _load_hyperparameters(model: SingleTaskGP, state: Mapping[str, Tensor]) -> None:
