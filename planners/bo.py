@@ -12,12 +12,13 @@ proposes the batch maximising
   reference point given per objective (``reference``) or inferred;
 * ``bo``: whichever of the two fits the campaign's number of objectives.
 
-All of them handle, through :mod:`planners.outcomes`: targets (``-|y - target|``), outcome
-constraints (``kind = "constraint"``), and unknown feasibility: once an experiment fails, a
-GP classifier of success (:func:`surrogates.gp.fit_feasibility_gp`) joins the model and its
-``P(success)`` weights the acquisition as a latent outcome constraint, instead of failed
-points being silently dropped. Experiments still running are passed as ``X_pending``
-(fantasised, Snoek et al., NeurIPS 2012). Reported uncertainties make the noise known
+All of them handle, through :mod:`planners.outcomes`, targets (``-|y - target|``) and
+outcome constraints (``kind = "constraint"``). Failed experiments are not dropped: they
+train a GP classifier of success (:mod:`surrogates.classifier`) whose ``P(success)``
+weights the acquisition, with a barrier below ``min_feasibility``
+(:mod:`planners.feasibility`), and they enter the outcome GP with the worst observed values
+(``impute_failures``), so the model itself learns that failing regions are bad.
+Experiments still running are passed as ``X_pending`` (fantasised, Snoek et al., NeurIPS 2012). Reported uncertainties make the noise known
 (fixed-noise GP). Linear and mixture constraints of the space go to ``optimize_acqf``; a
 ``pool`` of candidate rows, or a small fully discrete space, is scored directly with
 ``optimize_acqf_discrete``. Above ``max_exact`` observations the GP is local: fitted to the
@@ -42,7 +43,6 @@ import torch
 from botorch.acquisition import AcquisitionFunction
 from botorch.acquisition.logei import qLogNoisyExpectedImprovement
 from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
-from botorch.models import ModelListGP
 from botorch.models.model import Model
 from botorch.optim import optimize_acqf, optimize_acqf_discrete
 from botorch.sampling import SobolQMCNormalSampler
@@ -57,14 +57,11 @@ from planners.base import Planner, PlannerOptions, register_planner
 from planners.candidates import CandidateSet, enumerate_space, point_key, read_pool
 from planners.constraints import linear_constraints, polytope_unit_samples
 from planners.encoding import SpaceEncoder, TrainingData, feasibility_data, training_data
+from planners.feasibility import FeasibilityWeighted
 from planners.outcomes import OutcomeLayout, pareto_utilities
 from planners.random import sobol_unit
-from surrogates.gp import (
-    default_device,
-    fit_feasibility_gp,
-    fit_single_task_gp,
-    hyperparameters_of,
-)
+from surrogates.classifier import FeasibilityClassifier, fit_feasibility_classifier
+from surrogates.gp import default_device, fit_single_task_gp, hyperparameters_of
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +81,10 @@ class BayesOptOptions(PlannerOptions):
         raw_samples: Random points screened to choose those starting points.
         mc_samples: Quasi-Monte-Carlo samples of the acquisition's expectation.
         maxiter: Iteration limit of each L-BFGS-B acquisition optimisation run.
-        feasibility: Learn from failed experiments with a success classifier.
+        feasibility: Weight the acquisition by a success classifier once an experiment
+            has failed.
+        impute_failures: Give failed experiments the worst observed outcomes in the GP.
+        min_feasibility: Success probability below which proposals are barred (0: none).
         pool: CSV file of candidate rows (path relative to the working directory); only
             rows not yet measured or pending are proposed.
         discrete_limit: A space of integer and categorical parameters with at most this
@@ -100,6 +100,8 @@ class BayesOptOptions(PlannerOptions):
     mc_samples: int = Field(default=128, ge=8, le=16_384)
     maxiter: int = Field(default=200, ge=1, le=100_000)
     feasibility: bool = True
+    impute_failures: bool = True
+    min_feasibility: float = Field(default=0.5, ge=0.0, lt=1.0)
     pool: str | None = None
     discrete_limit: int = Field(default=20_000, ge=0, le=10_000_000)
     warm_start: bool = False
@@ -114,9 +116,10 @@ class BayesOptPlanner(Planner):
     ``initial_points``, ``n_feasible``, ``n_infeasible``, ``n_incomplete``,
     ``decision_seed``, ``repeat`` and, in the ``bayesopt`` phase, ``acquisition``,
     ``hyperparameters`` (see :func:`surrogates.gp.hyperparameters_of`),
-    ``feasibility_model`` (its hyperparameters, or ``None``), ``noise`` (``"inferred"`` or
-    ``"fixed"``), ``seconds_fit``, ``seconds_acq``, ``joint_acquisition_value``,
-    ``best_observed`` (utilities, one objective), ``pareto_front`` and ``reference_point``
+    ``feasibility_model`` (the classifier's hyperparameters, or ``None``),
+    ``success_probability`` (of each proposal, best first, when the classifier is used),
+    ``noise`` (``"inferred"`` or ``"fixed"``), ``seconds_fit``, ``seconds_acq``,
+    ``joint_acquisition_value``, ``best_observed`` (objective units, one objective), ``pareto_front`` and ``reference_point``
     (several objectives), ``search`` (``"continuous"``, ``"pool"`` or ``"enumerated"``),
     ``n_candidates``, ``local_model`` (whether the trust-region path was taken),
     ``warm_started``, ``device``, ``warnings`` and ``n_repeats``. ``candidate_scores`` are
@@ -221,6 +224,8 @@ class BayesOptPlanner(Planner):
         for w in caught:
             logger.debug("%s: %s: %s", self.name, w.category.__name__, w.message)
         order = sorted(range(n), key=lambda i: -scores[i])
+        if "success_probability" in details:
+            details["success_probability"] = [details["success_probability"][i] for i in order]
         proposals = [
             Proposal(parameters=points[i], score=float(scores[i]), origin="acquisition")
             for i in order
@@ -256,11 +261,22 @@ class BayesOptPlanner(Planner):
 
     def _fit(
         self, data: TrainingData, details: dict[str, Any]
-    ) -> tuple[Model, OutcomeLayout, Tensor, Tensor | None]:
-        """Fit the outcome GP (and the success classifier); returns model, layout, X, box."""
+    ) -> tuple[Model, FeasibilityClassifier | None, Tensor, Tensor | None]:
+        """Fit the outcome GP and the success classifier; returns both, the GP's inputs and
+        the trust-region box (``None`` unless the model is local)."""
         dev = self.device
         bounds = self.encoder.bounds(torch.double)
         x, y, yvar = data.X, data.Y, data.Yvar
+        if self.options.impute_failures and data.n_infeasible > 0:
+            failed = [o.parameters for o in self._observations if not o.feasible]
+            x = torch.cat([x, self.encoder.encode(failed, x.dtype)])
+            worst = self.layout.pessimistic(y).expand(len(failed), -1)
+            y = torch.cat([y, worst])
+            yvar = (
+                None
+                if yvar is None
+                else torch.cat([yvar, yvar.max(dim=0).values.expand(len(failed), -1)])
+            )
         box: Tensor | None = None
         local = data.n > self.options.max_exact
         if local:
@@ -285,24 +301,21 @@ class BayesOptPlanner(Planner):
                 fx, labels = feasibility_data(self.encoder, self._observations)
                 if fx.shape[0] > self.options.max_exact:
                     fx, labels = fx[-self.options.max_exact :], labels[-self.options.max_exact :]
-                feas = fit_feasibility_gp(fx, labels, bounds=bounds, device=dev)
+                feas = fit_feasibility_classifier(fx.to(dev), labels.to(dev))
         except Exception as exc:  # GPyTorch/BoTorch raise a variety of errors
             raise PlannerError(f"{self.name}: fitting the GP failed: {exc}") from exc
         if self.options.warm_start:
             self._warm_state = {k: v.detach().clone() for k, v in outcome.state_dict().items()}
         details.update(
             hyperparameters=hyperparameters_of(outcome),
-            feasibility_model=None if feas is None else hyperparameters_of(feas),
+            feasibility_model=None if feas is None else classifier_summary(feas),
             noise="fixed" if yvar is not None else "inferred",
             seconds_fit=time.perf_counter() - t_fit,
             local_model=local,
             n_model=int(x.shape[0]),
             warm_started=warm is not None,
         )
-        if feas is None:
-            return outcome, OutcomeLayout(self.objectives), x, box
-        layout = OutcomeLayout(self.objectives, feasibility_column=len(self.objectives))
-        return ModelListGP(outcome, feas), layout, x, box
+        return outcome, feas, x, box
 
     def _local_subset(self, x: Tensor, y: Tensor) -> Tensor:
         """Indices of the ``max_exact`` observations nearest the incumbent (or the front)."""
@@ -324,13 +337,15 @@ class BayesOptPlanner(Planner):
         details: dict[str, Any],
     ) -> tuple[list[dict[str, ParamValue]], list[float], float]:
         dev, dtype = self.device, torch.double
-        model, layout, x_base, box = self._fit(data, details)
+        model, classifier, x_base, box = self._fit(data, details)
         t_acq = time.perf_counter()
         x_pending = self.encoder.encode(pending, dtype).to(dev) if pending else None
         sampler = SobolQMCNormalSampler(
             sample_shape=torch.Size([self.options.mc_samples]), seed=seed % (2**31)
         )
-        acqf = self.acquisition(model, layout, x_base.to(dev, dtype), data, sampler, x_pending)
+        acqf = self.acquisition(model, self.layout, x_base.to(dev, dtype), data, sampler, x_pending)
+        if classifier is not None:
+            acqf = FeasibilityWeighted(acqf, classifier, self.options.min_feasibility)
         details.update(self._acq_details)
         if self.candidates is not None and available is not None:
             choices = self.candidates.X[available].to(dev, dtype)
@@ -362,6 +377,8 @@ class BayesOptPlanner(Planner):
         with torch.no_grad():
             scores = acqf(x_chosen.unsqueeze(1)).reshape(-1).cpu().tolist()
             joint = float(acqf(x_chosen.unsqueeze(0)).reshape(-1)[0])
+            if classifier is not None:
+                details["success_probability"] = classifier.probability(x_chosen).tolist()
         details["seconds_acq"] = time.perf_counter() - t_acq
         return points, [float(s) for s in scores], joint
 
@@ -441,3 +458,13 @@ class QLogNEHVIPlanner(BayesOptPlanner):
     """Bayesian optimisation of two or more objectives with qLogNEHVI."""
 
     min_objectives = 2
+
+
+def classifier_summary(classifier: FeasibilityClassifier) -> dict[str, list[float]]:
+    """The success classifier's hyperparameters, as plain lists (JSON-ready)."""
+    covar = classifier.covar_module
+    return {
+        "lengthscales": [float(v) for v in covar.base_kernel.lengthscale.detach().reshape(-1)],
+        "outputscale": [float(covar.outputscale.detach())],
+        "mean_constant": [float(classifier.mean_module.constant.detach())],
+    }

@@ -2,19 +2,17 @@
 
 The surrogate models every ``[[objectives]]`` entry in campaign order, each multiplied by
 its :attr:`~models.objectives.Objective.sign` (so maximised and minimised objectives are
-both larger-is-better; targets and constraints keep their raw values), and, once an
-experiment has failed, one more column: the latent of the success classifier
-(:func:`surrogates.gp.fit_feasibility_gp`). This module turns posterior samples of those
-columns into
+both larger-is-better; targets and constraints keep their raw values). This module turns
+posterior samples of those columns into
 
 * the objective values the acquisition maximises (``-|y - target|`` for a target, as in
   composite Bayesian optimisation: the model sees the raw measurement, the distance is
   computed on its samples; Astudillo and Frazier, ICML 2019), and
 * BoTorch outcome-constraint callables (feasible where ``<= 0``) for ``lower``/``upper``
-  constraints and for the success latent. Constrained acquisition functions weight each
-  sample by a smoothed feasibility indicator, in log space for the LogEI family, so the
-  acquisition is multiplied by the probability of feasibility (Gardner et al., ICML 2014;
-  Gelbart et al., UAI 2014; Ament et al., NeurIPS 2023).
+  constraints. Constrained acquisition functions weight each sample by a smoothed
+  feasibility indicator, in log space for the LogEI family, so the acquisition is
+  multiplied by the probability of meeting the constraints (Gardner et al., ICML 2014;
+  Ament et al., NeurIPS 2023).
 
 It also infers the hypervolume reference point of a multi-objective campaign with BoTorch's
 ``infer_reference_point`` (nadir of the observed Pareto front minus 10 % of its range).
@@ -48,11 +46,9 @@ class OutcomeLayout:
 
     Attributes:
         objectives: Every ``[[objectives]]`` entry, in campaign order (one model column each).
-        feasibility_column: Column of the success classifier's latent, or ``None``.
     """
 
     objectives: tuple[Objective, ...]
-    feasibility_column: int | None = None
 
     @property
     def objective_columns(self) -> list[int]:
@@ -68,7 +64,7 @@ class OutcomeLayout:
         """Objective values, larger is better, from signed model outputs.
 
         Args:
-            y: ``... x m`` tensor of signed model outputs (feasibility column optional).
+            y: ``... x m`` tensor of signed model outputs.
 
         Returns:
             ``... x k`` tensor, one column per optimised objective: the signed value, or
@@ -107,8 +103,6 @@ class OutcomeLayout:
                 out.append(_upper(i, o.upper))
             if o.lower is not None:
                 out.append(_lower(i, o.lower))
-        if self.feasibility_column is not None:
-            out.append(_lower(self.feasibility_column, 0.0))
         return out
 
     def satisfied(self, y: Tensor) -> Tensor:
@@ -147,6 +141,23 @@ class OutcomeLayout:
                 ref[j] = o.utility(o.reference)
                 given += 1
         return ref, given < self.n_objectives
+
+    def pessimistic(self, y: Tensor) -> Tensor:
+        """A worst-case outcome row (``m``) from observed signed outputs ``n x m``.
+
+        Each objective column takes its observed value of lowest utility; each constraint
+        column the observed value farthest on the violating side. Failed experiments get
+        this row in the outcome model, so the model itself learns that failing regions are
+        bad (the "replace by the worst" strategy of Hickman et al. 2025).
+        """
+        row = torch.empty(y.shape[-1], dtype=y.dtype, device=y.device)
+        util = self.utilities(y)
+        for j, i in enumerate(self.objective_columns):
+            row[i] = y[int(util[:, j].argmin()), i]
+        for i, o in enumerate(self.objectives):
+            if o.is_constraint:
+                row[i] = y[:, i].max() if o.upper is not None else y[:, i].min()
+        return row
 
     def best_observed(self, y: Tensor) -> float | None:
         """The measured value (objective units) of the best observation of one objective.

@@ -17,6 +17,7 @@ import torch
 from botorch.fit import fit_gpytorch_mll
 from botorch.models import SingleTaskGP
 from botorch.models.transforms import Normalize, Standardize
+from gpytorch.likelihoods import FixedNoiseGaussianLikelihood
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from torch import Tensor
 
@@ -24,7 +25,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "default_device",
-    "fit_feasibility_gp",
     "fit_single_task_gp",
     "hyperparameters_of",
 ]
@@ -101,34 +101,6 @@ def fit_single_task_gp(
     return model
 
 
-def fit_feasibility_gp(
-    train_X: Tensor,  # noqa: N803
-    succeeded: Tensor,
-    *,
-    bounds: Tensor | None = None,
-    device: torch.device | str | None = None,
-) -> SingleTaskGP:
-    """Fit a GP classifier of experiment success by regression on ``+1``/``-1`` labels.
-
-    This is least-squares GP classification (Rasmussen & Williams 2006, sec. 6.5): an exact
-    GP on labels ``+1`` (succeeded) and ``-1`` (failed), whose posterior sign gives the
-    probability of success, ``P(f(x) > 0)``. It is exact and fast, and plugs into BoTorch's
-    outcome-constraint machinery as a latent constraint ``f(x) >= 0`` (Gelbart, Snoek and
-    Adams, "Bayesian Optimization with Unknown Constraints", UAI 2014).
-
-    Args:
-        train_X: ``n x d`` inputs of every experiment, failed ones included.
-        succeeded: ``n`` labels, ``1`` for success and ``0`` for failure.
-        bounds: ``2 x d`` input bounds for the normalisation.
-        device: Where to fit.
-
-    Returns:
-        The fitted single-output model (labels in ``[-1, 1]`` units).
-    """
-    labels = (2.0 * succeeded.to(torch.double) - 1.0).reshape(-1, 1)
-    return fit_single_task_gp(train_X, labels, bounds=bounds, device=device)
-
-
 def _load_hyperparameters(model: SingleTaskGP, state: Mapping[str, Tensor]) -> None:
     """Copy raw hyperparameters of matching shape from ``state`` into ``model``."""
     own = model.state_dict()
@@ -161,10 +133,13 @@ def hyperparameters_of(model: SingleTaskGP) -> dict[str, list[float]]:
         outputscale = _floats(covar.outputscale)
     else:
         outputscale = [1.0] * m
+    noise = model.likelihood.noise
+    fixed = isinstance(model.likelihood, FixedNoiseGaussianLikelihood)
     out: dict[str, list[float]] = {
         "lengthscales": _floats(base.lengthscale),
         "outputscale": outputscale,
-        "noise": _floats(model.likelihood.noise),
+        # a fixed-noise model has one (known) variance per observation: report their mean
+        "noise": _floats(noise.mean(dim=-1)) if fixed else _floats(noise),
         "mean_constant": _floats(model.mean_module.constant),
     }
     tf = getattr(model, "outcome_transform", None)
