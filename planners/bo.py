@@ -18,13 +18,14 @@ train a GP classifier of success (:mod:`surrogates.classifier`) whose ``P(succes
 weights the acquisition, with a barrier below ``min_feasibility``
 (:mod:`planners.feasibility`), and they enter the outcome GP with the worst observed values
 (``impute_failures``), so the model itself learns that failing regions are bad.
-Experiments still running are passed as ``X_pending`` (fantasised, Snoek et al., NeurIPS 2012). Reported uncertainties make the noise known
-(fixed-noise GP). Linear and mixture constraints of the space go to ``optimize_acqf``; a
-``pool`` of candidate rows, or a small fully discrete space, is scored directly with
-``optimize_acqf_discrete``. Above ``max_exact`` observations the GP is local: fitted to the
-``max_exact`` observations nearest the incumbent and optimised within their bounding box
-(a trust region, after Eriksson et al., "Scalable Global Optimization via Local Bayesian
-Optimization", NeurIPS 2019).
+Experiments still running are passed as ``X_pending`` (fantasised, Snoek et al., NeurIPS
+2012). Reported uncertainties make the noise known (fixed-noise GP). Linear and mixture
+constraints of the space go to ``optimize_acqf``; a ``pool`` of candidate rows, or a small
+fully discrete space, is scored directly with ``optimize_acqf_discrete``. Above
+``max_exact`` observations the GP is local: fitted to the ``max_exact`` observations
+nearest the incumbent and optimised within their bounding box (a trust region, after
+Eriksson et al., "Scalable Global Optimization via Local Bayesian Optimization", NeurIPS
+2019).
 
 Integer and categorical parameters of a space with a continuous parameter are optimised as
 a continuous relaxation of the model encoding (:mod:`planners.encoding`) and rounded.
@@ -119,8 +120,8 @@ class BayesOptPlanner(Planner):
     ``feasibility_model`` (the classifier's hyperparameters, or ``None``),
     ``success_probability`` (of each proposal, best first, when the classifier is used),
     ``noise`` (``"inferred"`` or ``"fixed"``), ``seconds_fit``, ``seconds_acq``,
-    ``joint_acquisition_value``, ``best_observed`` (objective units, one objective), ``pareto_front`` and ``reference_point``
-    (several objectives), ``search`` (``"continuous"``, ``"pool"`` or ``"enumerated"``),
+    ``joint_acquisition_value``, ``best_observed`` (objective units, one objective),
+    ``pareto_front`` and ``reference_point`` (several objectives), ``search`` (``"continuous"``, ``"pool"`` or ``"enumerated"``),
     ``n_candidates``, ``local_model`` (whether the trust-region path was taken),
     ``warm_started``, ``device``, ``warnings`` and ``n_repeats``. ``candidate_scores`` are
     the acquisition values of the proposed points, each given the pending points.
