@@ -122,7 +122,8 @@ class BayesOptPlanner(Planner):
     ``noise`` (``"inferred"`` or ``"fixed"``), ``seconds_fit``, ``seconds_acq``,
     ``joint_acquisition_value``, ``best_observed`` (objective units, one objective),
     ``pareto_front`` and ``reference_point`` (several objectives), ``search``
-    (``"continuous"``, ``"pool"`` or ``"enumerated"``), ``n_candidates``, ``local_model`` (whether the trust-region path was taken),
+    (``"continuous"``, ``"pool"`` or ``"enumerated"``), ``n_candidates``, ``local_model``
+    (whether the trust-region path was taken), ``n_model`` (points the GP was fitted to),
     ``warm_started``, ``device``, ``warnings`` and ``n_repeats``. ``candidate_scores`` are
     the acquisition values of the proposed points, each given the pending points.
     """
