@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -9,6 +11,8 @@ from models.campaign import CampaignSpec, parse_spec, read_toml
 from models.constraints import LinearConstraint, MixtureConstraint
 from models.errors import InvalidCampaignError, ParameterLimitError
 from models.params import ContinuousParameter, SearchSpace
+
+HARTMANN6 = Path(__file__).parents[2] / "examples" / "hartmann6.toml"
 
 SPACE = SearchSpace(
     parameters=[
@@ -66,7 +70,7 @@ def test_constraints_must_fit_the_parameters() -> None:
 
 
 def test_campaign_file_constraints_reach_the_space_and_errors_name_the_key() -> None:
-    data = read_toml("examples/hartmann6.toml")
+    data = read_toml(HARTMANN6)
     data["parameter_constraints"] = [
         {"type": "mixture", "parameters": ["x1", "x2", "x3"]},
         {"type": "linear", "coefficients": {"x4": 1.0, "x5": 2.0}, "upper": 1.0},
@@ -80,7 +84,7 @@ def test_campaign_file_constraints_reach_the_space_and_errors_name_the_key() -> 
 
 
 def test_new_keys_left_at_their_defaults_keep_the_spec_hash() -> None:
-    data = read_toml("examples/hartmann6.toml")
+    data = read_toml(HARTMANN6)
     plain = parse_spec(data, CampaignSpec).spec_hash()
     explicit = dict(data)
     explicit["parameter_constraints"] = []

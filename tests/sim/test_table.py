@@ -7,7 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from models.campaign import load_campaign
 from models.errors import InvalidCampaignError, ParameterLimitError
+from models.records import Observation
+from planners.base import make_planner
 from sim.worlds import BraninCurrinWorld, get_world, world_names
 
 CSV = "x,y,solvent,gain\n0.0,0.0,water,1.0\n0.5,0.0,water,2.0\n0.0,1.0,dmso,3.0\n1.0,1.0,dmso,4.5\n"
@@ -73,3 +76,22 @@ def test_branin_currin_agrees_with_botorch() -> None:
         got = world.evaluate_true({"x1": row[0], "x2": row[1]})
         assert [got["branin"], got["currin"]] == pytest.approx(list(want), rel=1e-9)
     assert world.ref_point == [-18.0, -6.0]
+
+
+def test_the_example_pool_campaign_runs_on_its_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    root = Path(__file__).parents[2]
+    monkeypatch.chdir(root)  # the example's paths are relative to the repository root
+    spec = load_campaign(root / "examples" / "ternary-pool.toml")
+    sim = spec.instruments[0].simulated
+    assert sim is not None
+    world = get_world(sim.world, **sim.options)
+    options = {**spec.planner.options, "num_restarts": 2, "raw_samples": 64}
+    planner = make_planner(spec.planner.name, spec.space, spec.objectives, options=options)
+    for _ in range(10):
+        point = planner.ask(1).proposals[0].parameters
+        spec.space.check_constraints(point)
+        planner.tell([Observation(dict(point), world.evaluate_true(point))])  # type: ignore[arg-type]
+    assert len({tuple(o.parameters.values()) for o in planner.observations}) == 10
+    within = [o for o in planner.observations if o.objectives["cost"] <= 2.0]
+    closest = min(abs(o.objectives["band_gap_ev"] - 1.4) for o in within)
+    assert closest < 0.05
