@@ -107,7 +107,7 @@ class BayesOptOptions(PlannerOptions):
     discrete_limit: int = Field(default=20_000, ge=0, le=10_000_000)
     warm_start: bool = False
     warm_start_maxiter: int = Field(default=50, ge=1, le=100_000)
-    max_exact: int = Field(default=2_000, ge=10, le=1_000_000)
+    max_exact: int = Field(default=1_000, ge=10, le=1_000_000)
 
 
 class BayesOptPlanner(Planner):
