@@ -282,3 +282,32 @@ def test_many_observations_switch_to_a_local_model() -> None:
     for p in decision.proposals:
         assert abs(float(p.parameters["x1"]) - 0.75) <= 0.5  # type: ignore[arg-type]
         assert abs(float(p.parameters["x2"]) - 0.25) <= 0.5  # type: ignore[arg-type]
+
+
+def test_failures_in_a_pool_weight_batch_proposals(tmp_path: Path) -> None:
+    pool = tmp_path / "pool.csv"
+    grid = [(i / 7, j / 7) for i in range(8) for j in range(8)]
+    pool.write_text("x1,x2\n" + "".join(f"{a!r},{b!r}\n" for a, b in grid))
+    planner = QLogNEIPlanner(
+        unit_space("x1", "x2"),
+        [Objective(name="y", direction="maximize")],
+        seed=0,
+        initial_points=8,
+        pool=str(pool),
+        **FAST,
+    )
+
+    def truth(p: Mapping[str, object]) -> dict[str, float] | None:
+        x1, x2 = float(p["x1"]), float(p["x2"])  # type: ignore[arg-type]
+        return None if x1 > 0.5 else {"y": x1 + x2}
+
+    run(planner, truth, 12, q=3)
+    decision = planner.ask(3)
+    assert decision.details["search"] == "pool"
+    assert decision.details["feasibility_model"] is not None
+    probabilities = decision.details["success_probability"]
+    assert len(probabilities) == 3
+    chosen = [(p.parameters["x1"], p.parameters["x2"]) for p in decision.proposals]
+    assert len(set(chosen)) == 3
+    # the barrier keeps proposals where success is at least as likely as min_feasibility
+    assert min(probabilities) >= 0.5
