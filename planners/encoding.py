@@ -206,8 +206,9 @@ def training_data(
 
     Failed experiments (``feasible=False``) and feasible ones lacking a finite value for an
     objective are left out and counted. Reported uncertainties become ``Yvar`` only when
-    every kept observation has a finite, non-negative one for every objective (a fixed-noise
-    model cannot mix known and unknown noise).
+    every kept observation has a finite, positive one for every objective (a fixed-noise
+    model cannot mix known and unknown noise; an uncertainty of zero usually means "not
+    estimated", and would make the GP interpolate noisy values exactly).
 
     Args:
         encoder: Encoder of the search space.
@@ -234,7 +235,7 @@ def training_data(
         values.append([o.sign * float(v) for o, v in zip(objectives, row, strict=True)])
         if variances is not None:
             sd = [obs.uncertainties.get(o.name) for o in objectives]
-            if all(isinstance(u, (int, float)) and math.isfinite(u) and u >= 0 for u in sd):
+            if all(isinstance(u, (int, float)) and math.isfinite(u) and u > 0 for u in sd):
                 variances.append([float(u) ** 2 for u in sd if u is not None])
             else:
                 variances = None

@@ -199,7 +199,9 @@ def test_reported_uncertainties_make_the_noise_fixed() -> None:
     assert details["noise"] == "fixed"
     hp = details["hyperparameters"]  # noise variances are in standardised units
     assert hp["noise"] == pytest.approx([0.05**2 / hp["outcome_std"][0] ** 2], rel=1e-6)
-    planner.tell([Observation({"x": 0.5}, {"y": math.sin(3.0)})])  # no uncertainty
+    planner.tell([Observation({"x": 0.5}, {"y": math.sin(3.0)}, uncertainties={"y": 0.0})])
+    assert planner.ask(1).details["noise"] == "inferred"  # zero counts as not reported
+    planner.tell([Observation({"x": 0.6}, {"y": math.sin(3.6)})])  # no uncertainty
     assert planner.ask(1).details["noise"] == "inferred"
 
 
