@@ -27,13 +27,17 @@ nearest the incumbent and optimised within their bounding box (a trust region, a
 Eriksson et al., "Scalable Global Optimization via Local Bayesian Optimization", NeurIPS
 2019).
 
-Integer and categorical parameters of a space with a continuous parameter are optimised as
-a continuous relaxation of the model encoding (:mod:`planners.encoding`) and rounded.
+Integer parameters of a space with a continuous parameter are optimised as a continuous
+relaxation of the model encoding (:mod:`planners.encoding`) and rounded. Categorical ones
+are enumerated (``optimize_acqf_mixed``, one optimisation per combination of choices) up to
+``max_categorical_combinations`` combinations, and relaxed (one-hot argmax) beyond.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -45,14 +49,14 @@ from botorch.acquisition import AcquisitionFunction
 from botorch.acquisition.logei import qLogNoisyExpectedImprovement
 from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
 from botorch.models.model import Model
-from botorch.optim import optimize_acqf, optimize_acqf_discrete
+from botorch.optim import optimize_acqf, optimize_acqf_discrete, optimize_acqf_mixed
 from botorch.sampling import SobolQMCNormalSampler
 from pydantic import Field
 from torch import Tensor
 
 from models.errors import PlannerError
 from models.objectives import Objective
-from models.params import ParamValue, SearchSpace
+from models.params import CategoricalParameter, ParamValue, SearchSpace
 from models.records import Decision, Proposal
 from planners.base import Planner, PlannerOptions, register_planner
 from planners.candidates import CandidateSet, enumerate_space, point_key, read_pool
@@ -93,6 +97,9 @@ class BayesOptOptions(PlannerOptions):
         warm_start: Start each GP fit from the previous fit's hyperparameters.
         warm_start_maxiter: Iteration limit of a warm-started GP fit.
         max_exact: Observations above which the GP becomes local (trust region).
+        max_categorical_combinations: Up to this many combinations of categorical choices,
+            the continuous parameters are optimised for each combination separately
+            (``optimize_acqf_mixed``); with more, one-hot columns are relaxed and rounded.
     """
 
     initial_points: int | None = Field(default=None, ge=1, le=10_000)
@@ -108,6 +115,7 @@ class BayesOptOptions(PlannerOptions):
     warm_start: bool = False
     warm_start_maxiter: int = Field(default=50, ge=1, le=100_000)
     max_exact: int = Field(default=1_000, ge=10, le=1_000_000)
+    max_categorical_combinations: int = Field(default=8, ge=0, le=10_000)
 
 
 class BayesOptPlanner(Planner):
@@ -124,6 +132,7 @@ class BayesOptPlanner(Planner):
     ``pareto_front`` and ``reference_point`` (several objectives), ``search``
     (``"continuous"``, ``"pool"`` or ``"enumerated"``), ``n_candidates``, ``local_model``
     (whether the trust-region path was taken), ``n_model`` (points the GP was fitted to),
+    ``categorical_search`` (``"enumerated (k combinations)"``, ``"relaxed"`` or ``"none"``),
     ``warm_started``, ``device``, ``warnings`` and ``n_repeats``. ``candidate_scores`` are
     the acquisition values of the proposed points, each given the pending points.
     """
@@ -319,6 +328,27 @@ class BayesOptPlanner(Planner):
         )
         return outcome, feas, x, box
 
+    def _categorical_fixings(self) -> list[dict[int, float]] | None:
+        """One ``{column: value}`` fixing of the one-hot columns per combination of choices,
+        or ``None`` without categoricals or with more than ``max_categorical_combinations``."""
+        blocks = [
+            (sl, len(p.choices))
+            for p, sl in zip(self.space.parameters, self.encoder.slices, strict=True)
+            if isinstance(p, CategoricalParameter)
+        ]
+        if (
+            not blocks
+            or math.prod(k for _, k in blocks) > self.options.max_categorical_combinations
+        ):
+            return None
+        out: list[dict[int, float]] = []
+        for combo in itertools.product(*(range(k) for _, k in blocks)):
+            fixing: dict[int, float] = {}
+            for (sl, k), chosen in zip(blocks, combo, strict=True):
+                fixing.update({sl.start + j: float(j == chosen) for j in range(k)})
+            out.append(fixing)
+        return out
+
     def _local_subset(self, x: Tensor, y: Tensor) -> Tensor:
         """Indices of the ``max_exact`` observations nearest the incumbent (or the front)."""
         util = self.layout.utilities(y)
@@ -357,19 +387,30 @@ class BayesOptPlanner(Planner):
             details["search"] = self.candidates.origin
         else:
             bounds = self.encoder.bounds(dtype)
+            fixings = self._categorical_fixings()
             if box is not None:
-                bounds = box.cpu()
-            candidates, _ = optimize_acqf(
-                acq_function=acqf,
-                bounds=bounds.to(dev),
-                q=n,
-                num_restarts=self.options.num_restarts,
-                raw_samples=self.options.raw_samples,
-                options={"seed": seed % (2**31), "maxiter": self.options.maxiter},
-                sequential=n > 1,
-                inequality_constraints=self.constraints.inequality or None,
-                equality_constraints=self.constraints.equality or None,
-            )
+                bounds = box.cpu().clone()
+                for p, sl in zip(self.space.parameters, self.encoder.slices, strict=True):
+                    if isinstance(p, CategoricalParameter):
+                        bounds[0, sl], bounds[1, sl] = 0.0, 1.0
+            common: dict[str, Any] = {
+                "acq_function": acqf,
+                "bounds": bounds.to(dev),
+                "q": n,
+                "num_restarts": self.options.num_restarts,
+                "raw_samples": self.options.raw_samples,
+                "options": {"seed": seed % (2**31), "maxiter": self.options.maxiter},
+                "inequality_constraints": self.constraints.inequality or None,
+                "equality_constraints": self.constraints.equality or None,
+            }
+            if fixings:
+                candidates, _ = optimize_acqf_mixed(fixed_features_list=fixings, **common)
+                details["categorical_search"] = f"enumerated ({len(fixings)} combinations)"
+            else:
+                candidates, _ = optimize_acqf(sequential=n > 1, **common)
+                details["categorical_search"] = (
+                    "relaxed" if self.encoder.dim > len(self.space) else "none"
+                )
             points = self.encoder.decode(candidates)
             details["search"] = "continuous"
             details["n_constraint_violations"] = sum(

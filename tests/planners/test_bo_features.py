@@ -18,7 +18,12 @@ from botorch.utils.multi_objective.pareto import is_non_dominated
 
 from models.errors import PlannerError
 from models.objectives import Objective
-from models.params import ContinuousParameter, IntegerParameter, SearchSpace
+from models.params import (
+    CategoricalParameter,
+    ContinuousParameter,
+    IntegerParameter,
+    SearchSpace,
+)
 from models.records import Observation
 from planners.base import Planner, make_planner
 from planners.bo import QLogNEHVIPlanner, QLogNEIPlanner
@@ -313,3 +318,36 @@ def test_failures_in_a_pool_weight_batch_proposals(tmp_path: Path) -> None:
     assert len(set(chosen)) == 3
     # the barrier keeps proposals where success is at least as likely as min_feasibility
     assert min(probabilities) >= 0.5
+
+
+def test_few_categorical_combinations_are_optimised_one_by_one() -> None:
+    space = SearchSpace(
+        parameters=[
+            ContinuousParameter(name="x", lower=0.0, upper=1.0),
+            CategoricalParameter(name="gas", choices=["air", "argon", "nitrogen"]),
+        ]
+    )
+    planner = QLogNEIPlanner(
+        space, [Objective(name="y", direction="maximize")], seed=0, initial_points=6, **FAST
+    )
+
+    def truth(p: Mapping[str, object]) -> dict[str, float]:
+        bonus = {"air": 0.0, "argon": 0.3, "nitrogen": 1.0}[str(p["gas"])]
+        return {"y": bonus - (float(p["x"]) - 0.3) ** 2}  # type: ignore[arg-type]
+
+    run(planner, truth, 10)
+    decision = planner.ask(2)
+    assert decision.details["categorical_search"] == "enumerated (3 combinations)"
+    best = max(planner.observations, key=lambda o: o.objectives["y"])
+    assert best.parameters["gas"] == "nitrogen"
+    assert abs(float(best.parameters["x"]) - 0.3) < 0.1  # type: ignore[arg-type]
+    coarse = QLogNEIPlanner(
+        space,
+        [Objective(name="y", direction="maximize")],
+        seed=0,
+        initial_points=6,
+        max_categorical_combinations=2,
+        **FAST,
+    )
+    coarse.tell(list(planner.observations))
+    assert coarse.ask(1).details["categorical_search"] == "relaxed"
