@@ -48,6 +48,8 @@ def summarize(s: Session, name: str, db_url: str, run_seconds: float | None) -> 
     ).all()
     best: list[tuple[str, str, float, dict[str, Any], int]] = []
     for obj in spec.objectives:
+        if obj.is_constraint:
+            continue
         scored = [
             (m.value, e)
             for e in done
@@ -55,8 +57,9 @@ def summarize(s: Session, name: str, db_url: str, run_seconds: float | None) -> 
             if m.name == obj.name and m.value is not None
         ]
         if scored:
-            value, exp = max(scored, key=lambda t: obj.sign * t[0])
-            best.append((obj.name, obj.direction, value, dict(exp.parameters), exp.id))
+            value, exp = max(scored, key=lambda t: obj.utility(t[0]))
+            how = f"target {obj.target:g}" if obj.target is not None else obj.direction
+            best.append((obj.name, how, value, dict(exp.parameters), exp.id))
     durations = [
         (e.finished_at - e.created_at).total_seconds() for e in done if e.finished_at is not None
     ]
@@ -96,7 +99,8 @@ def render_summary(summary: Summary) -> Table:
     )
     for name, direction, value, params, exp_id in summary.best:
         shown = ", ".join(f"{k}={_fmt(v)}" for k, v in params.items())
-        t.add_row(f"best {name} ({direction[:3]})", f"{value:.6g} (experiment {exp_id})")
+        label = direction if direction.startswith("target") else direction[:3]
+        t.add_row(f"best {name} ({label})", f"{value:.6g} (experiment {exp_id})")
         t.add_row("  at", shown)
     if summary.seconds_per_experiment is not None:
         t.add_row("time per experiment", f"{summary.seconds_per_experiment:.3f} s (median)")

@@ -120,6 +120,7 @@ class SafetyGate:
             ParameterLimitError: For the first violated limit.
         """
         clean = self.space.validate_point(point)
+        self.space.check_constraints(clean)  # linear and mixture constraints of the space
         for i in range(len(self.spec.workflow)):
             params = self.step_parameters(i, clean)
             for inst in self.instruments_for(i):

@@ -268,11 +268,17 @@ class StepRunner:
                 raise InstrumentError(
                     slot.name, "bad_result", f"objectives missing from the result: {missing}"
                 )
+            sigma = {
+                m.name: m.uncertainty
+                for m in state.measurements
+                if m.uncertainty is not None and m.name in values
+            }
             obs = Observation(
                 work.point,
                 {o.name: values[o.name] for o in self.spec.objectives},
                 True,
                 work.experiment_id,
+                {o.name: sigma[o.name] for o in self.spec.objectives if o.name in sigma},
             )
         assert work.step_id is not None
         with transaction(self._sessions) as s:

@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from models.constraints import ParameterConstraint
 from models.errors import InvalidCampaignError
 from models.objectives import Objective
 from models.params import NAME_PATTERN, Parameter, SearchSpace
@@ -345,6 +346,8 @@ class CampaignSpec(_Spec):
     Attributes:
         campaign: Name, description and seed.
         parameters: The search space, in order.
+        parameter_constraints: Linear and mixture constraints between continuous
+            parameters (``[[parameter_constraints]]``, see :mod:`models.constraints`).
         objectives: One or more objectives, each a measurement name and a direction.
         workflow: The ordered steps that make one experiment.
         instruments: The instruments the steps run on.
@@ -357,6 +360,7 @@ class CampaignSpec(_Spec):
 
     campaign: CampaignInfo
     parameters: list[Parameter] = Field(min_length=1)
+    parameter_constraints: list[ParameterConstraint] = Field(default_factory=list)
     objectives: list[Objective] = Field(min_length=1)
     workflow: list[WorkflowStep] = Field(min_length=1)
     instruments: list[InstrumentSpec] = Field(min_length=1)
@@ -403,6 +407,15 @@ class CampaignSpec(_Spec):
             for j, p in enumerate(step.parameters or []):
                 if p not in names:
                     problems.append(f"workflow[{i}].parameters[{j}]: unknown parameter {p!r}")
+        if not any(o.kind == "objective" for o in self.objectives):
+            problems.append('objectives: at least one entry must have kind = "objective"')
+        if not problems:
+            try:
+                self.space  # noqa: B018 - validates the constraints against the parameters
+            except ValidationError as exc:
+                for err in exc.errors(include_url=False):
+                    msg = str((err.get("ctx") or {}).get("error", err["msg"]))
+                    problems.append(f"parameter_{msg}" if msg.startswith("constraints[") else msg)
         if problems:
             # One ValueError per problem would stop at the first; join them instead.
             raise ValueError("; ".join(problems))
@@ -411,15 +424,41 @@ class CampaignSpec(_Spec):
     @property
     def space(self) -> SearchSpace:
         """The search space the parameters form."""
-        return SearchSpace(parameters=list(self.parameters))
+        return SearchSpace(
+            parameters=list(self.parameters), constraints=list(self.parameter_constraints)
+        )
 
     def spec_hash(self) -> str:
         """A stable hash of the spec, to tell whether a resumed campaign's file changed.
 
         The budget is left out: raising it is how a finished campaign is continued.
         """
-        text = json.dumps(self.model_dump(mode="json", exclude={"budget"}), sort_keys=True)
+        data = self.model_dump(mode="json", exclude={"budget"})
+        _drop_later_defaults(data)
+        text = json.dumps(data, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
+
+
+_LATER_OBJECTIVE_KEYS = {
+    "kind": "objective",
+    "target": None,
+    "lower": None,
+    "upper": None,
+    "reference": None,
+}
+
+
+def _drop_later_defaults(data: dict[str, Any]) -> None:
+    """Remove keys added after the first release while they hold their defaults.
+
+    A campaign written before those keys existed then keeps its hash, and resumes.
+    """
+    if not data.get("parameter_constraints"):
+        data.pop("parameter_constraints", None)
+    for obj in data.get("objectives", []):
+        for key, default in _LATER_OBJECTIVE_KEYS.items():
+            if key in obj and obj[key] == default:
+                del obj[key]
 
 
 class SimulationFile(_Spec):

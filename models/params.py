@@ -14,6 +14,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from models.constraints import ParameterConstraint, violation
 from models.errors import ParameterLimitError
 
 ParamValue = Union[float, int, str]
@@ -121,9 +122,17 @@ Parameter = Annotated[
 
 
 class SearchSpace(_Base):
-    """An ordered collection of uniquely named parameters."""
+    """An ordered collection of uniquely named parameters, optionally constrained.
+
+    Attributes:
+        parameters: The parameters, in order.
+        constraints: Linear and mixture constraints between continuous, linear-scale
+            parameters (see :mod:`models.constraints`). :meth:`validate_point` checks
+            bounds only; :meth:`check_constraints` checks these.
+    """
 
     parameters: list[Parameter] = Field(min_length=1)
+    constraints: list[ParameterConstraint] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique_names(self) -> SearchSpace:
@@ -132,6 +141,10 @@ class SearchSpace(_Base):
             if p.name in seen:
                 raise ValueError(f"parameter name {p.name!r} is used twice")
             seen.add(p.name)
+        for i, c in enumerate(self.constraints):
+            problem = _constraint_problem(self, c)
+            if problem:
+                raise ValueError(f"constraints[{i}]: {problem}")
         return self
 
     @property
@@ -173,10 +186,76 @@ class SearchSpace(_Base):
             out[p.name] = p.check(point[p.name])
         return out
 
+    def constraint_violations(self, point: Mapping[str, object]) -> list[str]:
+        """Every constraint of the space that ``point`` violates, described.
+
+        Args:
+            point: A point whose constrained parameters are numbers (bounds are not checked).
+
+        Returns:
+            One message per violated constraint (empty when the point satisfies all).
+
+        Raises:
+            ParameterLimitError: If a constrained parameter is missing or not a number.
+        """
+        found = (violation(c, {n: _number(point, n) for n in c.terms()}) for c in self.constraints)
+        return [v for v in found if v is not None]
+
+    def check_constraints(self, point: Mapping[str, object]) -> None:
+        """Raise unless ``point`` satisfies every linear and mixture constraint of the space.
+
+        The safety gate calls this after :meth:`validate_point` (which checks bounds).
+
+        Args:
+            point: A point of the space.
+
+        Raises:
+            ParameterLimitError: Naming the first parameter of the first violated
+                constraint, with the constraint and the value of its sum as the limit.
+        """
+        for c in self.constraints:
+            message = violation(c, {n: _number(point, n) for n in c.terms()})
+            if message is not None:
+                first = next(iter(c.terms()))
+                raise ParameterLimitError(first, point.get(first), f"constraint {message}")
+
     def is_continuous(self) -> bool:
         """Whether every parameter is continuous."""
         return all(isinstance(p, ContinuousParameter) for p in self.parameters)
 
     def subset(self, names: Sequence[str]) -> SearchSpace:
-        """The sub-space of the named parameters, in the order given."""
-        return SearchSpace(parameters=[self[n] for n in names])
+        """The sub-space of the named parameters, in the order given.
+
+        Constraints are kept when all their parameters are in the sub-space.
+        """
+        keep = [c for c in self.constraints if set(c.terms()) <= set(names)]
+        return SearchSpace(parameters=[self[n] for n in names], constraints=keep)
+
+
+def _number(point: Mapping[str, object], name: str) -> float:
+    v = point.get(name)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ParameterLimitError(name, v, "constraint: expected a number")
+    return float(v)
+
+
+def _constraint_problem(space: SearchSpace, constraint: ParameterConstraint) -> str | None:
+    """Why ``constraint`` cannot apply to ``space`` (or ``None``)."""
+    low = high = 0.0
+    for name, coef in constraint.terms().items():
+        if name not in space.names:
+            return f"unknown parameter {name!r}"
+        p = space[name]
+        if not isinstance(p, ContinuousParameter):
+            return f"parameter {name!r} must be continuous"
+        if p.log_scale:
+            return f"parameter {name!r} is on a log scale; constraints must be linear"
+        low += min(coef * p.lower, coef * p.upper)
+        high += max(coef * p.lower, coef * p.upper)
+    lo, hi = constraint.sum_bounds()
+    if (lo is not None and high < lo) or (hi is not None and low > hi):
+        return (
+            f"{constraint.describe()} cannot hold within the parameters' bounds "
+            f"(the sum ranges over [{low:g}, {high:g}])"
+        )
+    return None

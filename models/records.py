@@ -38,12 +38,16 @@ class Observation:
         objectives: Measured value of each objective (by name); empty when it failed.
         feasible: ``False`` when the experiment failed (e.g. the synthesis did not work).
         experiment_id: The store's id of the experiment, for traceability.
+        uncertainties: Standard uncertainty of each objective's value (by name, in the
+            objective's units) where the instrument reported one; planners then treat the
+            noise as known (fixed-noise GP) instead of inferring it.
     """
 
     parameters: Mapping[str, ParamValue]
     objectives: Mapping[str, float]
     feasible: bool = True
     experiment_id: int | None = None
+    uncertainties: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -170,6 +170,7 @@ class Planner(ABC):
                     objectives=dict(obs.objectives),
                     feasible=obs.feasible,
                     experiment_id=obs.experiment_id,
+                    uncertainties=dict(obs.uncertainties),
                 )
             )
         self._observations.extend(checked)

@@ -1,59 +1,83 @@
-"""Bayesian optimisation with qLogNoisyExpectedImprovement on a single-task GP.
+"""Bayesian optimisation planners: qLogNEI (one objective) and qLogNEHVI (several).
 
-The ``qlognei`` planner starts with a scrambled Sobol initial design, then fits a GP
-(:func:`surrogates.gp.fit_single_task_gp`) to the feasible observations and proposes the
-batch maximising q-Log Noisy Expected Improvement (Ament et al., "Unexpected Improvements to
-Expected Improvement for Bayesian Optimization", NeurIPS 2023; noisy EI after Letham et al.,
-"Constrained Bayesian Optimization with Noisy Experiments", Bayesian Analysis 2019).
-Experiments still running are passed as ``x_pending``, so the acquisition integrates over
-their unknown outcomes and asynchronous proposals do not pile up on one spot (the "fantasy"
-treatment of pending points, Snoek et al., NeurIPS 2012).
+After a scrambled Sobol initial design, every ask fits GPs (:mod:`surrogates.gp`) and
+proposes the batch maximising
 
-Limitations, by design for now:
+* ``qlognei``: q-Log Noisy Expected Improvement (Ament et al., "Unexpected Improvements to
+  Expected Improvement for Bayesian Optimization", NeurIPS 2023; noisy EI after Letham et
+  al., Bayesian Analysis 2019), for exactly one objective;
+* ``qlognehvi``: q-Log Noisy Expected Hypervolume Improvement (Daulton et al., "Parallel
+  Bayesian Optimization of Multiple Noisy Objectives with Expected Hypervolume
+  Improvement", NeurIPS 2021, in its log form), for two or more objectives, with the
+  reference point given per objective (``reference``) or inferred;
+* ``bo``: whichever of the two fits the campaign's number of objectives.
 
-* Exactly one objective. Campaigns with several objectives use ``random`` or ``sobol``.
-* Integer and categorical parameters are optimised as a continuous relaxation of the model
-  encoding (:mod:`planners.encoding`) and rounded afterwards (one-hot: largest column wins);
-  the reported scores are those of the rounded points. BoTorch's mixed optimisers
-  (``optimize_acqf_mixed_alternating``) are future work.
-* Failed (infeasible) experiments are left out of the GP; feasibility modelling is future
-  work. They still count towards the initial design and appear in ``details``.
+All of them handle, through :mod:`planners.outcomes`, targets (``-|y - target|``) and
+outcome constraints (``kind = "constraint"``). Failed experiments are not dropped: they
+train a GP classifier of success (:mod:`surrogates.classifier`) whose ``P(success)``
+weights the acquisition, with a barrier below ``min_feasibility``
+(:mod:`planners.feasibility`), and they enter the outcome GP with the worst observed values
+(``impute_failures``), so the model itself learns that failing regions are bad.
+Experiments still running are passed as ``X_pending`` (fantasised, Snoek et al., NeurIPS
+2012). Reported uncertainties make the noise known (fixed-noise GP). Linear and mixture
+constraints of the space go to ``optimize_acqf``; a ``pool`` of candidate rows, or a small
+fully discrete space, is scored directly with ``optimize_acqf_discrete``. Above
+``max_exact`` observations the GP is local: fitted to the ``max_exact`` observations
+nearest the incumbent and optimised within their bounding box (a trust region, after
+Eriksson et al., "Scalable Global Optimization via Local Bayesian Optimization", NeurIPS
+2019).
+
+Integer parameters of a space with a continuous parameter are optimised as a continuous
+relaxation of the model encoding (:mod:`planners.encoding`) and rounded. Categorical ones
+are enumerated (``optimize_acqf_mixed``, one optimisation per combination of choices) up to
+``max_categorical_combinations`` combinations, and relaxed (one-hot argmax) beyond.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
+import numpy as np
 import torch
+from botorch.acquisition import AcquisitionFunction
 from botorch.acquisition.logei import qLogNoisyExpectedImprovement
-from botorch.optim import optimize_acqf
+from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
+from botorch.models.model import Model
+from botorch.optim import optimize_acqf, optimize_acqf_discrete, optimize_acqf_mixed
 from botorch.sampling import SobolQMCNormalSampler
 from pydantic import Field
+from torch import Tensor
 
 from models.errors import PlannerError
 from models.objectives import Objective
-from models.params import ParamValue, SearchSpace
+from models.params import CategoricalParameter, ParamValue, SearchSpace
 from models.records import Decision, Proposal
 from planners.base import Planner, PlannerOptions, register_planner
-from planners.encoding import SpaceEncoder, training_data
+from planners.candidates import CandidateSet, enumerate_space, point_key, read_pool
+from planners.constraints import linear_constraints, polytope_unit_samples
+from planners.encoding import SpaceEncoder, TrainingData, feasibility_data, training_data
+from planners.feasibility import FeasibilityWeighted
+from planners.outcomes import OutcomeLayout, pareto_utilities
 from planners.random import sobol_unit
+from surrogates.classifier import FeasibilityClassifier, fit_feasibility_classifier
 from surrogates.gp import default_device, fit_single_task_gp, hyperparameters_of
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["QLogNEIPlanner"]
+__all__ = ["BayesOptPlanner", "QLogNEHVIPlanner", "QLogNEIPlanner"]
 
-ACQUISITION = "qLogNoisyExpectedImprovement"
 MIN_TRAIN_POINTS = 2
 """Feasible observations needed before the GP is fitted; fewer keep the Sobol design going."""
 
 
-class QLogNEIOptions(PlannerOptions):
-    """Options of the ``qlognei`` planner (``[planner.options]``).
+class BayesOptOptions(PlannerOptions):
+    """Options of the Bayesian optimisation planners (``[planner.options]``).
 
     Attributes:
         initial_points: Size of the Sobol initial design (told plus pending experiments count
@@ -62,6 +86,20 @@ class QLogNEIOptions(PlannerOptions):
         raw_samples: Random points screened to choose those starting points.
         mc_samples: Quasi-Monte-Carlo samples of the acquisition's expectation.
         maxiter: Iteration limit of each L-BFGS-B acquisition optimisation run.
+        feasibility: Weight the acquisition by a success classifier once an experiment
+            has failed.
+        impute_failures: Give failed experiments the worst observed outcomes in the GP.
+        min_feasibility: Success probability below which proposals are barred (0: none).
+        pool: CSV file of candidate rows (path relative to the working directory); only
+            rows not yet measured or pending are proposed.
+        discrete_limit: A space of integer and categorical parameters with at most this
+            many points is enumerated and scored directly.
+        warm_start: Start each GP fit from the previous fit's hyperparameters.
+        warm_start_maxiter: Iteration limit of a warm-started GP fit.
+        max_exact: Observations above which the GP becomes local (trust region).
+        max_categorical_combinations: Up to this many combinations of categorical choices,
+            the continuous parameters are optimised for each combination separately
+            (``optimize_acqf_mixed``); with more, one-hot columns are relaxed and rounded.
     """
 
     initial_points: int | None = Field(default=None, ge=1, le=10_000)
@@ -69,27 +107,41 @@ class QLogNEIOptions(PlannerOptions):
     raw_samples: int = Field(default=256, ge=1, le=1_000_000)
     mc_samples: int = Field(default=128, ge=8, le=16_384)
     maxiter: int = Field(default=200, ge=1, le=100_000)
+    feasibility: bool = True
+    impute_failures: bool = True
+    min_feasibility: float = Field(default=0.5, ge=0.0, lt=1.0)
+    pool: str | None = None
+    discrete_limit: int = Field(default=20_000, ge=0, le=10_000_000)
+    warm_start: bool = False
+    warm_start_maxiter: int = Field(default=50, ge=1, le=100_000)
+    max_exact: int = Field(default=1_000, ge=10, le=1_000_000)
+    max_categorical_combinations: int = Field(default=8, ge=0, le=10_000)
 
 
-@register_planner("qlognei")
-class QLogNEIPlanner(Planner):
-    """Batch, asynchronous Bayesian optimisation of one objective with qLogNEI.
+class BayesOptPlanner(Planner):
+    """Batch, asynchronous Bayesian optimisation; subclasses fix the objective count.
 
     ``Decision.details`` holds ``phase`` (``"initial_design"`` or ``"bayesopt"``),
     ``initial_points``, ``n_feasible``, ``n_infeasible``, ``n_incomplete``,
     ``decision_seed``, ``repeat`` and, in the ``bayesopt`` phase, ``acquisition``,
-    ``hyperparameters`` (see :func:`surrogates.gp.hyperparameters_of`), ``seconds_fit``,
-    ``seconds_acq``, ``joint_acquisition_value``, ``best_observed`` (in the objective's
-    units), ``relaxation``, ``device``, ``warnings`` (how many warnings fitting and
-    optimising raised; they are logged at debug level, not re-emitted) and ``n_repeats``
-    (proposals identical to an observed or pending point, which rounding makes possible).
-    ``candidate_scores`` are the log-EI values of the proposed points, each given the
-    pending points; proposals come best first.
+    ``hyperparameters`` (see :func:`surrogates.gp.hyperparameters_of`),
+    ``feasibility_model`` (the classifier's hyperparameters, or ``None``),
+    ``success_probability`` (of each proposal, best first, when the classifier is used),
+    ``noise`` (``"inferred"`` or ``"fixed"``), ``seconds_fit``, ``seconds_acq``,
+    ``joint_acquisition_value``, ``best_observed`` (objective units, one objective),
+    ``pareto_front`` and ``reference_point`` (several objectives), ``search``
+    (``"continuous"``, ``"pool"`` or ``"enumerated"``), ``n_candidates``, ``local_model``
+    (whether the trust-region path was taken), ``n_model`` (points the GP was fitted to),
+    ``categorical_search`` (``"enumerated (k combinations)"``, ``"relaxed"`` or ``"none"``),
+    ``warm_started``, ``device``, ``warnings`` and ``n_repeats``. ``candidate_scores`` are
+    the acquisition values of the proposed points, each given the pending points.
     """
 
-    version = "1"
-    Options = QLogNEIOptions
-    options: QLogNEIOptions
+    version = "2"
+    Options = BayesOptOptions
+    options: BayesOptOptions
+    min_objectives: ClassVar[int] = 1
+    max_objectives: ClassVar[int | None] = None
 
     def __init__(
         self,
@@ -99,44 +151,51 @@ class QLogNEIPlanner(Planner):
         seed: int = 0,
         **options: Any,
     ) -> None:
-        """Create the planner; see :class:`QLogNEIOptions` for the options.
+        """Create the planner; see :class:`BayesOptOptions` for the options.
 
         Raises:
-            PlannerError: If there is not exactly one objective.
-            InvalidCampaignError: If an option is unknown or invalid.
+            PlannerError: If the number of objectives does not suit the planner.
+            InvalidCampaignError: If an option is unknown or invalid, or the pool unreadable.
         """
         super().__init__(space, objectives, seed=seed, **options)
-        if len(self.objectives) != 1:
-            names = ", ".join(o.name for o in self.objectives)
+        self.layout = OutcomeLayout(self.objectives)
+        k = self.layout.n_objectives
+        hi = self.max_objectives
+        if k < self.min_objectives or (hi is not None and k > hi):
+            names = ", ".join(o.name for o in self.objectives if not o.is_constraint)
+            want = "exactly one objective" if hi == 1 else f"{self.min_objectives} or more"
             raise PlannerError(
-                f"qlognei optimises exactly one objective, got {len(self.objectives)} "
-                f"({names}); use 'random' or 'sobol' for several objectives"
+                f"{self.name} optimises {want}, got {k} ({names}); use 'bo' (any number), "
+                "'qlognei' (one), 'qlognehvi' (several), 'random' or 'sobol'"
             )
         self.encoder = SpaceEncoder(space)
         n_init = self.options.initial_points
         self.initial_points = n_init if n_init is not None else min(max(2 * len(space), 4), 10)
         self.device = default_device()
+        self.constraints = linear_constraints(self.encoder)
+        self.candidates: CandidateSet | None = None
+        if self.options.pool is not None:
+            pool = read_pool(self.options.pool, space)
+            self.candidates = CandidateSet(self.encoder, pool, "pool")
+        elif not space.constraints:
+            points = enumerate_space(space, self.options.discrete_limit)
+            if points is not None:
+                self.candidates = CandidateSet(self.encoder, points, "enumerated")
+        self._warm_state: dict[str, Tensor] | None = None
+        self._acq_details: dict[str, Any] = {}
 
     def ask(self, n: int, pending: Sequence[Mapping[str, ParamValue]] = ()) -> Decision:
-        """Propose ``n`` experiments: Sobol points while in the initial design, else qLogNEI.
-
-        Args:
-            n: Number of proposals.
-            pending: Points still being measured.
-
-        Returns:
-            The decision.
+        """Propose ``n`` experiments: Sobol points while in the initial design, else BO.
 
         Raises:
-            PlannerError: If ``n`` is invalid or the GP cannot be fitted.
+            PlannerError: If ``n`` is invalid, the pool has too few rows left, or fitting
+                fails.
             ParameterLimitError: If a pending point lies outside the search space.
         """
         t0 = time.perf_counter()
         self.check_ask(n, pending)
         seed, repeat = self.decision_seed(len(pending))
-        objective = self.objectives[0]
         data = training_data(self.encoder, self._observations, self.objectives)
-        n_train = len(self._observations)
         details: dict[str, Any] = {
             "initial_points": self.initial_points,
             "n_feasible": data.n,
@@ -145,96 +204,310 @@ class QLogNEIPlanner(Planner):
             "decision_seed": seed,
             "repeat": repeat,
         }
-        used = n_train + len(pending)
-        if used < self.initial_points or data.n < MIN_TRAIN_POINTS:
-            unit = sobol_unit(self.encoder.n_params, seed=self.seed, skip=used, n=n)
-            proposals = [
-                Proposal(parameters=p, origin="sobol") for p in self.encoder.from_unit(unit)
-            ]
+        available: list[int] | None = None
+        if self.candidates is not None:
+            used = [o.parameters for o in self._observations] + list(pending)
+            available = self.candidates.available(used)
+            if len(available) < n and self.candidates.origin == "enumerated":
+                # every point of a small discrete space was tried: repeats are allowed
+                available = list(range(len(self.candidates)))
+            if len(available) < n:
+                raise PlannerError(
+                    f"{self.name}: {n} proposals wanted but only {len(available)} of the "
+                    f"{len(self.candidates)} candidates are neither measured nor pending"
+                )
+            details["n_candidates"] = len(available)
+        used_n = len(self._observations) + len(pending)
+        if used_n < self.initial_points or data.n < MIN_TRAIN_POINTS:
+            proposals = self._initial(n, used_n, seed, available)
             details["phase"] = "initial_design"
-            details["sequence_start"] = used
+            details["sequence_start"] = used_n
             return self.decision(proposals, len(pending), t0, details)
 
-        dev, dtype = self.device, torch.double
+        dev = self.device
         with (
             torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []),
             warnings.catch_warnings(record=True) as caught,
         ):
             warnings.simplefilter("always")
             torch.manual_seed(seed)
-            t_fit = time.perf_counter()
-            try:
-                model = fit_single_task_gp(
-                    data.X, data.Y, bounds=self.encoder.bounds(dtype), device=dev
-                )
-            except Exception as exc:  # GPyTorch/BoTorch raise a variety of errors
-                raise PlannerError(f"qlognei: fitting the GP failed: {exc}") from exc
-            seconds_fit = time.perf_counter() - t_fit
-
-            t_acq = time.perf_counter()
-            x_pending = self.encoder.encode(pending, dtype).to(dev) if pending else None
-            acqf = qLogNoisyExpectedImprovement(
-                model=model,
-                X_baseline=data.X.to(dev, dtype),
-                sampler=SobolQMCNormalSampler(
-                    sample_shape=torch.Size([self.options.mc_samples]), seed=seed % (2**31)
-                ),
-                X_pending=x_pending,
-                prune_baseline=True,
-            )
-            candidates, _ = optimize_acqf(
-                acq_function=acqf,
-                bounds=self.encoder.bounds(dtype).to(dev),
-                q=n,
-                num_restarts=self.options.num_restarts,
-                raw_samples=self.options.raw_samples,
-                options={"seed": seed % (2**31), "maxiter": self.options.maxiter},
-                sequential=n > 1,
-            )
-            points = self.encoder.decode(candidates)
-            x_chosen = self.encoder.encode(points, dtype).to(dev)
-            with torch.no_grad():
-                scores = acqf(x_chosen.unsqueeze(1)).reshape(-1).cpu().tolist()
-                joint = float(acqf(x_chosen.unsqueeze(0)).reshape(-1)[0])
-            seconds_acq = time.perf_counter() - t_acq
-
+            points, scores, joint = self._bayesopt(n, pending, data, seed, available, details)
         for w in caught:
-            logger.debug("qlognei: %s: %s", w.category.__name__, w.message)
+            logger.debug("%s: %s: %s", self.name, w.category.__name__, w.message)
         order = sorted(range(n), key=lambda i: -scores[i])
+        if "success_probability" in details:
+            details["success_probability"] = [details["success_probability"][i] for i in order]
         proposals = [
             Proposal(parameters=points[i], score=float(scores[i]), origin="acquisition")
             for i in order
         ]
-        best = objective.sign * float(data.Y[:, 0].max())
-        seen = {_key(o.parameters) for o in self._observations} | {_key(q) for q in pending}
-        n_repeats = sum(_key(p) in seen for p in points)
+        seen = {point_key(o.parameters) for o in self._observations}
+        seen |= {point_key(q) for q in pending}
         details.update(
             phase="bayesopt",
-            acquisition=ACQUISITION,
-            hyperparameters=hyperparameters_of(model),
-            seconds_fit=seconds_fit,
-            seconds_acq=seconds_acq,
             joint_acquisition_value=joint,
-            best_observed=best,
-            relaxation="continuous relaxation, integers rounded, one-hot argmax",
             num_restarts=self.options.num_restarts,
             raw_samples=self.options.raw_samples,
             device=str(dev),
             warnings=len(caught),
-            n_repeats=n_repeats,
-        )
-        logger.debug(
-            "qlognei: %d proposals from %d feasible points (fit %.3f s, acq %.3f s)",
-            n,
-            data.n,
-            seconds_fit,
-            seconds_acq,
+            n_repeats=sum(point_key(p) in seen for p in points),
         )
         return self.decision(
             proposals, len(pending), t0, details, [float(scores[i]) for i in order]
         )
 
+    def _initial(self, n: int, used: int, seed: int, available: list[int] | None) -> list[Proposal]:
+        """Initial-design proposals: Sobol points (polytope samples where constrained)."""
+        if self.candidates is not None and available is not None:
+            rng = np.random.default_rng(seed)
+            picks = rng.choice(len(available), size=n, replace=False)
+            return [
+                Proposal(parameters=dict(self.candidates.points[available[int(i)]]), origin="sobol")
+                for i in picks
+            ]
+        unit = sobol_unit(self.encoder.n_params, seed=self.seed, skip=used, n=n)
+        if self.space.constraints:
+            unit = polytope_unit_samples(self.encoder, unit, seed=self.seed + used)
+        return [Proposal(parameters=p, origin="sobol") for p in self.encoder.from_unit(unit)]
 
-def _key(point: Mapping[str, ParamValue]) -> tuple[tuple[str, str], ...]:
-    """A hashable identity of a point (values compared by their ``repr``)."""
-    return tuple(sorted((k, repr(v)) for k, v in point.items()))
+    def _fit(
+        self, data: TrainingData, details: dict[str, Any]
+    ) -> tuple[Model, FeasibilityClassifier | None, Tensor, Tensor | None]:
+        """Fit the outcome GP and the success classifier; returns both, the GP's inputs and
+        the trust-region box (``None`` unless the model is local)."""
+        dev = self.device
+        bounds = self.encoder.bounds(torch.double)
+        x, y, yvar = data.X, data.Y, data.Yvar
+        if self.options.impute_failures and data.n_infeasible > 0:
+            failed = [o.parameters for o in self._observations if not o.feasible]
+            x = torch.cat([x, self.encoder.encode(failed, x.dtype)])
+            worst = self.layout.pessimistic(y).expand(len(failed), -1)
+            y = torch.cat([y, worst])
+            yvar = (
+                None
+                if yvar is None
+                else torch.cat([yvar, yvar.max(dim=0).values.expand(len(failed), -1)])
+            )
+        box: Tensor | None = None
+        local = data.n > self.options.max_exact
+        if local:
+            keep = self._local_subset(x, y)
+            x, y = x[keep], y[keep]
+            yvar = None if yvar is None else yvar[keep]
+            box = torch.stack([x.min(dim=0).values, x.max(dim=0).values])
+        warm = self._warm_state if self.options.warm_start else None
+        t_fit = time.perf_counter()
+        try:
+            outcome = fit_single_task_gp(
+                x,
+                y,
+                bounds=bounds,
+                device=dev,
+                train_Yvar=yvar,
+                warm_start_state=warm,
+                maxiter=self.options.warm_start_maxiter if warm is not None else None,
+            )
+            feas = None
+            if self.options.feasibility and data.n_infeasible > 0:
+                fx, labels = feasibility_data(self.encoder, self._observations)
+                if fx.shape[0] > self.options.max_exact:
+                    fx, labels = fx[-self.options.max_exact :], labels[-self.options.max_exact :]
+                feas = fit_feasibility_classifier(fx.to(dev), labels.to(dev))
+        except Exception as exc:  # GPyTorch/BoTorch raise a variety of errors
+            raise PlannerError(f"{self.name}: fitting the GP failed: {exc}") from exc
+        if self.options.warm_start:
+            self._warm_state = {k: v.detach().clone() for k, v in outcome.state_dict().items()}
+        details.update(
+            hyperparameters=hyperparameters_of(outcome),
+            feasibility_model=None if feas is None else classifier_summary(feas),
+            noise="fixed" if yvar is not None else "inferred",
+            seconds_fit=time.perf_counter() - t_fit,
+            local_model=local,
+            n_model=int(x.shape[0]),
+            warm_started=warm is not None,
+        )
+        return outcome, feas, x, box
+
+    def _categorical_fixings(self) -> list[dict[int, float]] | None:
+        """One ``{column: value}`` fixing of the one-hot columns per combination of choices,
+        or ``None`` without categoricals or with more than ``max_categorical_combinations``."""
+        blocks = [
+            (sl, len(p.choices))
+            for p, sl in zip(self.space.parameters, self.encoder.slices, strict=True)
+            if isinstance(p, CategoricalParameter)
+        ]
+        if (
+            not blocks
+            or math.prod(k for _, k in blocks) > self.options.max_categorical_combinations
+        ):
+            return None
+        out: list[dict[int, float]] = []
+        for combo in itertools.product(*(range(k) for _, k in blocks)):
+            fixing: dict[int, float] = {}
+            for (sl, k), chosen in zip(blocks, combo, strict=True):
+                fixing.update({sl.start + j: float(j == chosen) for j in range(k)})
+            out.append(fixing)
+        return out
+
+    def _local_subset(self, x: Tensor, y: Tensor) -> Tensor:
+        """Indices of the ``max_exact`` observations nearest the incumbent (or the front)."""
+        util = self.layout.utilities(y)
+        ok = self.layout.satisfied(y)
+        score = util.sum(dim=-1) if util.shape[-1] > 1 else util[:, 0]
+        score = torch.where(ok, score, score - score.abs().max() - 1.0)
+        centre = x[int(score.argmax())]
+        dist = (x - centre).norm(dim=-1)
+        return dist.argsort()[: self.options.max_exact]
+
+    def _bayesopt(
+        self,
+        n: int,
+        pending: Sequence[Mapping[str, ParamValue]],
+        data: TrainingData,
+        seed: int,
+        available: list[int] | None,
+        details: dict[str, Any],
+    ) -> tuple[list[dict[str, ParamValue]], list[float], float]:
+        dev, dtype = self.device, torch.double
+        model, classifier, x_base, box = self._fit(data, details)
+        t_acq = time.perf_counter()
+        x_pending = self.encoder.encode(pending, dtype).to(dev) if pending else None
+        sampler = SobolQMCNormalSampler(
+            sample_shape=torch.Size([self.options.mc_samples]), seed=seed % (2**31)
+        )
+        acqf = self.acquisition(model, self.layout, x_base.to(dev, dtype), data, sampler, x_pending)
+        if classifier is not None:
+            acqf = FeasibilityWeighted(acqf, classifier, self.options.min_feasibility)
+        details.update(self._acq_details)
+        if self.candidates is not None and available is not None:
+            choices = self.candidates.X[available].to(dev, dtype)
+            candidates, _ = optimize_acqf_discrete(acqf, q=n, choices=choices, unique=True)
+            idx = self.candidates.nearest(candidates, available)
+            points = [dict(self.candidates.points[i]) for i in idx]
+            details["search"] = self.candidates.origin
+        else:
+            bounds = self.encoder.bounds(dtype)
+            fixings = self._categorical_fixings()
+            if box is not None:
+                bounds = box.cpu().clone()
+                for p, sl in zip(self.space.parameters, self.encoder.slices, strict=True):
+                    if isinstance(p, CategoricalParameter):
+                        bounds[0, sl], bounds[1, sl] = 0.0, 1.0
+            common: dict[str, Any] = {
+                "acq_function": acqf,
+                "bounds": bounds.to(dev),
+                "q": n,
+                "num_restarts": self.options.num_restarts,
+                "raw_samples": self.options.raw_samples,
+                "options": {"seed": seed % (2**31), "maxiter": self.options.maxiter},
+                "inequality_constraints": self.constraints.inequality or None,
+                "equality_constraints": self.constraints.equality or None,
+            }
+            if fixings:
+                candidates, _ = optimize_acqf_mixed(fixed_features_list=fixings, **common)
+                details["categorical_search"] = f"enumerated ({len(fixings)} combinations)"
+            else:
+                candidates, _ = optimize_acqf(sequential=n > 1, **common)
+                details["categorical_search"] = (
+                    "relaxed" if self.encoder.dim > len(self.space) else "none"
+                )
+            points = self.encoder.decode(candidates)
+            details["search"] = "continuous"
+            details["n_constraint_violations"] = sum(
+                bool(self.space.constraint_violations(p)) for p in points
+            )
+        x_chosen = self.encoder.encode(points, dtype).to(dev)
+        with torch.no_grad():
+            scores = acqf(x_chosen.unsqueeze(1)).reshape(-1).cpu().tolist()
+            joint = float(acqf(x_chosen.unsqueeze(0)).reshape(-1)[0])
+            if classifier is not None:
+                details["success_probability"] = classifier.probability(x_chosen).tolist()
+        details["seconds_acq"] = time.perf_counter() - t_acq
+        return points, [float(s) for s in scores], joint
+
+    def acquisition(
+        self,
+        model: Model,
+        layout: OutcomeLayout,
+        x_baseline: Tensor,
+        data: TrainingData,
+        sampler: SobolQMCNormalSampler,
+        x_pending: Tensor | None,
+    ) -> AcquisitionFunction:
+        """The acquisition function: qLogNEI for one objective, qLogNEHVI for several.
+
+        Sets ``self._acq_details`` (acquisition name, best observed value or reference
+        point and Pareto front) for the decision record.
+
+        Args:
+            model: The fitted model (outcome columns, then the success latent if any).
+            layout: Which column is which.
+            x_baseline: ``n x d`` encodings of the observations the model was fitted to.
+            data: The training data (signed outcomes ``Y``).
+            sampler: The QMC sampler.
+            x_pending: ``p x d`` encodings of pending experiments, or ``None``.
+        """
+        constraints = layout.constraints() or None
+        y = data.Y
+        if layout.n_objectives == 1:
+            self._acq_details = {
+                "acquisition": "qLogNoisyExpectedImprovement",
+                "best_observed": layout.best_observed(y),
+                "n_outcome_constraints": len(constraints or []),
+            }
+            return qLogNoisyExpectedImprovement(
+                model=model,
+                X_baseline=x_baseline,
+                sampler=sampler,
+                objective=layout.single_objective(),
+                constraints=constraints,
+                X_pending=x_pending,
+                prune_baseline=True,
+            )
+        ref, inferred = layout.reference_point(y)
+        self._acq_details = {
+            "acquisition": "qLogNoisyExpectedHypervolumeImprovement",
+            "reference_point": [float(v) for v in ref.tolist()],
+            "reference_point_inferred": inferred,
+            "pareto_front": pareto_utilities(layout, y),
+            "n_outcome_constraints": len(constraints or []),
+        }
+        return qLogNoisyExpectedHypervolumeImprovement(
+            model=model,
+            ref_point=ref.to(x_baseline),
+            X_baseline=x_baseline,
+            sampler=sampler,
+            objective=layout.multi_objective(),
+            constraints=constraints,
+            X_pending=x_pending,
+            prune_baseline=True,
+        )
+
+
+@register_planner("bo")
+class BOPlanner(BayesOptPlanner):
+    """qLogNEI for one objective, qLogNEHVI for several (see the module docstring)."""
+
+
+@register_planner("qlognei")
+class QLogNEIPlanner(BayesOptPlanner):
+    """Bayesian optimisation of exactly one objective with qLogNEI."""
+
+    max_objectives = 1
+
+
+@register_planner("qlognehvi")
+class QLogNEHVIPlanner(BayesOptPlanner):
+    """Bayesian optimisation of two or more objectives with qLogNEHVI."""
+
+    min_objectives = 2
+
+
+def classifier_summary(classifier: FeasibilityClassifier) -> dict[str, list[float]]:
+    """The success classifier's hyperparameters, as plain lists (JSON-ready)."""
+    covar = classifier.covar_module
+    return {
+        "lengthscales": [float(v) for v in covar.base_kernel.lengthscale.detach().reshape(-1)],
+        "outputscale": [float(covar.outputscale.detach())],
+        "mean_constant": [float(classifier.mean_module.constant.detach())],
+    }

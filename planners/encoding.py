@@ -35,7 +35,7 @@ from models.params import (
 )
 from models.records import Observation
 
-__all__ = ["SpaceEncoder", "TrainingData", "training_data"]
+__all__ = ["SpaceEncoder", "TrainingData", "feasibility_data", "training_data"]
 
 
 class SpaceEncoder:
@@ -179,12 +179,16 @@ class TrainingData:
         Y: ``n x m`` objective values, multiplied by each objective's sign (larger is better).
         n_infeasible: Observations left out because the experiment failed.
         n_incomplete: Feasible observations left out for a missing or non-finite objective.
+        Yvar: ``n x m`` noise variances (squared reported uncertainties, in objective units)
+            when every usable observation reported an uncertainty for every objective, else
+            ``None``.
     """
 
     X: Tensor
     Y: Tensor
     n_infeasible: int
     n_incomplete: int
+    Yvar: Tensor | None = None
 
     @property
     def n(self) -> int:
@@ -201,7 +205,10 @@ def training_data(
     """Turn observations into ``train_X`` (``n x d``) and ``train_Y`` (``n x m``).
 
     Failed experiments (``feasible=False``) and feasible ones lacking a finite value for an
-    objective are left out and counted.
+    objective are left out and counted. Reported uncertainties become ``Yvar`` only when
+    every kept observation has a finite, positive one for every objective (a fixed-noise
+    model cannot mix known and unknown noise; an uncertainty of zero usually means "not
+    estimated", and would make the GP interpolate noisy values exactly).
 
     Args:
         encoder: Encoder of the search space.
@@ -214,6 +221,7 @@ def training_data(
     """
     points: list[Mapping[str, ParamValue]] = []
     values: list[list[float]] = []
+    variances: list[list[float]] | None = []
     n_infeasible = n_incomplete = 0
     for obs in observations:
         if not obs.feasible:
@@ -225,6 +233,36 @@ def training_data(
             continue
         points.append(obs.parameters)
         values.append([o.sign * float(v) for o, v in zip(objectives, row, strict=True)])
+        if variances is not None:
+            sd = [obs.uncertainties.get(o.name) for o in objectives]
+            if all(isinstance(u, (int, float)) and math.isfinite(u) and u > 0 for u in sd):
+                variances.append([float(u) ** 2 for u in sd if u is not None])
+            else:
+                variances = None
     x = encoder.encode(points, dtype=dtype)
     y = torch.tensor(values, dtype=dtype).reshape(len(values), len(objectives))
-    return TrainingData(X=x, Y=y, n_infeasible=n_infeasible, n_incomplete=n_incomplete)
+    yvar = None
+    if variances:
+        yvar = torch.tensor(variances, dtype=dtype).reshape(len(values), len(objectives))
+    return TrainingData(X=x, Y=y, n_infeasible=n_infeasible, n_incomplete=n_incomplete, Yvar=yvar)
+
+
+def feasibility_data(
+    encoder: SpaceEncoder,
+    observations: Sequence[Observation],
+    dtype: torch.dtype = torch.double,
+) -> tuple[Tensor, Tensor]:
+    """Every observation's encoding and whether it succeeded.
+
+    Args:
+        encoder: Encoder of the search space.
+        observations: Observations, failed ones included.
+        dtype: Floating dtype of the tensors.
+
+    Returns:
+        ``(X, labels)``: ``n x d`` encodings and an ``n`` tensor of ``1.0`` (the experiment
+        succeeded) and ``0.0`` (it failed).
+    """
+    x = encoder.encode([o.parameters for o in observations], dtype=dtype)
+    labels = torch.tensor([1.0 if o.feasible else 0.0 for o in observations], dtype=dtype)
+    return x, labels

@@ -7,6 +7,11 @@ likely) from a NumPy generator seeded by :meth:`~planners.base.Planner.decision_
 by the campaign seed. The position in the sequence is the number of experiments already
 told plus those pending, so a planner rebuilt after a restart continues exactly where the
 old one stopped, and asynchronous asks never repeat a point that is still running.
+
+In a space with linear or mixture constraints, the parameters the constraints involve are
+drawn instead from the constrained polytope by BoTorch's hit-and-run sampler
+(:func:`planners.constraints.polytope_unit_samples`), seeded like the rest of the
+decision; the other parameters keep their uniform or Sobol values.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from torch import Tensor
 from models.params import ParamValue
 from models.records import Decision, Proposal
 from planners.base import Planner, register_planner
+from planners.constraints import polytope_unit_samples
 from planners.encoding import SpaceEncoder
 
 logger = logging.getLogger(__name__)
@@ -76,6 +82,8 @@ class RandomPlanner(Planner):
         rng = np.random.default_rng(seed)
         encoder = SpaceEncoder(self.space)
         unit = torch.from_numpy(rng.random((n, encoder.n_params)))
+        if self.space.constraints:
+            unit = polytope_unit_samples(encoder, unit, seed=seed)
         points = encoder.from_unit(unit)
         return self.decision(
             [Proposal(parameters=p, origin="random") for p in points],
@@ -111,6 +119,8 @@ class SobolPlanner(Planner):
         encoder = SpaceEncoder(self.space)
         skip = len(self._observations) + len(pending)
         unit = sobol_unit(encoder.n_params, seed=self.seed, skip=skip, n=n)
+        if self.space.constraints:
+            unit = polytope_unit_samples(encoder, unit, seed=self.seed + skip)
         points = encoder.from_unit(unit)
         return self.decision(
             [Proposal(parameters=p, origin="sobol") for p in points],

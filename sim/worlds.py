@@ -12,12 +12,17 @@ is always better:
 * ``"hartmann6"``: the six-dimensional Hartmann function on ``[0, 1]^6``, maximum 3.32237.
 * ``"branin"``: the Branin function on ``[-5, 10] x [0, 15]``, maximum -0.397887 at three
   points.
+* ``"branin-currin"``: two objectives on ``[0, 1]^2``, BoTorch's ``BraninCurrin`` negated
+  (outputs ``branin`` and ``currin``, both maximised); with BoTorch's reference point
+  ``(-18, -6)`` the Pareto front's hypervolume is about 59.36.
 
 Both are evaluated with NumPy from the constants of BoTorch's own instance (a simulated
 instrument evaluates its world on every measurement; one call into torch costs about a
 hundred times more), and the tests check the result against BoTorch's ``forward``.
 
 References:
+    Belakaria, S., Deshwal, A. and Doppa, J. R. (2019). Max-value Entropy Search for
+    Multi-Objective Bayesian Optimization. NeurIPS 32 (Branin-Currin).
     Dixon, L. C. W. and Szegö, G. P. (1978). The global optimization problem: an
     introduction. In *Towards Global Optimisation 2*, pp. 1-15 (Hartmann and Branin).
     Balandat, M. et al. (2020). BoTorch: A Framework for Efficient Monte-Carlo Bayesian
@@ -26,6 +31,7 @@ References:
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import logging
 import math
@@ -37,6 +43,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 import numpy as np
 import torch
 from botorch.test_functions import Branin, Hartmann
+from botorch.test_functions.multi_objective import BraninCurrin
 from botorch.test_functions.synthetic import SyntheticTestFunction
 
 from instruments.driver import OutputSpec, ParameterLimit
@@ -316,8 +323,18 @@ def register_world(name: str) -> Callable[[_W], _W]:
     return WORLDS.register(name)
 
 
+_EXTRA_MODULES = ("sim.table",)
+"""Modules of further built-in worlds; imported on first registry lookup."""
+
+
+def _load_builtins() -> None:
+    for module in _EXTRA_MODULES:
+        importlib.import_module(module)
+
+
 def world_names() -> list[str]:
     """Names of every registered world."""
+    _load_builtins()
     return WORLDS.names()
 
 
@@ -336,6 +353,7 @@ def get_world(name: str, **options: Any) -> World:
         InvalidCampaignError: If an option is unknown or has a bad value; the key path is
             ``options.<key>``.
     """
+    _load_builtins()
     cls = WORLDS.get(name)
     accepted = {
         p.name
@@ -400,3 +418,53 @@ class BraninWorld(BoTorchWorld):
         x1 = x[..., 0]
         t1 = x[..., 1] - _B * x1**2 + _C * x1 - 6
         return -(t1**2 + _T * np.cos(x1) + 10)
+
+
+@register_world("branin-currin")
+class BraninCurrinWorld(World):
+    """Branin and Currin on ``[0, 1]^2``, both negated so larger is better.
+
+    Inputs ``x1``, ``x2``; outputs ``branin`` (the rescaled Branin function, negated) and
+    ``currin`` (the Currin exponential function, negated), as BoTorch's
+    ``BraninCurrin(negate=True)``. :attr:`ref_point` and :attr:`max_hv` are BoTorch's
+    constants (in these negated units).
+    """
+
+    def __init__(self) -> None:
+        self.problem = BraninCurrin(negate=True)
+        self.ref_point = [-float(v) for v in self.problem._ref_point]
+        self.max_hv = float(self.problem._max_hv)
+
+    def parameters(self) -> list[ParameterLimit]:
+        """``x1`` and ``x2`` in ``[0, 1]``."""
+        return [
+            ParameterLimit(name=n, type="number", minimum=0.0, maximum=1.0) for n in ("x1", "x2")
+        ]
+
+    def outputs(self) -> list[OutputSpec]:
+        """``branin`` and ``currin``."""
+        return [OutputSpec(name="branin", kind="scalar"), OutputSpec(name="currin", kind="scalar")]
+
+    def evaluate_array(self, x: np.ndarray) -> np.ndarray:
+        """Both outputs at points ``x`` (``n x 2``); returns ``n x 2`` (negated values)."""
+        x = np.asarray(x, dtype=np.float64)
+        u, v = 15 * x[..., 0] - 5, 15 * x[..., 1]
+        t1 = v - _B * u**2 + _C * u - 6
+        branin = t1**2 + _T * np.cos(u) + 10
+        x0, x1 = x[..., 0], x[..., 1]
+        with np.errstate(divide="ignore"):
+            factor = 1 - np.exp(-1 / (2 * x1))
+        numer = 2300 * x0**3 + 1900 * x0**2 + 2092 * x0 + 60
+        denom = 100 * x0**3 + 500 * x0**2 + 4 * x0 + 20
+        return -np.stack([branin, factor * numer / denom], axis=-1)
+
+    def evaluate_true(self, params: Mapping[str, float]) -> dict[str, float]:
+        """The noise-free outputs at one point (see :meth:`World.evaluate_true`)."""
+        x = np.empty(2, dtype=np.float64)
+        for i, n in enumerate(("x1", "x2")):
+            v = params.get(n)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ParameterLimitError(n, v, f"world {self.name!r}: type number")
+            x[i] = v
+        y = self.evaluate_array(x[None, :])[0]
+        return {"branin": float(y[0]), "currin": float(y[1])}

@@ -17,12 +17,17 @@ import torch
 from botorch.fit import fit_gpytorch_mll
 from botorch.models import SingleTaskGP
 from botorch.models.transforms import Normalize, Standardize
+from gpytorch.likelihoods import FixedNoiseGaussianLikelihood
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from torch import Tensor
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["default_device", "fit_single_task_gp", "hyperparameters_of"]
+__all__ = [
+    "default_device",
+    "fit_single_task_gp",
+    "hyperparameters_of",
+]
 
 
 def default_device() -> torch.device:
@@ -37,8 +42,13 @@ def fit_single_task_gp(
     bounds: Tensor | None = None,
     device: torch.device | str | None = None,
     warm_start_state: Mapping[str, Tensor] | None = None,
+    train_Yvar: Tensor | None = None,  # noqa: N803
+    maxiter: int | None = None,
 ) -> SingleTaskGP:
     """Fit an exact GP to data, with input normalisation and outcome standardisation.
+
+    With ``train_Yvar`` the observation noise is known (BoTorch's fixed-noise likelihood)
+    instead of inferred: use it when the instrument reports an uncertainty.
 
     Args:
         train_X: ``n x d`` inputs.
@@ -49,6 +59,9 @@ def fit_single_task_gp(
             and cast to double precision.
         warm_start_state: A ``state_dict()`` of an earlier model of the same shape; its
             hyperparameters (lengthscales, noise, mean) start the optimisation.
+        train_Yvar: ``n x m`` known noise variances of ``train_Y`` (same units squared).
+        maxiter: Iteration limit of the L-BFGS-B fit (BoTorch's default when ``None``); a
+            warm-started fit usually needs far fewer.
 
     Returns:
         The fitted model, in eval mode, on ``device``.
@@ -63,18 +76,26 @@ def fit_single_task_gp(
         )
     if train_X.shape[0] == 0:
         raise ValueError("cannot fit a GP to no data")
+    if train_Yvar is not None and train_Yvar.shape != train_Y.shape:
+        raise ValueError(
+            f"train_Yvar has shape {tuple(train_Yvar.shape)}, train_Y {tuple(train_Y.shape)}"
+        )
     dev = torch.device(device) if device is not None else default_device()
     x = train_X.to(dev, torch.double)
     y = train_Y.to(dev, torch.double)
     d, m = x.shape[-1], y.shape[-1]
     normalize = Normalize(d=d, bounds=None if bounds is None else bounds.to(dev, torch.double))
-    model = SingleTaskGP(x, y, input_transform=normalize, outcome_transform=Standardize(m=m)).to(
-        dev
-    )
+    yvar = None if train_Yvar is None else train_Yvar.to(dev, torch.double).clamp_min(1e-12)
+    model = SingleTaskGP(
+        x, y, train_Yvar=yvar, input_transform=normalize, outcome_transform=Standardize(m=m)
+    ).to(dev)
     if warm_start_state is not None:
         _load_hyperparameters(model, warm_start_state)
     mll = ExactMarginalLogLikelihood(model.likelihood, model)
-    fit_gpytorch_mll(mll)
+    kwargs: dict[str, object] = {}
+    if maxiter is not None:
+        kwargs["optimizer_kwargs"] = {"options": {"maxiter": maxiter}}
+    fit_gpytorch_mll(mll, **kwargs)  # type: ignore[arg-type]
     model.eval()
     logger.debug("fitted GP on %d points (d=%d, m=%d) on %s", x.shape[0], d, m, dev)
     return model
@@ -112,10 +133,13 @@ def hyperparameters_of(model: SingleTaskGP) -> dict[str, list[float]]:
         outputscale = _floats(covar.outputscale)
     else:
         outputscale = [1.0] * m
+    noise = model.likelihood.noise
+    fixed = isinstance(model.likelihood, FixedNoiseGaussianLikelihood)
     out: dict[str, list[float]] = {
         "lengthscales": _floats(base.lengthscale),
         "outputscale": outputscale,
-        "noise": _floats(model.likelihood.noise),
+        # a fixed-noise model has one (known) variance per observation: report their mean
+        "noise": _floats(noise.mean(dim=-1)) if fixed else _floats(noise),
         "mean_constant": _floats(model.mean_module.constant),
     }
     tf = getattr(model, "outcome_transform", None)

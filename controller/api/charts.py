@@ -77,12 +77,19 @@ def pareto_front(points: Sequence[tuple[float, float]], signs: tuple[float, floa
     return sorted(front, key=lambda i: points[i][0])
 
 
-def best_so_far(values: Sequence[float | None], sign: float) -> list[float | None]:
-    """The running best of ``values`` (``None`` until the first value)."""
+def best_so_far(
+    values: Sequence[float | None], sign: float, target: float | None = None
+) -> list[float | None]:
+    """The running best of ``values`` (``None`` until the first value): the largest of
+    ``sign * v``, or with a ``target`` the value closest to it."""
     out: list[float | None] = []
     best: float | None = None
+
+    def utility(v: float) -> float:
+        return -abs(v - target) if target is not None else sign * v
+
     for v in values:
-        if v is not None and (best is None or sign * v > sign * best):
+        if v is not None and (best is None or utility(v) > utility(best)):
             best = v
         out.append(best)
     return out
@@ -144,10 +151,12 @@ def _timeline(s: Session, campaign_id: int) -> dict[str, Any]:
 def chart_data(s: Session, c: CampaignRow) -> dict[str, Any]:
     """Everything the campaign page draws, as JSON-ready data."""
     spec = dict(c.spec)
-    objectives = [
-        (o["name"], 1.0 if o.get("direction", "maximize") == "maximize" else -1.0)
+    objectives = [  # outcome constraints are not optimised: no best-so-far, no front
+        (o["name"], 1.0 if o.get("direction") in (None, "maximize") else -1.0)
         for o in spec.get("objectives", [])
+        if o.get("kind", "objective") != "constraint"
     ]
+    targets = {o["name"]: o.get("target") for o in spec.get("objectives", [])}
     params = [p["name"] for p in spec.get("parameters", [])]
     values = _values(s, c.id)
     rows = s.execute(
@@ -172,8 +181,14 @@ def chart_data(s: Session, c: CampaignRow) -> dict[str, Any]:
         best[name] = {
             "experiment_ids": [r[0] for r in completed],
             "values": series,
-            "best": best_so_far(series, sign),
-            "direction": "maximize" if sign > 0 else "minimize",
+            "best": best_so_far(series, sign, targets.get(name)),
+            "direction": (
+                f"target {targets[name]:g}"
+                if targets.get(name) is not None
+                else "maximize"
+                if sign > 0
+                else "minimize"
+            ),
         }
     points = [
         {

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from models.errors import StoreError
 from models.objectives import Objective
@@ -74,16 +74,20 @@ def steps_in_status(s: Session, campaign_id: int, statuses: Iterable[StepStatus]
 
 
 def _latest_values(
-    s: Session, where: Sequence[ColumnElement[bool]], names: Sequence[str]
+    s: Session,
+    where: Sequence[ColumnElement[bool]],
+    names: Sequence[str],
+    column: InstrumentedAttribute[float | None] = MeasurementRow.value,
 ) -> dict[int, dict[str, float]]:
-    """Scalar measurement values by experiment id and name; the latest step's value wins."""
+    """Scalar measurement values (or another column of them, e.g. their uncertainty) by
+    experiment id and name; the latest step's value wins."""
     out: dict[int, dict[str, float]] = {}
     if not names:
         return out
     stmt = (
-        select(MeasurementRow.experiment_id, MeasurementRow.name, MeasurementRow.value)
+        select(MeasurementRow.experiment_id, MeasurementRow.name, column)
         .join(ExperimentRow, MeasurementRow.experiment_id == ExperimentRow.id)
-        .where(*where, MeasurementRow.name.in_(list(names)), MeasurementRow.value.is_not(None))
+        .where(*where, MeasurementRow.name.in_(list(names)), column.is_not(None))
         .order_by(MeasurementRow.step_id, MeasurementRow.id)
     )
     for experiment_id, name, value in s.execute(stmt):
@@ -122,11 +126,9 @@ def observations(
         .order_by(ExperimentRow.id)
     )
     rows = s.execute(stmt).all()
-    values = _latest_values(
-        s,
-        [ExperimentRow.campaign_id == campaign_id, ExperimentRow.status == completed],
-        names,
-    )
+    where = [ExperimentRow.campaign_id == campaign_id, ExperimentRow.status == completed]
+    values = _latest_values(s, where, names)
+    sigmas = _latest_values(s, where, names, MeasurementRow.uncertainty)
     out: list[Observation] = []
     for experiment_id, status, parameters in rows:
         if status != completed:
@@ -143,7 +145,8 @@ def observations(
                 ", ".join(missing),
             )
         objs = {n: measured[n] for n in names if n in measured}
-        out.append(Observation(dict(parameters), objs, not missing, experiment_id))
+        sigma = {n: u for n, u in sigmas.get(experiment_id, {}).items() if n in objs}
+        out.append(Observation(dict(parameters), objs, not missing, experiment_id, sigma))
     return out
 
 
