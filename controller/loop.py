@@ -336,7 +336,9 @@ class CampaignController(StepRunner):
             last = max(exp.steps, key=lambda st: (st.index, st.attempt), default=None)
             index = last.index if last is not None else 0
             attempt = last.attempt + 1 if last is not None else 1
-        work = Work(experiment_id, index, point, attempt, rerun=True)
+        work = Work(
+            experiment_id, index, point, attempt, True, reason=f"{actor} decided to run it again"
+        )
         with transaction(self._sessions) as s:
             self._status[experiment_id] = ExperimentStatus.INTERRUPTED
             if action == "rerun":

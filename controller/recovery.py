@@ -91,8 +91,23 @@ class Recovery:
                 self._count("closed")
                 ctl._in_flight.pop(exp_id, None)
                 continue
-            ctl._ready[ctl.spec.workflow[nxt].kind].append(Work(exp_id, nxt, point))
-            self._count("requeued")
+            tried = [st.attempt for st in steps if st.index == nxt]
+            if tried:
+                # an earlier attempt ended without a result (a retry was due when the
+                # controller stopped): the next attempt is a flagged re-run
+                work = Work(
+                    exp_id,
+                    nxt,
+                    point,
+                    max(tried) + 1,
+                    True,
+                    reason="its last attempt ended without a result before the restart",
+                )
+                self._count("retried")
+            else:
+                work = Work(exp_id, nxt, point)
+                self._count("requeued")
+            ctl._ready[ctl.spec.workflow[nxt].kind].append(work)
         if self.summary:
             with transaction(ctl._sessions) as s:
                 add_event(

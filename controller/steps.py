@@ -145,6 +145,19 @@ class StepRunner:
                 )
                 if self._current(s, work.experiment_id) != ExperimentStatus.RUNNING:
                     self._move(s, work, ExperimentStatus.RUNNING)
+                if work.rerun:
+                    # in the step's own transaction: every re-run step has its event
+                    add_event(
+                        s,
+                        "step.rerun",
+                        f"experiment {work.experiment_id} step {work.index} "
+                        f"({step_spec.action}) runs again as attempt {work.attempt} on "
+                        f"{slot.name}: {work.reason or 'an earlier attempt left no result'}",
+                        campaign_id=self.campaign_id,
+                        experiment_id=work.experiment_id,
+                        instrument=slot.name,
+                        data={"request_id": rid, "attempt": work.attempt},
+                    )
             work.step_id, work.request_id = step_id, rid
         assert work.request_id is not None
         action = self.gate.action(slot.name, work.index)
@@ -345,15 +358,17 @@ class StepRunner:
             )
             add_event(
                 s,
-                "step.rerun",
+                "step.retry",
                 f"experiment {work.experiment_id} step {work.index} "
-                f"({self.spec.workflow[work.index].action}) is run again as attempt "
+                f"({self.spec.workflow[work.index].action}) will run again as attempt "
                 f"{work.attempt + 1}: {reason}",
                 campaign_id=self.campaign_id,
                 experiment_id=work.experiment_id,
                 data={"request_id": work.request_id, "attempt": work.attempt + 1},
             )
-        nxt = Work(work.experiment_id, work.index, work.point, work.attempt + 1, rerun=True)
+        nxt = Work(
+            work.experiment_id, work.index, work.point, work.attempt + 1, True, reason=reason
+        )
         self._ready[self.spec.workflow[work.index].kind].appendleft(nxt)
 
     def _retry_or_fail(
@@ -391,7 +406,7 @@ class StepRunner:
                 )
                 add_event(
                     s,
-                    "step.rerun",
+                    "step.retry",
                     f"experiment {work.experiment_id} step {work.index} on {slot.name}: "
                     f"{code}: {message}; attempt {work.attempt + 1} of {rel.max_attempts} "
                     f"in {delay:.3g} s",
@@ -400,7 +415,10 @@ class StepRunner:
                     instrument=slot.name,
                     data={"code": code, "attempt": work.attempt + 1, "delay_s": delay},
                 )
-            nxt = Work(work.experiment_id, work.index, work.point, work.attempt + 1, rerun=True)
+            why = f"{code} on {slot.name}: {message}"
+            nxt = Work(
+                work.experiment_id, work.index, work.point, work.attempt + 1, True, reason=why
+            )
             self._spawn(self._requeue_after(nxt, delay))
             return
         if not safe and not fate_known:

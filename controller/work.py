@@ -27,6 +27,7 @@ class Work:
         adopt: The instrument already has the request: wait for it, do not submit.
         step_status: The step's status in the store (RUNNING once written; QUEUED for a
             step written by an older controller and never sent).
+        reason: Why a re-run runs again (written with its ``step.rerun`` event).
     """
 
     experiment_id: int
@@ -38,6 +39,7 @@ class Work:
     request_id: str | None = None
     adopt: bool = False
     step_status: StepStatus = StepStatus.RUNNING
+    reason: str | None = None
 
 
 @dataclass
