@@ -295,16 +295,7 @@ class StepRunner:
             )
         assert work.step_id is not None
         with transaction(self._sessions) as s:
-            finish_step(
-                s,
-                work.step_id,
-                work.experiment_id,
-                StepStatus.COMPLETED,
-                current=work.step_status,
-                started_at=state.started_at,
-                finished_at=state.finished_at,
-                measurements=state.measurements,
-            )
+            self._end_step(s, work, StepStatus.COMPLETED, state=state)
             if last:
                 self._move(s, work, ExperimentStatus.COMPLETED)
         if obs is None:
@@ -317,6 +308,30 @@ class StepRunner:
         self._completed += 1
         assert self._planner is not None
         await self._planner.tell([obs])
+
+    @staticmethod
+    def _end_step(
+        s: Session,
+        work: Work,
+        status: StepStatus,
+        *,
+        error: str | None = None,
+        state: RequestState | None = None,
+    ) -> None:
+        """Write how a step ended (compare-and-set from the status it was written with),
+        with the instrument's timestamps and, for a completed step, its measurements."""
+        assert work.step_id is not None
+        finish_step(
+            s,
+            work.step_id,
+            work.experiment_id,
+            status,
+            current=work.step_status,
+            error=error,
+            started_at=state.started_at if state else None,
+            finished_at=state.finished_at if state else None,
+            measurements=state.measurements if state and status == StepStatus.COMPLETED else (),
+        )
 
     def _objective_values(self, work: Work, state: RequestState) -> dict[str, float]:
         """Objective values from this step's result, else from the experiment's earlier steps."""
@@ -348,14 +363,7 @@ class StepRunner:
         """
         assert work.step_id is not None
         with transaction(self._sessions) as s:
-            finish_step(
-                s,
-                work.step_id,
-                work.experiment_id,
-                StepStatus.INTERRUPTED,
-                current=work.step_status,
-                error=reason,
-            )
+            self._end_step(s, work, StepStatus.INTERRUPTED, error=reason)
             add_event(
                 s,
                 "step.retry",
@@ -394,16 +402,8 @@ class StepRunner:
             delay = min(rel.backoff_s * 2 ** (work.attempt - 1), rel.backoff_max_s)
             assert work.step_id is not None
             with transaction(self._sessions) as s:
-                finish_step(
-                    s,
-                    work.step_id,
-                    work.experiment_id,
-                    StepStatus.FAILED if fate_known else StepStatus.INTERRUPTED,
-                    current=work.step_status,
-                    error=f"{code}: {message}",
-                    started_at=state.started_at if state else None,
-                    finished_at=state.finished_at if state else None,
-                )
+                ended = StepStatus.FAILED if fate_known else StepStatus.INTERRUPTED
+                self._end_step(s, work, ended, error=f"{code}: {message}", state=state)
                 add_event(
                     s,
                     "step.retry",
@@ -441,14 +441,7 @@ class StepRunner:
         """Leave an experiment INTERRUPTED for an operator: its step's fate is unknown."""
         assert work.step_id is not None
         with transaction(self._sessions) as s:
-            finish_step(
-                s,
-                work.step_id,
-                work.experiment_id,
-                StepStatus.INTERRUPTED,
-                current=work.step_status,
-                error=f"{code}: {message}",
-            )
+            self._end_step(s, work, StepStatus.INTERRUPTED, error=f"{code}: {message}")
             self._move(s, work, ExperimentStatus.INTERRUPTED, f"{code}: {message}")
             self.alarms.raise_(
                 "decision_needed",
@@ -472,16 +465,7 @@ class StepRunner:
     ) -> None:
         with transaction(self._sessions) as s:
             if work.step_id is not None:
-                finish_step(
-                    s,
-                    work.step_id,
-                    work.experiment_id,
-                    StepStatus.FAILED,
-                    current=work.step_status,
-                    error=f"{code}: {message}",
-                    started_at=state.started_at if state else None,
-                    finished_at=state.finished_at if state else None,
-                )
+                self._end_step(s, work, StepStatus.FAILED, error=f"{code}: {message}", state=state)
             if self._current(s, work.experiment_id) in (
                 ExperimentStatus.QUEUED,
                 ExperimentStatus.PROPOSED,

@@ -291,15 +291,19 @@ def test_a_broken_instrument_is_quarantined_and_its_work_goes_to_the_other(
             select(EventRow).where(EventRow.kind == "alarm.instrument_quarantined")
         ).all()
         assert alarms
-        assert alarms[0].instrument == "probe-1"
-        # Quarantined after 3 faults in a row; released on trial; one more fault each time.
-        faults_on_1 = s.scalars(
+        assert {a.instrument for a in alarms} == {"probe-1"}
+        # Quarantined at the third fault in a row, the first time; every injected error was
+        # counted once (transport hiccups on a loaded machine may add faults of their own).
+        assert alarms[0].data["faults"] == 3
+        injected = s.scalars(
             select(EventRow).where(
                 EventRow.kind == "instrument.fault", EventRow.instrument == "probe-1"
             )
         ).all()
-        assert len(faults_on_1) == lab.plans["probe-1"].counts[Fault.ERROR]
-        assert len(faults_on_1) <= 3 + (len(alarms) - 1) + 1
+        assert (
+            sum(ev.data["code"] == "sim_fault" for ev in injected)
+            == (lab.plans["probe-1"].counts[Fault.ERROR])
+        )
 
 
 def test_a_silent_instrument_is_unknown_never_idle_and_comes_back(
