@@ -55,9 +55,6 @@ class Alarms:
         self._sessions = sessions
         self._spawn = spawn
         self.backoff_s = backoff_s
-        self.raised = 0
-        self.delivered = 0
-        self.undelivered = 0
 
     def raise_(
         self,
@@ -80,7 +77,6 @@ class Alarms:
             session: Write the event in this session (the caller's transaction) instead of
                 a new one.
         """
-        self.raised += 1
         logger.warning("ALARM campaign %s: %s: %s", self.campaign, what, message)
         fields: dict[str, Any] = {
             "campaign_id": self.campaign_id,
@@ -111,7 +107,6 @@ class Alarms:
         for attempt in range(1, self.spec.webhook_attempts + 1):
             try:
                 await asyncio.to_thread(_post, url, payload, self.spec.webhook_timeout_s)
-                self.delivered += 1
                 return
             except (OSError, urllib.error.URLError, ValueError) as exc:
                 logger.warning(
@@ -123,7 +118,6 @@ class Alarms:
             if attempt < self.spec.webhook_attempts:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 300.0)
-        self.undelivered += 1
         logger.error("alarm webhook gave up after %d attempts", self.spec.webhook_attempts)
 
 

@@ -73,8 +73,6 @@ class HealthMonitor:
         self._changed = changed
         self._described = described
         self._written: dict[str, tuple[InstrumentState, int, float]] = {}
-        self._probes: dict[str, InstrumentClient] = {}
-        self.quarantines = 0
 
     # ------------------------------------------------------------------ what steps report
 
@@ -105,7 +103,6 @@ class HealthMonitor:
             if slot.faults >= self.spec.quarantine_after and slot.quarantined_until is None:
                 slot.quarantined_until = time.monotonic() + self.spec.quarantine_s
                 slot.reason = f"{slot.faults} faults in a row, last {code}: {message}"
-                self.quarantines += 1
                 self.alarms.raise_(
                     "instrument_quarantined",
                     f"{slot.name} quarantined for {self.spec.quarantine_s:g} s after "
@@ -140,7 +137,6 @@ class HealthMonitor:
             curve=slot.curve,
             insecure=slot.insecure,
         )
-        self._probes[slot.name] = probe
         try:
             while True:
                 try:
@@ -228,9 +224,8 @@ class HealthMonitor:
     def _maybe_write(self, slot: InstrumentSlot) -> None:
         last = self._written.get(slot.name)
         now = time.monotonic()
-        if last is None or last[0] != slot.state or last[1] != slot.faults:
-            pass
-        elif now - last[2] < ROW_REFRESH_S:
+        unchanged = last is not None and last[:2] == (slot.state, slot.faults)
+        if unchanged and last is not None and now - last[2] < ROW_REFRESH_S:
             return
         with transaction(self._sessions) as s:
             self._write(s, slot)

@@ -35,8 +35,6 @@ class OperatorCommands:
 
     def __init__(self, ctl: CampaignController) -> None:
         self.ctl = ctl
-        self.applied = 0
-        self.refused = 0
 
     async def poll_forever(self) -> None:
         """Apply pending commands every poll interval (cancel the task to stop)."""
@@ -59,11 +57,9 @@ class OperatorCommands:
             try:
                 result = await self._apply(command, args, actor)
                 applied = True
-                self.applied += 1
             except (CommandRefused, SdlabError, KeyError, TypeError, ValueError) as exc:
                 result = str(exc)
                 applied = False
-                self.refused += 1
             with transaction(ctl._sessions) as s:
                 row = s.get_one(CommandRow, cid)
                 finish_command(s, row, applied=applied, result=result)
