@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from controller.alarms import Alarms
 from controller.health import HealthMonitor
+from controller.leasing import CampaignLease
 from controller.operator import OperatorCommands
 from controller.planning import PlannerClient, RayPlanner, ThreadPlanner, build_planner
 from controller.recovery import Recovery
@@ -153,6 +154,10 @@ class CampaignController(StepRunner):
         )
         self.health: HealthMonitor | None = None  # made in run(), on the loop
         self.commands = OperatorCommands(self)
+        self.lease = CampaignLease(
+            self._sessions, self.campaign_id, self.options.lease_s, self._lease_lost
+        )
+        self._workers: list[asyncio.Task[None]] = []
 
     # ------------------------------------------------------------------ public API
 
@@ -163,10 +168,19 @@ class CampaignController(StepRunner):
             The final progress (see :meth:`progress`).
 
         Raises:
+            LeaseHeldError: If another controller is running the campaign.
             InvalidCampaignError: If the instruments cannot run the workflow.
             InstrumentError: If no instrument of a needed kind can be reached.
         """
+        self.lease.acquire()  # before anything is read for sending, let alone sent
+        try:
+            return await self._run_leased()
+        finally:
+            self.lease.release()
+
+    async def _run_leased(self) -> dict[str, Any]:
         self._changed = asyncio.Condition()
+        self._spawn(self.lease.keep())
         self._planner = self._make_planner()  # starts loading its models while we connect
         workers: list[asyncio.Task[None]] = []
         try:
@@ -174,14 +188,26 @@ class CampaignController(StepRunner):
             with transaction(self._sessions) as s:
                 row = s.get(CampaignRow, self.campaign_id)
                 assert row is not None
-                if row.status != CampaignStatus.RUNNING:
+                # An operator's pause outlives the controller: a restart starts paused.
+                self._paused = row.status == CampaignStatus.PAUSED
+                if row.status not in (CampaignStatus.RUNNING, CampaignStatus.PAUSED):
                     set_campaign_status(s, row, CampaignStatus.RUNNING)
                 add_event(
                     s,
                     "campaign.started",
-                    f"controller started: {self._completed}/{self.budget} experiments completed",
+                    f"controller started: {self._completed}/{self.budget} experiments completed"
+                    + (
+                        "; the campaign is paused until an operator resumes it"
+                        if self._paused
+                        else ""
+                    ),
                     campaign_id=self.campaign_id,
-                    data={"completed": self._completed, "budget": self.budget},
+                    data={
+                        "completed": self._completed,
+                        "budget": self.budget,
+                        "paused": self._paused,
+                        "controller": self.lease.me.holder,
+                    },
                 )
                 history = observations(s, self.campaign_id, list(self.spec.objectives))
             await Recovery(self).reconcile()
@@ -200,11 +226,15 @@ class CampaignController(StepRunner):
             for slot in self.instruments.values():
                 self._spawn(self.health.watch(slot))
             self._spawn(self.commands.poll_forever())
-            workers = [
+            workers = self._workers = [
                 asyncio.create_task(self._worker(slot), name=f"worker-{slot.name}")
                 for slot in self.instruments.values()
             ]
-            await asyncio.gather(*workers)
+            try:
+                await asyncio.gather(*workers)
+            except asyncio.CancelledError:
+                if self.lease.lost is None:
+                    raise
         finally:
             for w in workers:
                 w.cancel()
@@ -439,9 +469,26 @@ class CampaignController(StepRunner):
             self._stop_reason = reason
             logger.info("campaign %s stopping: %s", self.name, reason)
 
+    async def _lease_lost(self, reason: str) -> None:
+        """Stop at once: another controller may be driving the campaign now.
+
+        Steps in flight are left to the controller that holds the lease (its recovery
+        collects them); nothing more is written about the campaign's status.
+        """
+        self._stop(CampaignStatus.FAILED, f"controller fenced: {reason}")
+        self.alarms.raise_(
+            "controller_fenced",
+            f"this controller (process {self.lease.me.pid} on {self.lease.me.host}) stopped "
+            f"sending: {reason}",
+            data={"holder": self.lease.me.holder},
+        )
+        for task in self._workers:
+            task.cancel()
+
     def _may_start_new(self) -> bool:
         return (
-            self._final is None
+            self.lease.valid
+            and self._final is None
             and not self._paused
             and self._completed + len(self._in_flight) < self.budget
         )
@@ -537,6 +584,8 @@ class CampaignController(StepRunner):
                     await asyncio.sleep(0.5 * 2**self._planner_errors)
                 return
             proposals = list(decision.proposals[:room])
+            if self.lease.lost is not None:
+                return  # another controller owns the campaign now: write nothing
             if self._final is not None:
                 # The campaign began to stop while the planner worked: the decision is
                 # recorded, its proposals are abandoned, nothing new is queued.
@@ -604,6 +653,9 @@ class CampaignController(StepRunner):
 
     def _finish(self) -> None:
         final = self._final or CampaignStatus.COMPLETED
+        if self.lease.lost is not None:
+            self._final = final
+            return  # the campaign's status belongs to the controller that holds the lease
         if self.health is not None:
             self.health.write_all()
         with transaction(self._sessions) as s:

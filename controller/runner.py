@@ -35,6 +35,7 @@ from controller.store import (
     set_campaign_status,
     transaction,
 )
+from controller.store.lease import LeaseHeldError, lease_is_live, lease_of
 from instruments.security import CurveClientKeys
 from models.campaign import CampaignSpec, load_campaign
 from models.errors import (
@@ -140,6 +141,9 @@ def _prepare(spec: CampaignSpec, path: Path, opts: RunOptions, console: Console)
                         )
                     ],
                 )
+            held = lease_of(s, row.id)
+            if held is not None and lease_is_live(held):
+                raise LeaseHeldError(row.id, held)
             if opts.seed is not None and opts.seed != row.seed:
                 console.print(f"[yellow]campaign keeps its original seed {row.seed}[/]")
             completed = count_by_status(s, row.id).get(ExperimentStatus.COMPLETED, 0)
@@ -181,6 +185,7 @@ def run(path: Path, opts: RunOptions, console: Console | None = None) -> int:
 
     Raises:
         InvalidCampaignError: For an invalid file (the caller exits 2). Nothing is written.
+        LeaseHeldError: If another controller is running the campaign (the caller exits 1).
     """
     console = console or Console()
     spec = validate(path, opts.seed)
@@ -254,7 +259,11 @@ def _follow(actor: Any, show: bool, console: Console) -> dict[str, Any]:
                 task,
                 total=p["budget"],
                 completed=p["completed"],
-                detail=f"{p['in_flight']} running, {p['failed']} failed",
+                detail=(
+                    "PAUSED: resume it from the dashboard"
+                    if p["paused"]
+                    else f"{p['in_flight']} running, {p['failed']} failed"
+                ),
             )
         try:
             result: dict[str, Any] = ray.get(ref)

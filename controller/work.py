@@ -106,6 +106,9 @@ class ControllerOptions:
         rpc_timeout_s: Time allowed for one protocol round trip.
         submit_wait_s: How long a submit waits for the result in the same round trip.
         max_planner_errors: Consecutive planner failures before the campaign fails.
+        lease_s: Lifetime of the controller's lease on its campaign, renewed every
+            ``lease_s / 6`` seconds; another controller may take the campaign over this long
+            after this one stopped renewing (see :mod:`controller.store.lease`).
     """
 
     use_ray_planner: bool = True
@@ -113,3 +116,4 @@ class ControllerOptions:
     rpc_timeout_s: float = 10.0
     submit_wait_s: float = 1.0
     max_planner_errors: int = 3
+    lease_s: float = 30.0

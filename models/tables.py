@@ -272,6 +272,26 @@ class CommandRow(Base):
     __table_args__ = (Index("ix_commands_campaign_status", "campaign_id", "status"),)
 
 
+class ControllerLeaseRow(Base):
+    """Which controller runs a campaign now: at most one row per campaign.
+
+    A controller takes the lease before it sends anything and renews it every few seconds;
+    another controller (a second ``sdlab run``, or the dashboard's Start) is refused while
+    the lease is live, and takes it over once it has expired or its holder's process is
+    known to be dead. See :mod:`controller.store.lease`.
+    """
+
+    __tablename__ = "controller_leases"
+
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    renewed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class UserRow(Base):
     """A dashboard user: a name, a role, and optionally a password for the login form."""
 

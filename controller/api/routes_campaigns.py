@@ -32,6 +32,7 @@ from controller.api.views import (
     last_decision,
 )
 from controller.store import add_event, create_campaign, set_campaign_status, submit_command
+from controller.store.lease import LeaseHeldError, lease_is_live, lease_of
 from models.campaign import CampaignSpec, parse_spec
 from models.errors import CampaignStateError, InvalidCampaignError
 from models.status import CampaignStatus, ExperimentStatus
@@ -222,9 +223,15 @@ def create_from_upload(
 
 @router.post("/campaigns/{campaign_id}/start", status_code=202, summary="Start a campaign")
 def start(campaign_id: CampaignId, request: Request, s: DbSession, who: Admin) -> dict[str, Any]:
-    """Run ``sdlab run`` for an uploaded campaign that is CREATED or FAILED."""
+    """Run ``sdlab run`` for an uploaded campaign that is CREATED or FAILED, or RUNNING or
+    PAUSED with no live controller (its controller crashed: the run resumes it; a paused
+    campaign restarts paused)."""
     c = get_campaign_or_404(s, campaign_id)
-    _expect(c, {CampaignStatus.CREATED, CampaignStatus.FAILED}, "start")
+    startable = {CampaignStatus.CREATED, CampaignStatus.FAILED}
+    _expect(c, startable | {CampaignStatus.RUNNING, CampaignStatus.PAUSED}, "start")
+    held = lease_of(s, c.id)
+    if held is not None and lease_is_live(held):
+        raise HTTPException(409, str(LeaseHeldError(c.id, held)))
     try:
         pid = launcher_of(request).start(c.name)
     except CampaignStateError as exc:

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller.store import count_by_status, list_instruments
+from controller.store.lease import lease_is_live, lease_of
 from models.status import ExperimentStatus
 from models.tables import (
     CampaignRow,
@@ -140,6 +141,26 @@ def campaign_view(s: Session, c: CampaignRow) -> dict[str, Any]:
         "completed": counts.get(ExperimentStatus.COMPLETED.value, 0),
         "created_at": iso(c.created_at),
         "updated_at": iso(c.updated_at),
+        "controller": controller_view(s, c.id),
+    }
+
+
+def controller_view(s: Session, campaign_id: int) -> dict[str, Any] | None:
+    """The controller holding the campaign's lease (host, process, renewal), or ``None``.
+
+    ``live`` is false for a lease its controller stopped renewing (it crashed or was cut
+    off): the campaign may then be started again.
+    """
+    row = lease_of(s, campaign_id)
+    if row is None:
+        return None
+    return {
+        "host": row.host,
+        "pid": row.pid,
+        "acquired_at": iso(row.acquired_at),
+        "renewed_at": iso(row.renewed_at),
+        "expires_at": iso(row.expires_at),
+        "live": lease_is_live(row),
     }
 
 

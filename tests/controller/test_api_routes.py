@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from controller.api.app import create_app
 from controller.api.charts import best_so_far, pareto_front
-from controller.store import alembic_config, finish_command, make_engine, migrate, transaction
-from models.status import CommandStatus
-from models.tables import CampaignRow, CommandRow, EventRow
+from controller.store import (
+    alembic_config,
+    finish_command,
+    make_engine,
+    migrate,
+    set_campaign_status,
+    transaction,
+)
+from controller.store.lease import LeaseHolder, acquire_lease
+from models.status import CampaignStatus, CommandStatus
+from models.tables import CampaignRow, CommandRow, ControllerLeaseRow, EventRow, utcnow
 from tests.controller.api_store import (
     RecordingLauncher,
     bearer,
@@ -205,6 +214,32 @@ def test_create_from_upload_then_start(dash: Dashboard) -> None:
     # a campaign that was not uploaded here cannot be started from here
     res = _post(dash, f"/api/campaigns/{dash.store.campaign_id}/start")
     assert res.status_code == 409
+
+
+def test_a_campaign_whose_controller_died_can_be_started_again_but_not_a_live_one(
+    dash: Dashboard,
+) -> None:
+    created = _post(dash, "/api/campaigns", files={"file": ("c.toml", CAMPAIGN_TOML)}).json()
+    cid = created["id"]
+    me = LeaseHolder.this_process()  # a live process: its lease protects the campaign
+    with transaction(dash.factory) as s:
+        row = s.get_one(CampaignRow, cid)
+        set_campaign_status(s, row, CampaignStatus.RUNNING, actor="cli")
+        acquire_lease(s, cid, me, ttl_s=600)
+    detail = _get(dash, f"/api/campaigns/{cid}")
+    assert detail["controller"]["live"] is True
+    assert detail["controller"]["pid"] == me.pid
+    res = _post(dash, f"/api/campaigns/{cid}/start")
+    assert res.status_code == 409
+    assert f"process {me.pid}" in res.json()["detail"]
+    assert dash.launcher.started == []
+    with transaction(dash.factory) as s:  # the controller stopped renewing: it crashed
+        s.execute(update(ControllerLeaseRow).values(expires_at=utcnow() - timedelta(seconds=1)))
+    detail = _get(dash, f"/api/campaigns/{cid}")
+    assert detail["controller"]["live"] is False
+    res = _post(dash, f"/api/campaigns/{cid}/start")
+    assert res.status_code == 202, res.text
+    assert dash.launcher.started == ["uploaded"]
 
 
 def test_invalid_upload_names_the_key_and_records_nothing(dash: Dashboard) -> None:

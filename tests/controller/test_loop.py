@@ -4,12 +4,14 @@ servers on loopback: multi-step workflows, failing actions, the failure budget."
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from controller.loop import CampaignController, ControllerOptions
 from controller.store import (
@@ -20,13 +22,21 @@ from controller.store import (
     session_factory,
     transaction,
 )
+from controller.store.lease import LeaseHeldError
 from instruments.driver import ActionSpec, Driver, OutputSpec, ParameterLimit, register_driver
 from instruments.server import InstrumentServer
 from models.campaign import CampaignSpec
 from models.errors import InstrumentError
 from models.records import Measurement
 from models.status import CampaignStatus, ExperimentStatus, StepStatus
-from models.tables import CampaignRow, DecisionRow, ExperimentRow
+from models.tables import (
+    CampaignRow,
+    ControllerLeaseRow,
+    DecisionRow,
+    ExperimentRow,
+    StepRow,
+    utcnow,
+)
 
 MELTS_ABOVE_C = 800.0
 
@@ -108,14 +118,20 @@ Operate = Callable[[CampaignController, asyncio.Task[dict[str, Any]]], Awaitable
 
 
 def run_campaign(
-    tmp_path: Path, campaign: CampaignSpec, operate: Operate | None = None
+    tmp_path: Path,
+    campaign: CampaignSpec,
+    operate: Operate | None = None,
+    options: ControllerOptions | None = None,
+    *,
+    fresh: bool = True,
 ) -> tuple[str, dict[str, Any]]:
     db = f"sqlite:///{tmp_path / 'loop.db'}"
-    engine = make_engine(db)
-    migrate(engine)
-    with transaction(session_factory(engine)) as s:
-        create_campaign(s, campaign, seed=3, max_experiments=campaign.budget.max_experiments)
-    engine.dispose()
+    if fresh:
+        engine = make_engine(db)
+        migrate(engine)
+        with transaction(session_factory(engine)) as s:
+            create_campaign(s, campaign, seed=3, max_experiments=campaign.budget.max_experiments)
+        engine.dispose()
 
     async def go() -> dict[str, Any]:
         servers = [
@@ -126,7 +142,7 @@ def run_campaign(
         endpoints = {srv.name: await srv.start() for srv in servers}
         try:
             ctl = CampaignController(
-                db, "anneal", endpoints, ControllerOptions(use_ray_planner=False)
+                db, "anneal", endpoints, options or ControllerOptions(use_ray_planner=False)
             )
             try:
                 task = asyncio.create_task(ctl.run())
@@ -267,3 +283,112 @@ def test_abort_records_what_was_sent_and_abandons_what_waited(tmp_path: Path) ->
             assert all(st.status != StepStatus.RUNNING for st in e.steps)
         assert s.scalars(select(CampaignRow)).one().status == CampaignStatus.ABORTED
     engine.dispose()
+
+
+def test_a_second_controller_is_refused_while_the_first_runs(tmp_path: Path) -> None:
+    refused: list[LeaseHeldError] = []
+
+    async def operate(ctl: CampaignController, task: asyncio.Task[dict[str, Any]]) -> None:
+        await _wait_for(lambda: ctl.progress()["completed"] >= 2)
+        second = CampaignController(
+            f"sqlite:///{tmp_path / 'loop.db'}",
+            "anneal",
+            {n: slot.address for n, slot in ctl.instruments.items()},
+            ControllerOptions(use_ray_planner=False),
+        )
+        try:
+            with pytest.raises(LeaseHeldError) as err:
+                await second.run()
+            refused.append(err.value)
+        finally:
+            second.dispose()
+
+    db, result = run_campaign(tmp_path, spec(budget=12, max_failures=50), operate)
+
+    assert result["status"] == "COMPLETED"
+    assert result["completed"] == 12
+    assert refused
+    assert refused[0].pid == os.getpid()
+    engine = make_engine(db)
+    with transaction(session_factory(engine)) as s:
+        assert s.scalars(select(ControllerLeaseRow)).all() == []  # given back at the end
+        assert len(s.scalars(select(ExperimentRow)).all()) <= 12 + 2  # nothing ran twice
+    engine.dispose()
+
+
+def test_a_controller_whose_lease_is_taken_over_stops_sending_and_writes_no_status(
+    tmp_path: Path,
+) -> None:
+    seen: dict[str, int] = {}
+
+    async def operate(ctl: CampaignController, task: asyncio.Task[dict[str, Any]]) -> None:
+        await _wait_for(lambda: ctl.progress()["completed"] >= 3)
+        engine = make_engine(f"sqlite:///{tmp_path / 'loop.db'}")
+        with transaction(session_factory(engine)) as s:  # another host's controller takes over
+            s.execute(
+                update(ControllerLeaseRow).values(
+                    holder="elsewhere/1/1/x",
+                    host="elsewhere",
+                    pid=1,
+                    expires_at=utcnow() + timedelta(hours=1),
+                )
+            )
+        engine.dispose()
+        await _wait_for(lambda: ctl.lease.lost is not None)
+        with transaction(ctl._sessions) as s:
+            seen["steps"] = len(s.scalars(select(StepRow)).all())
+            seen["experiments"] = len(s.scalars(select(ExperimentRow)).all())
+
+    db, result = run_campaign(
+        tmp_path,
+        spec(budget=400, max_failures=500, prefetch=2),
+        operate,
+        ControllerOptions(use_ray_planner=False, lease_s=0.6),
+    )
+
+    assert result["status"] == "FAILED"
+    assert "another controller took over" in result["stop_reason"]
+    engine = make_engine(db)
+    with transaction(session_factory(engine)) as s:
+        # nothing was sent or planned after the takeover was noticed
+        assert len(s.scalars(select(StepRow)).all()) == seen["steps"]
+        assert len(s.scalars(select(ExperimentRow)).all()) == seen["experiments"]
+        row = s.scalars(select(CampaignRow)).one()
+        assert row.status == CampaignStatus.RUNNING  # the new holder's to change
+        assert "alarm.controller_fenced" in [ev.kind for ev in events(s, row.id)]
+        lease = s.scalars(select(ControllerLeaseRow)).one()
+        assert lease.holder == "elsewhere/1/1/x"  # not released by the fenced controller
+    engine.dispose()
+
+
+def test_a_campaign_paused_by_an_operator_stays_paused_when_its_controller_restarts(
+    tmp_path: Path,
+) -> None:
+    db = f"sqlite:///{tmp_path / 'loop.db'}"
+    seen: dict[str, Any] = {}
+
+    async def operate(ctl: CampaignController, task: asyncio.Task[dict[str, Any]]) -> None:
+        await _wait_for(lambda: ctl.progress()["completed"] >= 2)
+        await ctl.pause("operator:ada")
+        await _wait_for(lambda: not any(slot.busy for slot in ctl.instruments.values()))
+        task.cancel()  # the controller dies while the campaign is paused
+
+    with pytest.raises(asyncio.CancelledError):
+        run_campaign(tmp_path, spec(budget=8, max_failures=50), operate)
+
+    async def restarted(ctl: CampaignController, task: asyncio.Task[dict[str, Any]]) -> None:
+        await _wait_for(lambda: ctl.progress()["paused"])
+        before = ctl.progress()["completed"] + ctl.progress()["failed"]
+        await asyncio.sleep(0.5)  # instant instruments: anything started would be done
+        seen["idle"] = ctl.progress()["completed"] + ctl.progress()["failed"] == before
+        await ctl.resume("operator:ada")
+
+    engine = make_engine(db)
+    with transaction(session_factory(engine)) as s:
+        assert s.scalars(select(CampaignRow)).one().status == CampaignStatus.PAUSED
+    engine.dispose()
+    _, result = run_campaign(tmp_path, spec(budget=8, max_failures=50), restarted, fresh=False)
+
+    assert seen["idle"]
+    assert result["status"] == "COMPLETED"
+    assert result["completed"] == 8

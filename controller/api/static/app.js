@@ -93,6 +93,12 @@ const sdlab = (() => {
       const c = r.data;
       state.names = c.objectives.map((o) => o.name);
       setStatus(c.status, c.counts);
+      const ctl = c.controller;
+      document.getElementById("campaign-controller").textContent = !ctl
+        ? "No controller holds this campaign."
+        : (ctl.live ? "Run by the controller on " : "Its controller stopped renewing its lease (crashed?): it ran on ")
+          + ctl.host + ", process " + ctl.pid + "; lease renewed " + ctl.renewed_at
+          + (ctl.live ? "." : ". Start runs it again.");
       document.getElementById("decision").textContent =
         c.last_decision ? c.last_decision.summary : "No decision yet.";
       drawInstruments(c.instruments);
