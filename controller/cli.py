@@ -114,6 +114,46 @@ def status(db_url: str) -> None:
     engine.dispose()
 
 
+@cli.command()
+@db_option
+@click.argument("campaign")
+@click.argument("command", type=click.Choice(["pause", "resume", "abort"]))
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for the controller's answer.",
+)
+def control(db_url: str, campaign: str, command: str, wait_s: float) -> None:
+    """Pause, resume or abort a campaign (through the store, as the dashboard does).
+
+    Exits 0 once the controller applied it, 1 if it refused or nobody applied it in time
+    (the command then waits for the next controller that runs the campaign).
+    """
+    from controller.control import send_command
+
+    try:
+        out = send_command(db_url, campaign, command, wait_s=wait_s)
+    except SdlabError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    if out.status.value == "APPLIED":
+        click.echo(f"{command}: applied ({out.result})")
+        return
+    if out.status.value == "REFUSED":
+        click.echo(f"{command}: refused: {out.result}", err=True)
+    else:
+        why = (
+            "its controller has not answered yet; the command stays queued"
+            if out.controller_live
+            else "no controller is running the campaign; its next run applies it"
+        )
+        click.echo(f"{command}: command {out.command_id} pending: {why}", err=True)
+    sys.exit(EXIT_FAILED)
+
+
 @cli.group()
 def instruments() -> None:
     """Instrument servers."""
