@@ -10,10 +10,14 @@ infeasible.
 
 Rate limits (``ParameterLimit.max_rate_per_s``, e.g. a furnace's maximum ramp) depend on the
 instrument's history, so only the dispatch check can apply them: the gate remembers, per
-instrument and parameter, the last value it let through and when, and refuses a value whose
-change from it, divided by the time since, exceeds the limit. The first command to an
-instrument after the gate is built is measured against nothing and passes. A command the gate
-lets through counts as sent.
+instrument and parameter, the last value the instrument acknowledged and when, and refuses a
+value whose change from it, divided by the time since, exceeds the limit. The controller tells
+the gate what became of each command (:meth:`SafetyGate.sent`): one the instrument
+acknowledged replaces the history; one whose delivery is unknown (the submit got no answer)
+is added to it, and later values must then respect the limit from *every* value the
+instrument may be holding; one the instrument refused, or that was never sent, leaves it
+alone. The first command to an instrument after the gate is built is measured against
+nothing and passes.
 """
 
 from __future__ import annotations
@@ -52,8 +56,9 @@ class SafetyGate:
     ):
         self.spec = spec
         self._clock = clock
-        # (instrument, parameter) -> (last value let through, clock reading then)
-        self._last_sent: dict[tuple[str, str], tuple[float, float]] = {}
+        # (instrument, parameter) -> every value the instrument may hold, with the clock
+        # reading when it was sent (one entry once an acknowledged command settled it)
+        self._last_sent: dict[tuple[str, str], list[tuple[float, float]]] = {}
         self.space = spec.space
         self._kinds = {inst.name: inst.kind for inst in spec.instruments}
         self._descriptions = dict(descriptions)
@@ -130,7 +135,7 @@ class SafetyGate:
     def check_dispatch(self, instrument: str, index: int, params: Mapping[str, Any]) -> None:
         """Check the exact parameters about to be sent to ``instrument`` for step ``index``.
 
-        When they pass, the rate-limited values among them are remembered as sent now.
+        Nothing is remembered: tell :meth:`sent` what became of the command.
 
         Raises:
             ParameterLimitError: If any value lies outside that instrument's declared limits
@@ -144,33 +149,55 @@ class SafetyGate:
             )
         action.check(params, instrument)
         now = self._clock()
-        rated = [
+        for limit, value in self._rated(action, params):
+            assert limit.max_rate_per_s is not None
+            for last_value, last_t in self._last_sent.get((instrument, limit.name), ()):
+                change = abs(value - last_value)
+                elapsed = max(0.0, now - last_t)
+                if change > limit.max_rate_per_s * elapsed:
+                    raise ParameterLimitError(
+                        limit.name,
+                        value,
+                        f"max rate {limit.max_rate_per_s:g} {limit.unit or 'units'}/s "
+                        f"(change {change:g} from {last_value:g} after {elapsed:.3g} s)",
+                        instrument,
+                    )
+
+    def sent(
+        self, instrument: str, index: int, params: Mapping[str, Any], *, acknowledged: bool
+    ) -> None:
+        """Record a command checked by :meth:`check_dispatch` that went out.
+
+        Args:
+            instrument: Where it went.
+            index: The workflow step.
+            params: Its parameters.
+            acknowledged: ``True`` when the instrument accepted it (its values are now what
+                it holds); ``False`` when the submit got no answer (it may or may not have
+                arrived: both the old and the new values are kept for the rate limits).
+        """
+        action = self._actions.get((instrument, index))
+        if action is None:
+            return
+        now = self._clock()
+        for limit, value in self._rated(action, params):
+            key = (instrument, limit.name)
+            if acknowledged:
+                self._last_sent[key] = [(value, now)]
+            else:
+                self._last_sent.setdefault(key, []).append((value, now))
+
+    @staticmethod
+    def _rated(action: ActionSpec, params: Mapping[str, Any]) -> list[tuple[Any, float]]:
+        return [
             (limit, float(params[limit.name]))
             for limit in action.parameters
             if limit.max_rate_per_s is not None and limit.name in params
         ]
-        for limit, value in rated:
-            assert limit.max_rate_per_s is not None
-            last = self._last_sent.get((instrument, limit.name))
-            if last is None:
-                continue
-            last_value, last_t = last
-            change = abs(value - last_value)
-            elapsed = max(0.0, now - last_t)
-            if change > limit.max_rate_per_s * elapsed:
-                raise ParameterLimitError(
-                    limit.name,
-                    value,
-                    f"max rate {limit.max_rate_per_s:g} {limit.unit or 'units'}/s "
-                    f"(change {change:g} from {last_value:g} after {elapsed:.3g} s)",
-                    instrument,
-                )
-        for limit, value in rated:
-            self._last_sent[(instrument, limit.name)] = (value, now)
 
     def carry_history(self, other: SafetyGate) -> None:
         """Take over what ``other`` let through, for the rate limits (a rebuilt gate)."""
-        self._last_sent.update(other._last_sent)
+        self._last_sent.update({k: list(v) for k, v in other._last_sent.items()})
 
     def action(self, instrument: str, index: int) -> ActionSpec:
         """The action spec ``instrument`` declared for step ``index``."""

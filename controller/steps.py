@@ -201,6 +201,8 @@ class StepRunner:
         """
         assert work.request_id is not None
         assert self.health is not None
+        assert self.gate is not None
+        gate = self.gate
         rid = work.request_id
         deadline = time.monotonic() + timeout_s
         submitted = work.adopt
@@ -211,7 +213,13 @@ class StepRunner:
                     state = await slot.client.status(rid, wait_s=min(POLL_S, left))
                 else:
                     wait_s = min(self.options.submit_wait_s, left)
-                    state = await slot.client.submit(rid, action, params, wait_s=wait_s)
+                    try:
+                        state = await slot.client.submit(rid, action, params, wait_s=wait_s)
+                    except InstrumentError as exc:
+                        if exc.code not in REFUSALS:  # it may have arrived all the same
+                            gate.sent(slot.name, work.index, params, acknowledged=False)
+                        raise
+                    gate.sent(slot.name, work.index, params, acknowledged=True)
                     submitted = True
             except InstrumentError as exc:
                 if exc.code in REFUSALS:

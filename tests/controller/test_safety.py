@@ -79,6 +79,7 @@ def test_dispatch_checks_the_exact_parameters_for_the_chosen_instrument() -> Non
     params = gate.step_parameters(0, {"temperature_c": 1000.0, "time_s": 5.0})
     assert params == {"temperature_c": 1000.0, "time_s": 5.0, "ramp_c_per_min": 10}
     gate.check_dispatch("f1", 0, params)
+    gate.sent("f1", 0, params, acknowledged=True)
     assert gate.step_parameters(1, {"temperature_c": 1000.0, "time_s": 5.0}) == {}
     with pytest.raises(ParameterLimitError) as info:
         gate.check_dispatch("f1", 0, {**params, "ramp_c_per_min": 50})
@@ -146,7 +147,9 @@ def test_rate_limits_refuse_changes_faster_than_declared_between_commands() -> N
     gate = SafetyGate(spec(), {**furnaces, "m1": METER}, clock)
 
     def send(inst: str, t: float) -> None:
-        gate.check_dispatch(inst, 0, {"temperature_c": t, "time_s": 5, "ramp_c_per_min": 10})
+        params = {"temperature_c": t, "time_s": 5, "ramp_c_per_min": 10}
+        gate.check_dispatch(inst, 0, params)
+        gate.sent(inst, 0, params, acknowledged=True)
 
     send("f1", 500)  # the first command has nothing to be compared with
     clock.now += 10
@@ -174,3 +177,28 @@ def test_a_rate_limit_must_be_positive_and_on_a_number() -> None:
         ParameterLimit(name="gas", type="string", max_rate_per_s=1.0)
     with pytest.raises(ValueError, match="greater than 0"):
         ParameterLimit(name="t", max_rate_per_s=0)
+
+
+def test_a_command_of_unknown_fate_keeps_both_values_for_the_rate_limits() -> None:
+    clock = FakeClock()
+    gate = SafetyGate(spec(), {"f1": ramped_furnace("f1", 2.0), "m1": METER}, clock)
+
+    def params(t: float) -> dict[str, float]:
+        return {"temperature_c": t, "time_s": 5, "ramp_c_per_min": 10}
+
+    gate.check_dispatch("f1", 0, params(500))
+    gate.sent("f1", 0, params(500), acknowledged=True)
+    clock.now += 10
+    gate.check_dispatch("f1", 0, params(520))  # passes the gate, but the submit gets no
+    gate.sent("f1", 0, params(520), acknowledged=False)  # answer: 500 or 520 now
+    clock.now += 10
+    gate.check_dispatch("f1", 0, params(530))  # within 2 degC/s of both
+    with pytest.raises(ParameterLimitError, match="from 500"):
+        gate.check_dispatch("f1", 0, params(545))  # fine from 520, too fast from 500
+    gate.sent("f1", 0, params(530), acknowledged=True)  # acknowledged: 530 settles it
+    clock.now += 10
+    gate.check_dispatch("f1", 0, params(550))
+    # a value checked but never sent (refused by the instrument) is not remembered
+    gate.check_dispatch("f1", 0, params(540))
+    clock.now += 1
+    gate.check_dispatch("f1", 0, params(532))  # measured from 530, not from 540
