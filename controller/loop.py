@@ -181,6 +181,7 @@ class CampaignController(StepRunner):
     async def _run_leased(self) -> dict[str, Any]:
         self._changed = asyncio.Condition()
         self._spawn(self.lease.keep())
+        self.alarms.redeliver_pending()
         self._planner = self._make_planner()  # starts loading its models while we connect
         workers: list[asyncio.Task[None]] = []
         try:
