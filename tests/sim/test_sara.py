@@ -63,7 +63,9 @@ def test_spectra_are_smooth_and_distinct_per_phase() -> None:
     w = SaraWorld(n_wavelengths=41)
     assert w.reference_spectra.shape == (len(PHASES), 41)
     assert np.all((w.reference_spectra > 0) & (w.reference_spectra < 1))
-    assert np.abs(np.diff(w.reference_spectra, axis=1)).max() < 0.08  # smooth: no jumps between points
+    assert (
+        np.abs(np.diff(w.reference_spectra, axis=1)).max() < 0.08
+    )  # smooth: no jumps between points
     desc = [np.array(list(w.descriptors(s).values())) for s in w.reference_spectra]
     for a, b in itertools.combinations(desc, 2):
         assert np.linalg.norm(a - b) > 0.15
@@ -138,9 +140,7 @@ def test_noise_free_reflectance_is_the_truth_and_noise_is_separate() -> None:
     assert np.array(spectrum) == pytest.approx(world.spectrum_true(point), abs=1e-12)
     for name, value in world.evaluate_true(point).items():
         assert got[name].value == pytest.approx(value, abs=1e-12)
-    spectra = [
-        np.array(_run(noisy, "reflectance", point)[0].array, dtype=float) for _ in range(40)
-    ]
+    spectra = [np.array(_run(noisy, "reflectance", point)[0].array, dtype=float) for _ in range(40)]
     resid = np.stack(spectra) - world.spectrum_true(point)
     assert 0.015 < resid.std() < 0.025
     assert abs(resid.mean()) < 0.005
