@@ -20,6 +20,10 @@ Both are evaluated with NumPy from the constants of BoTorch's own instance (a si
 instrument evaluates its world on every measurement; one call into torch costs about a
 hundred times more), and the tests check the result against BoTorch's ``forward``.
 
+Further built-in worlds live in their own modules, imported on first lookup: ``"table"``
+(:mod:`sim.table`, a lab's CSV data) and ``"sara-anneal"`` (:mod:`sim.sara`, a
+lateral-gradient laser-anneal phase diagram with reflectance spectra).
+
 References:
     Belakaria, S., Deshwal, A. and Doppa, J. R. (2019). Max-value Entropy Search for
     Multi-Objective Bayesian Optimization. NeurIPS 32 (Branin-Currin).
