@@ -24,7 +24,9 @@ Gaussian-process active learning:
   (scrambled Sobol) are scored by the integral, over the temperatures they reach, of the
   outer GP's posterior std weighted by ``1 + outer_boundary_weight * mu / max(mu)``:
   uncertainty sampling that prefers regions where boundaries were seen. The first
-  ``outer_initial`` stripes are a Sobol design.
+  ``outer_initial`` stripes are a Sobol design (in dwell only, at the highest peak
+  temperature, with ``initial_at_max_temperature``: the hottest stripes reach every lower
+  temperature).
 
 Every objective of the campaign is a descriptor (its direction is not used); the planner
 also exposes :meth:`SaraPlanner.phase_map`, the phase map its measurements imply.
@@ -96,6 +98,7 @@ class SaraPlanner(Planner):
         gradient_weight: float = Field(default=10.0, ge=0.0)
         min_temperature_c: float | None = None
         outer_initial: int = Field(default=3, ge=1, le=100)
+        initial_at_max_temperature: bool = True
         outer_candidates: int = Field(default=256, ge=8, le=8192)
         outer_boundary_weight: float = Field(default=1.0, ge=0.0)
         position_grid: int = Field(default=121, ge=11, le=5001)
@@ -362,7 +365,8 @@ class SaraPlanner(Planner):
             unit = qmc.Sobol(2, scramble=True, seed=self.seed).random(
                 2 ** math.ceil(math.log2(n_done + 1))
             )[n_done]
-            tpeak = t_lo + unit[0] * (t_hi - t_lo)
+            # the hottest stripes reach every lower temperature: the most to learn from
+            tpeak = t_hi if o.initial_at_max_temperature else t_lo + unit[0] * (t_hi - t_lo)
             dwell = 10 ** (d_lo + unit[1] * (d_hi - d_lo))
             record.update(phase="initial_design", score=None)
         else:

@@ -230,6 +230,6 @@ def test_sara_maps_phases_better_than_random_stripes() -> None:
             tp, dw = rng.uniform(400, 1400), 10 ** rng.uniform(math.log10(250), 4)
             r += [[tp, dw, rng.uniform(-1.5, 1.5)] for _ in range(per)]
         random.append(_accuracy(np.array(r), _truth(np.array(r))))
-    # seed 0: sara 0.878; random 0.552-0.828, median 0.727
-    assert sara > float(np.median(random)) + 0.1
-    assert sara > 0.85
+    # seed 0: sara 0.913; random 0.552-0.828, median 0.727
+    assert sara > float(np.median(random)) + 0.15
+    assert sara > 0.88
