@@ -233,3 +233,18 @@ def test_sara_maps_phases_better_than_random_stripes() -> None:
     # seed 0: sara 0.913; random 0.552-0.828, median 0.727
     assert sara > float(np.median(random)) + 0.15
     assert sara > 0.88
+
+
+def test_profile_inverts_and_dense_truth_gives_an_accurate_map() -> None:
+    profile = GaussianProfile()
+    x = np.array([0.0, 0.2, 0.7, 1.1])
+    t = profile.temperature(1200.0, 3000.0, x)
+    assert t == pytest.approx(WORLD.local_temperature(1200.0, 3000.0, x))
+    assert profile.position(1200.0, 3000.0, t) == pytest.approx(x, abs=1e-9)
+    # measurements on a dense grid of the truth reproduce the true map almost everywhere
+    t_dense, ld_dense = evaluation_grid((400.0, 1400.0), (250.0, 10000.0), 60, 30)
+    desc = WORLD.reference_spectra[WORLD.phase(t_dense, 10**ld_dense)]
+    values = np.array([list(WORLD.descriptors(s).values()) for s in desc])
+    grid_t, grid_ld = evaluation_grid((410.0, 1390.0), (260.0, 9900.0), 25, 12)
+    pred = infer_phase_map(t_dense, ld_dense, values, grid_t, grid_ld)
+    assert map_accuracy(pred, WORLD.phase(grid_t, 10**grid_ld)) > 0.97
