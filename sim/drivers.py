@@ -13,6 +13,7 @@ Simulated drivers are built from a :class:`~models.campaign.SimulatedInstrumentS
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -25,6 +26,9 @@ from sim.noise import GaussianNoise, NoiseModel, seed_from_name
 from sim.worlds import World, get_world
 
 logger = logging.getLogger(__name__)
+
+_DRIVER_MODULES = ("sim.sara",)
+"""Modules of further built-in simulated drivers; imported when a driver is looked up."""
 
 MEASURE = "measure"
 """Name of the objective station's only action."""
@@ -145,6 +149,8 @@ def make_driver(name: str, spec: SimulatedInstrumentSpec) -> Driver:
             driver is not a simulated one, or an option is bad. Key paths are relative to
             the ``simulated`` table (``driver``, ``world``, ``options.<key>``).
     """
+    for module in _DRIVER_MODULES:
+        importlib.import_module(module)
     try:
         cls = get_driver(spec.driver)
     except RegistryError as exc:

@@ -20,6 +20,10 @@ Both are evaluated with NumPy from the constants of BoTorch's own instance (a si
 instrument evaluates its world on every measurement; one call into torch costs about a
 hundred times more), and the tests check the result against BoTorch's ``forward``.
 
+Further built-in worlds live in their own modules, imported on first lookup: ``"table"``
+(:mod:`sim.table`, a lab's CSV data) and ``"sara-anneal"`` (:mod:`sim.sara`, a
+lateral-gradient laser-anneal phase diagram with reflectance spectra).
+
 References:
     Belakaria, S., Deshwal, A. and Doppa, J. R. (2019). Max-value Entropy Search for
     Multi-Objective Bayesian Optimization. NeurIPS 32 (Branin-Currin).
@@ -323,7 +327,7 @@ def register_world(name: str) -> Callable[[_W], _W]:
     return WORLDS.register(name)
 
 
-_EXTRA_MODULES = ("sim.table",)
+_EXTRA_MODULES = ("sim.table", "sim.sara")
 """Modules of further built-in worlds; imported on first registry lookup."""
 
 

@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "default_device",
+    "fit_shared_hyperparameter_gp",
     "fit_single_task_gp",
     "hyperparameters_of",
 ]
@@ -98,6 +99,62 @@ def fit_single_task_gp(
     fit_gpytorch_mll(mll, **kwargs)  # type: ignore[arg-type]
     model.eval()
     logger.debug("fitted GP on %d points (d=%d, m=%d) on %s", x.shape[0], d, m, dev)
+    return model
+
+
+def fit_shared_hyperparameter_gp(
+    train_X: Tensor,  # noqa: N803 (BoTorch's names)
+    train_Y: Tensor,  # noqa: N803
+    *,
+    bounds: Tensor | None = None,
+    device: torch.device | str | None = None,
+    maxiter: int | None = None,
+) -> SingleTaskGP:
+    """An exact GP of several outputs that share one set of hyperparameters.
+
+    The hyperparameters are fitted once, to the first principal component of the
+    standardised outputs (the direction along which they vary most), and copied into a
+    ``SingleTaskGP`` of all outputs: one L-BFGS fit instead of one per output, for
+    outputs that change together (the descriptors of one spectrum).
+
+    Args:
+        train_X: ``n x d`` inputs.
+        train_Y: ``n x m`` outputs.
+        bounds: ``2 x d`` input bounds for the normalisation (see
+            :func:`fit_single_task_gp`).
+        device: Where to fit (:func:`default_device` when omitted).
+        maxiter: Iteration limit of the fit.
+
+    Returns:
+        The model of all ``m`` outputs, in eval mode.
+
+    Raises:
+        ValueError: If the shapes do not fit together or there is no data.
+    """
+    if train_Y.dim() != 2 or train_Y.shape[-1] < 1:
+        raise ValueError(f"expected n x m outputs, got {tuple(train_Y.shape)}")
+    y = train_Y.to(torch.double)
+    z = (y - y.mean(dim=0)) / y.std(dim=0).clamp_min(1e-12) if y.shape[0] > 1 else y
+    if y.shape[-1] > 1 and y.shape[0] > 1:
+        _, _, v = torch.linalg.svd(z, full_matrices=False)
+        pc = z @ v[0]
+    else:
+        pc = z[:, 0]
+    single = fit_single_task_gp(train_X, pc[:, None], bounds=bounds, device=device, maxiter=maxiter)
+    dev = next(single.parameters()).device
+    x = train_X.to(dev, torch.double)
+    normalize = Normalize(
+        d=x.shape[-1], bounds=None if bounds is None else bounds.to(dev, torch.double)
+    )
+    model = SingleTaskGP(
+        x, y.to(dev), input_transform=normalize, outcome_transform=Standardize(m=y.shape[-1])
+    ).to(dev)
+    own = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in single.named_parameters():
+            if name in own and name.rsplit(".", 1)[-1].startswith("raw_"):
+                own[name].copy_(value.expand_as(own[name]) if own[name].dim() else value)
+    model.eval()
     return model
 
 
