@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from pymatgen.core import Composition, Lattice, Structure
+from threadpoolctl import threadpool_limits
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -15,7 +16,8 @@ def _one_torch_thread() -> Iterator[None]:
     """Two CPU cores are shared by several developers: one thread avoids oversubscription."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with threadpool_limits(1):  # OpenMP/BLAS too (histogram gradient boosting, SVR)
+        yield
     torch.set_num_threads(before)
 
 

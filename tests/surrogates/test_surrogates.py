@@ -1,0 +1,135 @@
+"""Tests of the surrogates (surrogates/base.py, classical.py, gp_surrogate.py, mlp.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from botorch.acquisition.logei import qLogNoisyExpectedImprovement
+from botorch.models.ensemble import EnsembleModel
+from pymatgen.core import Composition
+
+from models.errors import InvalidCampaignError, RegistryError
+from surrogates.base import make_surrogate, surrogate_names
+from surrogates.metrics import mae
+
+# small settings so each fit takes a second or two on one shared core
+SMALL: dict[str, dict[str, Any]] = {
+    "rf": {"n_estimators": 100},
+    "gbr": {"n_members": 3, "n_estimators": 150},
+    "svr": {"n_members": 5},
+    "gp": {},
+    "mlp_ensemble": {"n_members": 3, "epochs": 150, "hidden": [64, 32], "batch_size": 32},
+}
+NAMES = sorted(SMALL)
+
+
+@pytest.fixture(scope="module")
+def fitted(composition_data: tuple[list[Composition], np.ndarray]) -> dict[str, Any]:
+    comps, y = composition_data
+    models = {
+        name: make_surrogate(name, descriptor="magpie", **opts).fit(comps[:90], y[:90])
+        for name, opts in SMALL.items()
+    }
+    return {"models": models, "test": comps[90:], "y_test": y[90:], "y_train": y[:90]}
+
+
+def test_registry_names_every_surrogate() -> None:
+    assert set(NAMES) <= set(surrogate_names())
+    with pytest.raises(RegistryError, match="unknown surrogate 'nope'"):
+        make_surrogate("nope")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_beats_the_mean_predictor_on_held_out_compositions(
+    name: str, fitted: dict[str, Any]
+) -> None:
+    model = fitted["models"][name]
+    mean, std = model.predict(fitted["test"])
+    baseline = mae(fitted["y_test"], np.full(len(mean), fitted["y_train"].mean()))
+    assert mae(fitted["y_test"], mean) < 0.4 * baseline
+    assert mean.shape == std.shape == (30,)
+    assert np.all(std > 0)
+    report = model.calibration(fitted["test"], fitted["y_test"])
+    assert report["r2"] > 0.8
+    assert 0.0 <= report["miscalibration_area"] < 0.35
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_botorch_posterior_matches_predict_and_backs_qlognei(
+    name: str, fitted: dict[str, Any]
+) -> None:
+    model = fitted["models"][name]
+    rows = model.featurize(fitted["test"])
+    mean, std = model.predict(rows)
+    bm = model.as_botorch_model()
+    x = torch.as_tensor(rows, dtype=torch.double)
+    with torch.no_grad():
+        post = bm.posterior(x, observation_noise=(name == "gp"))
+    assert np.allclose(post.mean.detach().reshape(-1).numpy(), mean, rtol=1e-5, atol=1e-6)
+    assert np.allclose(post.variance.detach().reshape(-1).sqrt().numpy(), std, rtol=1e-4, atol=1e-6)
+    if name != "gp":
+        assert isinstance(bm, EnsembleModel)
+    # one acquisition on top of it: q = 1 at three candidates, and a joint q = 2 batch
+    acqf = qLogNoisyExpectedImprovement(bm, X_baseline=x[:10])
+    with torch.no_grad():
+        values = acqf(x[10:13].unsqueeze(1))
+        joint = acqf(x[13:15].unsqueeze(0))
+    assert values.shape == (3,)
+    assert torch.isfinite(values).all()
+    assert torch.isfinite(joint).all()
+
+
+def test_feature_rows_and_materials_give_the_same_model(
+    composition_data: tuple[list[Composition], np.ndarray],
+) -> None:
+    comps, y = composition_data
+    a = make_surrogate("rf", descriptor="fractions", n_estimators=20).fit(comps[:60], y[:60])
+    rows = a.featurize(comps[:60])
+    b = make_surrogate("rf", n_estimators=20).fit(rows, y[:60])
+    assert np.array_equal(a.predict(comps[60:])[0], b.predict(a.featurize(comps[60:]))[0])
+
+
+def test_recalibration_scales_the_spread(
+    composition_data: tuple[list[Composition], np.ndarray],
+) -> None:
+    comps, y = composition_data
+    raw = make_surrogate("rf", descriptor="magpie", n_estimators=50, recalibrate=False)
+    cal = make_surrogate("rf", descriptor="magpie", n_estimators=50)
+    raw.fit(comps[:90], y[:90])
+    cal.fit(comps[:90], y[:90])
+    assert raw.scale == 1.0
+    assert cal.scale != 1.0
+    mean_raw, std_raw = raw.predict(comps[90:])
+    mean_cal, std_cal = cal.predict(comps[90:])
+    assert np.allclose(mean_raw, mean_cal)  # same members when refitted on all data
+    assert np.allclose(std_cal, cal.scale * std_raw, rtol=1e-6)
+
+
+def test_bad_input_names_the_problem(
+    composition_data: tuple[list[Composition], np.ndarray],
+) -> None:
+    comps, y = composition_data
+    with pytest.raises(InvalidCampaignError, match=r"surrogate\.options\.n_estimators"):
+        make_surrogate("rf", n_estimators=0)
+    with pytest.raises(InvalidCampaignError, match=r"surrogate\.options\.bogus: unknown option"):
+        make_surrogate("gp", bogus=True)
+    with pytest.raises(InvalidCampaignError, match=r"surrogate\.options\.hidden"):
+        make_surrogate("mlp_ensemble", hidden=[8, 0])
+    with pytest.raises(InvalidCampaignError, match=r"surrogate\.options\.gamma"):
+        make_surrogate("svr", gamma="wide")
+    with pytest.raises(InvalidCampaignError, match=r"descriptor\.options\.size"):
+        make_surrogate("rf", descriptor="sine_matrix", descriptor_options={"size": -1})
+    with pytest.raises(RegistryError, match="unknown descriptor"):
+        make_surrogate("rf", descriptor="nope")
+    with pytest.raises(ValueError, match=r"set surrogate\.options\.descriptor"):
+        make_surrogate("rf").fit(comps[:10], y[:10])
+    with pytest.raises(ValueError, match="9 targets"):
+        make_surrogate("rf", descriptor="fractions").fit(comps[:10], y[:9])
+    with pytest.raises(RuntimeError, match="not fitted"):
+        make_surrogate("svr").predict(np.zeros((2, 3)))
+    fitted = make_surrogate("svr").fit(np.random.default_rng(0).random((20, 3)), y[:20])
+    with pytest.raises(ValueError, match="expected 3 features, got 4"):
+        fitted.predict(np.zeros((2, 4)))
