@@ -58,7 +58,12 @@ __all__ = [
     "surrogate_names",
 ]
 
-_BUILTIN_MODULES = ("surrogates.classical", "surrogates.gp_surrogate", "surrogates.mlp")
+_BUILTIN_MODULES = (
+    "surrogates.classical",
+    "surrogates.gp_surrogate",
+    "surrogates.mlp",
+    "surrogates.cgcnn",
+)
 _MATERIALS = (Composition, Structure, str)
 
 
