@@ -73,13 +73,25 @@ def test_botorch_posterior_matches_predict_and_backs_qlognei(
     if name != "gp":
         assert isinstance(bm, EnsembleModel)
     # one acquisition on top of it: q = 1 at three candidates, and a joint q = 2 batch
-    acqf = qLogNoisyExpectedImprovement(bm, X_baseline=x[:10])
+    acqf = qLogNoisyExpectedImprovement(bm, X_baseline=x[:10], prune_baseline=True)
     with torch.no_grad():
         values = acqf(x[10:13].unsqueeze(1))
         joint = acqf(x[13:15].unsqueeze(0))
     assert values.shape == (3,)
     assert torch.isfinite(values).all()
     assert torch.isfinite(joint).all()
+
+
+def test_mlp_ensemble_acquisition_has_gradients(fitted: dict[str, Any]) -> None:
+    """The residual-MLP ensemble is differentiable, so gradient-based optimisers work on it."""
+    model = fitted["models"]["mlp_ensemble"]
+    rows = torch.as_tensor(model.featurize(fitted["test"]), dtype=torch.double)
+    acqf = qLogNoisyExpectedImprovement(model.as_botorch_model(), X_baseline=rows[:10])
+    x = rows[10:12].clone().unsqueeze(0).requires_grad_(True)
+    acqf(x).sum().backward()
+    assert x.grad is not None
+    assert torch.isfinite(x.grad).all()
+    assert float(x.grad.abs().sum()) > 0
 
 
 def test_feature_rows_and_materials_give_the_same_model(
