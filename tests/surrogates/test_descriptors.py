@@ -71,10 +71,17 @@ def test_magpie_statistics_against_pymatgen_element_data() -> None:
     row = desc.featurize(["Fe2O3"])[0]
     chi_fe, chi_o = Element("Fe").X, Element("O").X
     assert row[labels.index("MagpieData mean Electronegativity")] == pytest.approx(
-        0.4 * chi_fe + 0.6 * chi_o, abs=1e-3
+        0.4 * chi_fe + 0.6 * chi_o, rel=1e-9
     )
     assert row[labels.index("MagpieData range Electronegativity")] == pytest.approx(
         abs(chi_o - chi_fe), abs=1e-3
+    )
+    fe, o = Element("Fe"), Element("O")
+    assert row[labels.index("MagpieData mean MeltingT")] == pytest.approx(
+        0.4 * float(fe.melting_point) + 0.6 * float(o.melting_point)
+    )
+    assert row[labels.index("MagpieData mean Column")] == pytest.approx(
+        0.4 * fe.group + 0.6 * o.group
     )
     assert row[labels.index("MagpieData minimum Number")] == 8
     assert row[labels.index("MagpieData maximum Number")] == 26
