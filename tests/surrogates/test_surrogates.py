@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import numpy as np
@@ -80,6 +81,15 @@ def test_botorch_posterior_matches_predict_and_backs_qlognei(
     assert values.shape == (3,)
     assert torch.isfinite(values).all()
     assert torch.isfinite(joint).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fitted_surrogate_survives_pickling(name: str, fitted: dict[str, Any]) -> None:
+    """Ray ships surrogates to actors by pickling them; predictions must survive that."""
+    model = fitted["models"][name]
+    copy = pickle.loads(pickle.dumps(model))
+    for a, b in zip(model.predict(fitted["test"]), copy.predict(fitted["test"]), strict=True):
+        assert np.allclose(a, b)
 
 
 def test_mlp_ensemble_acquisition_has_gradients(fitted: dict[str, Any]) -> None:
