@@ -158,7 +158,8 @@ class Surrogate(ABC):
             raise ValueError("a surrogate needs at least two training points")
         if not np.all(np.isfinite(t)):
             raise ValueError("targets contain NaN or infinite values")
-        self._fit(x, t)
+        with torch.random.fork_rng():  # seeding inside a fit leaves the caller's RNG alone
+            self._fit(x, t)
         self.n_features = x.shape[1]
         logger.debug("fitted surrogate %s on %d x %d", self.name, *x.shape)
         return self

@@ -104,6 +104,22 @@ def test_mlp_ensemble_acquisition_has_gradients(fitted: dict[str, Any]) -> None:
     assert float(x.grad.abs().sum()) > 0
 
 
+def test_fits_are_seeded_and_leave_the_global_rng_alone() -> None:
+    rng = np.random.default_rng(3)
+    x, y = rng.random((30, 4)), rng.random(30)
+    opts = {"epochs": 5, "n_members": 2, "hidden": [8], "batch_size": 8}
+    torch.manual_seed(11)
+    first = make_surrogate("mlp_ensemble", seed=4, **opts).fit(x, y).predict(x)
+    after = torch.rand(1)
+    torch.manual_seed(11)
+    second = make_surrogate("mlp_ensemble", seed=4, **opts).fit(x, y).predict(x)
+    assert torch.equal(torch.rand(1), after)
+    assert np.array_equal(first[0], second[0])
+    assert np.array_equal(first[1], second[1])
+    other = make_surrogate("mlp_ensemble", seed=5, **opts).fit(x, y).predict(x)
+    assert not np.allclose(other[0], first[0])
+
+
 def test_feature_rows_and_materials_give_the_same_model(
     composition_data: tuple[list[Composition], np.ndarray],
 ) -> None:
