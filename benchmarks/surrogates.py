@@ -52,7 +52,7 @@ MODELS: dict[str, dict[str, Any]] = {
     "gbr": {"n_members": 3, "n_estimators": 200},
     "svr": {"n_members": 5},
     "gp": {"maxiter": 60, "max_train": 1000},
-    "mlp_ensemble": {"n_members": 4, "epochs": 60, "batch_size": 128, "hidden": [256, 128, 64]},
+    "mlp_ensemble": {"n_members": 4, "epochs": 120, "batch_size": 128, "hidden": [256, 128, 64]},
 }
 
 

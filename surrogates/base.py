@@ -18,9 +18,14 @@ ensemble whose posterior is BoTorch's ``EnsemblePosterior`` over its members' pr
 an ``EnsemblePosterior`` has no Gaussian base samples).
 
 Ensembles underestimate or overestimate their error; with ``recalibrate`` (default) the
-members' spread around their mean is scaled by the factor that makes held-out standardised
-errors have unit variance (Levi et al., "Evaluating and calibrating uncertainty prediction
-in regression tasks", Sensors 22, 5540 (2022)), then the members are refitted on all data.
+ensemble is first fitted without a held-out share of the data, and the predictive variance
+``a^2 sigma^2 + b^2`` (``sigma``: the members' spread) whose ``a`` and ``b`` maximise the
+Gaussian likelihood of the held-out errors is kept (variance scaling, Levi et al.,
+"Evaluating and calibrating uncertainty prediction in regression tasks", Sensors 22, 5540
+(2022), with an error floor ``b`` for what no member knows: measurement noise, shared bias);
+then the members are refitted on all data. The BoTorch model carries the floor as two extra
+members at ``mean +- b sqrt((s + 1) / 2)`` (and the real members' spread widened by
+``sqrt((s + 1) / (s - 1))``), which gives exactly that variance.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from botorch.models.model import Model
 from numpy.typing import ArrayLike, NDArray
 from pydantic import BaseModel, ConfigDict, Field
 from pymatgen.core import Composition, Structure
+from scipy.optimize import minimize
 from torch import Tensor
 
 from models.errors import RegistryError
@@ -204,8 +210,8 @@ class EnsembleOptions(SurrogateOptions):
     """Options of ensemble surrogates.
 
     Attributes:
-        recalibrate: Scale the members' spread to unit-variance held-out errors.
-        calibration_fraction: Share of the data held out to find that scale.
+        recalibrate: Fit the spread scale and error floor to held-out errors.
+        calibration_fraction: Share of the data held out to fit them.
     """
 
     recalibrate: bool = True
@@ -215,10 +221,11 @@ class EnsembleOptions(SurrogateOptions):
 class _MemberModel(EnsembleModel):
     """BoTorch ensemble over a surrogate's members, with a calibrated spread."""
 
-    def __init__(self, members: Callable[[Tensor], Tensor], scale: float) -> None:
+    def __init__(self, members: Callable[[Tensor], Tensor], scale: float, floor: float) -> None:
         super().__init__()
         self._members = members
         self._scale = scale
+        self._floor = floor
         self._num_outputs = 1
 
     def forward(self, X: Tensor) -> Tensor:  # noqa: N803 (BoTorch's name)
@@ -226,7 +233,13 @@ class _MemberModel(EnsembleModel):
         batch, d = X.shape[:-1], X.shape[-1]
         values = self._members(X.reshape(-1, d))  # s x N
         mean = values.mean(dim=0, keepdim=True)
-        values = mean + self._scale * (values - mean)
+        s = values.shape[0]
+        if self._floor > 0:
+            widen = math.sqrt((s + 1) / (s - 1))
+            c = self._floor * math.sqrt((s + 1) / 2)
+            values = torch.cat([mean + self._scale * widen * (values - mean), mean + c, mean - c])
+        else:
+            values = mean + self._scale * (values - mean)
         s = values.shape[0]
         out = values.reshape(s, *batch).unsqueeze(-1)  # s x batch... x q x 1
         return out.movedim(0, -3).to(X)
@@ -243,7 +256,7 @@ class EnsembleSurrogate(Surrogate):
     _min_std: float = 1e-9
 
     def _fit(self, x: NDArray[np.float64], y: NDArray[np.float64]) -> None:
-        self.scale = 1.0
+        self.scale, self.floor = 1.0, 0.0
         n = x.shape[0]
         n_cal = round(self.options.calibration_fraction * n)
         if self.options.recalibrate and n_cal >= 5 and n - n_cal >= 2:
@@ -254,9 +267,13 @@ class EnsembleSurrogate(Surrogate):
             with torch.no_grad():
                 values = self._member_values(torch.as_tensor(x[cal])).double().cpu()
             mean, std = values.mean(0).numpy(), values.std(0).numpy()  # unbiased, as BoTorch
-            z2 = (y[cal] - mean) ** 2 / np.maximum(std, self._min_std * (1 + np.std(y))) ** 2
-            self.scale = float(math.sqrt(np.mean(z2)))
-            logger.debug("surrogate %s: calibration scale %.3g", self.name, self.scale)
+            self.scale, self.floor = _fit_variance_map(y[cal] - mean, std, float(np.std(y)))
+            logger.debug(
+                "surrogate %s: calibration scale %.3g, floor %.3g",
+                self.name,
+                self.scale,
+                self.floor,
+            )
         self._y_std = float(np.std(y)) or 1.0
         self._fit_members(x, y)
 
@@ -275,7 +292,7 @@ class EnsembleSurrogate(Surrogate):
         """BoTorch ``EnsembleModel`` whose members are this surrogate's (spread calibrated)."""
         if self.n_features is None:
             raise RuntimeError(f"surrogate {self.name!r} is not fitted")
-        return _MemberModel(self._member_values, self.scale)
+        return _MemberModel(self._member_values, self.scale, self.floor)
 
     @abstractmethod
     def _fit_members(self, x: NDArray[np.float64], y: NDArray[np.float64]) -> None:
@@ -284,6 +301,27 @@ class EnsembleSurrogate(Surrogate):
     @abstractmethod
     def _member_values(self, x: Tensor) -> Tensor:
         """``s x n`` member predictions at ``n x d`` rows (a tensor like ``x``)."""
+
+
+def _fit_variance_map(
+    residuals: NDArray[np.float64], spread: NDArray[np.float64], y_std: float
+) -> tuple[float, float]:
+    """``(a, b)`` maximising the Gaussian likelihood of residuals, variance ``a^2 s^2 + b^2``."""
+    tiny = 1e-6 * (y_std or 1.0)
+    r2, s2 = residuals**2, spread**2
+
+    def nll(theta: NDArray[np.float64]) -> float:
+        var = np.exp(2 * theta[0]) * s2 + np.exp(2 * theta[1]) + tiny**2
+        return float(np.mean(0.5 * r2 / var + 0.5 * np.log(var)))
+
+    a0 = math.sqrt(np.mean(r2 / np.maximum(s2, tiny**2)))  # pure variance scaling
+    starts = [np.array([math.log(a0), math.log(tiny)])]
+    starts.append(
+        np.array([math.log(max(a0, 1e-3) / 2), math.log(math.sqrt(np.mean(r2)) / 2 + tiny)])
+    )
+    best = min((minimize(nll, s0, method="Nelder-Mead") for s0 in starts), key=lambda r: r.fun)
+    a, b = (float(v) for v in np.exp(best.x))
+    return a, (b if b > 10 * tiny else 0.0)
 
 
 def _set_name(name: str, cls: type[Surrogate]) -> None:

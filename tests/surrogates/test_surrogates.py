@@ -138,12 +138,26 @@ def test_recalibration_scales_the_spread(
     cal = make_surrogate("rf", descriptor="magpie", n_estimators=50)
     raw.fit(comps[:90], y[:90])
     cal.fit(comps[:90], y[:90])
-    assert raw.scale == 1.0
+    assert (raw.scale, raw.floor) == (1.0, 0.0)
     assert cal.scale != 1.0
     mean_raw, std_raw = raw.predict(comps[90:])
     mean_cal, std_cal = cal.predict(comps[90:])
     assert np.allclose(mean_raw, mean_cal)  # same members when refitted on all data
-    assert np.allclose(std_cal, cal.scale * std_raw, rtol=1e-6)
+    assert np.allclose(std_cal**2, cal.scale**2 * std_raw**2 + cal.floor**2, rtol=1e-6)
+
+
+def test_error_floor_is_carried_exactly_by_the_botorch_ensemble() -> None:
+    """Members that agree everywhere but are wrong by a random offset: the fitted floor
+    must account for the held-out errors, and the posterior variance equal a^2 s^2 + b^2."""
+    rng = np.random.default_rng(2)
+    x = rng.random((200, 2))
+    y = x.sum(1) + rng.normal(0.0, 0.3, 200)  # noise no member can know
+    model = make_surrogate("rf", n_estimators=30, min_samples_leaf=20).fit(x, y)
+    assert 0.15 < model.floor < 0.45
+    raw = make_surrogate("rf", n_estimators=30, min_samples_leaf=20, recalibrate=False)
+    _, std_raw = raw.fit(x, y).predict(x[:20])
+    _, std = model.predict(x[:20])
+    assert np.allclose(std**2, model.scale**2 * std_raw**2 + model.floor**2, rtol=1e-6)
 
 
 def test_bad_input_names_the_problem(
