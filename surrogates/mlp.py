@@ -1,0 +1,127 @@
+"""A deep ensemble of residual MLPs on composition descriptors (IRNet-like).
+
+Each member is an individual-residual network after Jha et al., "Enabling deeper learning
+on big data for materials informatics applications", Sci. Rep. 11, 4244 (2021) (IRNet):
+fully connected layers of decreasing width, each followed by batch normalisation and a ReLU,
+with a residual (identity or linear projection) connection around every layer, trained with
+the absolute-error loss and Adam on standardised features and targets. ``n_members``
+independently initialised and shuffled networks form a deep ensemble (Lakshminarayanan,
+Pritzel and Blundell, "Simple and scalable predictive uncertainty estimation using deep
+ensembles", NeurIPS 2017); their spread, recalibrated on held-out data
+(:mod:`surrogates.base`), is the uncertainty. The networks run on CUDA when present.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from pydantic import Field, PositiveInt
+from torch import Tensor, nn
+
+from surrogates.base import EnsembleOptions, EnsembleSurrogate, register_surrogate
+from surrogates.gp import default_device
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ResidualMLP", "ResidualMLPEnsemble"]
+
+
+class _ResidualLayer(nn.Module):
+    def __init__(self, d_in: int, d_out: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(d_in, d_out), nn.BatchNorm1d(d_out), nn.ReLU())
+        self.skip: nn.Module = nn.Identity() if d_in == d_out else nn.Linear(d_in, d_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x) + self.skip(x)
+
+
+class ResidualMLP(nn.Module):
+    """IRNet-style network: residual fully connected layers, then a linear output.
+
+    Args:
+        d_in: Number of input features.
+        hidden: Widths of the hidden layers.
+    """
+
+    def __init__(self, d_in: int, hidden: list[int]) -> None:
+        super().__init__()
+        widths = [d_in, *hidden]
+        self.layers = nn.Sequential(*[_ResidualLayer(a, b) for a, b in itertools.pairwise(widths)])
+        self.out = nn.Linear(widths[-1], 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``n`` predictions at ``n x d_in`` inputs."""
+        return self.out(self.layers(x)).squeeze(-1)
+
+
+@register_surrogate("mlp_ensemble")
+class ResidualMLPEnsemble(EnsembleSurrogate):
+    """Deep ensemble of residual MLPs.
+
+    Options:
+        n_members: Networks in the ensemble.
+        hidden: Hidden-layer widths of each network.
+        epochs: Passes over the training data.
+        batch_size: Minibatch size.
+        lr: Adam learning rate (decayed by cosine annealing to zero).
+        weight_decay: Adam weight decay (AdamW).
+        loss: ``"l1"`` (IRNet's) or ``"mse"``.
+        device: ``"cpu"``, ``"cuda"``, ... (None: CUDA when present).
+    """
+
+    class Options(EnsembleOptions):
+        n_members: int = Field(5, ge=2)
+        hidden: list[PositiveInt] = Field(default_factory=lambda: [256, 128, 64], min_length=1)
+        epochs: int = Field(200, ge=1)
+        batch_size: int = Field(64, ge=2)
+        lr: float = Field(1e-3, gt=0)
+        weight_decay: float = Field(1e-4, ge=0)
+        loss: str = Field("l1", pattern="^(l1|mse)$")
+        device: str | None = None
+
+    options: Options
+
+    def _fit_members(self, x: NDArray[np.float64], y: NDArray[np.float64]) -> None:
+        o = self.options
+        dev = torch.device(o.device) if o.device is not None else default_device()
+        self._device = dev
+        self._x_mean = x.mean(0)
+        self._x_std = np.where(x.std(0) > 0, x.std(0), 1.0)
+        self._y_mean, self._y_scale = float(y.mean()), float(y.std()) or 1.0
+        tx = torch.as_tensor((x - self._x_mean) / self._x_std, dtype=torch.float32, device=dev)
+        ty = torch.as_tensor((y - self._y_mean) / self._y_scale, dtype=torch.float32, device=dev)
+        loss_fn = nn.L1Loss() if o.loss == "l1" else nn.MSELoss()
+        n = tx.shape[0]
+        batch = min(o.batch_size, n)
+        self._nets: list[ResidualMLP] = []
+        for k in range(o.n_members):
+            gen = torch.Generator().manual_seed(o.seed * 1000 + k)
+            torch.manual_seed(o.seed * 1000 + k)
+            net = ResidualMLP(tx.shape[1], list(o.hidden)).to(dev)
+            opt = torch.optim.AdamW(net.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+            steps_per_epoch = max(1, n // batch)
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, o.epochs * steps_per_epoch)
+            net.train()
+            for _ in range(o.epochs):
+                perm = torch.randperm(n, generator=gen).to(dev)
+                for i in range(steps_per_epoch):  # drop the last partial batch (BatchNorm)
+                    idx = perm[i * batch : (i + 1) * batch]
+                    opt.zero_grad()
+                    loss = loss_fn(net(tx[idx]), ty[idx])
+                    loss.backward()
+                    opt.step()
+                    sched.step()
+            net.eval()
+            self._nets.append(net)
+
+    def _member_values(self, x: Tensor) -> Tensor:
+        mean = torch.as_tensor(self._x_mean, dtype=torch.float32, device=self._device)
+        std = torch.as_tensor(self._x_std, dtype=torch.float32, device=self._device)
+        xs = (x.to(self._device, torch.float32) - mean) / std
+        values = torch.stack([net(xs) for net in self._nets])
+        return (values * self._y_scale + self._y_mean).to(x)
