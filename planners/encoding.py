@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from models.errors import PlannerError
 from models.objectives import Objective
 from models.params import (
     CategoricalParameter,
@@ -32,6 +33,7 @@ from models.params import (
     IntegerParameter,
     ParamValue,
     SearchSpace,
+    StringParameter,
 )
 from models.records import Observation
 
@@ -49,6 +51,17 @@ class SpaceEncoder:
     """
 
     def __init__(self, space: SearchSpace) -> None:
+        """Build the encoder.
+
+        Raises:
+            PlannerError: If the space has a string parameter (it has no numeric encoding).
+        """
+        strings = [p.name for p in space.parameters if isinstance(p, StringParameter)]
+        if strings:
+            raise PlannerError(
+                f"string parameter {strings[0]!r} has no numeric encoding: use a planner "
+                'that generates its candidates (e.g. name = "discovery")'
+            )
         self.space = space
         self.columns: list[str] = []
         self.slices: list[slice] = []
