@@ -96,9 +96,10 @@ def prototype_library() -> dict[str, Prototype]:
     Returns:
         The prototypes, in the order of pymatgen's file.
     """
-    import pymatgen
+    import pymatgen.core
 
-    path = Path(pymatgen.__file__).parent / "analysis" / "prototypes" / "aflow_prototypes.json.gz"
+    root = Path(pymatgen.core.__file__).parent.parent
+    path = root / "analysis" / "prototypes" / "aflow_prototypes.json.gz"
     with gzip.open(path, "rt", encoding="utf-8") as fh:
         raw = json.load(fh)
     out: dict[str, Prototype] = {}

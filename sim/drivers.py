@@ -13,6 +13,7 @@ Simulated drivers are built from a :class:`~models.campaign.SimulatedInstrumentS
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -145,6 +146,8 @@ def make_driver(name: str, spec: SimulatedInstrumentSpec) -> Driver:
             driver is not a simulated one, or an option is bad. Key paths are relative to
             the ``simulated`` table (``driver``, ``world``, ``options.<key>``).
     """
+    if spec.driver.startswith("materials-"):
+        importlib.import_module("sim.materials.drivers")  # registers the materials lab
     try:
         cls = get_driver(spec.driver)
     except RegistryError as exc:
