@@ -211,6 +211,8 @@ class StructureEnergy:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             preds = self.model.predict_structure(scaled, task="e", batch_size=len(scaled))
+        if isinstance(preds, dict):  # CHGNet unwraps a batch of one
+            preds = [preds]
         for s, p in zip(scaled, preds, strict=True):
             e = float(p["e"])
             if best is None or e < best[0]:
