@@ -15,7 +15,9 @@ has one string parameter (default ``material``) whose values are material specs
    candidate not measured or pending with an acquisition function: q-Log Noisy Expected
    Improvement (Ament et al., NeurIPS 2023) or the upper confidence bound (Srinivas et al.,
    ICML 2010), choosing a batch greedily with the chosen ones pending, as BoTorch's
-   ``optimize_acqf_discrete`` does;
+   ``optimize_acqf_discrete`` does; or (the default, ``"pstable"``) the probability that
+   a candidate beats ``threshold`` (the probability of improvement, Kushner 1964, in its
+   log form), the chance it is a hit, taking the ``n`` most likely;
 3. records with every proposal where it came from: ``Proposal.origin`` is the proposer
    and ``Decision.details["proposals"]`` gives each one's proposer, parent and formula.
 
@@ -27,12 +29,15 @@ References:
     Ament, S. et al. (2023). Unexpected Improvements to Expected Improvement for Bayesian
     Optimization. NeurIPS 36.
     Srinivas, N. et al. (2010). Gaussian Process Optimization in the Bandit Setting. ICML.
+    Kushner, H. J. (1964). A New Method of Locating the Maximum Point of an Arbitrary
+    Multipeak Curve in the Presence of Noise. J. Basic Eng. 86, 97-106.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -40,7 +45,11 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from botorch.acquisition import AcquisitionFunction, qUpperConfidenceBound
+from botorch.acquisition import (
+    AcquisitionFunction,
+    qUpperConfidenceBound,
+)
+from botorch.acquisition.analytic import LogProbabilityOfImprovement
 from botorch.acquisition.logei import qLogNoisyExpectedImprovement
 from botorch.sampling import SobolQMCNormalSampler
 from pydantic import Field, field_validator
@@ -85,7 +94,11 @@ class DiscoveryOptions(PlannerOptions):
         max_candidates: Candidates kept after deduplication (in proposer order).
         known: Material specs already known (prior work); equivalent candidates are dropped.
         initial_points: Random picks before the surrogate screens.
-        acquisition: ``"qlognei"``, ``"ucb"`` or ``"random"`` (no screening: the baseline).
+        acquisition: ``"pstable"`` (probability that the objective beats ``threshold``:
+            the chance a candidate is a hit), ``"qlognei"``, ``"ucb"`` or ``"random"`` (no
+            screening: the baseline).
+        threshold: The objective value a hit must beat, in objective units (e.g. 0.025
+            eV/atom above hull); default: the best value measured so far.
         beta: UCB's exploration weight.
         vae_samples: Compositions drawn from the VAE per ask.
         vae_min_train: Compositions needed (told plus prior) before the VAE is trained.
@@ -106,7 +119,8 @@ class DiscoveryOptions(PlannerOptions):
     max_candidates: int = Field(default=2000, ge=1, le=100_000)
     known: list[str] = Field(default_factory=list)
     initial_points: int = Field(default=4, ge=1, le=10_000)
-    acquisition: Literal["qlognei", "ucb", "random"] = "qlognei"
+    acquisition: Literal["pstable", "qlognei", "ucb", "random"] = "pstable"
+    threshold: float | None = None
     beta: float = Field(default=2.0, gt=0.0, le=100.0)
     vae_samples: int = Field(default=64, ge=1, le=10_000)
     vae_min_train: int = Field(default=6, ge=2, le=10_000)
@@ -138,8 +152,9 @@ class DiscoveryPlanner(Planner):
     ``Decision.details`` holds ``phase`` (``"initial_design"``, ``"screening"`` or
     ``"random"``), ``n_candidates`` (per proposer), ``n_available``, ``proposals`` (one
     ``{"material", "proposer", "parent", "formula"}`` per proposal), ``decision_seed``,
-    ``repeat`` and, when screening, ``acquisition``, ``predicted_mean`` and
-    ``predicted_std`` of the proposals (objective units), ``n_train`` and
+    ``repeat`` and, when screening, ``acquisition``, ``predicted_utility_bilog`` and
+    ``predicted_std_bilog`` of the proposals (the GP's mean and standard deviation of
+    ``bilog(utility)``, see :func:`_bilog`), ``n_train`` and
     ``vae_loss`` (``None`` without a VAE). ``candidate_scores`` are the acquisition values.
     """
 
@@ -252,7 +267,9 @@ class DiscoveryPlanner(Planner):
         details: dict[str, Any] = {
             "decision_seed": seed,
             "repeat": repeat,
-            "n_candidates": {p: sum(p in c.proposer.split("+") for c in cands) for p in o.proposers},
+            "n_candidates": {
+                p: sum(p in c.proposer.split("+") for c in cands) for p in o.proposers
+            },
             "n_available": len(avail),
             "vae_loss": vae_loss,
         }
@@ -267,7 +284,12 @@ class DiscoveryPlanner(Planner):
             details["phase"] = "screening"
         chosen = [avail[i] for i in picks]
         details["proposals"] = [
-            {"material": c.material, "proposer": c.proposer, "parent": c.parent, "formula": c.formula}
+            {
+                "material": c.material,
+                "proposer": c.proposer,
+                "parent": c.parent,
+                "formula": c.formula,
+            }
             for c in chosen
         ]
         proposals = [
@@ -290,46 +312,71 @@ class DiscoveryPlanner(Planner):
     ) -> tuple[list[int], list[float], dict[str, Any]]:
         o = self.opts
         train = [str(ob.parameters[o.parameter]) for ob in feasible]
-        y = [self.objective.utility(float(ob.objectives[self.objective.name])) for ob in feasible]
-        model = self.screen.fit(train, y, [c.material for c in avail])
-        X = self.screen.features([c.material for c in avail])
-        Xp = self.screen.features([str(p[o.parameter]) for p in pending]) if pending else None
-        Xt = self.screen.features(train)
+        name = self.objective.name
+        u = [self.objective.utility(float(ob.objectives[name])) for ob in feasible]
+        y = [_bilog(v) for v in u]
+        yvar = None
+        if all(name in ob.uncertainties for ob in feasible):  # known noise, bilog-scaled
+            yvar = [
+                max((float(ob.uncertainties[name]) / (1.0 + abs(v))) ** 2, 1e-8)
+                for ob, v in zip(feasible, u, strict=True)
+            ]
+        model = self.screen.fit(train, y, [c.material for c in avail], yvar)
+        x_all = self.screen.features([c.material for c in avail])
+        x_pend = self.screen.features([str(p[o.parameter]) for p in pending]) if pending else None
+        x_train = self.screen.features(train)
+        best_f = max(y) if o.threshold is None else _bilog(self.objective.utility(o.threshold))
         picks: list[int] = []
         scores: list[float] = []
         for _ in range(n):
-            chosen = X[picks] if picks else None
-            extra = [t for t in (Xp, chosen) if t is not None]
+            chosen = x_all[picks] if picks else None
+            extra = [t for t in (x_pend, chosen) if t is not None]
             x_pending = torch.cat(extra) if extra else None
             acq: AcquisitionFunction
             sampler = SobolQMCNormalSampler(sample_shape=torch.Size([128]), seed=seed % 2**31)
-            if o.acquisition == "ucb":
+            if o.acquisition == "pstable":
+                acq = LogProbabilityOfImprovement(model, best_f=best_f)
+            elif o.acquisition == "ucb":
                 acq = qUpperConfidenceBound(model, beta=o.beta, sampler=sampler)
                 acq.set_X_pending(x_pending)
             else:
                 acq = qLogNoisyExpectedImprovement(
-                    model, X_baseline=Xt, sampler=sampler, X_pending=x_pending, prune_baseline=True
+                    model,
+                    X_baseline=x_train,
+                    sampler=sampler,
+                    X_pending=x_pending,
+                    prune_baseline=True,
                 )
             with torch.no_grad():
-                vals = torch.cat([acq(chunk.unsqueeze(1)) for chunk in X.split(256)])
+                vals = torch.cat([acq(chunk.unsqueeze(1)) for chunk in x_all.split(256)]).double()
             if picks:
                 vals[picks] = -torch.inf
             best = int(torch.argmax(vals))
             picks.append(best)
             scores.append(float(vals[best]))
         with torch.no_grad():
-            post = model.posterior(X[picks])
-        sign = self.objective.sign
+            post = model.posterior(x_all[picks])
         extra = {
             "acquisition": o.acquisition,
             "n_train": len(train),
-            "predicted_mean": [float(v) * sign for v in post.mean.squeeze(-1).tolist()],
-            "predicted_std": [float(v) for v in post.variance.clamp_min(0).sqrt().squeeze(-1)],
+            "predicted_utility_bilog": [float(v) for v in post.mean.squeeze(-1).tolist()],
+            "predicted_std_bilog": [
+                float(v) for v in post.variance.clamp_min(0).sqrt().squeeze(-1)
+            ],
         }
         return picks, scores, extra
 
 
-def _read_prior(path: str | None, column: str, elements: Sequence[str]) -> list[tuple[list[float], float]]:
+def _bilog(u: float) -> float:
+    """``sign(u) log(1 + |u|)``: keeps far-off failures (eV above hull) from dominating the
+    GP while preserving the order (the Bilog transform of BoTorch, Eriksson & Poloczek,
+    "Scalable Constrained Bayesian Optimization", AISTATS 2021)."""
+    return math.copysign(math.log1p(abs(u)), u)
+
+
+def _read_prior(
+    path: str | None, column: str, elements: Sequence[str]
+) -> list[tuple[list[float], float]]:
     """Prior ``(fractions, value)`` pairs from a CSV file (``formula`` + ``column``)."""
     if path is None:
         return []

@@ -177,7 +177,9 @@ def decorate(
                 continue
             for perm in itertools.permutations(range(len(symbols))):
                 if all(ratio[i] == amounts[perm[i]] for i in range(len(ratio))):
-                    spec = MaterialSpec(proto.label, tuple(symbols[perm[i]] for i in range(len(ratio))))
+                    spec = MaterialSpec(
+                        proto.label, tuple(symbols[perm[i]] for i in range(len(ratio)))
+                    )
                     out.append(
                         Candidate(
                             str(spec),

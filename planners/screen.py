@@ -9,6 +9,10 @@ with a Magpie descriptor) can replace it in one place. The descriptors:
   atomic radius (the kind of statistics Magpie takes, Ward et al. 2016);
 * of the prototype: its crystal family (one-hot from the Pearson symbol), space-group
   number / 230 and sites per cell / 24;
+* the Ewald energy per atom of the structure with the elements' oxidation states (from
+  the charge-balance check of :mod:`planners.proposers`) as point charges, a classical
+  measure of how well the ionic arrangement suits the charges (Ewald 1921; matminer's
+  ``EwaldEnergy`` featurizer, Ward et al. 2018);
 * the *site ordering*: the Pearson correlation between the electronegativities of the
   prototype's original elements and those of the elements put on their sites (1 when
   cations replace cations and anions anions in the same order; the chemistry behind
@@ -20,6 +24,10 @@ inputs normalised to the descriptor ranges of the measured and candidate materia
 References:
     Ward, L. et al. (2016). A general-purpose machine learning framework for predicting
     properties of inorganic materials. npj Comput. Mater. 2, 16028.
+    Ewald, P. P. (1921). Die Berechnung optischer und elektrostatischer Gitterpotentiale.
+    Annalen der Physik 369, 253-287.
+    Ward, L. et al. (2018). Matminer: An open source toolkit for materials data mining.
+    Computational Materials Science 152, 60-69.
     Hautier, G. et al. (2011). Data mined ionic substitutions for the discovery of new
     compounds. Inorganic Chemistry 50, 656-663.
 """
@@ -35,7 +43,8 @@ import torch
 from botorch.models import SingleTaskGP
 from pymatgen.core import Element
 
-from models.materials import parse_material, prototype_library
+from models.materials import build_structure, parse_material, prototype_library
+from planners.proposers import charge_balanced
 from surrogates.gp import fit_single_task_gp
 
 __all__ = ["CompositionScreen"]
@@ -53,6 +62,19 @@ def _element(symbol: str) -> tuple[float, float]:
     return x, r
 
 
+def _ewald_per_atom(material: str) -> float:
+    """Ewald energy per atom (eV/atom, divided by 10) of the charge-decorated structure; 0
+    when no charge-balanced assignment exists."""
+    from pymatgen.analysis.ewald import EwaldSummation
+
+    structure = build_structure(material)
+    states = charge_balanced(structure.composition)
+    if states is None or all(q == 0 for q in states.values()):
+        return 0.0
+    structure.add_oxidation_state_by_element(states)
+    return float(EwaldSummation(structure).total_energy) / len(structure) / 10.0
+
+
 class CompositionScreen:
     """Descriptors of material specs and a GP fitted on them.
 
@@ -67,7 +89,7 @@ class CompositionScreen:
     @property
     def dim(self) -> int:
         """Number of descriptor columns."""
-        return len(self.elements) + 4 + len(_FAMILIES) + 3
+        return len(self.elements) + 4 + len(_FAMILIES) + 4
 
     @functools.lru_cache(maxsize=100_000)  # noqa: B019 - one screen per planner, bounded
     def _row(self, material: str) -> tuple[float, ...]:
@@ -90,7 +112,8 @@ class CompositionScreen:
             order = float(np.corrcoef(old, new)[0, 1])
         else:
             order = 1.0
-        return (*fr, mx, sx, mr, sr, *family, sg, proto.n_sites / 24.0, order)
+        ewald = _ewald_per_atom(material)
+        return (*fr, mx, sx, mr, sr, *family, sg, proto.n_sites / 24.0, order, ewald)
 
     def features(self, materials: Sequence[str]) -> torch.Tensor:
         """Descriptor rows of materials.
@@ -108,7 +131,11 @@ class CompositionScreen:
         return torch.tensor(rows, dtype=torch.double).reshape(len(rows), self.dim)
 
     def fit(
-        self, materials: Sequence[str], values: Sequence[float], domain: Sequence[str] = ()
+        self,
+        materials: Sequence[str],
+        values: Sequence[float],
+        domain: Sequence[str] = (),
+        variances: Sequence[float] | None = None,
     ) -> SingleTaskGP:
         """Fit a GP to measured values (larger is better; pass utilities).
 
@@ -117,13 +144,21 @@ class CompositionScreen:
             values: One value each.
             domain: Candidates the model will be asked about (they widen the input
                 normalisation's bounds).
+            variances: Known noise variance of each value (``None``: inferred).
 
         Returns:
             The fitted GP (``n x dim`` inputs, one output).
         """
-        X = self.features(materials)
-        allx = torch.cat([X, self.features(domain)]) if domain else X
+        x = self.features(materials)
+        allx = torch.cat([x, self.features(domain)]) if domain else x
         lo, hi = allx.min(dim=0).values, allx.max(dim=0).values
         hi = torch.where(hi - lo < 1e-6, lo + 1.0, hi)
-        Y = torch.tensor(values, dtype=torch.double).unsqueeze(-1)
-        return fit_single_task_gp(X, Y, bounds=torch.stack([lo, hi]), device="cpu")
+        y = torch.tensor(values, dtype=torch.double).unsqueeze(-1)
+        yvar = None if variances is None else torch.tensor(variances, dtype=torch.double)
+        return fit_single_task_gp(
+            x,
+            y,
+            bounds=torch.stack([lo, hi]),
+            device="cpu",
+            train_Yvar=None if yvar is None else yvar.unsqueeze(-1),
+        )

@@ -279,4 +279,3 @@ class MaterialsWorld(World):
         """Energy above hull and formation energy of ``params["material"]`` (eV/atom)."""
         a = self.assess(params.get("material"))
         return {OUTPUTS[0]: a.e_above_hull, OUTPUTS[1]: a.formation_energy}
-
