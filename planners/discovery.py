@@ -77,6 +77,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["DiscoveryOptions", "DiscoveryPlanner"]
 
 Proposer = Literal["charge_balanced", "substitution", "vae"]
+PROPOSERS: tuple[Proposer, ...] = ("charge_balanced", "substitution", "vae")
 
 
 class DiscoveryOptions(PlannerOptions):
@@ -109,9 +110,7 @@ class DiscoveryOptions(PlannerOptions):
 
     elements: list[str] = Field(min_length=2, max_length=4)
     parameter: str = "material"
-    proposers: list[Proposer] = Field(
-        default_factory=lambda: ["charge_balanced", "substitution", "vae"], min_length=1
-    )
+    proposers: list[Proposer] = Field(default_factory=lambda: list(PROPOSERS), min_length=1)
     max_atoms: int = Field(default=8, ge=2, le=20)
     min_elements: int = Field(default=2, ge=1, le=4)
     max_sites: int = Field(default=24, ge=1, le=24)
@@ -356,7 +355,7 @@ class DiscoveryPlanner(Planner):
             scores.append(float(vals[best]))
         with torch.no_grad():
             post = model.posterior(x_all[picks])
-        extra = {
+        info: dict[str, Any] = {
             "acquisition": o.acquisition,
             "n_train": len(train),
             "predicted_utility_bilog": [float(v) for v in post.mean.squeeze(-1).tolist()],
@@ -364,7 +363,7 @@ class DiscoveryPlanner(Planner):
                 float(v) for v in post.variance.clamp_min(0).sqrt().squeeze(-1)
             ],
         }
-        return picks, scores, extra
+        return picks, scores, info
 
 
 def _bilog(u: float) -> float:

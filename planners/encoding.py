@@ -107,6 +107,8 @@ class SpaceEncoder:
                     rows[i, sl.start + p.choices.index(p.check(v))] = 1.0
                 elif isinstance(p, IntegerParameter):
                     rows[i, sl.start] = (float(v) - p.lower + 0.5) / (p.upper - p.lower + 1)
+                elif isinstance(p, StringParameter):  # refused by __init__
+                    raise PlannerError(f"string parameter {p.name!r} has no numeric encoding")
                 elif p.log_scale:
                     lo, hi = math.log(p.lower), math.log(p.upper)
                     rows[i, sl.start] = (math.log(float(v)) - lo) / (hi - lo)
@@ -137,6 +139,7 @@ class SpaceEncoder:
                     block = row[sl]
                     point[p.name] = p.choices[max(range(len(block)), key=block.__getitem__)]
                 else:
+                    assert not isinstance(p, StringParameter)  # refused by __init__
                     point[p.name] = _from_unit(p, row[sl.start])
             out.append(self.space.validate_point(point))
         return out
@@ -161,6 +164,7 @@ class SpaceEncoder:
                     k = len(p.choices)
                     point[p.name] = p.choices[min(int(ui * k), k - 1)]
                 else:
+                    assert not isinstance(p, StringParameter)  # refused by __init__
                     point[p.name] = _from_unit(p, ui)
             out.append(self.space.validate_point(point))
         return out

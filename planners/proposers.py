@@ -240,7 +240,7 @@ def substitutions(
             for states in itertools.product(*(oxidation_states(e) for e in chosen)):
                 if sum(q * n for q, n in zip(states, proto.counts, strict=True)) != 0:
                     continue
-                if any(q * o.oxi_state <= 0 for q, o in zip(states, old, strict=True) if q):
+                if any(q * (o.oxi_state or 0) <= 0 for q, o in zip(states, old, strict=True) if q):
                     continue  # a cation must replace a cation, an anion an anion
                 new = [Species(e, q) for e, q in zip(chosen, states, strict=True)]
                 try:

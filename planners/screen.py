@@ -71,7 +71,7 @@ def _ewald_per_atom(material: str) -> float:
     states = charge_balanced(structure.composition)
     if states is None or all(q == 0 for q in states.values()):
         return 0.0
-    structure.add_oxidation_state_by_element(states)
+    structure.add_oxidation_state_by_element({k: float(v) for k, v in states.items()})
     return float(EwaldSummation(structure).total_energy) / len(structure) / 10.0
 
 

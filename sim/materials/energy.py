@@ -228,8 +228,10 @@ class StructureEnergy:
             warnings.simplefilter("ignore")
             opt = StructOptimizer(model=self.model, optimizer_class="FIRE", use_device="cpu")
             out = opt.relax(start, steps=self.relax_steps, fmax=0.05, verbose=False)
-        final: Structure = out["final_structure"]
-        e = float(out["trajectory"].energies[-1]) / len(final)
+        final = out["final_structure"]
+        trajectory = out["trajectory"]
+        assert isinstance(final, Structure)
+        e = float(trajectory.energies[-1]) / len(final)  # type: ignore[union-attr]
         return (e, final) if e < e0 else (e0, start)
 
     def energy(self, structure: Structure) -> EnergyResult:

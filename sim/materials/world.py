@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
-from pymatgen.core import Composition, Element, Structure
+from pymatgen.core import Element, Structure
 
 from instruments.driver import OutputSpec, ParameterLimit
 from models.errors import InvalidCampaignError, ParameterLimitError
@@ -222,12 +222,6 @@ class MaterialsWorld(World):
             )
         return spec
 
-    def e_above_hull(self, composition: Composition, energy_per_atom: float) -> float:
-        """Energy above the reference hull of a composition at an energy (eV/atom)."""
-        entry = PDEntry(composition, energy_per_atom * composition.num_atoms)
-        _, e = self.hull.get_decomp_and_e_above_hull(entry, allow_negative=True)
-        return float(e)
-
     def assess(self, material: object) -> Assessment:
         """The noise-free truth about one material.
 
@@ -242,7 +236,10 @@ class MaterialsWorld(World):
         comp = result.structure.composition
         hull = self.hull
         entry = PDEntry(comp, result.energy_per_atom * comp.num_atoms, name=str(spec))
-        decomp, e_hull = hull.get_decomp_and_e_above_hull(entry, allow_negative=True)
+        decomp, e_raw = hull.get_decomp_and_e_above_hull(entry, allow_negative=True)
+        if decomp is None or e_raw is None:  # pragma: no cover - the system's own elements
+            raise ParameterLimitError("material", material, "no decomposition on the hull")
+        e_hull = float(e_raw)
         ref = sum(self._elemental[el.symbol] * comp.get_atomic_fraction(el) for el in comp)
         forms = float(e_hull) < self.stable_threshold_ev
         phases = (
@@ -272,7 +269,7 @@ class MaterialsWorld(World):
             (e for e in self.hull.stable_entries if e.composition.reduced_formula == formula),
             key=lambda e: e.energy_per_atom,
         )
-        result = self.energy.energy(build_structure(best.name))
+        result = self.energy.energy(build_structure(str(getattr(best, "name", ""))))
         return result.structure
 
     def evaluate_true(self, params: Mapping[str, Any]) -> dict[str, float]:
