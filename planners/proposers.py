@@ -39,7 +39,7 @@ from dataclasses import dataclass, replace
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Composition, Element, Species, Structure
 
-from models.materials import MaterialSpec, build_structure, prototype_library
+from models.materials import MaterialSpec, build_structure, parse_material, prototype_library
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ __all__ = [
     "decorate",
     "deduplicate",
     "oxidation_states",
+    "substitution_log_probability",
     "substitutions",
 ]
 
@@ -257,6 +258,38 @@ def substitutions(
                         p,
                     )
     return sorted(found.values(), key=lambda c: -(c.score or 0.0))
+
+
+LOG_PROBABILITY_FLOOR = -8.0
+"""log10 substitution probability given to assignments the data never saw."""
+
+
+def substitution_log_probability(material: str) -> float:
+    """log10 of the data-mined probability of a material's ions replacing its prototype's.
+
+    The material's oxidation states are those :func:`charge_balanced` finds; the
+    prototype's are pymatgen's first guess for its original compound. Unknown ions, or a
+    material or prototype without oxidation states, get :data:`LOG_PROBABILITY_FLOOR`.
+
+    Args:
+        material: A material spec.
+
+    Returns:
+        ``log10 P(new ions | original ions)``, at least the floor.
+    """
+    spec = parse_material(material)
+    proto = prototype_library()[spec.prototype]
+    guesses = _oxi_guesses(proto.formula)
+    states = charge_balanced(spec.composition)
+    if not guesses or states is None:
+        return LOG_PROBABILITY_FLOOR
+    old = [Species(s, guesses[0][s]) for s in proto.species]
+    new = [Species(e, states[e]) for e in spec.elements]
+    try:
+        p = float(_substitution_probability().cond_prob_list(new, old))  # type: ignore[attr-defined]
+    except ZeroDivisionError:
+        return LOG_PROBABILITY_FLOOR
+    return max(math.log10(p), LOG_PROBABILITY_FLOOR) if p > 0 else LOG_PROBABILITY_FLOOR
 
 
 def deduplicate(

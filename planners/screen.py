@@ -13,6 +13,8 @@ with a Magpie descriptor) can replace it in one place. The descriptors:
   the charge-balance check of :mod:`planners.proposers`) as point charges, a classical
   measure of how well the ionic arrangement suits the charges (Ewald 1921; matminer's
   ``EwaldEnergy`` featurizer, Ward et al. 2018);
+* the log10 data-mined probability of the material's ions replacing the prototype's own
+  ions (Hautier et al. 2011), /8;
 * the *site ordering*: the Pearson correlation between the electronegativities of the
   prototype's original elements and those of the elements put on their sites (1 when
   cations replace cations and anions anions in the same order; the chemistry behind
@@ -44,7 +46,7 @@ from botorch.models import SingleTaskGP
 from pymatgen.core import Element
 
 from models.materials import build_structure, parse_material, prototype_library
-from planners.proposers import charge_balanced
+from planners.proposers import charge_balanced, substitution_log_probability
 from surrogates.gp import fit_single_task_gp
 
 __all__ = ["CompositionScreen"]
@@ -89,7 +91,7 @@ class CompositionScreen:
     @property
     def dim(self) -> int:
         """Number of descriptor columns."""
-        return len(self.elements) + 4 + len(_FAMILIES) + 4
+        return len(self.elements) + 4 + len(_FAMILIES) + 5
 
     @functools.lru_cache(maxsize=100_000)  # noqa: B019 - one screen per planner, bounded
     def _row(self, material: str) -> tuple[float, ...]:
@@ -113,7 +115,8 @@ class CompositionScreen:
         else:
             order = 1.0
         ewald = _ewald_per_atom(material)
-        return (*fr, mx, sx, mr, sr, *family, sg, proto.n_sites / 24.0, order, ewald)
+        logp = substitution_log_probability(material) / 8.0
+        return (*fr, mx, sx, mr, sr, *family, sg, proto.n_sites / 24.0, order, ewald, logp)
 
     def features(self, materials: Sequence[str]) -> torch.Tensor:
         """Descriptor rows of materials.
