@@ -10,7 +10,9 @@ has one string parameter (default ``material``) whose values are material specs
    told, samples of a conditional composition VAE (:mod:`planners.vae`) drawn toward the
    best value measured so far), and removes duplicates and known structures
    (``StructureMatcher``);
-2. after ``initial_points`` random picks among them, fits a GP (:mod:`surrogates.gp`) to
+2. after ``initial_points`` picks among them (by default those whose ions most probably
+   replace the prototype's own, by pymatgen's data-mined substitution probabilities: the
+   prior knowledge of known compounds; or at random), fits a GP (:mod:`surrogates.gp`) to
    descriptors of the measured materials (:class:`CompositionScreen`) and scores every
    candidate not measured or pending with an acquisition function: q-Log Noisy Expected
    Improvement (Ament et al., NeurIPS 2023) or the upper confidence bound (Srinivas et al.,
@@ -67,6 +69,7 @@ from planners.proposers import (
     charge_balanced_compositions,
     decorate,
     deduplicate,
+    substitution_log_probability,
     substitutions,
 )
 from planners.screen import CompositionScreen
@@ -94,7 +97,10 @@ class DiscoveryOptions(PlannerOptions):
         substitution_threshold: Smallest data-mined substitution probability kept.
         max_candidates: Candidates kept after deduplication (in proposer order).
         known: Material specs already known (prior work); equivalent candidates are dropped.
-        initial_points: Random picks before the surrogate screens.
+        initial_points: Picks before the surrogate screens.
+        initial_design: How those are chosen: ``"prior"``, the candidates whose ions most
+            probably replace their prototype's (data-mined substitution probability, a
+            prior from known compounds), or ``"random"``.
         acquisition: ``"pstable"`` (probability that the objective beats ``threshold``:
             the chance a candidate is a hit), ``"qlognei"``, ``"ucb"`` or ``"random"`` (no
             screening: the baseline).
@@ -118,6 +124,7 @@ class DiscoveryOptions(PlannerOptions):
     max_candidates: int = Field(default=2000, ge=1, le=100_000)
     known: list[str] = Field(default_factory=list)
     initial_points: int = Field(default=4, ge=1, le=10_000)
+    initial_design: Literal["prior", "random"] = "prior"
     acquisition: Literal["pstable", "qlognei", "ucb", "random"] = "pstable"
     threshold: float | None = None
     beta: float = Field(default=2.0, gt=0.0, le=100.0)
@@ -153,8 +160,9 @@ class DiscoveryPlanner(Planner):
     ``{"material", "proposer", "parent", "formula"}`` per proposal), ``decision_seed``,
     ``repeat`` and, when screening, ``acquisition``, ``predicted_utility_bilog`` and
     ``predicted_std_bilog`` of the proposals (the GP's mean and standard deviation of
-    ``bilog(utility)``, see :func:`_bilog`), ``n_train`` and
-    ``vae_loss`` (``None`` without a VAE). ``candidate_scores`` are the acquisition values.
+    ``bilog(utility)``, see :func:`_bilog`), ``n_train`` and ``vae_loss`` (``None``
+    without a VAE). ``candidate_scores`` are the acquisition values (in a ``"prior"``
+    initial design: the log10 substitution probabilities).
     """
 
     version = "1"
@@ -273,9 +281,15 @@ class DiscoveryPlanner(Planner):
             "vae_loss": vae_loss,
         }
         scores: list[float] = []
+        rng = np.random.default_rng(seed)
         if o.acquisition == "random" or len(feasible) + len(pending) < o.initial_points:
-            rng = np.random.default_rng(seed)
-            picks = [int(i) for i in rng.choice(len(avail), size=n, replace=False)]
+            if o.acquisition != "random" and o.initial_design == "prior":
+                prior = [substitution_log_probability(c.material) for c in avail]
+                ties = rng.permutation(len(avail))
+                picks = sorted(range(len(avail)), key=lambda i: (-prior[i], ties[i]))[:n]
+                scores = [prior[i] for i in picks]
+            else:
+                picks = [int(i) for i in rng.choice(len(avail), size=n, replace=False)]
             details["phase"] = "random" if o.acquisition == "random" else "initial_design"
         else:
             picks, scores, extra = self._screen(avail, feasible, pending, n, seed)

@@ -11,6 +11,7 @@ from models.params import ContinuousParameter, SearchSpace, StringParameter
 from models.records import Observation
 from planners.base import make_planner
 from planners.discovery import DiscoveryPlanner
+from planners.proposers import substitution_log_probability
 
 SPACE = SearchSpace(parameters=[StringParameter(name="material")])
 OBJ = [Objective(name="e_hull", direction="minimize")]
@@ -72,6 +73,19 @@ def test_decisions_carry_origins_and_are_reproducible() -> None:
         assert info["formula"] == parse_material(info["material"]).formula
     again = _planner(proposers=["charge_balanced", "substitution"]).ask(3)
     assert [p.parameters for p in again.proposals] == [p.parameters for p in decision.proposals]
+
+
+def test_prior_initial_design_takes_the_most_probable_substitutions() -> None:
+    planner = _planner(proposers=["charge_balanced", "substitution"])
+    prior = sorted(
+        (substitution_log_probability(c.material) for c in planner.base_candidates()),
+        reverse=True,
+    )
+    decision = planner.ask(3)
+    assert list(decision.candidate_scores) == pytest.approx(prior[:3])
+    assert prior[0] > prior[len(prior) // 2]  # the prior tells candidates apart
+    randomly = _planner(proposers=["charge_balanced", "substitution"], initial_design="random")
+    assert randomly.ask(3).candidate_scores == []
 
 
 def test_screening_proposes_unmeasured_materials_better_than_typical() -> None:
