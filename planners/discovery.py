@@ -108,6 +108,9 @@ class DiscoveryOptions(PlannerOptions):
             eV/atom above hull); default: the best value measured so far.
         beta: UCB's exploration weight.
         vae_samples: Compositions drawn from the VAE per ask.
+        vae_max_atoms: Largest reduced formula a VAE sample is snapped to; above
+            ``max_atoms`` it reaches compositions the enumeration leaves out (candidates
+            equivalent to enumerated ones are dropped).
         vae_min_train: Compositions needed (told plus prior) before the VAE is trained.
         vae_epochs: VAE training steps.
         prior_data: CSV file with a ``formula`` column and a column named like the
@@ -129,6 +132,7 @@ class DiscoveryOptions(PlannerOptions):
     threshold: float | None = None
     beta: float = Field(default=2.0, gt=0.0, le=100.0)
     vae_samples: int = Field(default=64, ge=1, le=10_000)
+    vae_max_atoms: int = Field(default=12, ge=2, le=20)
     vae_min_train: int = Field(default=6, ge=2, le=10_000)
     vae_epochs: int = Field(default=300, ge=1, le=100_000)
     prior_data: str | None = None
@@ -229,12 +233,15 @@ class DiscoveryPlanner(Planner):
         samples = trained.sample(target, o.vae_samples, seed=seed % 2**31)
         comps: dict[str, Composition] = {}
         for row in samples:
-            counts = nearest_formula(row, o.max_atoms)
+            counts = nearest_formula(row, o.vae_max_atoms)
             comp = Composition({e: c for e, c in zip(o.elements, counts, strict=True) if c})
             if len(comp) >= o.min_elements and charge_balanced(comp) is not None:
                 comps.setdefault(comp.reduced_formula, comp)
         have = {c.material for c in base}
         made = [c for c in decorate(comps.values(), "vae", o.max_sites) if c.material not in have]
+        formulas = {c.formula for c in made}
+        same = [build_structure(c.material) for c in base if c.formula in formulas]
+        made = deduplicate(made, known=same)  # new structures only, not relabelled copies
         parent = f"vae(target={target:.4g})"
         return [Candidate(c.material, c.formula, "vae", f"{parent} {c.parent}") for c in made], (
             trained.final_loss

@@ -179,26 +179,34 @@ def train_vae(
     return TrainedVAE(model, mean, std, float(loss.detach()))
 
 
-def nearest_formula(fractions: Sequence[float], max_atoms: int) -> tuple[int, ...]:
-    """The small-integer formula (at most ``max_atoms`` atoms) nearest to some fractions.
+def nearest_formula(
+    fractions: Sequence[float], max_atoms: int, tolerance: float = 0.08
+) -> tuple[int, ...]:
+    """The simplest small-integer formula close to some atomic fractions.
+
+    Among formulas of at most ``max_atoms`` atoms within L1 distance ``tolerance`` of the
+    fractions, the one with the fewest atoms (then the nearest); if none is that close,
+    the nearest.
 
     Args:
         fractions: ``k`` atomic fractions.
         max_atoms: Largest number of atoms.
+        tolerance: L1 distance within which a smaller formula is preferred.
 
     Returns:
-        ``k`` non-negative integers with a positive sum (the nearest in L1 distance of the
-        fractions; ties go to fewer atoms).
+        ``k`` non-negative integers with a positive sum, their gcd 1.
     """
     f = np.asarray(fractions, dtype=np.float64)
     best: tuple[float, int, tuple[int, ...]] | None = None
+    close: tuple[int, float, tuple[int, ...]] | None = None
     for counts in itertools.product(range(max_atoms + 1), repeat=len(f)):
         total = sum(counts)
         if total == 0 or total > max_atoms or math.gcd(*counts) != 1:
             continue
         d = float(np.abs(np.asarray(counts) / total - f).sum())
-        key = (d, total, counts)
-        if best is None or key < best:
-            best = key
+        if best is None or (d, total, counts) < best:
+            best = (d, total, counts)
+        if d <= tolerance and (close is None or (total, d, counts) < close):
+            close = (total, d, counts)
     assert best is not None
-    return best[2]
+    return close[2] if close is not None else best[2]

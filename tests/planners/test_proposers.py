@@ -105,3 +105,9 @@ def test_nearest_formula() -> None:
     assert nearest_formula([0.2, 0.2, 0.6], 8) == (1, 1, 3)
     assert nearest_formula([2 / 7, 1 / 7, 4 / 7], 8) == (2, 1, 4)
     assert nearest_formula([1.0, 0.0], 8) == (1, 0)
+
+
+def test_nearest_formula_prefers_simple_formulas_within_tolerance() -> None:
+    # (3, 2, 7) is nearest to these fractions, but SrTiO3-like (1, 1, 3) is within 0.08.
+    assert nearest_formula([0.23, 0.17, 0.6], 12) == (1, 1, 3)
+    assert nearest_formula([0.23, 0.17, 0.6], 12, tolerance=0.0) == (3, 2, 7)
