@@ -57,7 +57,7 @@ __all__ = [
 ]
 
 
-_BUILTIN_MODULES = ("planners.random", "planners.bo", "planners.sara")
+_BUILTIN_MODULES = ("planners.random", "planners.bo", "planners.sara", "planners.discovery")
 """Modules whose import registers the built-in planners; loaded on first registry lookup."""
 
 

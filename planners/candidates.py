@@ -29,6 +29,7 @@ from models.params import (
     IntegerParameter,
     ParamValue,
     SearchSpace,
+    StringParameter,
 )
 from planners.encoding import SpaceEncoder
 
@@ -42,8 +43,12 @@ def point_key(point: Mapping[str, ParamValue]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((k, repr(v)) for k, v in point.items()))
 
 
-def _cell(p: ContinuousParameter | IntegerParameter | CategoricalParameter, text: str) -> object:
+def _cell(
+    p: ContinuousParameter | IntegerParameter | CategoricalParameter | StringParameter, text: str
+) -> object:
     text = text.strip()
+    if isinstance(p, StringParameter):
+        return text
     if isinstance(p, CategoricalParameter):
         for c in p.choices:
             if str(c) == text:
@@ -106,7 +111,7 @@ def enumerate_space(space: SearchSpace, limit: int) -> list[dict[str, ParamValue
     values: list[Sequence[ParamValue]] = []
     size = 1
     for p in space.parameters:
-        if isinstance(p, ContinuousParameter):
+        if isinstance(p, (ContinuousParameter, StringParameter)):
             return None
         vals: Sequence[ParamValue] = (
             list(p.choices)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from models.errors import PlannerError
 from models.objectives import Objective
 from models.params import (
     CategoricalParameter,
@@ -32,6 +33,7 @@ from models.params import (
     IntegerParameter,
     ParamValue,
     SearchSpace,
+    StringParameter,
 )
 from models.records import Observation
 
@@ -49,6 +51,17 @@ class SpaceEncoder:
     """
 
     def __init__(self, space: SearchSpace) -> None:
+        """Build the encoder.
+
+        Raises:
+            PlannerError: If the space has a string parameter (it has no numeric encoding).
+        """
+        strings = [p.name for p in space.parameters if isinstance(p, StringParameter)]
+        if strings:
+            raise PlannerError(
+                f"string parameter {strings[0]!r} has no numeric encoding: use a planner "
+                'that generates its candidates (e.g. name = "discovery")'
+            )
         self.space = space
         self.columns: list[str] = []
         self.slices: list[slice] = []
@@ -94,6 +107,8 @@ class SpaceEncoder:
                     rows[i, sl.start + p.choices.index(p.check(v))] = 1.0
                 elif isinstance(p, IntegerParameter):
                     rows[i, sl.start] = (float(v) - p.lower + 0.5) / (p.upper - p.lower + 1)
+                elif isinstance(p, StringParameter):  # refused by __init__
+                    raise PlannerError(f"string parameter {p.name!r} has no numeric encoding")
                 elif p.log_scale:
                     lo, hi = math.log(p.lower), math.log(p.upper)
                     rows[i, sl.start] = (math.log(float(v)) - lo) / (hi - lo)
@@ -124,6 +139,7 @@ class SpaceEncoder:
                     block = row[sl]
                     point[p.name] = p.choices[max(range(len(block)), key=block.__getitem__)]
                 else:
+                    assert not isinstance(p, StringParameter)  # refused by __init__
                     point[p.name] = _from_unit(p, row[sl.start])
             out.append(self.space.validate_point(point))
         return out
@@ -148,6 +164,7 @@ class SpaceEncoder:
                     k = len(p.choices)
                     point[p.name] = p.choices[min(int(ui * k), k - 1)]
                 else:
+                    assert not isinstance(p, StringParameter)  # refused by __init__
                     point[p.name] = _from_unit(p, ui)
             out.append(self.space.validate_point(point))
         return out
