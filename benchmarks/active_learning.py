@@ -237,10 +237,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=20, help="number of seeds (0..K-1)")
     parser.add_argument("--n", type=int, default=100, help="experiments per run")
     parser.add_argument("--step", type=int, default=5, help="accuracy every STEP experiments")
+    parser.add_argument("--grid", type=int, default=50, help="scoring grid points per axis")
     parser.add_argument("--out", type=Path, default=None, help="directory for the PNG")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    result = run(list(range(args.seeds)), args.n, step=args.step)
+    result = run(list(range(args.seeds)), args.n, step=args.step, grid=args.grid)
     print(format_table(result))
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
