@@ -36,6 +36,7 @@ import logging
 import math
 import time
 import warnings
+from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -112,11 +113,17 @@ class ActiveLearningPlanner(Planner):
         :meth:`plan`.
 
         Raises:
-            PlannerError: If ``n`` is invalid or the model cannot be fitted.
+            PlannerError: If ``n`` is invalid (or above ``n_candidates``) or the model
+                cannot be fitted.
             ParameterLimitError: If a pending point lies outside the search space.
         """
         t0 = time.perf_counter()
         self.check_ask(n, pending)
+        if n > self.options.n_candidates:
+            raise PlannerError(
+                f"{self.name}: {n} proposals wanted from {self.options.n_candidates} candidates;"
+                " raise planner.options.n_candidates"
+            )
         seed, repeat = self.decision_seed(len(pending))
         details: dict[str, Any] = {
             "initial_points": self.initial_points,
@@ -156,6 +163,7 @@ class ActiveLearningPlanner(Planner):
         """Observations the model can learn from (subclasses say which)."""
         return len(self._observations)
 
+    @abstractmethod
     def plan(
         self,
         n: int,
@@ -168,7 +176,6 @@ class ActiveLearningPlanner(Planner):
         Returns:
             The points, in the order chosen, and their scores.
         """
-        raise NotImplementedError
 
     def unit_candidates(self, count: int, seed: int) -> tuple[list[dict[str, ParamValue]], Tensor]:
         """``count`` scrambled Sobol points of the space (polytope samples where

@@ -207,3 +207,14 @@ def test_maps_the_phase_diagram_better_than_random_with_the_same_classifier() ->
     )
     assert boundary_acc >= 0.9
     assert random_30 < boundary_acc - 0.04
+
+
+def test_one_phase_seen_so_far_and_too_large_batches() -> None:
+    planner = make_planner(
+        "boundary", SPACE, PHASE, options={"initial_points": 3, "n_candidates": 16}
+    )
+    tell(planner, [{"x_b": 0.1, "temperature_c": t} for t in (310.0, 340.0, 380.0)])
+    decision = planner.ask(2)
+    assert decision.details["class_counts"] == [3, 0]  # a second latent for the unseen phases
+    with pytest.raises(PlannerError, match=r"planner\.options\.n_candidates"):
+        planner.ask(17)
