@@ -14,6 +14,10 @@ a Sobol initial design, every ask fits the Dirichlet GP classifier of
 * ``bald``: the mutual information between the label and the latent functions (Houlsby,
   Huszár, Ghahramani and Lengyel, "Bayesian Active Learning for Classification and
   Preference Learning", 2011), which discounts boundaries the model is already sure of.
+  On the ``phase-map`` world (``benchmarks/active_learning.py``, 20 seeds, batches of 5)
+  it reached 90 % map accuracy after a median of 25 experiments against 32.5 for
+  ``entropy``, but it is less steady one experiment at a time (one seed of the test
+  suite's sequential run: 0.894 against 0.926 after 30), so it is not the default yet.
 
 The score is multiplied by the model's own uncertainty to the power ``uncertainty_weight``
 (the latent posterior standard deviation relative to its prior, averaged over the
