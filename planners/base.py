@@ -57,7 +57,14 @@ __all__ = [
 ]
 
 
-_BUILTIN_MODULES = ("planners.random", "planners.bo", "planners.sara", "planners.discovery")
+_BUILTIN_MODULES = (
+    "planners.random",
+    "planners.bo",
+    "planners.active",
+    "planners.boundary",
+    "planners.sara",
+    "planners.discovery",
+)
 """Modules whose import registers the built-in planners; loaded on first registry lookup."""
 
 

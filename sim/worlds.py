@@ -327,7 +327,7 @@ def register_world(name: str) -> Callable[[_W], _W]:
     return WORLDS.register(name)
 
 
-_EXTRA_MODULES = ("sim.table", "sim.sara", "sim.materials.world")
+_EXTRA_MODULES = ("sim.table", "sim.phasemap", "sim.sara", "sim.materials.world")
 """Modules of further built-in worlds; imported on first registry lookup."""
 
 

@@ -5,6 +5,8 @@
 compositions and crystal structures into features; ``surrogates.base`` is the contract and
 registry of property surrogates (``gp``, ``rf``, ``gbr``, ``svr``, ``mlp_ensemble``,
 ``cgcnn``), each exposing a BoTorch model; ``surrogates.metrics`` scores their accuracy and
-calibration (see ``docs/materials.md``). This package imports nothing of sdlab's but
-:mod:`models`; planners build on it.
+calibration (see ``docs/materials.md``); ``surrogates.classifier`` learns where
+experiments succeed and ``surrogates.phase`` which phase forms where (multi-class Dirichlet
+GP classifier). This package imports nothing of sdlab's but :mod:`models`; planners build
+on it.
 """
