@@ -99,7 +99,7 @@ class BayesOptOptions(PlannerOptions):
         maxiter: Iteration limit of each L-BFGS-B acquisition optimisation run (``None``:
             200 below 200 model points, else 100).
         sequential: Optimise a batch point by point (sequential greedy) or all ``q``
-            points jointly; ``None``: sequential.
+            points jointly; ``None``: sequential below 200 model points, else joint.
         feasibility: Weight the acquisition by a success classifier once an experiment
             has failed.
         impute_failures: Give failed experiments the worst observed outcomes in the GP.
@@ -112,6 +112,8 @@ class BayesOptOptions(PlannerOptions):
             observations (the anchor, see :mod:`planners.bo_speed`), so decisions stay
             replayable.
         warm_start_maxiter: Iteration limit of a warm-started GP fit.
+        warm_start_min_n: Usable observations from which fits are warm-started (below,
+            a cold fit is cheap and the hyperparameters still move fast).
         refit_every: Observations between cold refits of the warm-start anchor (``None``:
             16, or about an eighth of the observations once there are more than 128).
         max_baseline: Most observations (best posterior means) qLogNEI considers as the
@@ -133,8 +135,9 @@ class BayesOptOptions(PlannerOptions):
     min_feasibility: float = Field(default=0.5, ge=0.0, lt=1.0)
     pool: str | None = None
     discrete_limit: int = Field(default=20_000, ge=0, le=10_000_000)
-    warm_start: bool = True
+    warm_start: bool = False
     warm_start_maxiter: int = Field(default=50, ge=1, le=100_000)
+    warm_start_min_n: int = Field(default=200, ge=0, le=1_000_000)
     refit_every: int | None = Field(default=None, ge=1, le=1_000_000)
     max_baseline: int | None = Field(default=128, ge=1, le=1_000_000)
     max_exact: int = Field(default=1_000, ge=10, le=1_000_000)
@@ -310,7 +313,7 @@ class BayesOptPlanner(Planner):
         t_fit = time.perf_counter()
         warm: dict[str, Tensor] | None = None
         try:
-            if self.options.warm_start:
+            if self.options.warm_start and data.n >= self.options.warm_start_min_n:
                 warm = self._anchor_state(details)
             try:
                 outcome = self._fit_outcome(x, y, yvar, warm)

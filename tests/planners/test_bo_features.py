@@ -259,7 +259,14 @@ def test_small_discrete_spaces_are_enumerated() -> None:
 def test_warm_start_starts_from_the_anchor_fit() -> None:
     objectives = [Objective(name="y", direction="maximize")]
     planner = QLogNEIPlanner(
-        unit_space("x1", "x2"), objectives, seed=0, initial_points=4, refit_every=5, **FAST
+        unit_space("x1", "x2"),
+        objectives,
+        seed=0,
+        initial_points=4,
+        warm_start=True,
+        refit_every=5,
+        warm_start_min_n=0,
+        **FAST,
     )
     truth = lambda p: {"y": -(float(p["x1"]) ** 2) - float(p["x2"])}  # type: ignore[arg-type]  # noqa: E731
     run(planner, truth, 4)  # the initial design: no fit yet

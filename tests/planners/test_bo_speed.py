@@ -28,6 +28,7 @@ from planners.outcomes import OutcomeLayout
 from surrogates.gp import fit_single_task_gp
 
 FAST = {"num_restarts": 2, "raw_samples": 32, "mc_samples": 32, "maxiter": 30}
+WARM = {"warm_start": True, "warm_start_min_n": 0, **FAST}  # warm starts from the first fit on
 SPACE = SearchSpace(
     parameters=[ContinuousParameter(name=n, lower=0.0, upper=1.0) for n in ("x1", "x2")]
 )
@@ -69,7 +70,7 @@ def test_optimiser_settings_adapt_to_n_and_options_win() -> None:
     assert (small.num_restarts, small.raw_samples, small.maxiter) == (8, 256, 200)
     assert (large.num_restarts, large.raw_samples, large.maxiter) == (4, 128, 100)
     assert small.sequential
-    assert large.sequential
+    assert not large.sequential  # one joint optimisation of the batch
     given = optimiser_settings(500, 4, num_restarts=3, raw_samples=9, maxiter=5, sequential=False)
     assert (given.num_restarts, given.raw_samples, given.maxiter, given.sequential) == (
         3,
@@ -84,7 +85,7 @@ def test_optimiser_settings_adapt_to_n_and_options_win() -> None:
 
 def test_warm_started_decisions_replay_in_a_rebuilt_planner() -> None:
     observations = grid(24)
-    running = QLogNEIPlanner(SPACE, MAXIMIZE, seed=3, **FAST)
+    running = QLogNEIPlanner(SPACE, MAXIMIZE, seed=3, **WARM)
     running.tell(observations[:20])
     first = running.ask(2)
     assert first.details["warm_started"] is True
@@ -94,7 +95,7 @@ def test_warm_started_decisions_replay_in_a_rebuilt_planner() -> None:
     second = running.ask(2)
     assert second.details["warm_start_anchor"] == 16
     assert "seconds_anchor_fit" not in second.details  # the anchor was reused
-    rebuilt = QLogNEIPlanner(SPACE, MAXIMIZE, seed=3, **FAST)
+    rebuilt = QLogNEIPlanner(SPACE, MAXIMIZE, seed=3, **WARM)
     rebuilt.tell(observations)
     replay = rebuilt.ask(2)
     assert "seconds_anchor_fit" in replay.details  # it had to fit the anchor itself
@@ -104,7 +105,7 @@ def test_warm_started_decisions_replay_in_a_rebuilt_planner() -> None:
 
 def test_warm_fit_reaches_the_cold_fits_hyperparameters() -> None:
     observations = grid(40)
-    warm = QLogNEIPlanner(SPACE, MAXIMIZE, seed=1, **FAST)
+    warm = QLogNEIPlanner(SPACE, MAXIMIZE, seed=1, **WARM)
     cold = QLogNEIPlanner(SPACE, MAXIMIZE, seed=1, warm_start=False, **FAST)
     for planner in (warm, cold):
         planner.tell(observations)
@@ -162,6 +163,7 @@ def test_planner_records_what_it_did() -> None:
         True,
     )
     assert dd["n_baseline"] == 12  # fewer than max_baseline: all kept
+    assert dd["warm_started"] is False  # fewer than warm_start_min_n: a cold fit
 
 
 def test_proposals_approach_the_optimum_with_the_fast_defaults() -> None:
