@@ -167,7 +167,7 @@ class BayesOptPlanner(Planner):
     the acquisition values of the proposed points, each given the pending points.
     """
 
-    version = "2"
+    version = "3"
     Options = BayesOptOptions
     options: BayesOptOptions
     min_objectives: ClassVar[int] = 1
