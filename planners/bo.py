@@ -48,6 +48,7 @@ import torch
 from botorch.acquisition import AcquisitionFunction
 from botorch.acquisition.logei import qLogNoisyExpectedImprovement
 from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
+from botorch.models import SingleTaskGP
 from botorch.models.model import Model
 from botorch.optim import optimize_acqf, optimize_acqf_discrete, optimize_acqf_mixed
 from botorch.sampling import SobolQMCNormalSampler
@@ -57,8 +58,15 @@ from torch import Tensor
 from models.errors import PlannerError
 from models.objectives import Objective
 from models.params import CategoricalParameter, ParamValue, SearchSpace
-from models.records import Decision, Proposal
+from models.records import Decision, Observation, Proposal
 from planners.base import Planner, PlannerOptions, register_planner
+from planners.bo_speed import (
+    anchor_seed,
+    anchor_size,
+    baseline_subset,
+    local_subset,
+    optimiser_settings,
+)
 from planners.candidates import CandidateSet, enumerate_space, point_key, read_pool
 from planners.constraints import linear_constraints, polytope_unit_samples
 from planners.encoding import SpaceEncoder, TrainingData, feasibility_data, training_data
@@ -82,10 +90,16 @@ class BayesOptOptions(PlannerOptions):
     Attributes:
         initial_points: Size of the Sobol initial design (told plus pending experiments count
             towards it); default ``2 * n_parameters`` clipped to ``[4, 10]``.
-        num_restarts: Starting points of the gradient-based acquisition optimisation.
-        raw_samples: Random points screened to choose those starting points.
+        num_restarts: Starting points of the gradient-based acquisition optimisation
+            (``None``: 8 below 200 model points, else 4; see
+            :func:`planners.bo_speed.optimiser_settings`).
+        raw_samples: Random points screened to choose those starting points (``None``:
+            256 below 200 model points, else 128).
         mc_samples: Quasi-Monte-Carlo samples of the acquisition's expectation.
-        maxiter: Iteration limit of each L-BFGS-B acquisition optimisation run.
+        maxiter: Iteration limit of each L-BFGS-B acquisition optimisation run (``None``:
+            200 below 200 model points, else 100).
+        sequential: Optimise a batch point by point (sequential greedy) or all ``q``
+            points jointly; ``None``: sequential below 200 model points, else joint.
         feasibility: Weight the acquisition by a success classifier once an experiment
             has failed.
         impute_failures: Give failed experiments the worst observed outcomes in the GP.
@@ -94,8 +108,16 @@ class BayesOptOptions(PlannerOptions):
             rows not yet measured or pending are proposed.
         discrete_limit: A space of integer and categorical parameters with at most this
             many points is enumerated and scored directly.
-        warm_start: Start each GP fit from the previous fit's hyperparameters.
+        warm_start: Start each GP fit from the hyperparameters of a cold fit to the first
+            observations (the anchor, see :mod:`planners.bo_speed`), so decisions stay
+            replayable.
         warm_start_maxiter: Iteration limit of a warm-started GP fit.
+        warm_start_min_n: Usable observations from which fits are warm-started (below,
+            a cold fit is cheap and the hyperparameters still move fast).
+        refit_every: Observations between cold refits of the warm-start anchor (``None``:
+            16, or about an eighth of the observations once there are more than 128).
+        max_baseline: Most observations (best posterior means) qLogNEI considers as the
+            incumbent (``X_baseline``); ``None``: all.
         max_exact: Observations above which the GP becomes local (trust region).
         max_categorical_combinations: Up to this many combinations of categorical choices,
             the continuous parameters are optimised for each combination separately
@@ -103,10 +125,11 @@ class BayesOptOptions(PlannerOptions):
     """
 
     initial_points: int | None = Field(default=None, ge=1, le=10_000)
-    num_restarts: int = Field(default=8, ge=1, le=1024)
-    raw_samples: int = Field(default=256, ge=1, le=1_000_000)
+    num_restarts: int | None = Field(default=None, ge=1, le=1024)
+    raw_samples: int | None = Field(default=None, ge=1, le=1_000_000)
     mc_samples: int = Field(default=128, ge=8, le=16_384)
-    maxiter: int = Field(default=200, ge=1, le=100_000)
+    maxiter: int | None = Field(default=None, ge=1, le=100_000)
+    sequential: bool | None = None
     feasibility: bool = True
     impute_failures: bool = True
     min_feasibility: float = Field(default=0.5, ge=0.0, lt=1.0)
@@ -114,6 +137,9 @@ class BayesOptOptions(PlannerOptions):
     discrete_limit: int = Field(default=20_000, ge=0, le=10_000_000)
     warm_start: bool = False
     warm_start_maxiter: int = Field(default=50, ge=1, le=100_000)
+    warm_start_min_n: int = Field(default=200, ge=0, le=1_000_000)
+    refit_every: int | None = Field(default=None, ge=1, le=1_000_000)
+    max_baseline: int | None = Field(default=128, ge=1, le=1_000_000)
     max_exact: int = Field(default=1_000, ge=10, le=1_000_000)
     max_categorical_combinations: int = Field(default=8, ge=0, le=10_000)
 
@@ -133,11 +159,15 @@ class BayesOptPlanner(Planner):
     (``"continuous"``, ``"pool"`` or ``"enumerated"``), ``n_candidates``, ``local_model``
     (whether the trust-region path was taken), ``n_model`` (points the GP was fitted to),
     ``categorical_search`` (``"enumerated (k combinations)"``, ``"relaxed"`` or ``"none"``),
-    ``warm_started``, ``device``, ``warnings`` and ``n_repeats``. ``candidate_scores`` are
+    ``warm_started``, ``warm_start_anchor`` (observations the anchor was fitted to, or
+    ``None``), ``seconds_anchor_fit`` (when the anchor was refitted in this ask),
+    ``n_baseline`` (qLogNEI's baseline points), ``seconds_acq_build``, ``num_restarts``,
+    ``raw_samples``, ``maxiter``, ``sequential`` (continuous search), ``mc_samples``,
+    ``device``, ``warnings`` and ``n_repeats``. ``candidate_scores`` are
     the acquisition values of the proposed points, each given the pending points.
     """
 
-    version = "2"
+    version = "3"
     Options = BayesOptOptions
     options: BayesOptOptions
     min_objectives: ClassVar[int] = 1
@@ -181,7 +211,7 @@ class BayesOptPlanner(Planner):
             points = enumerate_space(space, self.options.discrete_limit)
             if points is not None:
                 self.candidates = CandidateSet(self.encoder, points, "enumerated")
-        self._warm_state: dict[str, Tensor] | None = None
+        self._anchor: tuple[int, dict[str, Tensor]] | None = None
         self._acq_details: dict[str, Any] = {}
 
     def ask(self, n: int, pending: Sequence[Mapping[str, ParamValue]] = ()) -> Decision:
@@ -246,8 +276,7 @@ class BayesOptPlanner(Planner):
         details.update(
             phase="bayesopt",
             joint_acquisition_value=joint,
-            num_restarts=self.options.num_restarts,
-            raw_samples=self.options.raw_samples,
+            mc_samples=self.options.mc_samples,
             device=str(dev),
             warnings=len(caught),
             n_repeats=sum(point_key(p) in seen for p in points),
@@ -274,12 +303,71 @@ class BayesOptPlanner(Planner):
         self, data: TrainingData, details: dict[str, Any]
     ) -> tuple[Model, FeasibilityClassifier | None, Tensor, Tensor | None]:
         """Fit the outcome GP and the success classifier; returns both, the GP's inputs and
-        the trust-region box (``None`` unless the model is local)."""
+        the trust-region box (``None`` unless the model is local).
+
+        With ``warm_start`` the fit starts from the warm-start anchor's hyperparameters
+        (:meth:`_anchor_state`) and stops after ``warm_start_maxiter`` iterations.
+        """
         dev = self.device
-        bounds = self.encoder.bounds(torch.double)
+        x, y, yvar, box = self._model_inputs(data, self._observations)
+        t_fit = time.perf_counter()
+        warm: dict[str, Tensor] | None = None
+        try:
+            if self.options.warm_start and data.n >= self.options.warm_start_min_n:
+                warm = self._anchor_state(details)
+            try:
+                outcome = self._fit_outcome(x, y, yvar, warm)
+            except Exception as exc:
+                if warm is None:
+                    raise
+                logger.info("%s: warm-started GP fit failed (%s); fitting cold", self.name, exc)
+                warm = None
+                outcome = self._fit_outcome(x, y, yvar, None)
+            feas = None
+            if self.options.feasibility and data.n_infeasible > 0:
+                fx, labels = feasibility_data(self.encoder, self._observations)
+                if fx.shape[0] > self.options.max_exact:
+                    fx, labels = fx[-self.options.max_exact :], labels[-self.options.max_exact :]
+                feas = fit_feasibility_classifier(fx.to(dev), labels.to(dev))
+        except Exception as exc:  # GPyTorch/BoTorch raise a variety of errors
+            raise PlannerError(f"{self.name}: fitting the GP failed: {exc}") from exc
+        details.update(
+            hyperparameters=hyperparameters_of(outcome),
+            feasibility_model=None if feas is None else classifier_summary(feas),
+            noise="fixed" if yvar is not None else "inferred",
+            seconds_fit=time.perf_counter() - t_fit,
+            local_model=box is not None,
+            n_model=int(x.shape[0]),
+            warm_started=warm is not None,
+        )
+        return outcome, feas, x, box
+
+    def _fit_outcome(
+        self, x: Tensor, y: Tensor, yvar: Tensor | None, warm: dict[str, Tensor] | None
+    ) -> SingleTaskGP:
+        """Fit the outcome GP, cold or from ``warm`` (a ``state_dict``)."""
+        return fit_single_task_gp(
+            x,
+            y,
+            bounds=self.encoder.bounds(torch.double),
+            device=self.device,
+            train_Yvar=yvar,
+            warm_start_state=warm,
+            maxiter=self.options.warm_start_maxiter if warm is not None else None,
+        )
+
+    def _model_inputs(
+        self, data: TrainingData, observations: Sequence[Observation]
+    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """The outcome GP's inputs ``n x d``, outputs ``n x m``, noise variances (or
+        ``None``) and the trust-region box (``2 x d``, ``None`` unless the model is local).
+
+        Failed ``observations`` get the worst observed outcomes (``impute_failures``); above
+        ``max_exact`` points only those nearest the incumbent are kept.
+        """
         x, y, yvar = data.X, data.Y, data.Yvar
         if self.options.impute_failures and data.n_infeasible > 0:
-            failed = [o.parameters for o in self._observations if not o.feasible]
+            failed = [o.parameters for o in observations if not o.feasible]
             x = torch.cat([x, self.encoder.encode(failed, x.dtype)])
             worst = self.layout.pessimistic(y).expand(len(failed), -1)
             y = torch.cat([y, worst])
@@ -289,44 +377,39 @@ class BayesOptPlanner(Planner):
                 else torch.cat([yvar, yvar.max(dim=0).values.expand(len(failed), -1)])
             )
         box: Tensor | None = None
-        local = data.n > self.options.max_exact
-        if local:
-            keep = self._local_subset(x, y)
+        if data.n > self.options.max_exact:
+            keep = local_subset(self.layout, x, y, self.options.max_exact)
             x, y = x[keep], y[keep]
             yvar = None if yvar is None else yvar[keep]
             box = torch.stack([x.min(dim=0).values, x.max(dim=0).values])
-        warm = self._warm_state if self.options.warm_start else None
-        t_fit = time.perf_counter()
-        try:
-            outcome = fit_single_task_gp(
-                x,
-                y,
-                bounds=bounds,
-                device=dev,
-                train_Yvar=yvar,
-                warm_start_state=warm,
-                maxiter=self.options.warm_start_maxiter if warm is not None else None,
-            )
-            feas = None
-            if self.options.feasibility and data.n_infeasible > 0:
-                fx, labels = feasibility_data(self.encoder, self._observations)
-                if fx.shape[0] > self.options.max_exact:
-                    fx, labels = fx[-self.options.max_exact :], labels[-self.options.max_exact :]
-                feas = fit_feasibility_classifier(fx.to(dev), labels.to(dev))
-        except Exception as exc:  # GPyTorch/BoTorch raise a variety of errors
-            raise PlannerError(f"{self.name}: fitting the GP failed: {exc}") from exc
-        if self.options.warm_start:
-            self._warm_state = {k: v.detach().clone() for k, v in outcome.state_dict().items()}
-        details.update(
-            hyperparameters=hyperparameters_of(outcome),
-            feasibility_model=None if feas is None else classifier_summary(feas),
-            noise="fixed" if yvar is not None else "inferred",
-            seconds_fit=time.perf_counter() - t_fit,
-            local_model=local,
-            n_model=int(x.shape[0]),
-            warm_started=warm is not None,
-        )
-        return outcome, feas, x, box
+        return x, y, yvar, box
+
+    def _anchor_state(self, details: dict[str, Any]) -> dict[str, Tensor] | None:
+        """Hyperparameters of the warm-start anchor: a cold fit to the first ``m``
+        observations told, ``m`` from :func:`planners.bo_speed.anchor_size` (cached).
+
+        Returns ``None`` (fit cold) while the anchor has too few usable observations.
+        """
+        n = len(self._observations)
+        m = anchor_size(n, self.options.refit_every)
+        details["warm_start_anchor"] = m
+        if self._anchor is not None and self._anchor[0] == m:
+            return self._anchor[1]
+        first = self._observations[:m]
+        data = training_data(self.encoder, first, self.objectives)
+        if data.n < max(MIN_TRAIN_POINTS, self.initial_points // 2):
+            details["warm_start_anchor"] = None
+            return None
+        x, y, yvar, _ = self._model_inputs(data, first)
+        t0 = time.perf_counter()
+        dev = self.device
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            torch.manual_seed(anchor_seed(self.seed, m))
+            model = self._fit_outcome(x, y, yvar, None)
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self._anchor = (m, state)
+        details["seconds_anchor_fit"] = time.perf_counter() - t0
+        return state
 
     def _categorical_fixings(self) -> list[dict[int, float]] | None:
         """One ``{column: value}`` fixing of the one-hot columns per combination of choices,
@@ -349,16 +432,6 @@ class BayesOptPlanner(Planner):
             out.append(fixing)
         return out
 
-    def _local_subset(self, x: Tensor, y: Tensor) -> Tensor:
-        """Indices of the ``max_exact`` observations nearest the incumbent (or the front)."""
-        util = self.layout.utilities(y)
-        ok = self.layout.satisfied(y)
-        score = util.sum(dim=-1) if util.shape[-1] > 1 else util[:, 0]
-        score = torch.where(ok, score, score - score.abs().max() - 1.0)
-        centre = x[int(score.argmax())]
-        dist = (x - centre).norm(dim=-1)
-        return dist.argsort()[: self.options.max_exact]
-
     def _bayesopt(
         self,
         n: int,
@@ -375,9 +448,14 @@ class BayesOptPlanner(Planner):
         sampler = SobolQMCNormalSampler(
             sample_shape=torch.Size([self.options.mc_samples]), seed=seed % (2**31)
         )
-        acqf = self.acquisition(model, self.layout, x_base.to(dev, dtype), data, sampler, x_pending)
+        x_base = baseline_subset(
+            model, self.layout, x_base.to(dev, dtype), self.options.max_baseline
+        )
+        acqf = self.acquisition(model, self.layout, x_base, data, sampler, x_pending)
         if classifier is not None:
             acqf = FeasibilityWeighted(acqf, classifier, self.options.min_feasibility)
+        details["n_baseline"] = int(x_base.shape[0])
+        details["seconds_acq_build"] = time.perf_counter() - t_acq
         details.update(self._acq_details)
         if self.candidates is not None and available is not None:
             choices = self.candidates.X[available].to(dev, dtype)
@@ -393,13 +471,27 @@ class BayesOptPlanner(Planner):
                 for p, sl in zip(self.space.parameters, self.encoder.slices, strict=True):
                     if isinstance(p, CategoricalParameter):
                         bounds[0, sl], bounds[1, sl] = 0.0, 1.0
+            opt = optimiser_settings(
+                details["n_model"],
+                n,
+                num_restarts=self.options.num_restarts,
+                raw_samples=self.options.raw_samples,
+                maxiter=self.options.maxiter,
+                sequential=self.options.sequential,
+            )
+            details.update(
+                num_restarts=opt.num_restarts,
+                raw_samples=opt.raw_samples,
+                maxiter=opt.maxiter,
+                sequential=opt.sequential,
+            )
             common: dict[str, Any] = {
                 "acq_function": acqf,
                 "bounds": bounds.to(dev),
                 "q": n,
-                "num_restarts": self.options.num_restarts,
-                "raw_samples": self.options.raw_samples,
-                "options": {"seed": seed % (2**31), "maxiter": self.options.maxiter},
+                "num_restarts": opt.num_restarts,
+                "raw_samples": opt.raw_samples,
+                "options": {"seed": seed % (2**31), "maxiter": opt.maxiter},
                 "inequality_constraints": self.constraints.inequality or None,
                 "equality_constraints": self.constraints.equality or None,
             }
@@ -407,7 +499,7 @@ class BayesOptPlanner(Planner):
                 candidates, _ = optimize_acqf_mixed(fixed_features_list=fixings, **common)
                 details["categorical_search"] = f"enumerated ({len(fixings)} combinations)"
             else:
-                candidates, _ = optimize_acqf(sequential=n > 1, **common)
+                candidates, _ = optimize_acqf(sequential=opt.sequential, **common)
                 details["categorical_search"] = (
                     "relaxed" if self.encoder.dim > len(self.space) else "none"
                 )
@@ -442,7 +534,8 @@ class BayesOptPlanner(Planner):
         Args:
             model: The fitted model (outcome columns, then the success latent if any).
             layout: Which column is which.
-            x_baseline: ``n x d`` encodings of the observations the model was fitted to.
+            x_baseline: ``n x d`` encodings of the observations the model was fitted to
+                (for one objective, the ``max_baseline`` of best posterior mean).
             data: The training data (signed outcomes ``Y``).
             sampler: The QMC sampler.
             x_pending: ``p x d`` encodings of pending experiments, or ``None``.

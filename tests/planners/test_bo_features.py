@@ -256,18 +256,26 @@ def test_small_discrete_spaces_are_enumerated() -> None:
     assert any(o.parameters == {"a": 4, "b": 1} for o in planner.observations)
 
 
-def test_warm_start_reuses_the_previous_fit() -> None:
+def test_warm_start_starts_from_the_anchor_fit() -> None:
     objectives = [Objective(name="y", direction="maximize")]
     planner = QLogNEIPlanner(
-        unit_space("x1", "x2"), objectives, seed=0, initial_points=4, warm_start=True, **FAST
+        unit_space("x1", "x2"),
+        objectives,
+        seed=0,
+        initial_points=4,
+        warm_start=True,
+        refit_every=5,
+        warm_start_min_n=0,
+        **FAST,
     )
     truth = lambda p: {"y": -(float(p["x1"]) ** 2) - float(p["x2"])}  # type: ignore[arg-type]  # noqa: E731
     run(planner, truth, 4)  # the initial design: no fit yet
     first = planner.ask(1)
     run(planner, truth, 1)
     second = planner.ask(1)
-    assert first.details["warm_started"] is False
+    assert first.details["warm_started"] is False  # no anchor of 5 observations yet
     assert second.details["warm_started"] is True
+    assert second.details["warm_start_anchor"] == 5
 
 
 def test_many_observations_switch_to_a_local_model() -> None:
