@@ -13,7 +13,7 @@ is the fairer figure on a machine shared with other jobs), as the mean (and spre
 folds. The baseline beside them, measured in the same run on the same folds, is the mean
 predictor (the training mean, with the training standard deviation as its uncertainty).
 
-Usage:  nice -n 10 python benchmarks/surrogates.py [--models rf,gbr,...] [--folds 5]
+Usage:  nice -n 10 python benchmarks/surrogate_models.py [--models rf,gbr,...] [--folds 5]
             [--max-folds K] [--json out.json]
 """
 
