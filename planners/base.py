@@ -57,7 +57,7 @@ __all__ = [
 ]
 
 
-_BUILTIN_MODULES = ("planners.random", "planners.bo")
+_BUILTIN_MODULES = ("planners.random", "planners.bo", "planners.multifidelity")
 """Modules whose import registers the built-in planners; loaded on first registry lookup."""
 
 

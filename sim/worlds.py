@@ -323,7 +323,7 @@ def register_world(name: str) -> Callable[[_W], _W]:
     return WORLDS.register(name)
 
 
-_EXTRA_MODULES = ("sim.table",)
+_EXTRA_MODULES = ("sim.table", "sim.multifidelity")
 """Modules of further built-in worlds; imported on first registry lookup."""
 
 
