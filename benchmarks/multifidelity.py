@@ -18,13 +18,14 @@ regret ``f* - best`` at cost checkpoints, median and interquartile range over se
 
 Usage::
 
-    nice -n 10 .venv/bin/python -m benchmarks.multifidelity --seeds 10 --budget 100
+    nice -n 10 .venv/bin/python -m benchmarks.multifidelity --seeds 10 --budget 40
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -117,20 +118,22 @@ def best_at(history: Sequence[tuple[float, float, float]], cost: float) -> float
 
 def run(
     seeds: Sequence[int] | int = 10,
-    budget: float = 100.0,
+    budget: float = 40.0,
     *,
     planners: Sequence[str] = PLANNERS,
     world: str = "augmented-branin",
     checkpoints: Sequence[float] | None = None,
+    verbose: bool = False,
 ) -> dict[str, Any]:
     """Run every planner for every seed.
 
     Args:
         seeds: Seeds, or how many (``0 .. n-1``).
-        budget: Cost budget of each run.
+        budget: Cost budget of each run (a measurement at the target fidelity costs 10).
         planners: Planner names (of :data:`PLANNERS`).
         world: A multi-fidelity world.
         checkpoints: Costs at which regret is reported (default: quarters of the budget).
+        verbose: Print a line per run to standard error.
 
     Returns:
         ``{"world", "optimum", "budget", "checkpoints", "planners": {name: {"regret":
@@ -152,7 +155,17 @@ def run(
     }
     for name in planners:
         t0 = time.perf_counter()
-        histories = [trace(name, s, budget, world_name=world) for s in seed_list]
+        histories = []
+        for s in seed_list:
+            histories.append(trace(name, s, budget, world_name=world))
+            if verbose:
+                h = histories[-1]
+                print(
+                    f"{name} seed {s}: {len(h)} experiments, regret {opt - best_at(h, budget):.4f}"
+                    f" ({time.perf_counter() - t0:.0f} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
         regret = [[opt - best_at(h, c) for h in histories] for c in marks]
         result["planners"][name] = {
             "regret": regret,
@@ -192,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line: run the benchmark and print the table."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--budget", type=float, default=100.0)
+    parser.add_argument("--budget", type=float, default=40.0)
     parser.add_argument("--world", default="augmented-branin")
     parser.add_argument("--planners", default=",".join(PLANNERS))
     args = parser.parse_args(argv)

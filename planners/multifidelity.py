@@ -55,7 +55,6 @@ from models.records import Decision, Proposal
 from planners.base import register_planner
 from planners.bo import MIN_TRAIN_POINTS, BayesOptOptions, BayesOptPlanner
 from planners.encoding import training_data
-from surrogates.gp import hyperparameters_of
 from surrogates.mfgp import fit_multi_fidelity_gp
 
 logger = logging.getLogger(__name__)
@@ -324,18 +323,26 @@ class MultiFidelityPlanner(BayesOptPlanner):
         common: dict[str, Any] = {
             "acq_function": acqf,
             "bounds": self.encoder.bounds(dtype),
-            "q": n,
+            "q": 1,
             "num_restarts": self.options.num_restarts,
             "raw_samples": self.options.raw_samples,
             "options": {"seed": seed % (2**31), "maxiter": self.options.maxiter},
             "inequality_constraints": self.constraints.inequality or None,
             "equality_constraints": self.constraints.equality or None,
         }
-        if self.allowed is not None:
-            fixings = [{self.col: self._enc(f)} for f in self.allowed]
-            chosen, _ = optimize_acqf_mixed(fixed_features_list=fixings, **common)
-        else:
-            chosen, _ = optimize_acqf(sequential=True, **common)
+        # MF-MES scores one point at a time: a batch is chosen greedily, each point with the
+        # ones chosen before it (and the experiments still running) as X_pending.
+        base = self.encoder.encode(pending, dtype) if pending else None
+        chosen = torch.empty(0, d, dtype=dtype)
+        for _ in range(n):
+            if self.allowed is not None:
+                fixings = [{self.col: self._enc(f)} for f in self.allowed]
+                x_next, _ = optimize_acqf_mixed(fixed_features_list=fixings, **common)
+            else:
+                x_next, _ = optimize_acqf(**common)
+            chosen = torch.cat([chosen, x_next.reshape(1, d)])
+            acqf.set_X_pending(chosen if base is None else torch.cat([base, chosen]))
+        acqf.set_X_pending(base)
         with torch.no_grad():
             scores = [float(v) for v in acqf(chosen.unsqueeze(1)).reshape(-1).tolist()]
         details["seconds_acq"] = time.perf_counter() - t_acq
@@ -366,8 +373,11 @@ class MultiFidelityPlanner(BayesOptPlanner):
 
 
 def _hyperparameters(model: Any) -> dict[str, list[float]]:
-    """The fitted hyperparameters, as far as :func:`hyperparameters_of` reads them."""
-    try:
-        return hyperparameters_of(model)
-    except AttributeError:  # a kernel without the fields a plain GP has
-        return {}
+    """Every fitted hyperparameter of ``model`` in its constrained (actual) units, keyed by
+    its module path (``covar_module.base_kernel.kernels.0.lengthscale``), as plain lists."""
+    out: dict[str, list[float]] = {}
+    for name, raw, constraint in model.named_parameters_and_constraints():
+        value = raw if constraint is None else constraint.transform(raw)
+        key = name.replace("raw_", "")
+        out[key] = [float(v) for v in value.detach().reshape(-1).cpu().tolist()]
+    return out
