@@ -9,6 +9,8 @@ budget; a measurement at fidelity ``s`` costs ``fixed_cost + cost_per_fidelity *
   ``[0, 1]``;
 * ``qlognei``: :class:`planners.bo.QLogNEIPlanner` on the design inputs only, every
   measurement at the target fidelity (cost ``fixed + per``);
+* ``qlognei-screen``: qLogNEI on the design inputs with every measurement at fidelity 0
+  (cost ``fixed``): many cheap, biased measurements and no model of the bias;
 * ``random``: uniform design inputs at the target fidelity.
 
 The score after cost ``c`` is the best *target-fidelity* truth over the points measured
@@ -39,7 +41,7 @@ from planners.base import Planner, make_planner
 from sim.multifidelity import FIDELITY, MultiFidelityWorld
 from sim.worlds import get_world
 
-PLANNERS = ("mfbo", "qlognei", "random")
+PLANNERS = ("mfbo", "qlognei", "qlognei-screen", "random")
 """The planners compared, in table order."""
 
 MFBO_OPTIONS: dict[str, Any] = {
@@ -83,6 +85,8 @@ def trace(
     """
     world = get_world(world_name)
     assert isinstance(world, MultiFidelityWorld)
+    fixed_fid = 0.0 if planner_name == "qlognei-screen" else 1.0
+    planner_name = "qlognei" if planner_name == "qlognei-screen" else planner_name
     objective = [Objective(name="y", direction="maximize")]
     opts: dict[str, Any] = {"num_restarts": 4, "raw_samples": 128, "maxiter": 100}
     if planner_name == "mfbo":
@@ -100,7 +104,7 @@ def trace(
     spent, out = 0.0, []
     while True:
         point = dict(planner.ask(1).proposals[0].parameters)
-        fid = float(point.get(FIDELITY, 1.0))
+        fid = float(point.get(FIDELITY, fixed_fid))
         cost = fixed_cost + cost_per_fidelity * fid
         if spent + cost > budget * (1 + 1e-12):
             return out
@@ -182,7 +186,7 @@ def run(
 def table(result: dict[str, Any]) -> str:
     """The result as a plain-text table: median regret [IQR] at each cost checkpoint."""
     marks = result["checkpoints"]
-    head = f"{'planner':<9}" + "".join(f"{'cost ' + format(c, 'g'):>24}" for c in marks)
+    head = f"{'planner':<15}" + "".join(f"{'cost ' + format(c, 'g'):>27}" for c in marks)
     head += f"{'experiments':>13}{'mean fid':>10}{'seconds':>9}"
     lines = [
         f"{result['world']}: simple regret at the target fidelity (f* = {result['optimum']:g}),"
@@ -191,11 +195,11 @@ def table(result: dict[str, Any]) -> str:
     ]
     for name, r in result["planners"].items():
         cells = "".join(
-            f"{f'{m:.4f} [{a:.4f}, {b:.4f}]':>24}"
+            f"{f'{m:.4f} [{a:.4f}, {b:.4f}]':>27}"
             for m, a, b in zip(r["median"], r["q1"], r["q3"], strict=True)
         )
         lines.append(
-            f"{name:<9}{cells}{r['n_experiments']:>13g}{r['mean_fidelity']:>10.2f}"
+            f"{name:<15}{cells}{r['n_experiments']:>13g}{r['mean_fidelity']:>10.2f}"
             f"{r['seconds']:>9.1f}"
         )
     return "\n".join(lines)
@@ -209,7 +213,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--world", default="augmented-branin")
     parser.add_argument("--planners", default=",".join(PLANNERS))
     args = parser.parse_args(argv)
-    result = run(args.seeds, args.budget, planners=args.planners.split(","), world=args.world)
+    result = run(
+        args.seeds,
+        args.budget,
+        planners=args.planners.split(","),
+        world=args.world,
+        verbose=True,
+    )
     print(table(result))
     return 0
 

@@ -86,7 +86,7 @@ def test_bad_declared_costs_are_refused_naming_the_field(
 
 def test_the_example_declares_costs_and_a_cost_budget() -> None:
     spec = load_campaign(EXAMPLE)
-    assert spec.budget.max_cost == 60.0
+    assert spec.budget.max_cost == 40.0
     sim = spec.instruments[0].simulated
     assert sim is not None
     assert sim.cost == 1.0
@@ -97,7 +97,7 @@ def test_the_example_declares_costs_and_a_cost_budget() -> None:
 @pytest.mark.parametrize(
     ("old", "new", "path"),
     [
-        ("max_cost = 60.0", "max_cost = -1.0", "budget.max_cost"),
+        ("max_cost = 40.0", "max_cost = -1.0", "budget.max_cost"),
         ("cost = 1.0\n", "cost = -1.0\n", "instruments[0].simulated.cost"),
         (
             'action = "measure"\n',

@@ -163,12 +163,14 @@ def _best_target_value(name: str, budget: float, seed: int) -> tuple[float, floa
 
 @pytest.mark.slow
 def test_mfbo_beats_single_fidelity_qlognei_at_the_same_cost() -> None:
-    budget = 40.0
+    """Seed 5 of benchmarks/multifidelity.py (same settings, so the same runs): the
+    benchmark shows all ten seeds (mfbo ahead on 8, level on 1, behind on 1)."""
+    budget, seed = 40.0, 5
     optimum = -0.397887
-    mf, mf_spent = _best_target_value("mfbo", budget, seed=0)
-    sf, sf_spent = _best_target_value("qlognei", budget, seed=0)
+    mf, mf_spent = _best_target_value("mfbo", budget, seed)
+    sf, sf_spent = _best_target_value("qlognei", budget, seed)
     assert mf_spent <= budget
     assert sf_spent <= budget
     # qLogNEI affords four accurate measurements; mfbo screens cheaply and lands closer
-    assert optimum - mf < 1.5
-    assert mf > sf + 1.0
+    assert optimum - mf < 1.0
+    assert mf > sf + 2.0
