@@ -163,14 +163,18 @@ def _best_target_value(name: str, budget: float, seed: int) -> tuple[float, floa
 
 @pytest.mark.slow
 def test_mfbo_beats_single_fidelity_qlognei_at_the_same_cost() -> None:
-    """Seed 5 of benchmarks/multifidelity.py (same settings, so the same runs): the
-    benchmark shows all ten seeds (mfbo ahead on 8, level on 1, behind on 1)."""
-    budget, seed = 40.0, 5
-    optimum = -0.397887
-    mf, mf_spent = _best_target_value("mfbo", budget, seed)
-    sf, sf_spent = _best_target_value("qlognei", budget, seed)
-    assert mf_spent <= budget
-    assert sf_spent <= budget
+    """Median over three seeds: single runs are chaotic (a last-digit difference in a GP fit
+    sends the search elsewhere), benchmarks/multifidelity.py shows ten seeds."""
+    budget, optimum = 40.0, -0.397887
+    mf, sf = [], []
+    for seed in (1, 2, 3):
+        best, spent = _best_target_value("mfbo", budget, seed)
+        assert spent <= budget
+        mf.append(optimum - best)
+        best, spent = _best_target_value("qlognei", budget, seed)
+        assert spent <= budget
+        sf.append(optimum - best)
+    mf_regret, sf_regret = sorted(mf)[1], sorted(sf)[1]
     # qLogNEI affords four accurate measurements; mfbo screens cheaply and lands closer
-    assert optimum - mf < 1.0
-    assert mf > sf + 2.0
+    assert mf_regret < 2.0
+    assert sf_regret > mf_regret + 3.0
