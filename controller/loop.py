@@ -22,6 +22,7 @@ Planning happens in another process (or thread) while the loop goes on dispatchi
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -31,6 +32,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.alarms import Alarms
+from controller.costs import CostLedger, experiment_cost
 from controller.health import HealthMonitor
 from controller.leasing import CampaignLease
 from controller.operator import OperatorCommands
@@ -51,6 +53,7 @@ from controller.store import (
     transaction,
 )
 from controller.store.hot import insert_decision
+from controller.store.queries import COST_KEY, PENDING_EXPERIMENT, experiment_costs
 from controller.work import ControllerOptions, InstrumentSlot, Work
 from instruments.client import InstrumentClient
 from instruments.security import CurveClientKeys
@@ -58,6 +61,7 @@ from models.campaign import CampaignSpec
 from models.errors import (
     CampaignStateError,
     InstrumentError,
+    InvalidCampaignError,
     ParameterLimitError,
 )
 from models.params import ParamValue
@@ -103,6 +107,13 @@ class CampaignController(StepRunner):
             self.budget = row.max_experiments
             self.spec = CampaignSpec.model_validate(row.spec)
             counts = count_by_status(s, row.id)
+            costs = experiment_costs(s, row.id)
+        # The cost spent is recomputed from what the store recorded (see controller.costs).
+        self.ledger = CostLedger(
+            self.spec.budget.max_cost,
+            sum(c for st, c in costs.values() if st == ExperimentStatus.COMPLETED),
+            {i: c for i, (st, c) in costs.items() if st in PENDING_EXPERIMENT},
+        )
         self.name = campaign_name
         self.max_failures = self.spec.budget.max_failures or self.budget
         self._completed = counts.get(ExperimentStatus.COMPLETED, 0)
@@ -262,6 +273,8 @@ class CampaignController(StepRunner):
             "paused": self._paused,
             "status": (self._final or CampaignStatus.RUNNING).value,
             "stop_reason": self._stop_reason,
+            "cost_spent": self.ledger.spent(self._in_flight),
+            "max_cost": self.ledger.max_cost,
         }
 
     async def pause(self, actor: str = "operator") -> None:
@@ -587,6 +600,8 @@ class CampaignController(StepRunner):
             proposals = list(decision.proposals[:room])
             if self.lease.lost is not None:
                 return  # another controller owns the campaign now: write nothing
+            costs = self._proposal_costs(proposals)
+            decision = dataclasses.replace(decision, details={**decision.details, COST_KEY: costs})
             if self._final is not None:
                 # The campaign began to stop while the planner worked: the decision is
                 # recorded, its proposals are abandoned, nothing new is queued.
@@ -603,11 +618,21 @@ class CampaignController(StepRunner):
                 return
             accepted: list[tuple[int, Proposal, dict[str, ParamValue]]] = []
             refusals: list[tuple[int, Proposal, ParameterLimitError]] = []
+            over: list[tuple[int, Proposal, str]] = []
+            committed = self.ledger.spent(self._in_flight)
             for k, prop in enumerate(proposals):
                 try:
-                    accepted.append((k, prop, self.gate.check_proposal(prop.parameters)))
+                    point = self.gate.check_proposal(prop.parameters)
                 except ParameterLimitError as exc:
                     refusals.append((k, prop, exc))
+                    continue
+                cost = costs[k] or 0.0
+                if over or not self.ledger.allows(committed + cost):
+                    reason = f"{committed:g} committed + {cost:g} > {self.ledger.max_cost:g}"
+                    over.append((k, prop, f"cost budget: {reason}"))
+                    continue
+                committed += cost
+                accepted.append((k, prop, point))
             hold = self.spec.safety.require_approval
             with transaction(self._sessions) as s:
                 _, ids = insert_decision(
@@ -615,9 +640,22 @@ class CampaignController(StepRunner):
                     self.campaign_id,
                     decision,
                     accepted,
-                    [(k, p, f"safety gate: {why}") for k, p, why in refusals],
+                    [(k, p, f"safety gate: {why}") for k, p, why in refusals] + over,
                     hold=hold,
                 )
+                if over:
+                    add_event(
+                        s,
+                        "campaign.cost_budget",
+                        f"cost budget reached: {committed:g} of {self.ledger.max_cost:g} spent "
+                        f"or committed; {len(over)} proposals abandoned",
+                        campaign_id=self.campaign_id,
+                        data={
+                            "spent": committed,
+                            "max_cost": self.ledger.max_cost,
+                            "experiments": [ids[k] for k, _, _ in over],
+                        },
+                    )
                 for k, _, why in refusals:
                     self._log_refusal(s, ids[k], why)
                 if hold and accepted:
@@ -632,18 +670,34 @@ class CampaignController(StepRunner):
             for k, _, point in accepted:
                 exp_id = ids[k]
                 self._in_flight[exp_id] = point
+                self.ledger.record(exp_id, costs[k] or 0.0)
                 if hold:
                     self._status[exp_id] = ExperimentStatus.PROPOSED
                     self._awaiting[exp_id] = point
                 else:
                     self._status[exp_id] = ExperimentStatus.QUEUED
                     self._ready[self.spec.workflow[0].kind].append(Work(exp_id, 0, point))
+            self._abandoned += len(over)
+            if over:
+                self._stop(CampaignStatus.COMPLETED, "cost budget reached")
             refused = [Observation(dict(p.parameters), {}, False, ids[k]) for k, p, _ in refusals]
             if refused:
                 await self._planner.tell(refused)
         finally:
             self._planning = False
             await self._notify()
+
+    def _proposal_costs(self, proposals: list[Proposal]) -> list[float | None]:
+        """The cost of each proposal (``None`` where it cannot be computed: the point is
+        refused by the gate anyway)."""
+        descriptions = {n: slot.description for n, slot in self.instruments.items()}
+        out: list[float | None] = []
+        for prop in proposals:
+            try:
+                out.append(experiment_cost(self.spec, descriptions, prop.parameters))
+            except InvalidCampaignError:
+                out.append(None)
+        return out
 
     def _refuse(self, s: Session, exp: ExperimentRow, exc: ParameterLimitError) -> None:
         """Abandon an experiment the safety gate refused (cold paths: ORM row at hand)."""

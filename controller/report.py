@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller.store import count_by_status, export_rows, get_campaign, list_campaigns
+from controller.store.queries import cost_spent
 from models.campaign import CampaignSpec
 from models.status import ExperimentStatus
 from models.tables import ExperimentRow
@@ -30,6 +31,8 @@ class Summary:
     counts: dict[str, int]
     best: list[tuple[str, str, float, dict[str, Any], int]] = field(default_factory=list)
     seconds_per_experiment: float | None = None
+    cost_spent: float = 0.0
+    max_cost: float | None = None
     run_seconds: float | None = None
     database: str = ""
 
@@ -70,6 +73,8 @@ def summarize(s: Session, name: str, db_url: str, run_seconds: float | None) -> 
         counts=counts,
         best=best,
         seconds_per_experiment=statistics.median(durations) if durations else None,
+        cost_spent=cost_spent(s, row.id),
+        max_cost=spec.budget.max_cost,
         run_seconds=run_seconds,
         database=_redact(db_url),
     )
@@ -97,6 +102,8 @@ def render_summary(summary: Summary) -> Table:
         f"{c.get('COMPLETED', 0)} of {summary.budget} done, {c.get('FAILED', 0)} failed, "
         f"{c.get('ABANDONED', 0)} abandoned, {c.get('INTERRUPTED', 0)} interrupted",
     )
+    if summary.cost_spent or summary.max_cost is not None:
+        t.add_row("cost spent", _cost_text(summary.cost_spent, summary.max_cost))
     for name, direction, value, params, exp_id in summary.best:
         shown = ", ".join(f"{k}={_fmt(v)}" for k, v in params.items())
         label = direction if direction.startswith("target") else direction[:3]
@@ -110,6 +117,16 @@ def render_summary(summary: Summary) -> Table:
     return t
 
 
+def _max_cost(spec: Any) -> float | None:
+    budget = spec.get("budget") if isinstance(spec, dict) else None
+    value = budget.get("max_cost") if isinstance(budget, dict) else None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _cost_text(spent: float, max_cost: float | None) -> str:
+    return f"{spent:.6g}" if max_cost is None else f"{spent:.6g} / {max_cost:.6g}"
+
+
 def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
@@ -121,11 +138,18 @@ def status_table(s: Session) -> Table:
     t.add_column("status")
     t.add_column("done / budget", justify="right")
     t.add_column("experiments by status")
+    t.add_column("cost spent", justify="right")
     for row in list_campaigns(s):
         counts = count_by_status(s, row.id)
         shown = ", ".join(f"{st.value} {n}" for st, n in counts.items() if n)
         done = counts.get(ExperimentStatus.COMPLETED, 0)
-        t.add_row(row.name, row.status.value, f"{done} / {row.max_experiments}", shown or "none")
+        t.add_row(
+            row.name,
+            row.status.value,
+            f"{done} / {row.max_experiments}",
+            shown or "none",
+            _cost_text(cost_spent(s, row.id), _max_cost(row.spec)),
+        )
     return t
 
 

@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.alarms import Alarms
+from controller.costs import CostLedger
 from controller.health import HealthMonitor
 from controller.planning import PlannerClient
 from controller.safety import SafetyGate
@@ -69,6 +70,7 @@ class StepRunner:
     _status: dict[int, ExperimentStatus]
     _earlier: dict[int, dict[str, float]]
     _completed: int
+    ledger: CostLedger
     _failed: int
     _abandoned: int
     _final: CampaignStatus | None
@@ -103,6 +105,8 @@ class StepRunner:
 
     def _forget(self, work: Work) -> None:
         """The experiment is no longer in flight."""
+        done = self._status.get(work.experiment_id) == ExperimentStatus.COMPLETED
+        self.ledger.finish(work.experiment_id, done)
         self._in_flight.pop(work.experiment_id, None)
         self._status.pop(work.experiment_id, None)
         self._earlier.pop(work.experiment_id, None)

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from models.costs import NonNegativeCost, affine_cost
 from models.errors import ParameterLimitError
 from models.records import Measurement
 from models.registry import Registry
@@ -106,6 +107,10 @@ class ActionSpec(BaseModel):
         retry_safe: Whether running it again (after a crash left its fate unknown) is safe.
             A measurement usually is; a synthesis that consumes a sample is not.
         description: Free text.
+        cost: What one run costs, in the campaign's cost unit (0: not declared).
+        cost_per: Further cost per unit of named number/integer parameters of the action
+            (e.g. ``{"fidelity": 9.0}``), so one run costs
+            ``cost + sum(cost_per[p] * parameters[p])`` (see :mod:`models.costs`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -116,6 +121,26 @@ class ActionSpec(BaseModel):
     timeout_s: float = Field(default=60.0, gt=0)
     retry_safe: bool = False
     description: str = ""
+    cost: NonNegativeCost = 0.0
+    cost_per: dict[str, NonNegativeCost] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _cost_per_names_parameters(self) -> ActionSpec:
+        kinds = {p.name: p.type for p in self.parameters}
+        for name in self.cost_per:
+            if name not in kinds:
+                raise ValueError(f"cost_per.{name}: action {self.name!r} has no such parameter")
+            if kinds[name] == "string":
+                raise ValueError(f"cost_per.{name}: the parameter is not a number")
+        return self
+
+    def cost_of(self, parameters: Mapping[str, object]) -> float:
+        """What one run with ``parameters`` costs (see :func:`models.costs.affine_cost`).
+
+        Raises:
+            ValueError: If a parameter named in ``cost_per`` is missing or not a number.
+        """
+        return affine_cost(self.cost, self.cost_per, parameters)
 
     def check(self, parameters: Mapping[str, object], instrument: str | None = None) -> None:
         """Raise :class:`ParameterLimitError` for the first parameter outside the limits.

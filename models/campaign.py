@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from models.constraints import ParameterConstraint
+from models.costs import NonNegativeCost
 from models.errors import InvalidCampaignError
 from models.objectives import Objective
 from models.params import NAME_PATTERN, Parameter, SearchSpace
@@ -64,10 +65,14 @@ class BudgetSpec(_Spec):
         max_experiments: Completed experiments after which the campaign is done.
         max_failures: Failed experiments after which the campaign stops as FAILED
             (``None``: never).
+        max_cost: Cost (in the campaign's cost unit, see :mod:`models.costs`) that the
+            completed and running experiments may add up to: the campaign is done when the
+            next experiment would pass it (``None``: no cost budget).
     """
 
     max_experiments: int = Field(ge=1)
     max_failures: int | None = Field(default=None, ge=1)
+    max_cost: NonNegativeCost | None = None
 
 
 class PlannerSpec(_Spec):
@@ -153,6 +158,8 @@ class SimulatedInstrumentSpec(_Spec):
         seed: Seed of the noise; ``None`` derives one from the instrument name.
         options: Driver-specific settings.
         faults: Faults to inject (none by default).
+        cost: The cost the simulated action declares per run (campaign cost unit).
+        cost_per: The cost it declares per unit of some of its parameters.
     """
 
     driver: str = "objective-station"
@@ -162,6 +169,8 @@ class SimulatedInstrumentSpec(_Spec):
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     options: dict[str, Any] = Field(default_factory=dict)
     faults: FaultSpec | None = None
+    cost: NonNegativeCost = 0.0
+    cost_per: dict[str, NonNegativeCost] = Field(default_factory=dict)
 
 
 _LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost", "ip6-loopback"})
@@ -278,12 +287,18 @@ class WorkflowStep(_Spec):
             campaign parameter the action declares.
         fixed: Constant parameters sent with every run of the action (a scan range, a
             ramp rate), checked against the instrument's limits like the others.
+        cost: Overrides the cost one run of the action declares (campaign cost unit);
+            ``None`` uses the instrument's declaration.
+        cost_per: Overrides the action's declared cost per unit of its parameters
+            (``None``: the declaration; with ``cost`` set and this left out, none).
     """
 
     kind: str = Field(pattern=NAME_PATTERN)
     action: str = Field(pattern=NAME_PATTERN)
     parameters: list[str] | None = None
     fixed: dict[str, FiniteFloat | int | str] = Field(default_factory=dict)
+    cost: NonNegativeCost | None = None
+    cost_per: dict[str, NonNegativeCost] | None = None
 
 
 class ReliabilitySpec(_Spec):
@@ -407,6 +422,14 @@ class CampaignSpec(_Spec):
             for j, p in enumerate(step.parameters or []):
                 if p not in names:
                     problems.append(f"workflow[{i}].parameters[{j}]: unknown parameter {p!r}")
+            numeric = {p.name for p in self.parameters if p.type != "categorical"}
+            numeric |= {k for k, v in step.fixed.items() if not isinstance(v, str)}
+            for p in step.cost_per or {}:
+                if p not in numeric:
+                    problems.append(
+                        f"workflow[{i}].cost_per.{p}: not a numeric campaign parameter or "
+                        "fixed value of the step"
+                    )
         if not any(o.kind == "objective" for o in self.objectives):
             problems.append('objectives: at least one entry must have kind = "objective"')
         if not problems:
@@ -459,6 +482,17 @@ def _drop_later_defaults(data: dict[str, Any]) -> None:
         for key, default in _LATER_OBJECTIVE_KEYS.items():
             if key in obj and obj[key] == default:
                 del obj[key]
+    for step in data.get("workflow", []):
+        for key in ("cost", "cost_per"):
+            if key in step and step[key] is None:
+                del step[key]
+    for inst in data.get("instruments", []):
+        sim = inst.get("simulated")
+        if isinstance(sim, dict):
+            if sim.get("cost") == 0.0:
+                sim.pop("cost")
+            if sim.get("cost_per") == {}:
+                sim.pop("cost_per")
 
 
 class SimulationFile(_Spec):

@@ -64,6 +64,7 @@ _BUILTIN_MODULES = (
     "planners.boundary",
     "planners.sara",
     "planners.discovery",
+    "planners.multifidelity",
 )
 """Modules whose import registers the built-in planners; loaded on first registry lookup."""
 

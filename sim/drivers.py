@@ -63,14 +63,16 @@ class ObjectiveStationDriver(SimulatedDriver):
 
     Args:
         name: The instrument's name.
-        spec: World, noise, duration and seed; ``spec.options`` are passed to the world
-            (e.g. ``{"output": "yield"}`` renames the output).
+        spec: World, noise, duration, seed and the declared cost (``spec.cost``,
+            ``spec.cost_per``); ``spec.options`` are passed to the world (e.g.
+            ``{"output": "yield"}`` renames the output).
         world: A ready world to measure instead of building ``spec.world`` (for tests).
 
     Raises:
         RegistryError: If ``spec.world`` is not a registered world.
         InvalidCampaignError: If ``spec.options`` holds an unknown or bad world option
-            (key path ``options.<key>``).
+            (key path ``options.<key>``), or ``spec.cost_per`` names no world input
+            (``cost_per.<key>``).
     """
 
     version = "1"
@@ -85,9 +87,18 @@ class ObjectiveStationDriver(SimulatedDriver):
         self.duration_s = spec.duration_s
         outputs = self.world.outputs()
         self._units = {o.name: o.unit for o in outputs}
+        parameters = self.world.parameters()
+        known = {p.name for p in parameters}
+        bad = [
+            (f"cost_per.{k}", f"world {self.world.name!r} has no input {k!r}")
+            for k in spec.cost_per
+            if k not in known
+        ]
+        if bad:
+            raise InvalidCampaignError(None, bad)
         self._action = ActionSpec(
             name=MEASURE,
-            parameters=self.world.parameters(),
+            parameters=parameters,
             outputs=outputs,
             timeout_s=max(10.0, 10.0 * spec.duration_s),
             retry_safe=True,
@@ -95,6 +106,8 @@ class ObjectiveStationDriver(SimulatedDriver):
                 f"Measure world {self.world.name!r} (noise std {spec.noise_std:g}, "
                 f"{spec.duration_s:g} s per measurement)."
             ),
+            cost=spec.cost,
+            cost_per=dict(spec.cost_per),
         )
         self.runs = 0
         """Number of runs started so far."""

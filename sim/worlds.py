@@ -327,7 +327,13 @@ def register_world(name: str) -> Callable[[_W], _W]:
     return WORLDS.register(name)
 
 
-_EXTRA_MODULES = ("sim.table", "sim.phasemap", "sim.sara", "sim.materials.world")
+_EXTRA_MODULES = (
+    "sim.table",
+    "sim.phasemap",
+    "sim.sara",
+    "sim.materials.world",
+    "sim.multifidelity",
+)
 """Modules of further built-in worlds; imported on first registry lookup."""
 
 

@@ -163,6 +163,54 @@ def pending_parameters(s: Session, campaign_id: int) -> list[dict[str, Any]]:
     return [dict(p) for p in s.scalars(stmt)]
 
 
+COST_KEY = "experiment_costs"
+"""Key of a decision's ``details`` under which the controller records the cost of each
+proposal (a list in proposal order, ``None`` where none is known); see
+:mod:`controller.costs`."""
+
+
+def recorded_cost(details: Any, proposal_index: int) -> float | None:
+    """The cost the controller recorded for proposal ``proposal_index`` of a decision."""
+    if not isinstance(details, dict):
+        return None
+    costs = details.get(COST_KEY)
+    if not isinstance(costs, list) or not 0 <= proposal_index < len(costs):
+        return None
+    value = costs[proposal_index]
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def experiment_costs(s: Session, campaign_id: int) -> dict[int, tuple[ExperimentStatus, float]]:
+    """The status and recorded cost of each of the campaign's experiments that has one.
+
+    The cost spent is recomputed from these after a restart: nothing about it lives only
+    in the controller's memory.
+    """
+    stmt = (
+        select(
+            ExperimentRow.id,
+            ExperimentRow.status,
+            ExperimentRow.proposal_index,
+            DecisionRow.details,
+        )
+        .join(DecisionRow, ExperimentRow.decision_id == DecisionRow.id)
+        .where(ExperimentRow.campaign_id == campaign_id)
+    )
+    out: dict[int, tuple[ExperimentStatus, float]] = {}
+    for eid, status, index, details in s.execute(stmt):
+        cost = recorded_cost(details, index)
+        if cost is not None:
+            out[int(eid)] = (ExperimentStatus(status), cost)
+    return out
+
+
+def cost_spent(s: Session, campaign_id: int) -> float:
+    """Sum of the recorded costs of the campaign's COMPLETED and pending experiments
+    (PROPOSED, QUEUED, RUNNING, INTERRUPTED): what ``budget.max_cost`` is checked against."""
+    counted = {ExperimentStatus.COMPLETED, *PENDING_EXPERIMENT}
+    return sum(c for st, c in experiment_costs(s, campaign_id).values() if st in counted)
+
+
 def count_by_status(s: Session, campaign_id: int) -> dict[ExperimentStatus, int]:
     """Number of the campaign's experiments in each status (every status present, maybe 0)."""
     counts = dict.fromkeys(ExperimentStatus, 0)
@@ -217,7 +265,8 @@ def export_rows(s: Session, campaign_name: str | None) -> list[dict[str, Any]]:
     value or ``None``), ``planner``, ``decision_id``, ``instruments`` (the distinct
     instruments of its steps, comma-joined in order of first use), ``created_at``,
     ``started_at``, ``finished_at`` (ISO-8601 UTC or ``None``), ``attempts`` (number of
-    steps, re-runs included) and ``rerun`` (whether any step was re-run). Parameters and
+    steps, re-runs included), ``rerun`` (whether any step was re-run) and ``cost`` (the
+    experiment's recorded cost, ``None`` when no step declares one). Parameters and
     objectives come from the campaign specs; exporting several campaigns gives the union of
     their columns, ``None`` where one does not apply.
 
@@ -273,15 +322,27 @@ def export_rows(s: Session, campaign_name: str | None) -> list[dict[str, Any]]:
             ExperimentRow.created_at,
             ExperimentRow.started_at,
             ExperimentRow.finished_at,
+            ExperimentRow.proposal_index,
+            DecisionRow.details,
         )
         .outerjoin(DecisionRow, ExperimentRow.decision_id == DecisionRow.id)
         .where(*where)
         .order_by(ExperimentRow.id)
     )
     rows: list[dict[str, Any]] = []
-    for eid, cid, status, params, decision_id, planner, created, started, finished in s.execute(
-        estmt
-    ):
+    for (
+        eid,
+        cid,
+        status,
+        params,
+        decision_id,
+        planner,
+        created,
+        started,
+        finished,
+        index,
+        details,
+    ) in s.execute(estmt):
         row: dict[str, Any] = {
             "id": eid,
             "campaign": names[cid],
@@ -299,6 +360,7 @@ def export_rows(s: Session, campaign_name: str | None) -> list[dict[str, Any]]:
             finished_at=_iso(finished),
             attempts=attempts.get(eid, 0),
             rerun=eid in reruns,
+            cost=recorded_cost(details, index),
         )
         rows.append(row)
     return rows

@@ -512,7 +512,7 @@ def test_export_rows(factory: sessionmaker[Session], campaign_id: int) -> None:
     assert list(first) == [
         "id", "campaign", "status", "param.x1", "param.x2", "param.solvent", "obj.y",
         "obj.cost", "planner", "decision_id", "instruments", "created_at", "started_at",
-        "finished_at", "attempts", "rerun",
+        "finished_at", "attempts", "rerun", "cost",
     ]  # fmt: skip
     assert first["campaign"] == "demo"
     assert first["status"] == "COMPLETED"
@@ -521,6 +521,7 @@ def test_export_rows(factory: sessionmaker[Session], campaign_id: int) -> None:
     assert (first["planner"], first["decision_id"]) == ("sobol", d.id)
     assert first["instruments"] == "station-1,station-2"
     assert (first["attempts"], first["rerun"]) == (2, True)
+    assert first["cost"] is None  # no cost was recorded with its decision
     for key in ("created_at", "started_at", "finished_at"):
         parsed = datetime.fromisoformat(first[key])
         assert parsed.utcoffset() == timedelta(0)
