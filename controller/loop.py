@@ -250,10 +250,7 @@ class CampaignController(StepRunner):
         finally:
             for w in workers:
                 w.cancel()
-            leftovers = list(self._background)
-            for task in leftovers:
-                task.cancel()
-            await asyncio.gather(*leftovers, return_exceptions=True)
+            await _cancel_all(list(self._background))
             self._planner.close()
             for slot in self.instruments.values():
                 await slot.client.close()
@@ -733,3 +730,22 @@ class CampaignController(StepRunner):
     def dispose(self) -> None:
         """Close the database engine."""
         self._engine.dispose()
+
+
+async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` and wait until every one has ended.
+
+    A cancellation can be lost: ``asyncio.wait_for`` (Python 3.11) swallows it when the
+    awaited call completes in the same loop iteration, and the task then runs on (a
+    heartbeat loop would run forever). Tasks still alive after a moment are cancelled again.
+    """
+    pending = [t for t in tasks if not t.done()]
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, still = await asyncio.wait(pending, timeout=1.0)
+        pending = list(still)
+        if pending:
+            logger.warning(
+                "%d background task(s) ignored a cancellation; cancelling again", len(pending)
+            )

@@ -4,6 +4,7 @@ servers on loopback: multi-step workflows, failing actions, the failure budget."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from controller.loop import CampaignController, ControllerOptions
+from controller.loop import CampaignController, ControllerOptions, _cancel_all
 from controller.store import (
     create_campaign,
     events,
@@ -392,3 +393,19 @@ def test_a_campaign_paused_by_an_operator_stays_paused_when_its_controller_resta
     assert seen["idle"]
     assert result["status"] == "COMPLETED"
     assert result["completed"] == 8
+
+
+def test_shutdown_ends_a_background_task_that_lost_its_cancellation() -> None:
+    async def stubborn() -> None:  # as a heartbeat loop whose wait_for swallowed the cancel
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(10)
+        while True:
+            await asyncio.sleep(0.05)
+
+    async def go() -> asyncio.Task[None]:
+        task = asyncio.create_task(stubborn())
+        await asyncio.sleep(0.01)
+        await asyncio.wait_for(_cancel_all([task]), 20)
+        return task
+
+    assert asyncio.run(go()).cancelled()
