@@ -26,6 +26,7 @@ Problems:
 from __future__ import annotations
 
 import csv
+import hashlib
 import importlib.util
 import json
 import logging
@@ -120,10 +121,13 @@ class Problem:
 
     def fingerprint(self) -> dict[str, Any]:
         """What a cached run must agree on to be reused."""
+        options = dict(self.bo_options)
+        if self.pool_path is not None and "pool" in options:  # the rows, not where they lie
+            options["pool"] = hashlib.sha1(Path(self.pool_path).read_bytes()).hexdigest()[:12]
         return {
             "budget": self.budget,
             "noise_std": self.noise_std,
-            "bo_options": self.bo_options,
+            "bo_options": options,
             "space": self.space.model_dump(mode="json"),
             "failures": self.infeasible is not None,
         }

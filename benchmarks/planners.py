@@ -43,7 +43,7 @@ import torch
 
 from benchmarks import bench_hooks, bench_report
 from benchmarks.bench_problems import PROBLEMS, Problem, ProblemUnavailableError, build
-from benchmarks.bench_runs import REPO, SPECS, run_cached
+from benchmarks.bench_runs import REPO, SPECS, cache_path, load_cached, run_cached
 
 logger = logging.getLogger(__name__)
 
@@ -141,8 +141,6 @@ def run(
                             flush=True,
                         )
                 else:
-                    from benchmarks.bench_runs import cache_path, load_cached
-
                     loaded = load_cached(cache_path(results, name, key, seed), p, spec)
                     if loaded is None:
                         continue
