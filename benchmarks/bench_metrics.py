@@ -115,6 +115,12 @@ class PlannerSummary:
     commits: list[str]
 
 
+def code_label(code: Mapping[str, Any]) -> str:
+    """``<commit> (planners/bo.py <hash>[, local changes])`` of a run's ``code`` record."""
+    dirty = ", local changes" if code.get("planners_dirty") else ""
+    return f"{str(code.get('git_commit'))[:10]} (planners/bo.py {code.get('bo_py_sha1')}{dirty})"
+
+
 def summarize(
     problem: Problem, planner: str, records: Sequence[Mapping[str, Any]]
 ) -> PlannerSummary:
@@ -143,7 +149,7 @@ def summarize(
         seconds_ask=float(np.median(ask)) if ask else math.nan,
         infeasible_after_10=(sum(not f for f in later) / len(later)) if later else math.nan,
         curves=np.array([c[:width] for c in curves]) if curves else np.zeros((0, 0)),
-        commits=sorted({str(r["code"]["git_commit"])[:10] for r in records}),
+        commits=sorted({code_label(r["code"]) for r in records}),
     )
 
 

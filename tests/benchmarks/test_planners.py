@@ -164,3 +164,29 @@ def test_the_pool_cache_key_is_the_rows_not_the_directory(tmp_path: Path) -> Non
     b = build("suzuki", tmp_path / "b")
     assert a.bo_options["pool"] != b.bo_options["pool"]
     assert a.fingerprint() == b.fingerprint()
+
+
+def test_phase_map_adapter_uses_the_modules_formatter_and_derives_the_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: dict[str, object] = {}
+
+    def run(seeds: list[int], n_max: int) -> dict[str, object]:
+        calls.update(seeds=seeds, n_max=n_max)
+        return {
+            "planners": {
+                "boundary": {"n_target_median": 15.0, "n_target": [10.0, 15.0, 20.0]},
+                "random": {"n_target_median": 60.0, "n_target": [50.0, 60.0, 90.0]},
+            }
+        }
+
+    module = types.ModuleType("benchmarks.active_learning")
+    module.run = run  # type: ignore[attr-defined]
+    module.format_table = lambda result: "N  accuracy"  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "benchmarks.active_learning", module)
+    section = bench_hooks.run_hook("phase-map", seeds=[0, 1, 2], quick=False, results=tmp_path)
+    assert calls == {"seeds": [0, 1, 2], "n_max": 100}
+    assert "```text\nN  accuracy\n```" in section.markdown
+    (row,) = section.targets
+    assert row["met"] is False  # 60 / 15 = 4 < 5
+    assert "ratio 4.00" in row["baseline"]
