@@ -188,7 +188,8 @@ def plot(problem: Problem, summaries: Sequence[PlannerSummary], path: str) -> No
         lo, hi = np.nanquantile(c, 0.25, axis=0), np.nanquantile(c, 0.75, axis=0)
         (line,) = ax.plot(x, med, label=f"{s.planner} ({len(s.seeds)} seeds)")
         ax.fill_between(x, lo, hi, alpha=0.2, color=line.get_color())
-    ax.axhline(problem.optimum, color="k", ls="--", lw=0.8, label="optimum")
+    best = "maximal hypervolume" if problem.multi_objective else "optimum"
+    ax.axhline(problem.optimum, color="k", ls="--", lw=0.8, label=best)
     ax.axhline(problem.threshold, color="grey", ls=":", lw=0.8, label="95 % threshold")
     ax.set_xlabel("experiments N")
     ax.set_ylabel("hypervolume" if problem.multi_objective else "best so far (noise-free)")
@@ -196,7 +197,7 @@ def plot(problem: Problem, summaries: Sequence[PlannerSummary], path: str) -> No
     if not problem.multi_objective and problem.pool is None:
         lo_y = min(float(np.nanquantile(s.curves[:, -1], 0.1)) for s in summaries if s.curves.size)
         ax.set_ylim(min(lo_y, problem.median), problem.optimum + 0.05 * abs(problem.optimum - lo_y))
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left" if problem.multi_objective else "lower right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
