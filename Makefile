@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.sdlab-installed
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test lint typecheck unit bench clean
+.PHONY: venv demo test lint typecheck unit bench bench-planners clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,16 @@ test: lint typecheck unit
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/controller_overhead.py
+
+# The planner benchmark (docs/benchmarks.md): every planner on the same problems and seeds.
+# Resumable (runs are cached under benchmarks/results/planners); BENCH_ARGS narrows it, e.g.
+#   make bench-planners BENCH_ARGS="--problems suzuki,branin --seeds 0-4"
+BENCH_ARGS ?=
+bench-planners: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[benchmarks]"
+	$(BIN)/python -c "import importlib.util as u; exit(u.find_spec('olympus') is None)" \
+		|| $(BIN)/python -m pip install --quiet --no-deps olymp
+	$(BIN)/python -m benchmarks.planners $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
