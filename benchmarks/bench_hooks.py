@@ -67,7 +67,9 @@ HOOKS = {
     "phase-map": Hook(
         "benchmarks.active_learning",
         "Active learning: synthetic phase map",
-        full={"n_max": 100},
+        # batches of 5 with the map scored every 5 experiments on a 40 x 40 grid: the
+        # module's own documented run, sized for two cores
+        full={"n_max": 60, "step": 5, "grid": 40, "batch": 5},
         quick={"n_max": 20},
         plot="path",
     ),
@@ -79,7 +81,13 @@ HOOKS = {
         quick={"sizes": (100,), "iterations": 1},
         pass_seeds=False,
     ),
-    "mf": Hook("benchmarks.multifidelity", "Multi-fidelity", {"budget": 40.0}, {"budget": 10.0}),
+    "mf": Hook(
+        "benchmarks.multifidelity",
+        "Multi-fidelity",
+        {"budget": 40.0, "seeds": 10},
+        {"budget": 10.0, "seeds": 2},
+        pass_seeds=False,
+    ),
 }
 """Problem key -> how to run its module."""
 

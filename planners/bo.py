@@ -140,7 +140,7 @@ class BayesOptOptions(PlannerOptions):
     warm_start_min_n: int = Field(default=200, ge=0, le=1_000_000)
     refit_every: int | None = Field(default=None, ge=1, le=1_000_000)
     max_baseline: int | None = Field(default=128, ge=1, le=1_000_000)
-    max_exact: int = Field(default=1_000, ge=10, le=1_000_000)
+    max_exact: int = Field(default=500, ge=10, le=1_000_000)
     max_categorical_combinations: int = Field(default=8, ge=0, le=10_000)
 
 

@@ -53,11 +53,13 @@ from botorch.acquisition import (
 )
 from botorch.acquisition.analytic import LogProbabilityOfImprovement
 from botorch.acquisition.logei import qLogNoisyExpectedImprovement
-from botorch.sampling import SobolQMCNormalSampler
+from botorch.models.model import Model
+from botorch.sampling.get_sampler import get_sampler
 from pydantic import Field, field_validator
 from pymatgen.core import Composition, Element
+from torch import Tensor
 
-from models.errors import InvalidCampaignError, PlannerError
+from models.errors import InvalidCampaignError, PlannerError, RegistryError
 from models.materials import build_structure, parse_material
 from models.objectives import Objective
 from models.params import ParamValue, SearchSpace, StringParameter
@@ -74,6 +76,7 @@ from planners.proposers import (
 )
 from planners.screen import CompositionScreen
 from planners.vae import nearest_formula, train_vae
+from surrogates.base import Surrogate, make_surrogate
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +118,14 @@ class DiscoveryOptions(PlannerOptions):
         vae_epochs: VAE training steps.
         prior_data: CSV file with a ``formula`` column and a column named like the
             objective: prior compositions the VAE also learns from.
+        surrogate: The model that screens the candidates: ``None`` (default) for the
+            built-in GP on composition and prototype features (:mod:`planners.screen`),
+            or a registered surrogate of :mod:`surrogates.base` (``"cgcnn"``,
+            ``"mlp_ensemble"``, ``"rf"``, ...). A surrogate that featurises materials
+            itself (``cgcnn``, or any with a ``descriptor`` option) is given the
+            candidates' structures; the others the built-in screen's feature rows.
+        surrogate_options: Options of that surrogate (``surrogate.options`` of
+            :func:`surrogates.base.make_surrogate`).
     """
 
     elements: list[str] = Field(min_length=2, max_length=4)
@@ -136,6 +147,8 @@ class DiscoveryOptions(PlannerOptions):
     vae_min_train: int = Field(default=6, ge=2, le=10_000)
     vae_epochs: int = Field(default=300, ge=1, le=100_000)
     prior_data: str | None = None
+    surrogate: str | None = None
+    surrogate_options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("elements")
     @classmethod
@@ -193,6 +206,8 @@ class DiscoveryPlanner(Planner):
             raise PlannerError("discovery: the campaign needs exactly one objective")
         self.objective = mains[0]
         self.screen = CompositionScreen(opts.elements)
+        if opts.surrogate is not None:
+            self._surrogate(0)  # an unknown name or a bad option fails here, not mid-campaign
         self._base: list[Candidate] | None = None
         self._prior = _read_prior(opts.prior_data, self.objective.name, opts.elements)
 
@@ -341,10 +356,30 @@ class DiscoveryPlanner(Planner):
                 max((float(ob.uncertainties[name]) / (1.0 + abs(v))) ** 2, 1e-8)
                 for ob, v in zip(feasible, u, strict=True)
             ]
-        model = self.screen.fit(train, y, [c.material for c in avail], yvar)
-        x_all = self.screen.features([c.material for c in avail])
-        x_pend = self.screen.features([str(p[o.parameter]) for p in pending]) if pending else None
-        x_train = self.screen.features(train)
+        pend = [str(p[o.parameter]) for p in pending]
+        model: Model
+        if o.surrogate is None:
+            model = self.screen.fit(train, y, [c.material for c in avail], yvar)
+            rows = self.screen.features
+        else:
+            surrogate = self._surrogate(seed)
+            own = surrogate.descriptor is not None or (
+                type(surrogate).featurize is not Surrogate.featurize
+            )
+
+            def rows(materials: Sequence[str]) -> Tensor:
+                given: Any = (
+                    [build_structure(m) for m in materials]
+                    if own
+                    else self.screen.features(materials).numpy()
+                )
+                return torch.as_tensor(surrogate.featurize(given), dtype=torch.double)
+
+            surrogate.fit(rows(train).numpy(), y)
+            model = surrogate.as_botorch_model()
+        x_all = rows([c.material for c in avail])
+        x_pend = rows(pend) if pend else None
+        x_train = rows(train)
         best_f = max(y) if o.threshold is None else _bilog(self.objective.utility(o.threshold))
         picks: list[int] = []
         scores: list[float] = []
@@ -353,7 +388,8 @@ class DiscoveryPlanner(Planner):
             extra = [t for t in (x_pend, chosen) if t is not None]
             x_pending = torch.cat(extra) if extra else None
             acq: AcquisitionFunction
-            sampler = SobolQMCNormalSampler(sample_shape=torch.Size([128]), seed=seed % 2**31)
+            probe: Any = model.posterior(x_all[:1])  # the posterior's type picks the sampler
+            sampler = get_sampler(probe, sample_shape=torch.Size([128]), seed=seed % 2**31)
             if o.acquisition == "pstable":
                 acq = LogProbabilityOfImprovement(model, best_f=best_f)
             elif o.acquisition == "ucb":
@@ -375,8 +411,9 @@ class DiscoveryPlanner(Planner):
             picks.append(best)
             scores.append(float(vals[best]))
         with torch.no_grad():
-            post = model.posterior(x_all[picks])
+            post: Any = model.posterior(x_all[picks])
         info: dict[str, Any] = {
+            "surrogate": o.surrogate or "screen-gp",
             "acquisition": o.acquisition,
             "n_train": len(train),
             "predicted_utility_bilog": [float(v) for v in post.mean.squeeze(-1).tolist()],
@@ -385,6 +422,22 @@ class DiscoveryPlanner(Planner):
             ],
         }
         return picks, scores, info
+
+    def _surrogate(self, seed: int) -> Surrogate:
+        """A new, unfitted surrogate of the ``surrogate`` option."""
+        o = self.opts
+        assert o.surrogate is not None
+        opts = {"seed": seed % 2**31, **o.surrogate_options}
+        try:
+            return make_surrogate(o.surrogate, **opts)
+        except RegistryError as exc:
+            raise InvalidCampaignError(None, [("planner.options.surrogate", str(exc))]) from exc
+        except InvalidCampaignError as exc:
+            problems = [
+                (k.replace("surrogate.options", "planner.options.surrogate_options", 1), m)
+                for k, m in exc.problems
+            ]
+            raise InvalidCampaignError(None, problems) from exc
 
 
 def _bilog(u: float) -> float:

@@ -115,3 +115,41 @@ def test_vae_adds_candidates_once_trained() -> None:
     for info in decision.details["proposals"]:
         assert info["proposer"] == "vae"
         assert info["parent"].startswith("vae(target=")
+
+
+@pytest.mark.parametrize(
+    ("surrogate", "options"),
+    [
+        ("rf", {}),
+        ("cgcnn", {"n_members": 2, "epochs": 20, "atom_len": 8, "hidden": 16, "n_conv": 1}),
+    ],
+)
+def test_a_registered_surrogate_screens_in_place_of_the_gp(
+    surrogate: str, options: dict[str, object]
+) -> None:
+    planner = _planner(
+        proposers=["charge_balanced"],
+        acquisition="pstable",
+        threshold=0.05,
+        surrogate=surrogate,
+        surrogate_options=options,
+    )
+    pool = [c.material for c in planner.base_candidates()]
+    _tell(planner, pool[::5][:8])
+    decision = planner.ask(2)
+    assert decision.details["surrogate"] == surrogate
+    picked = [p.parameters["material"] for p in decision.proposals]
+    assert not set(picked) & {o.parameters["material"] for o in planner.observations}
+    assert all(s > 0 for s in decision.details["predicted_std_bilog"])
+    if surrogate == "rf":  # composition features carry the truth: it screens well
+        median = sorted(_truth(m) for m in pool)[len(pool) // 2]
+        assert all(_truth(m) < median for m in picked)
+
+
+def test_an_unknown_surrogate_or_option_names_the_key() -> None:
+    with pytest.raises(InvalidCampaignError, match=r"planner\.options\.surrogate"):
+        _planner(surrogate="nope")
+    with pytest.raises(
+        InvalidCampaignError, match=r"planner\.options\.surrogate_options\.n_estimators"
+    ):
+        _planner(surrogate="rf", surrogate_options={"n_estimators": "many"})
