@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
-from sklearn.model_selection import KFold  # noqa: E402
+from sklearn.model_selection import GroupKFold, KFold  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from surrogates.base import make_surrogate  # noqa: E402
@@ -53,7 +53,28 @@ MODELS: dict[str, dict[str, Any]] = {
     "svr": {"n_members": 5},
     "gp": {"maxiter": 60, "max_train": 1000},
     "mlp_ensemble": {"n_members": 4, "epochs": 120, "batch_size": 128, "hidden": [256, 128, 64]},
+    "cgcnn": {"n_members": 3, "epochs": 150, "batch_size": 32},
 }
+
+CHGNET_CACHE = _HERE.parent / "examples" / "data" / "discovery-cache" / "chgnet-energies.sqlite"
+"""CHGNet energies of the simulated Sr-Ti-O lab's structures (references and candidates, each
+at the five cell volumes of its scan), as the simulated materials lab computed them."""
+
+
+def load_chgnet_structures() -> tuple[list[Any], np.ndarray, np.ndarray]:
+    """Structures of the simulated lab, their CHGNet energies (eV/atom) and a group per
+    material (its formula and cell size: the volume-scan points of one material share it)."""
+    import sqlite3
+
+    from pymatgen.core import Structure
+
+    with sqlite3.connect(CHGNET_CACHE) as db:
+        rows = db.execute("SELECT energy, structure FROM energies ORDER BY key").fetchall()
+    structures = [Structure.from_dict(json.loads(text)) for _, text in rows]
+    y = np.array([float(e) for e, _ in rows])
+    keys = [f"{st.composition.reduced_formula}/{len(st)}" for st in structures]
+    index = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+    return structures, y, np.array([index[k] for k in keys])
 
 
 def load_formation_enthalpies() -> tuple[list[str], np.ndarray]:
@@ -84,7 +105,8 @@ def featurize(formulas: list[str]) -> tuple[np.ndarray, np.ndarray]:
 def run_model(
     name: str, x: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]]
 ) -> dict[str, list[float]]:
-    """Per-fold metrics and timings of one model."""
+    """Per-fold metrics and timings of one model (``x``: feature rows, or for ``cgcnn`` an
+    object array of structures)."""
     out: dict[str, list[float]] = {}
     for train, test in folds:
         t0, c0 = time.perf_counter(), time.process_time()
@@ -94,9 +116,10 @@ def run_model(
             c1 = time.process_time()
             mean, std = np.full(len(test), mu), np.full(len(test), sd)
         else:
-            model = make_surrogate(name, seed=0, **MODELS[name]).fit(x[train], y[train])
+            inputs = (lambda idx: list(x[idx])) if x.dtype == object else (lambda idx: x[idx])
+            model = make_surrogate(name, seed=0, **MODELS[name]).fit(inputs(train), y[train])
             t1, c1 = time.perf_counter(), time.process_time()
-            mean, std = model.predict(x[test])
+            mean, std = model.predict(inputs(test))
         t2, c2 = time.perf_counter(), time.process_time()
         report = regression_report(y[test], mean, std)
         report |= {"fit_s": t1 - t0, "predict_s": t2 - t1, "fit_cpu_s": c1 - c0}
@@ -114,29 +137,49 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--max-folds", type=int, default=None, help="run only the first K")
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument(
+        "--data",
+        choices=["enthalpies", "chgnet"],
+        default="enthalpies",
+        help="pymatgen's experimental formation enthalpies (compositions), or the simulated "
+        "lab's structures with their CHGNet energies (grouped folds: a material's volume-scan "
+        "points stay in one fold); models: mean, rf/gbr/svr/gp/mlp_ensemble on Magpie, cgcnn",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # two shared cores: one thread avoids oversubscription
     threadpool_limits(1)  # the same for OpenMP/BLAS (histogram gradient boosting, SVR)
     warnings.filterwarnings("ignore")
 
-    formulas, y_all = load_formation_enthalpies()
-    t0 = time.perf_counter()
-    x, ok = featurize(formulas)
-    feat_s = time.perf_counter() - t0
-    y = y_all[ok]
-    print(
-        f"{ok.sum()} of {len(formulas)} compounds featurised ({x.shape[1]} Magpie features) "
-        f"in {feat_s:.1f}s",
-        flush=True,
-    )
-    kf = KFold(n_splits=args.folds, shuffle=True, random_state=0)
-    folds = list(kf.split(x))[: args.max_folds]
+    structures: np.ndarray | None = None
+    if args.data == "chgnet":
+        st_list, y, groups = load_chgnet_structures()
+        x, _ = featurize([st.composition.formula for st in st_list])
+        structures = np.empty(len(st_list), dtype=object)
+        structures[:] = st_list
+        folds = list(GroupKFold(n_splits=args.folds).split(x, y, groups))[: args.max_folds]
+        what = f"CHGNet energy of the simulated lab's structures (eV/atom), n={len(y)}"
+        print(f"{len(y)} structures of {groups.max() + 1} materials", flush=True)
+    else:
+        formulas, y_all = load_formation_enthalpies()
+        t0 = time.perf_counter()
+        x, ok = featurize(formulas)
+        feat_s = time.perf_counter() - t0
+        y = y_all[ok]
+        print(
+            f"{ok.sum()} of {len(formulas)} compounds featurised ({x.shape[1]} Magpie "
+            f"features) in {feat_s:.1f}s",
+            flush=True,
+        )
+        kf = KFold(n_splits=args.folds, shuffle=True, random_state=0)
+        folds = list(kf.split(x))[: args.max_folds]
+        what = f"formation enthalpy (eV/atom), n={len(y)}"
 
     results: dict[str, dict[str, list[float]]] = {}
     for name in args.models.split(","):
-        results[name] = run_model(name, x, y, folds)
+        data = structures if name == "cgcnn" and structures is not None else x
+        results[name] = run_model(name, data, y, folds)
 
-    table = Table(title=f"{len(folds)}-fold CV, formation enthalpy (eV/atom), n={len(y)}")
+    table = Table(title=f"{len(folds)}-fold CV, {what}")
     cols = ["mae", "r2", "nll", "miscalibration_area", "fit_s", "predict_s", "fit_cpu_s"]
     cols.append("predict_cpu_s")
     table.add_column("model")
