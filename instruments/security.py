@@ -21,6 +21,7 @@ import itertools
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -282,9 +283,7 @@ class _ZapHandlers:
         with self._lock:
             entry = self._auth.get(key)
             if entry is None:
-                auth = ThreadAuthenticator(zmq.Context.shadow(key), log=logger)
-                auth.start()
-                entry = (auth, set())
+                entry = (_start_authenticator(key), set())
                 self._auth[key] = entry
             auth, domains = entry
             # load_certificates, not configure_curve: the latter only logs a bad directory.
@@ -306,6 +305,27 @@ class _ZapHandlers:
                 return
             del self._auth[registration.context_key]
         auth.stop()
+
+
+def _start_authenticator(context_key: int, wait_s: float = 5.0) -> ThreadAuthenticator:
+    """Start a ZAP handler on the context, waiting for a stopped one's endpoint to be freed.
+
+    ZeroMQ closes a socket asynchronously: right after the last server of a context stopped
+    its handler, ``inproc://zeromq.zap.01`` can still be bound for a moment, and a server
+    started then would fail with "Address already in use".
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        auth = ThreadAuthenticator(zmq.Context.shadow(context_key), log=logger)
+        try:
+            auth.start()
+            return auth
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EADDRINUSE or time.monotonic() >= deadline:
+                raise
+            if auth.zap_socket is not None:
+                auth.zap_socket.close(linger=0)
+            time.sleep(0.02)
 
 
 _ZAP = _ZapHandlers()

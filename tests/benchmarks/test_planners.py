@@ -185,7 +185,7 @@ def test_phase_map_adapter_uses_the_modules_formatter_and_derives_the_target(
     module.format_table = lambda result: "N  accuracy"  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "benchmarks.active_learning", module)
     section = bench_hooks.run_hook("phase-map", seeds=[0, 1, 2], quick=False, results=tmp_path)
-    assert calls == {"seeds": [0, 1, 2], "n_max": 100}
+    assert calls == {"seeds": [0, 1, 2], "n_max": 60}
     assert "```text\nN  accuracy\n```" in section.markdown
     (row,) = section.targets
     assert row["met"] is False  # 60 / 15 = 4 < 5

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import zmq
 
 from instruments.client import InstrumentClient
 from instruments.security import (
     CurveClientKeys,
     CurveServerKeys,
+    _start_authenticator,
     curve_available,
     generate_keys,
 )
@@ -254,3 +258,18 @@ def test_campaign_entries_for_remote_instruments_need_keys_or_insecure(keys: Pat
         )
     assert info.value.problems[0][0] == "instruments[0].curve"
     assert "client_keys" in info.value.problems[0][1]
+
+
+def test_a_zap_handler_waits_for_the_endpoint_a_stopped_one_still_holds() -> None:
+    ctx: zmq.Context[Any] = zmq.Context()
+    try:
+        lingering = ctx.socket(zmq.REP)  # as the previous handler's socket, not yet closed
+        lingering.bind("inproc://zeromq.zap.01")
+        threading.Timer(0.2, lingering.close, kwargs={"linger": 0}).start()
+        auth = _start_authenticator(int(ctx.underlying))
+        try:
+            assert auth.is_alive()
+        finally:
+            auth.stop()
+    finally:
+        ctx.term()
