@@ -48,24 +48,20 @@ __all__ = [
 ]
 
 
-def _start_ticks(pid: int) -> str | None:
-    """The start time of process ``pid`` in clock ticks since boot (Linux), or ``None``."""
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields 3.. of ``/proc/<pid>/stat`` (state first), or ``None`` without such a process."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # the command name (field 2) may hold spaces and parentheses: split after its last ")"
-    fields = stat.rsplit(")", 1)[-1].split()
-    return fields[19] if len(fields) > 19 else None
+    return stat.rsplit(")", 1)[-1].split()
 
 
-def _process_state(pid: int) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[-1].split()
-    return fields[0] if fields else None
+def _start_ticks(pid: int) -> str | None:
+    """The start time of process ``pid`` in clock ticks since boot (Linux), or ``None``."""
+    fields = _proc_stat(pid)
+    return fields[19] if fields is not None and len(fields) > 19 else None
 
 
 @dataclass(frozen=True)
@@ -101,7 +97,8 @@ def holder_process_gone(row: ControllerLeaseRow) -> bool:
         return False
     parts = row.holder.split("/")
     ticks = parts[2] if len(parts) >= 4 else None
-    state = _process_state(row.pid)
+    fields = _proc_stat(row.pid)
+    state = fields[0] if fields else None
     if state is None:
         if Path("/proc/self/stat").exists():
             return True

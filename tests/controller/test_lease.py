@@ -92,9 +92,8 @@ def test_an_expired_lease_is_taken_over_and_its_old_holder_is_fenced(
 def test_a_lease_of_a_dead_process_on_this_host_is_taken_over_before_it_expires(
     factory: sessionmaker[Session], campaign_id: int
 ) -> None:
-    host = socket.gethostname()
-    gone = LeaseHolder(f"{host}/{dead_pid()}/12345/deadbeef", host, 0)
-    gone = LeaseHolder(gone.holder, host, int(gone.holder.split("/")[1]))
+    host, pid = socket.gethostname(), dead_pid()
+    gone = LeaseHolder(f"{host}/{pid}/12345/deadbeef", host, pid)
     with transaction(factory) as s:
         acquire_lease(s, campaign_id, gone, ttl_s=3600)
     with transaction(factory) as s:

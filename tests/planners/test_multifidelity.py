@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from benchmarks.multifidelity import MFBO_OPTIONS
 from models.errors import InvalidCampaignError, PlannerError
 from models.objectives import Objective
 from models.params import ContinuousParameter, SearchSpace
@@ -18,15 +19,7 @@ from planners.base import make_planner
 from sim.multifidelity import FIDELITY
 from sim.worlds import get_world
 
-LIGHT: dict[str, Any] = {
-    "num_restarts": 2,
-    "raw_samples": 64,
-    "maxiter": 50,
-    "candidate_set_size": 256,
-    "fit_maxiter": 75,
-    "warm_start": True,
-    "warm_start_maxiter": 30,
-}
+LIGHT = MFBO_OPTIONS
 """The settings of benchmarks/multifidelity.py (fast on two shared cores)."""
 
 Y = [Objective(name="y", direction="maximize")]
