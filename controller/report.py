@@ -22,6 +22,27 @@ from models.tables import ExperimentRow
 
 
 @dataclass
+class GroupRow:
+    """One value of the ``[report] group_by`` parameter in the summary.
+
+    Attributes:
+        value: The parameter's value.
+        attempts: Experiments with it that ran (completed, failed or interrupted).
+        completed: Of those, the completed ones.
+        best: Best value of the first objective among the completed ones, if any.
+        best_experiment: The experiment that measured ``best``.
+        success: Whether ``best`` reaches ``[report] success_at`` (``None``: not asked).
+    """
+
+    value: str
+    attempts: int
+    completed: int
+    best: float | None
+    best_experiment: int | None
+    success: bool | None
+
+
+@dataclass
 class Summary:
     """The numbers shown when a run ends."""
 
@@ -35,6 +56,8 @@ class Summary:
     max_cost: float | None = None
     run_seconds: float | None = None
     database: str = ""
+    group_by: str | None = None
+    groups: list[GroupRow] = field(default_factory=list)
 
 
 def summarize(s: Session, name: str, db_url: str, run_seconds: float | None) -> Summary | None:
@@ -66,6 +89,7 @@ def summarize(s: Session, name: str, db_url: str, run_seconds: float | None) -> 
     durations = [
         (e.finished_at - e.created_at).total_seconds() for e in done if e.finished_at is not None
     ]
+    groups = _groups(s, row.id, spec) if spec.report.group_by is not None else []
     return Summary(
         campaign=row.name,
         status=row.status.value,
@@ -77,7 +101,79 @@ def summarize(s: Session, name: str, db_url: str, run_seconds: float | None) -> 
         max_cost=spec.budget.max_cost,
         run_seconds=run_seconds,
         database=_redact(db_url),
+        group_by=spec.report.group_by,
+        groups=groups,
     )
+
+
+_RAN = (ExperimentStatus.COMPLETED, ExperimentStatus.FAILED, ExperimentStatus.INTERRUPTED)
+
+
+def _groups(s: Session, campaign_id: int, spec: CampaignSpec) -> list[GroupRow]:
+    """One row per value of ``spec.report.group_by`` among the experiments that ran."""
+    param = spec.report.group_by
+    assert param is not None
+    objective = next(o for o in spec.objectives if not o.is_constraint)
+    ran = s.scalars(
+        select(ExperimentRow)
+        .where(ExperimentRow.campaign_id == campaign_id)
+        .where(ExperimentRow.status.in_(_RAN))
+        .order_by(ExperimentRow.id)
+    ).all()
+    by_value: dict[str, list[ExperimentRow]] = {}
+    for e in ran:
+        by_value.setdefault(str(e.parameters.get(param)), []).append(e)
+    rows: list[GroupRow] = []
+    for value, exps in by_value.items():
+        scored = [
+            (m.value, e.id)
+            for e in exps
+            if e.status == ExperimentStatus.COMPLETED
+            for m in e.measurements
+            if m.name == objective.name and m.value is not None
+        ]
+        best, best_id = (
+            max(scored, key=lambda t: objective.utility(t[0])) if scored else (None, None)
+        )
+        success = None
+        if spec.report.success_at is not None:
+            success = best is not None and objective.utility(best) >= objective.utility(
+                spec.report.success_at
+            )
+        completed = sum(e.status == ExperimentStatus.COMPLETED for e in exps)
+        rows.append(GroupRow(value, len(exps), completed, best, best_id, success))
+    return rows
+
+
+def render_groups(summary: Summary) -> Table | None:
+    """The grouped rows of the summary as a table (``None`` when the campaign asks none)."""
+    if summary.group_by is None:
+        return None
+    made = [g for g in summary.groups if g.success]
+    asked = any(g.success is not None for g in summary.groups)
+    title = f"by {summary.group_by}"
+    if asked:
+        title += f": {len(made)} of {len(summary.groups)} succeeded"
+    t = Table(title=title, title_justify="left")
+    t.add_column(summary.group_by)
+    t.add_column("attempts", justify="right")
+    t.add_column("completed", justify="right")
+    t.add_column("best", justify="right")
+    t.add_column("experiment", justify="right")
+    if asked:
+        t.add_column("success")
+    for g in summary.groups:
+        cells = [
+            g.value,
+            str(g.attempts),
+            str(g.completed),
+            "-" if g.best is None else f"{g.best:.4g}",
+            "-" if g.best_experiment is None else str(g.best_experiment),
+        ]
+        if asked:
+            cells.append("yes" if g.success else "no")
+        t.add_row(*cells)
+    return t
 
 
 def _redact(url: str) -> str:

@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from controller.actors import CampaignActor, ensure_ray
 from controller.loop import ControllerOptions
 from controller.planning import build_planner
-from controller.report import render_summary, summarize
+from controller.report import render_groups, render_summary, summarize
 from controller.simproc import SimulatorProcesses, default_journal_dir
 from controller.store import (
     add_event,
@@ -293,3 +293,6 @@ def _print_summary(db_url: str, name: str, console: Console, seconds: float | No
         engine.dispose()
     if summary is not None:
         console.print(render_summary(summary))
+        groups = render_groups(summary)
+        if groups is not None:
+            console.print(groups)

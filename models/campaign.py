@@ -75,6 +75,25 @@ class BudgetSpec(_Spec):
     max_cost: NonNegativeCost | None = None
 
 
+class ReportSpec(_Spec):
+    """The ``[report]`` table: how the end-of-run summary groups experiments.
+
+    A campaign with several goals in one search space (an A-Lab campaign's target compounds,
+    a screening campaign's substrates) wants one line per goal: how often it was tried and
+    the best result so far.
+
+    Attributes:
+        group_by: A campaign parameter; the summary shows one row per value it took
+            (``None``: no grouped rows).
+        success_at: A group counts as a success when its best value of the first objective
+            reaches this (at least it for ``maximize``, at most it for ``minimize``); the
+            summary then says how many groups succeeded (``None``: no success count).
+    """
+
+    group_by: str | None = None
+    success_at: FiniteFloat | None = None
+
+
 class PlannerSpec(_Spec):
     """The ``[planner]`` table.
 
@@ -371,6 +390,7 @@ class CampaignSpec(_Spec):
         safety: Operator approval and other safety settings.
         reliability: Retries, quarantine and heartbeats.
         alarms: Where alarms go.
+        report: How the end-of-run summary groups experiments.
     """
 
     campaign: CampaignInfo
@@ -384,6 +404,7 @@ class CampaignSpec(_Spec):
     safety: SafetySpec = Field(default_factory=SafetySpec)
     reliability: ReliabilitySpec = Field(default_factory=ReliabilitySpec)
     alarms: AlarmSpec = Field(default_factory=AlarmSpec)
+    report: ReportSpec = Field(default_factory=ReportSpec)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> CampaignSpec:
@@ -430,6 +451,8 @@ class CampaignSpec(_Spec):
                         f"workflow[{i}].cost_per.{p}: not a numeric campaign parameter or "
                         "fixed value of the step"
                     )
+        if self.report.group_by is not None and self.report.group_by not in names:
+            problems.append(f"report.group_by: unknown parameter {self.report.group_by!r}")
         if not any(o.kind == "objective" for o in self.objectives):
             problems.append('objectives: at least one entry must have kind = "objective"')
         if not problems:
