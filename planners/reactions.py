@@ -257,17 +257,20 @@ class Thermo:
 
         Returns:
             The reaction energy (negative: the reaction is favourable), or ``None`` if the
-            phases cannot make the target.
+            phases cannot make the target or one of them has no computed entry (a phase
+            the XRD analysis identified that the entries lack, say).
         """
         amounts = self.balance(target, phases, use_all=use_all)
         if amounts is None:
             return None
         n_atoms = Composition(target).reduced_composition.num_atoms
-        reactants = sum(
-            self._formation_per_unit(p) * (amount / 1.0) for p, amount in amounts.items()
-        )
+        try:
+            reactants = sum(self._formation_per_unit(p) * a for p, a in amounts.items())
+            product = self._formation_per_unit(target)
+        except KeyError:
+            return None
         # open gases are elemental references here: their formation energy is zero
-        return float((self._formation_per_unit(target) - reactants) / n_atoms)
+        return float((product - reactants) / n_atoms)
 
     def _formation_per_unit(self, formula: str) -> float:
         comp = Composition(formula).reduced_composition

@@ -1,11 +1,11 @@
 """The A-Lab benchmark's harness on a tiny hand-made world with a known trap.
 
-The fake world follows ``sim.alab.world.AlabWorld``'s interface. Its hidden chemistry:
-A strontium and a titanium oxide give SrTiO3 from 1000 °C. For Sr2TiO4, every set with a titanium oxide and a
-strontium oxide goes (from 800 °C) to the SrTiO3 trap, leaving too little driving force to
-continue; SrO + SrTiO3 gives Sr2TiO4, but only from 1200 °C. The best first recipe (by
-driving force, SrO + Ti2O3) therefore never works, and learning from its intermediates is
-needed to obtain Sr2TiO4.
+The fake world follows ``sim.alab.world.AlabWorld``'s interface. Its hidden chemistry: a
+strontium and a titanium oxide give SrTiO3 from 1000 °C. For Sr2TiO4, every set with a
+titanium oxide and a strontium oxide goes (from 800 °C) to the SrTiO3 trap, leaving too
+little driving force to continue; SrO + SrTiO3 gives Sr2TiO4, but only from 1200 °C. The
+best first recipe (by driving force, SrO + Ti2O3) therefore never works, and learning from
+its intermediates is needed to obtain Sr2TiO4.
 """
 
 from __future__ import annotations
