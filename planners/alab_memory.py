@@ -10,7 +10,8 @@ reports) it infers, as ARROWS3 does (Szymanski et al., Nat. Commun. 14, 6956, 20
   favourable reaction), recorded as ``(A, B) -> products`` at the attempt's temperature;
   pairs that were both still present and formed nothing are recorded as not reacting;
 - the inert intermediates of a target: phases formed in a failed attempt that leave less
-  than ``inert_threshold_ev`` eV/atom of driving force to the target.
+  than ``inert_threshold_ev`` eV/atom of driving force to the target (or none that can be
+  computed: the phases present cannot make it, or one has no computed entry).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from planners.reactions import Thermo, normalize_formula
+from planners.reactions import PairLookup, Thermo, normalize_formula
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ class CampaignMemory:
             left = self.thermo.reaction_energy(attempt.target, rest, use_all=False)
             if left is None or left > -self.inert_threshold_ev:
                 why = f"formed at {attempt.temperature_c:g} C from {attempt.key}; " + (
-                    "the phases present cannot make the target"
+                    "no driving force to the target can be computed from the phases present"
                     if left is None
                     else f"leaves {left:.3f} eV/atom to the target"
                 )
@@ -156,7 +157,7 @@ class CampaignMemory:
                 best = (rank, (a, b))
         return None if best is None else best[1]
 
-    def lookup(self, temperature_c: float) -> Any:
+    def lookup(self, temperature_c: float) -> PairLookup:
         """``lookup(a, b)`` for :func:`planners.reactions.predict_pathway` at a temperature.
 
         A pair observed to react at or below ``temperature_c`` reacts as seen at the

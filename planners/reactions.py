@@ -44,6 +44,7 @@ from models.errors import InvalidCampaignError
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "PairLookup",
     "PairStep",
     "Pathway",
     "Thermo",

@@ -253,3 +253,22 @@ def test_bad_options_name_the_key(
     paths = [path for path, _ in info.value.problems]
     assert key in paths
     assert words in str(info.value)
+
+
+def test_failed_dosing_and_unknown_phases_are_taken_in_stride(space: SearchSpace) -> None:
+    p = planner(space, precursors=["SrO", "TiO2", "Ti2O3"])
+    d = p.ask(2)
+    failed, odd = (prop.parameters for prop in d.proposals)
+    p.tell(
+        [
+            Observation(parameters=dict(failed), objectives={}, feasible=False),
+            # Sr3Ti2O7 has no computed entry: it is recorded, not used for energies
+            observe(odd, 0.05, Sr3Ti2O7=0.6, SrO=0.35, Sr2TiO4=0.05),
+        ]
+    )
+    nxt = p.ask(2)
+    state = nxt.details["targets"]["Sr2TiO4"]
+    assert state["attempts"] == 2
+    assert failed["precursors"] not in [r[1] for r in recipes(nxt)]  # failed: not retried
+    assert "Sr3Ti2O7" in state["inert_intermediates"]  # cannot be shown to lead anywhere
+    json.dumps(nxt.details)
