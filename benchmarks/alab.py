@@ -65,7 +65,8 @@ class World(Protocol):
         ...
 
     def react(self, target: str, precursors: str, temperature_c: float) -> dict[str, float]:
-        """Noise-free product weight fractions of a recipe (sum to 1)."""
+        """Noise-free product weight fractions of a recipe (sum to 1); raises a
+        ``ValueError`` (``ParameterLimitError``) for a recipe the lab cannot dose."""
         ...
 
 
@@ -111,6 +112,7 @@ class RunResult:
         seed: The seed.
         obtained: Targets whose best true yield reached the threshold.
         runs: Furnace runs used.
+        failed: Recipes the lab could not dose (failed experiments, counted in ``runs``).
         given_up: Targets the planner gave up.
         finished: Whether the planner finished before the budget ran out.
         seconds: Time spent planning (``ask`` and ``tell``), in seconds.
@@ -121,6 +123,7 @@ class RunResult:
     seed: int
     obtained: list[str]
     runs: int
+    failed: int
     given_up: list[str]
     finished: bool
     seconds: float
@@ -160,7 +163,7 @@ def run_campaign(
     assert isinstance(planner, AlabPlanner)
     rng = np.random.default_rng([seed, 17])
     best = dict.fromkeys(targets, 0.0)
-    runs, seconds, finished = 0, 0.0, False
+    runs, failed, seconds, finished = 0, 0, 0.0, False
     details: Mapping[str, Any] = {}
     while runs < budget:
         t0 = time.perf_counter()
@@ -174,7 +177,12 @@ def run_campaign(
         for prop in decision.proposals:
             p = prop.parameters
             target, precursors = str(p["target"]), str(p["precursors"])
-            truth = world.react(target, precursors, float(p["temperature_c"]))
+            try:
+                truth = world.react(target, precursors, float(p["temperature_c"]))
+            except ValueError:  # the dosing station cannot balance it: the experiment fails
+                observations.append(Observation(parameters=dict(p), objectives={}, feasible=False))
+                failed += 1
+                continue
             best[target] = max(best.get(target, 0.0), float(truth.get(target, 0.0)))
             values = measure(truth, target, noise, detection, rng)
             observations.append(
@@ -194,6 +202,7 @@ def run_campaign(
         seed=seed,
         obtained=sorted(t for t, y in best.items() if y >= threshold),
         runs=runs,
+        failed=failed,
         given_up=sorted(given_up),
         finished=finished,
         seconds=seconds,

@@ -219,8 +219,10 @@ class Thermo:
         """Amounts of ``phases`` (moles per mole of target formula unit) that make ``target``.
 
         Open gases balance the rest and are not listed. With ``use_all`` every phase must
-        take part (a set with a superfluous member is not a recipe); without it, phases
-        left over get amount 0 (they stay unreacted).
+        take part and the amounts must be unique (a set with a superfluous or redundant
+        member, such as SrO with SrO2, is not a recipe: its elements other than the gases'
+        must fix every amount); without it, phases left over get amount 0 (they stay
+        unreacted).
 
         Returns:
             ``{formula: amount}`` or ``None`` if the phases cannot make the target.
@@ -236,6 +238,12 @@ class Thermo:
             comp = Composition(formula).reduced_composition
             return np.array([comp.get(Element(e), 0.0) for e in elements], dtype=float)
 
+        if use_all:
+            gas_elements = {el.symbol for g in self.open_gases for el in Composition(g)}
+            rows = [i for i, e in enumerate(elements) if e not in gas_elements]
+            fixed = np.column_stack([column(p)[rows] for p in solids]) if rows else None
+            if fixed is None or np.linalg.matrix_rank(fixed) < len(solids):
+                return None
         gas_cols = [column(g) for g in self.open_gases]
         a = np.column_stack(
             [column(p) for p in solids] + gas_cols + [-c for c in gas_cols]

@@ -86,7 +86,9 @@ def test_balance_and_driving_force_match_hand_values() -> None:
     assert th.balance("Sr2TiO4", ["SrO2", "TiO2"]) == pytest.approx({"SrO2": 2.0, "TiO2": 1.0})
     assert th.balance("Sr2TiO4", ["SrO", "Ti2O3"]) == pytest.approx({"SrO": 2.0, "Ti2O3": 0.5})
     assert th.balance("Sr2TiO4", ["TiO2"]) is None
-    assert th.balance("Sr2TiO4", ["SrO", "TiO2", "Sr"]) is None  # Sr metal cannot be used up
+    assert th.balance("Sr2TiO4", ["SrO", "TiO2", "Sr"]) is None  # amounts not unique
+    assert th.balance("SrTiO3", ["SrO", "SrO2", "TiO2"]) is None  # SrO2 only adds oxygen
+    assert th.balance("SrTiO3", ["SrO", "SrO2", "TiO2"], use_all=False) is not None
     assert th.reaction_energy("Sr2TiO4", ["SrO", "TiO2"]) == pytest.approx(-1.9 / 7)
     assert th.reaction_energy("Sr2TiO4", ["SrO", "Ti2O3"]) == pytest.approx(-4.05 / 7)
     products, energy = th.pair_reaction("SrO", "TiO2")
