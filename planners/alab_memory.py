@@ -7,8 +7,10 @@ reports) it infers, as ARROWS3 does (Szymanski et al., Nat. Commun. 14, 6956, 20
 
 - the pairwise reactions that happened: each new phase is attributed to the pair of
   precursors that can make it (preferring pairs that were used up, then the more
-  favourable reaction), recorded as ``(A, B) -> products`` at the attempt's temperature;
-  pairs that were both still present and formed nothing are recorded as not reacting;
+  favourable reaction), recorded as ``(A, B) -> products`` at the attempt's temperature,
+  or, when no pair can make it but one precursor alone can, to that precursor's
+  decomposition (``(A, A)``); pairs that were both still present and formed nothing are
+  recorded as not reacting;
 - the inert intermediates of a target: phases formed in a failed attempt that leave less
   than ``inert_threshold_ev`` eV/atom of driving force to the target (or none that can be
   computed: the phases present cannot make it, or one has no computed entry).
@@ -115,6 +117,9 @@ class CampaignMemory:
         assigned: dict[tuple[str, str], set[str]] = {}
         for phase in new:
             pair = self._explaining_pair(phase, attempt, present)
+            if pair is None:  # a precursor that decomposed on its own (SrO2 -> SrO + O2)?
+                alone = [p for p in attempt.precursors if self.thermo.balance(phase, [p])]
+                pair = (alone[0], alone[0]) if alone else None
             if pair is None:
                 self.unexplained.append(
                     {"phase": phase, "attempt": attempt.key, "temperature_c": attempt.temperature_c}
@@ -180,7 +185,7 @@ class CampaignMemory:
     def observed_pairs(self) -> list[dict[str, Any]]:
         """Every observed pair record, JSON-serialisable, sorted."""
         return [
-            {"reactants": list(pair), "temperature_c": t, "products": list(products)}
+            {"reactants": sorted(set(pair)), "temperature_c": t, "products": list(products)}
             for pair, records in sorted(self.pairs.items())
             for t, products in sorted(records)
         ]

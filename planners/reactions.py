@@ -56,7 +56,8 @@ __all__ = [
 _TOL = 1e-6
 PairLookup = Callable[[str, str], "tuple[str, ...] | None"]
 """``lookup(a, b)``: observed products of ``a + b`` (``()``: observed not to react), or
-``None`` when the pair was never observed at a usable temperature."""
+``None`` when the pair was never observed at a usable temperature; ``lookup(a, a)``: what
+``a`` was observed to decompose into."""
 
 
 def normalize_formula(text: str) -> str:
@@ -97,7 +98,7 @@ class PairStep:
     """One pairwise reaction of a predicted pathway.
 
     Attributes:
-        reactants: The two phases, sorted.
+        reactants: The two phases, sorted (the same phase twice: it decomposed).
         products: What they form (sorted reduced formulas).
         source: ``"observed@<T>C"`` when seen in an experiment at that temperature,
             ``"hull"`` when predicted from the convex hull.
@@ -111,9 +112,9 @@ class PairStep:
     energy_ev_per_atom: float | None
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form, for decision details."""
+        """JSON-serialisable form, for decision details (one reactant: a decomposition)."""
         return {
-            "reactants": list(self.reactants),
+            "reactants": sorted(set(self.reactants)),
             "products": list(self.products),
             "source": self.source,
             "energy_ev_per_atom": self.energy_ev_per_atom,
@@ -355,10 +356,12 @@ def predict_pathway(
     At each step every pair of the phases present is looked up: an observed reaction is
     taken as it was seen (observed pairs react before any predicted one), an observed
     non-reaction is skipped, an unobserved pair reacts as the hull's most favourable pair
-    reaction would. The most favourable pair reacts; when its products include the target,
-    or nothing reacts, the walk stops and the driving force left is that of the phases
-    present to the target. A pair's reactants that the products cannot replace (one of
-    the two was in excess) stay present.
+    reaction would. A phase observed to decompose on its own (``observed(a, a)``, a
+    peroxide losing oxygen, say) does so like an observed pair reaction. The most
+    favourable pair reacts; when its products include the target, or nothing reacts, the
+    walk stops and the driving force left is that of the phases present to the target. A
+    pair's reactants that the products cannot replace (one of the two was in excess) stay
+    present.
 
     Args:
         thermo: The computed energies.
@@ -375,8 +378,12 @@ def predict_pathway(
     steps: list[PairStep] = []
     for _ in range(max_steps):
         best: tuple[tuple[int, float], PairStep] | None = None
-        for a, b in itertools.combinations(sorted(phases - {target}), 2):
+        present = sorted(phases - {target})
+        singles = [(p, p) for p in present]  # decompositions: only as observed
+        for a, b in singles + list(itertools.combinations(present, 2)):
             seen = observed(a, b)
+            if a == b and not seen:
+                continue
             if seen is not None:
                 if not seen:
                     continue
@@ -424,6 +431,6 @@ def _products_energy(
 
     The reaction is balanced for the first product; ``None`` if it cannot be.
     """
-    energies = [thermo.reaction_energy(p, list(reactants), use_all=False) for p in products]
+    energies = [thermo.reaction_energy(p, sorted(set(reactants)), use_all=False) for p in products]
     known = [e for e in energies if e is not None]
     return min(known) if known else None

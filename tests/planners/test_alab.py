@@ -274,3 +274,22 @@ def test_failed_dosing_and_unknown_phases_are_taken_in_stride(space: SearchSpace
     assert failed["precursors"] not in [r[1] for r in recipes(nxt)]  # failed: not retried
     assert "Sr3Ti2O7" in state["inert_intermediates"]  # cannot be shown to lead anywhere
     json.dumps(nxt.details)
+
+
+def test_an_observed_decomposition_is_part_of_the_predicted_pathway(space: SearchSpace) -> None:
+    p = planner(space, targets=["SrTiO3"], precursors=["SrO2", "TiO2", "SrO"])
+    # SrO2 + TiO2 at 1000 C: the peroxide lost its oxygen, nothing else happened
+    params = {"target": "SrTiO3", "precursors": "SrO2+TiO2", "temperature_c": 1000.0}
+    p.tell([observe(params, 0.0, SrO=0.45, TiO2=0.55)])
+    d = p.ask(2)
+    assert {"reactants": ["SrO2"], "temperature_c": 1000.0, "products": ["SrO"]} in d.details[
+        "pair_reactions"
+    ]
+    retry = next(x for x in d.details["proposals"] if x["precursors"] == "SrO2+TiO2")
+    assert retry["pair_reactions"][0]["reactants"] == ["SrO2"]
+    assert retry["pair_reactions"][0]["source"] == "observed at <= 1200 C"
+    # from SrO + TiO2 the driving force left is that of the SrO + TiO2 recipe itself
+    same = next(x for x in d.details["proposals"] if x["precursors"] == "SrO+TiO2")
+    assert retry["remaining_driving_force_ev_per_atom"] == pytest.approx(
+        same["driving_force_ev_per_atom"]
+    )
