@@ -43,7 +43,7 @@ from pydantic import Field, field_validator, model_validator
 from models.errors import InvalidCampaignError, ParameterLimitError
 from models.objectives import Objective
 from models.params import ParamValue, SearchSpace
-from models.records import Decision, Proposal
+from models.records import Decision, Observation, Proposal
 from planners.alab_memory import Attempt, CampaignMemory, parse_phases
 from planners.alab_recipes import Candidate, RecipeBook
 from planners.base import Planner, PlannerOptions, register_planner
@@ -211,7 +211,7 @@ class AlabPlanner(Planner):
                     ) from exc
             return grid
         lower, upper = getattr(param, "lower", None), getattr(param, "upper", None)
-        if lower is None or upper is None or isinstance(param.check(lower), str):
+        if not isinstance(lower, (int, float)) or not isinstance(upper, (int, float)):
             raise _problem("temperatures_c", f"give a grid: {param.name!r} has no numeric bounds")
         if o.n_temperatures == 1:
             return [float((lower + upper) / 2)]
@@ -219,7 +219,8 @@ class AlabPlanner(Planner):
 
     # -- reading the campaign --------------------------------------------------------------
 
-    def _attempt(self, obs: Any) -> Attempt | None:
+    def _attempt(self, obs: Observation) -> Attempt | None:
+        """The recipe attempt an observation records (``None`` if it is not a recipe)."""
         o = self.opts
         try:
             target = normalize_formula(str(obs.parameters[o.target_parameter]))

@@ -343,11 +343,8 @@ class RecipeBook:
         self, target: str, st: TargetState, mem: CampaignMemory, yield_threshold: float
     ) -> list[Candidate]:
         sets = dict(self.sets(target))
-        chosen: tuple[str, ...] | None = None
-        if st.attempts:
-            chosen = st.attempts[0].precursors
-        elif st.pending:
-            chosen = tuple(st.pending[0][0].split("+"))
+        started = [a.precursors for a in st.attempts] + [tuple(k.split("+")) for k, _ in st.pending]
+        chosen = next((c for c in started if c in sets), None)  # the one recipe it keeps
         worked = self._worked(mem, yield_threshold)
         if chosen is None:
             chosen = min(

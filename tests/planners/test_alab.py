@@ -293,3 +293,15 @@ def test_an_observed_decomposition_is_part_of_the_predicted_pathway(space: Searc
     assert retry["remaining_driving_force_ev_per_atom"] == pytest.approx(
         same["driving_force_ev_per_atom"]
     )
+
+
+def test_a_thermo_file_without_an_elemental_reference_is_named(
+    space: SearchSpace, tmp_path: Path
+) -> None:
+    path = tmp_path / "thermo.json"
+    path.write_text(json.dumps({"entries": [e for e in ENTRIES if e["formula"] != "O2"]}))
+    with pytest.raises(InvalidCampaignError) as info:
+        planner(space, thermo=None, thermo_file=str(path))
+    assert info.value.problems == [
+        ("planner.options.thermo_file", "no elemental reference entry for element(s) ['O']")
+    ]
