@@ -249,8 +249,45 @@ class RecipeBook:
     def _worked(self, mem: CampaignMemory, yield_threshold: float) -> list[set[str]]:
         return [set(a.precursors) for a in mem.attempts if a.yield_fraction >= yield_threshold]
 
-    def _next_temperature(self, history: list[Attempt]) -> tuple[float | None, str]:
-        """Next temperature of a set tried before: one step hotter if precursors remained."""
+    def _reacting_from(
+        self, combo: tuple[str, ...], mem: CampaignMemory, temperatures: list[float]
+    ) -> tuple[float | None, str]:
+        """The first of ``temperatures`` at which some pair of ``combo`` may react.
+
+        A pair observed not to react at or above a temperature (in any target's attempt)
+        will not react there; the set is heated no lower than where one of its pairs is
+        not known to be inert (or reacted before).
+        """
+        pairs = list(itertools.combinations(combo, 2))
+        if not pairs:
+            return (temperatures[0], "") if temperatures else (None, "")
+        for t in temperatures:
+            lookup = mem.lookup(t)
+            if any(lookup(a, b) != () for a, b in pairs):
+                skipped = [x for x in temperatures if x < t]
+                why = (
+                    f"; its pairs were observed not to react at {max(skipped):g} C"
+                    if skipped
+                    else ""
+                )
+                return float(t), why
+        return None, ""
+
+    def _start_temperature(
+        self, combo: tuple[str, ...], mem: CampaignMemory
+    ) -> tuple[float | None, str]:
+        """Where a new recipe starts: mid-grid, or hotter where its pairs did not react."""
+        temperature, why = self._reacting_from(
+            combo, mem, [t for t in self.grid_c if t >= self.start_c - _T_EPS]
+        )
+        if temperature is None:
+            return None, "its pairs were observed not to react at any temperature of the grid"
+        return temperature, "new recipe: starts mid-grid" + why
+
+    def _next_temperature(
+        self, combo: tuple[str, ...], history: list[Attempt], mem: CampaignMemory
+    ) -> tuple[float | None, str]:
+        """Next temperature of a set tried before: hotter if precursors remained."""
         last = max(history, key=lambda a: a.temperature_c)
         if not last.feasible:
             return None, f"failed at {last.temperature_c:g} C"
@@ -258,10 +295,11 @@ class RecipeBook:
         if not left:
             return None, f"precursors all reacted at {last.temperature_c:g} C without the target"
         hotter = [t for t in self.grid_c if t > last.temperature_c + _T_EPS]
-        if not hotter:
+        temperature, why = self._reacting_from(combo, mem, hotter)
+        if temperature is None:
             return None, f"{'+'.join(left)} unreacted at the hottest temperature"
-        return float(hotter[0]), (
-            f"one step hotter than {last.temperature_c:g} C: {'+'.join(left)} left unreacted"
+        return temperature, (
+            f"hotter than {last.temperature_c:g} C: {'+'.join(left)} left unreacted" + why
         )
 
     def _candidate(
@@ -310,13 +348,15 @@ class RecipeBook:
                 continue
             history = [a for a in st.attempts if a.key == key]
             if history:
-                temperature, reason = self._next_temperature(history)
-                if temperature is None:
-                    continue
+                temperature, reason = self._next_temperature(combo, history, mem)
                 origin = "retry_hotter"
             else:
-                temperature, reason = self.start_c, "new recipe: starts mid-grid"
+                temperature, reason = self._start_temperature(combo, mem)
                 origin = "first_recipe" if first else "arrows"
+            if temperature is None:
+                if not history:
+                    st.skipped[key] = reason
+                continue
             cand, inter = self._candidate(
                 target,
                 combo,

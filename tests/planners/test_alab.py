@@ -305,3 +305,15 @@ def test_a_thermo_file_without_an_elemental_reference_is_named(
     assert info.value.problems == [
         ("planner.options.thermo_file", "no elemental reference entry for element(s) ['O']")
     ]
+
+
+def test_pairs_seen_inert_for_one_target_start_another_hotter(space: SearchSpace) -> None:
+    p = planner(space, targets=["Sr2TiO4", "SrTiO3"], precursors=["SrO", "TiO2"])
+    params = {"target": "Sr2TiO4", "precursors": "SrO+TiO2", "temperature_c": 1000.0}
+    p.tell([observe(params, 0.0, SrO=0.6, TiO2=0.4)])  # SrO + TiO2 did not react at 1000 C
+    d = p.ask(2)
+    assert sorted(recipes(d)) == [("Sr2TiO4", "SrO+TiO2", 1200.0), ("SrTiO3", "SrO+TiO2", 1200.0)]
+    new = next(x for x in d.details["proposals"] if x["target"] == "SrTiO3")
+    assert new["temperature_reason"] == (
+        "new recipe: starts mid-grid; its pairs were observed not to react at 1000 C"
+    )
