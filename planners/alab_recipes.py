@@ -274,15 +274,21 @@ class RecipeBook:
         return None, ""
 
     def _start_temperature(
-        self, combo: tuple[str, ...], mem: CampaignMemory
+        self, combo: tuple[str, ...], mem: CampaignMemory, st: TargetState
     ) -> tuple[float | None, str]:
-        """Where a new recipe starts: mid-grid, or hotter where its pairs did not react."""
+        """Where a new recipe starts: mid-grid, or hotter where the target only formed
+        hotter so far, or where its pairs did not react."""
+        start, reason = self.start_c, "new recipe: starts mid-grid"
+        formed = [a.temperature_c for a in st.attempts if a.yield_fraction >= self.min_fraction]
+        if formed and min(formed) > start + _T_EPS:
+            start = min(formed)
+            reason = f"new recipe: starts at {start:g} C, the lowest at which the target formed"
         temperature, why = self._reacting_from(
-            combo, mem, [t for t in self.grid_c if t >= self.start_c - _T_EPS]
+            combo, mem, [t for t in self.grid_c if t >= start - _T_EPS]
         )
         if temperature is None:
             return None, "its pairs were observed not to react at any temperature of the grid"
-        return temperature, "new recipe: starts mid-grid" + why
+        return temperature, reason + why
 
     def _next_temperature(
         self, combo: tuple[str, ...], history: list[Attempt], mem: CampaignMemory
@@ -351,7 +357,7 @@ class RecipeBook:
                 temperature, reason = self._next_temperature(combo, history, mem)
                 origin = "retry_hotter"
             else:
-                temperature, reason = self._start_temperature(combo, mem)
+                temperature, reason = self._start_temperature(combo, mem, st)
                 origin = "first_recipe" if first else "arrows"
             if temperature is None:
                 if not history:

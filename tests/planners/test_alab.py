@@ -317,3 +317,20 @@ def test_pairs_seen_inert_for_one_target_start_another_hotter(space: SearchSpace
     assert new["temperature_reason"] == (
         "new recipe: starts mid-grid; its pairs were observed not to react at 1000 C"
     )
+
+
+def test_a_new_recipe_starts_where_the_target_first_formed(space: SearchSpace) -> None:
+    p = planner(space, precursors=["SrO", "TiO2", "SrTiO3"])
+    run = {"target": "Sr2TiO4", "precursors": "SrO+TiO2"}
+    p.tell(
+        [
+            observe({**run, "temperature_c": 1000.0}, 0.0, SrO=0.6, TiO2=0.4),
+            # the target formed only at 1200 C, beside the SrTiO3 that leaves little to it
+            observe({**run, "temperature_c": 1200.0}, 0.3, Sr2TiO4=0.3, SrTiO3=0.4, SrO=0.3),
+        ]
+    )
+    d = p.ask(1)
+    assert recipes(d) == [("Sr2TiO4", "SrO+SrTiO3", 1200.0)]
+    assert d.details["proposals"][0]["temperature_reason"] == (
+        "new recipe: starts at 1200 C, the lowest at which the target formed"
+    )
