@@ -71,6 +71,8 @@ class AlabOptions(PlannerOptions):
         n_temperatures: Points of the default grid.
         strategy: ``"arrows"`` (default), ``"random"`` or ``"first_recipe"`` (baselines).
         max_precursors: Largest precursor set.
+        max_pending_per_target: Most recipes of one target running at once (more keep
+            furnaces busy when few targets are left, fewer learn more from each result).
         open_gases: Gases free to enter or leave a reaction.
         min_fraction: Smallest weight fraction counting a phase as present.
         inert_threshold_ev: Driving force (eV/atom) below which an observed intermediate is
@@ -92,6 +94,7 @@ class AlabOptions(PlannerOptions):
     n_temperatures: int = Field(default=5, ge=1, le=100)
     strategy: Literal["arrows", "random", "first_recipe"] = "arrows"
     max_precursors: int = Field(default=3, ge=1, le=4)
+    max_pending_per_target: int = Field(default=1, ge=1, le=1000)
     open_gases: list[str] = Field(default_factory=lambda: ["O2"])
     min_fraction: float = Field(default=0.03, ge=0.0, lt=1.0)
     inert_threshold_ev: float = Field(default=0.05, ge=0.0)
@@ -300,17 +303,22 @@ class AlabPlanner(Planner):
                 st.settle(bool(queues[t]))
         picks: list[_Pick] = []
         load = {t: len(st.attempts) + len(st.pending) for t, st in states.items()}
+        running = {t: len(st.pending) for t, st in states.items()}
         while len(picks) < n:
             ready = [
                 t
                 for t in o.targets
-                if queues.get(t) and load[t] < o.max_attempts and states[t].status == "active"
+                if queues.get(t)
+                and load[t] < o.max_attempts
+                and running[t] < o.max_pending_per_target
+                and states[t].status == "active"
             ]
             if not ready:
                 break
             t = min(ready, key=lambda x: (load[x], o.targets.index(x)))
             picks.append(_Pick(t, queues[t].pop(0)))
             load[t] += 1
+            running[t] += 1
         details: dict[str, Any] = {
             "strategy": o.strategy,
             "decision_seed": seed,

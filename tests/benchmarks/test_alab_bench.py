@@ -92,16 +92,16 @@ def test_table_reports_every_strategy_over_the_seeds() -> None:
 
 
 class UndosableWorld(TrapWorld):
-    """Every recipe with SrO2 fails at the dosing station."""
+    """Every recipe with Ti2O3 (the best first recipes) fails at the dosing station."""
 
     def react(self, target: str, precursors: str, temperature_c: float) -> dict[str, float]:
-        if "SrO2" in precursors.split("+"):
+        if "Ti2O3" in precursors.split("+"):
             raise ValueError(f"cannot dose {precursors}")
         return super().react(target, precursors, temperature_c)
 
 
 def test_a_recipe_the_lab_cannot_dose_is_a_failed_experiment() -> None:
-    result = run_campaign(UndosableWorld(), "random", 1, budget=30, batch=3)
-    assert result.runs <= 30
-    assert result.failed > 0
-    assert "SrTiO3" in result.obtained
+    result = run_campaign(UndosableWorld(), "arrows", 0, budget=30, batch=1)
+    assert result.failed >= 2  # SrO+Ti2O3 for each target, never retried
+    assert result.obtained == ["Sr2TiO4", "SrTiO3"]
+    assert result.finished

@@ -97,7 +97,7 @@ def test_balance_and_driving_force_match_hand_values() -> None:
 
 
 def test_first_recipe_is_the_largest_driving_force_at_mid_grid(space: SearchSpace) -> None:
-    d = planner(space).ask(2)
+    d = planner(space, max_pending_per_target=2).ask(2)
     assert recipes(d) == [
         ("Sr2TiO4", "SrO+Ti2O3", 1000.0),
         ("Sr2TiO4", "SrO2+Ti2O3", 1000.0),
@@ -182,11 +182,19 @@ def test_every_set_tried_gives_up_with_the_reason(space: SearchSpace) -> None:
 def test_pending_recipe_is_not_proposed_again(space: SearchSpace) -> None:
     p = planner(space)
     top = p.ask(1).proposals[0].parameters
-    d = planner(space).ask(2, pending=[top])
+    # by default one recipe per target runs at a time: the planner waits for its result
+    waiting = planner(space).ask(2, pending=[top])
+    assert waiting.proposals == []
+    assert "finished" not in waiting.details
+    d = planner(space, max_pending_per_target=3).ask(2, pending=[top])
+    assert len(d.proposals) == 2
     assert top["precursors"] not in [r[1] for r in recipes(d)]
     assert d.details["targets"]["Sr2TiO4"]["pending"] == 1
     # the pending attempt counts toward the budget: nothing more fits
-    assert planner(space, max_attempts=1).ask(2, pending=[top]).proposals == []
+    assert (
+        planner(space, max_attempts=1, max_pending_per_target=3).ask(2, pending=[top]).proposals
+        == []
+    )
 
 
 def test_rebuilt_planner_replays_its_decisions(space: SearchSpace) -> None:
@@ -258,7 +266,7 @@ def test_bad_options_name_the_key(
 
 
 def test_failed_dosing_and_unknown_phases_are_taken_in_stride(space: SearchSpace) -> None:
-    p = planner(space, precursors=["SrO", "TiO2", "Ti2O3"])
+    p = planner(space, precursors=["SrO", "TiO2", "Ti2O3"], max_pending_per_target=2)
     d = p.ask(2)
     failed, odd = (prop.parameters for prop in d.proposals)
     p.tell(
@@ -277,7 +285,9 @@ def test_failed_dosing_and_unknown_phases_are_taken_in_stride(space: SearchSpace
 
 
 def test_an_observed_decomposition_is_part_of_the_predicted_pathway(space: SearchSpace) -> None:
-    p = planner(space, targets=["SrTiO3"], precursors=["SrO2", "TiO2", "SrO"])
+    p = planner(
+        space, targets=["SrTiO3"], precursors=["SrO2", "TiO2", "SrO"], max_pending_per_target=2
+    )
     # SrO2 + TiO2 at 1000 C: the peroxide lost its oxygen, nothing else happened
     params = {"target": "SrTiO3", "precursors": "SrO2+TiO2", "temperature_c": 1000.0}
     p.tell([observe(params, 0.0, SrO=0.45, TiO2=0.55)])
