@@ -41,6 +41,9 @@ class Observation:
         uncertainties: Standard uncertainty of each objective's value (by name, in the
             objective's units) where the instrument reported one; planners then treat the
             noise as known (fixed-noise GP) instead of inferring it.
+        measurements: Every scalar measurement of the experiment's steps, by output name
+            (objectives included), e.g. the weight fraction ``wf_SrTiO3`` of each phase an
+            XRD analysis identified; empty when the controller has none to give.
     """
 
     parameters: Mapping[str, ParamValue]
@@ -48,6 +51,7 @@ class Observation:
     feasible: bool = True
     experiment_id: int | None = None
     uncertainties: Mapping[str, float] = field(default_factory=dict)
+    measurements: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

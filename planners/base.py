@@ -65,6 +65,7 @@ _BUILTIN_MODULES = (
     "planners.sara",
     "planners.discovery",
     "planners.multifidelity",
+    "planners.alab",
 )
 """Modules whose import registers the built-in planners; loaded on first registry lookup."""
 
@@ -179,6 +180,7 @@ class Planner(ABC):
                     feasible=obs.feasible,
                     experiment_id=obs.experiment_id,
                     uncertainties=dict(obs.uncertainties),
+                    measurements=dict(obs.measurements),
                 )
             )
         self._observations.extend(checked)
@@ -193,7 +195,10 @@ class Planner(ABC):
                 running; the planner must not propose them again.
 
         Returns:
-            The decision, holding exactly ``n`` proposals inside the search space.
+            The decision, holding ``n`` proposals inside the search space. A planner that
+            knows fewer experiments are worth running may return fewer, even none; one that
+            has finished its work returns none and says why in ``details["finished"]``
+            (the ``alab`` planner, when every target is made or given up).
         """
 
     def decision_seed(self, n_pending: int) -> tuple[int, int]:

@@ -82,6 +82,8 @@ def decision_words(d: DecisionRow) -> str:
             top = max(float(v) for v in d.candidate_scores)
             text += f" (log expected improvement of the best point: {top:.3g})"
         text += "."
+    elif d.planner == "alab":
+        text += _alab_words(details)
     elif d.planner in PLANNER_WORDS:
         text += f" It {PLANNER_WORDS[d.planner]}, so it expected no particular outcome."
     elif d.candidate_scores:
@@ -89,6 +91,30 @@ def decision_words(d: DecisionRow) -> str:
         text += f" The best candidate scored {top:.4g}."
     text += f" Deciding took {d.seconds:.2f} s."
     return text
+
+
+def _alab_words(details: dict[str, Any]) -> str:
+    """The recipes an ``alab`` decision chose and why, or why the campaign is done."""
+    if details.get("finished"):
+        return f" Nothing is left to try: {details['finished']}."
+    parts = []
+    for prop in list(details.get("proposals") or [])[:3]:
+        try:
+            text = (
+                f"{prop['target']} from {prop['precursors']} at {float(prop['temperature_c']):g}"
+                f" °C ({str(prop['origin']).replace('_', ' ')}"
+            )
+            left = prop.get("remaining_driving_force_ev_per_atom")
+            if isinstance(left, int | float):
+                via = ", ".join(prop.get("predicted_intermediates") or []) or "no intermediate"
+                text += f"; {left:.3f} eV/atom left to the target via {via}"
+            parts.append(text + ")")
+        except (KeyError, TypeError, ValueError):
+            continue
+    more = len(details.get("proposals") or []) - len(parts)
+    if not parts:
+        return " It chose no recipe now (the rest are running)."
+    return " It chose " + "; ".join(parts) + (f"; and {more} more" if more > 0 else "") + "."
 
 
 def decision_view(d: DecisionRow) -> dict[str, Any]:

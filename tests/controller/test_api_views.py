@@ -55,3 +55,23 @@ def test_model_free_planners_in_words() -> None:
     assert "expected no particular outcome" in text
     other = decision_words(_decision(planner="custom", candidate_scores=[0.25, 2.5]))
     assert "The best candidate scored 2.5." in other
+
+
+def test_alab_recipes_in_words() -> None:
+    proposal = {
+        "target": "Sr2TiO4",
+        "precursors": "SrO+SrTiO3",
+        "temperature_c": 1200.0,
+        "origin": "retry_hotter",
+        "remaining_driving_force_ev_per_atom": -0.0429,
+        "predicted_intermediates": [],
+    }
+    text = decision_words(_decision(planner="alab", details={"proposals": [proposal]}))
+    assert (
+        "It chose Sr2TiO4 from SrO+SrTiO3 at 1200 °C (retry hotter; -0.043 eV/atom left to "
+        "the target via no intermediate)." in text
+    )
+    done = decision_words(
+        _decision(planner="alab", n_proposed=0, details={"finished": "Sr2TiO4: made: yield 0.9"})
+    )
+    assert "Nothing is left to try: Sr2TiO4: made: yield 0.9." in done
