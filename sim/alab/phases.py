@@ -7,9 +7,8 @@ Every phase is named by a text spec and built deterministically:
 * ``"K2NiF4:<A>,<B>"``: the K2NiF4 (Ruddlesden-Popper n = 1) structure of ``A2BO4``, the
   Wyckoff sites of the AFLOW prototype ``AB2C4_tI14_139_a_e_ce`` (B 2a, A 4e, O 4c + 4e)
   with ideal coordinates (``c/a = 3.25``, ``z_A = 0.355``, ``z_O = 0.16``) instead of
-  La2CuO4's Jahn-Teller-distorted ones, primitive cell, volume predicted;
-* ``"perovskite-111:<A1>,<A2>,<B>"``: the cubic perovskite ``AB3C_cP5_221_a_c_b`` with the
-  A site ordered in rock-salt fashion over a (111) supercell (``A1 A2 B2 O6``, 10 sites).
+  La2CuO4's Jahn-Teller-distorted ones (which put every A2BO4 0.2-0.4 eV/atom above the
+  hull), primitive cell, volume predicted.
 
 Volumes come from pymatgen's bond-length volume predictor (Chu et al. 2018), as in
 :mod:`models.materials`.
@@ -19,8 +18,6 @@ References:
     Computational Materials Science 136, S1-S828.
     Ruddlesden, S. N. and Popper, P. (1957). New compounds of the K2NiF4 type. Acta Cryst.
     10, 538-539.
-    King, G. and Woodward, P. M. (2010). Cation ordering in perovskites. J. Mater. Chem.
-    20, 5785-5796.
 """
 
 from __future__ import annotations
@@ -69,13 +66,6 @@ def _built(spec: str) -> Structure:
             [[0, 0, 0], [0, 0, RP_Z_A], [0, 0.5, 0], [0, 0, RP_Z_O]],
         )
         return _predicted(s.get_primitive_structure())
-    if kind == "perovskite-111":
-        a1, a2, b = _elements(spec, rest, 3)
-        s = build_structure(f"AB3C_cP5_221_a_c_b:{a1},O,{b}")
-        s.make_supercell([[1, 1, 0], [1, 0, 1], [0, 1, 1]])
-        second = [i for i, site in enumerate(s) if site.species_string == a1][1]
-        s.replace(second, a2)
-        return _predicted(s)
     return build_structure(spec)
 
 
@@ -83,8 +73,7 @@ def build_phase(spec: str) -> Structure:
     """The structure of a phase spec (see the module docstring).
 
     Args:
-        spec: An AFLOW material spec, ``"K2NiF4:<A>,<B>"`` or
-            ``"perovskite-111:<A1>,<A2>,<B>"``.
+        spec: An AFLOW material spec or ``"K2NiF4:<A>,<B>"``.
 
     Returns:
         A new structure (the caller may modify it).

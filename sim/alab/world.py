@@ -6,19 +6,20 @@ which precursors were chosen and how hot the furnace was. The hidden truth here 
 
 * **a chemical system** (:data:`PHASES`): the alkaline-earth titanates and zirconates
   Ca/Sr/Ba-Ti/Zr-O, every phase a real crystal structure built from pymatgen's AFLOW
-  prototypes (:mod:`models.materials`): the elements, the rock-salt monoxides, the
+  prototypes (:mod:`sim.alab.phases`): the elements, the rock-salt monoxides, the
   CaC2-type (MoSi2 prototype) peroxides, rutile/anatase TiO2, baddeleyite/fluorite/rutile
   ZrO2, cubic and orthorhombic perovskites ABO3 and K2NiF4-type A2BO4;
-* **energies**: CHGNet (:mod:`sim.materials.energy`, ``"static"`` mode: the lowest of a
-  five-point isotropic volume scan, no relaxation of shape or positions), cached in an
+* **energies**: CHGNet (:mod:`sim.materials.energy`) in ``"static"`` mode (the lowest of a
+  five-point isotropic volume scan; no relaxation of cell shape or positions), cached in an
   SQLite file (``examples/data/alab/chgnet-energies.sqlite`` is committed, so nothing runs
   CHGNet unless a phase is added); each formula's lowest-energy polymorph is *the* phase;
 * **a hull**: pymatgen's ``PhaseDiagram`` of those phases;
 * **reactions**: the pairwise, ordered, Tammann-onset model of :mod:`sim.alab.reactions`.
 
-Targets (:meth:`AlabWorld.targets`) are the ternary and quaternary phases on the hull;
-precursors (:meth:`AlabWorld.precursors`) are the binary oxides, the peroxides and a few
-ternary phases (:data:`PRECURSORS`). A recipe is ``(target, precursors, temperature_c)``;
+Targets (:data:`TARGETS`, :meth:`AlabWorld.targets`) are the ternary phases on the hull that
+some recipe of the shelf makes with at least 50 % yield; precursors
+(:meth:`AlabWorld.precursors`) are the binary oxides, the peroxides and a few ternary
+phases (:data:`PRECURSORS`). A recipe is ``(target, precursors, temperature_c)``;
 :meth:`AlabWorld.balance` gives the precursor amounts per mole of target (pymatgen's
 ``Reaction``, O2 free to enter or leave), :meth:`AlabWorld.react` the noise-free weight
 fractions of what forms. Each phase also has a hidden lattice strain (+-0.5 %, drawn from
