@@ -51,6 +51,9 @@ def test_dosing_weighs_balanced_amounts(world: AlabWorld) -> None:
         asyncio.run(dosing.run("dose_and_mix", {"target": "NaCl", "precursors": "SrO+TiO2"}))
     with pytest.raises(InstrumentError, match="unknown_action"):
         asyncio.run(dosing.run("heat", {"target": "SrTiO3", "precursors": "SrO+TiO2"}))
+    with pytest.raises(InstrumentError, match="bad_precursors") as info:
+        asyncio.run(dosing.run("dose_and_mix", {"target": "SrTiO3", "precursors": "SrO, TiO2"}))
+    assert "precursors" in str(info.value)
 
 
 def test_furnaces_heat_side_by_side(world: AlabWorld) -> None:
