@@ -27,7 +27,7 @@ from sim.worlds import World, get_world
 
 logger = logging.getLogger(__name__)
 
-_DRIVER_MODULES = ("sim.sara", "sim.materials.drivers")
+_DRIVER_MODULES = ("sim.sara", "sim.materials.drivers", "sim.alab.drivers")
 """Modules of further built-in simulated drivers; imported when a driver is looked up."""
 
 MEASURE = "measure"

@@ -21,8 +21,9 @@ instrument evaluates its world on every measurement; one call into torch costs a
 hundred times more), and the tests check the result against BoTorch's ``forward``.
 
 Further built-in worlds live in their own modules, imported on first lookup: ``"table"``
-(:mod:`sim.table`, a lab's CSV data) and ``"sara-anneal"`` (:mod:`sim.sara`, a
-lateral-gradient laser-anneal phase diagram with reflectance spectra).
+(:mod:`sim.table`, a lab's CSV data), ``"sara-anneal"`` (:mod:`sim.sara`, a
+lateral-gradient laser-anneal phase diagram with reflectance spectra) and ``"alab"``
+(:mod:`sim.alab.world`, solid-state synthesis from precursor powders).
 
 References:
     Belakaria, S., Deshwal, A. and Doppa, J. R. (2019). Max-value Entropy Search for
@@ -333,6 +334,7 @@ _EXTRA_MODULES = (
     "sim.sara",
     "sim.materials.world",
     "sim.multifidelity",
+    "sim.alab.world",
 )
 """Modules of further built-in worlds; imported on first registry lookup."""
 
