@@ -41,6 +41,10 @@ class Observation:
         uncertainties: Standard uncertainty of each objective's value (by name, in the
             objective's units) where the instrument reported one; planners then treat the
             noise as known (fixed-noise GP) instead of inferring it.
+        measurements: Every scalar measurement of the experiment's completed steps, by name
+            (objectives included; where two steps measured the same name, the later step's
+            value). Planners that learn from more than the objectives (which phases formed,
+            an intermediate's yield) read them here.
     """
 
     parameters: Mapping[str, ParamValue]
@@ -48,6 +52,7 @@ class Observation:
     feasible: bool = True
     experiment_id: int | None = None
     uncertainties: Mapping[str, float] = field(default_factory=dict)
+    measurements: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -179,13 +179,14 @@ class Planner(ABC):
                     feasible=obs.feasible,
                     experiment_id=obs.experiment_id,
                     uncertainties=dict(obs.uncertainties),
+                    measurements=dict(obs.measurements),
                 )
             )
         self._observations.extend(checked)
 
     @abstractmethod
     def ask(self, n: int, pending: Sequence[Mapping[str, ParamValue]] = ()) -> Decision:
-        """Propose ``n`` experiments.
+        """Propose up to ``n`` experiments.
 
         Args:
             n: Number of proposals wanted (at least 1).
@@ -193,7 +194,11 @@ class Planner(ABC):
                 running; the planner must not propose them again.
 
         Returns:
-            The decision, holding exactly ``n`` proposals inside the search space.
+            The decision, holding at most ``n`` proposals inside the search space. Most
+            planners return exactly ``n``; one that has fewer worth running returns fewer,
+            and one that has nothing more to propose returns none, saying why in
+            ``details["finished"]``: the controller then completes the campaign once the
+            experiments in flight are done.
         """
 
     def decision_seed(self, n_pending: int) -> tuple[int, int]:

@@ -103,9 +103,10 @@ def observations(
 
     A COMPLETED experiment is feasible and carries each objective's value, taken from the
     measurement of that name (of the latest step that measured it). A FAILED experiment is
-    infeasible with no objective values. A COMPLETED experiment that lacks an objective's
-    measurement (an instrument that did not report it) is returned infeasible with the values
-    it has, and a warning is logged.
+    infeasible with no objective values. Each carries every scalar measurement of its
+    completed steps in ``measurements`` (the latest step's value of each name). A COMPLETED
+    experiment that lacks an objective's measurement (an instrument that did not report it)
+    is returned infeasible with the values it has, and a warning is logged.
 
     Args:
         s: The session.
@@ -129,10 +130,19 @@ def observations(
     where = [ExperimentRow.campaign_id == campaign_id, ExperimentRow.status == completed]
     values = _latest_values(s, where, names)
     sigmas = _latest_values(s, where, names, MeasurementRow.uncertainty)
+    scalars = _all_scalars(s, campaign_id)
     out: list[Observation] = []
     for experiment_id, status, parameters in rows:
         if status != completed:
-            out.append(Observation(dict(parameters), {}, False, experiment_id))
+            out.append(
+                Observation(
+                    dict(parameters),
+                    {},
+                    False,
+                    experiment_id,
+                    measurements=scalars.get(experiment_id, {}),
+                )
+            )
             continue
         measured = values.get(experiment_id, {})
         missing = [n for n in names if n not in measured]
@@ -146,7 +156,37 @@ def observations(
             )
         objs = {n: measured[n] for n in names if n in measured}
         sigma = {n: u for n, u in sigmas.get(experiment_id, {}).items() if n in objs}
-        out.append(Observation(dict(parameters), objs, not missing, experiment_id, sigma))
+        out.append(
+            Observation(
+                dict(parameters),
+                objs,
+                not missing,
+                experiment_id,
+                sigma,
+                scalars.get(experiment_id, {}),
+            )
+        )
+    return out
+
+
+def _all_scalars(s: Session, campaign_id: int) -> dict[int, dict[str, float]]:
+    """Every scalar measurement of the campaign's COMPLETED and FAILED experiments, by
+    experiment id and name (the latest step's value of each name)."""
+    finished = [ExperimentStatus.COMPLETED.value, ExperimentStatus.FAILED.value]
+    stmt = (
+        select(MeasurementRow.experiment_id, MeasurementRow.name, MeasurementRow.value)
+        .join(ExperimentRow, MeasurementRow.experiment_id == ExperimentRow.id)
+        .where(
+            ExperimentRow.campaign_id == campaign_id,
+            ExperimentRow.status.in_(finished),
+            MeasurementRow.value.is_not(None),
+        )
+        .order_by(MeasurementRow.step_id, MeasurementRow.id)
+    )
+    out: dict[int, dict[str, float]] = {}
+    for experiment_id, name, value in s.execute(stmt):
+        if value is not None:
+            out.setdefault(experiment_id, {})[name] = float(value)
     return out
 
 
