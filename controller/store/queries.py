@@ -26,6 +26,7 @@ from models.tables import (
     EventRow,
     ExperimentRow,
     MeasurementRow,
+    SampleRow,
     StepRow,
 )
 
@@ -305,8 +306,10 @@ def export_rows(s: Session, campaign_name: str | None) -> list[dict[str, Any]]:
     value or ``None``), ``planner``, ``decision_id``, ``instruments`` (the distinct
     instruments of its steps, comma-joined in order of first use), ``created_at``,
     ``started_at``, ``finished_at`` (ISO-8601 UTC or ``None``), ``attempts`` (number of
-    steps, re-runs included), ``rerun`` (whether any step was re-run) and ``cost`` (the
-    experiment's recorded cost, ``None`` when no step declares one). Parameters and
+    steps, re-runs included), ``rerun`` (whether any step was re-run), ``cost`` (the
+    experiment's recorded cost, ``None`` when no step declares one), ``sample``,
+    ``sample_state`` and ``sample_location`` (its sample's label, state and where it is;
+    ``None`` when it has none) and ``waiting_for`` (what it waits for, if it waits). Parameters and
     objectives come from the campaign specs; exporting several campaigns gives the union of
     their columns, ``None`` where one does not apply.
 
@@ -350,6 +353,12 @@ def export_rows(s: Session, campaign_name: str | None) -> list[dict[str, Any]]:
         if rerun:
             reruns.add(experiment_id)
     values = _latest_values(s, where, obj_cols)
+    samples: dict[int, tuple[str | None, str | None, str | None]] = {}
+    smt = select(SampleRow.experiment_id, SampleRow.label, SampleRow.state, SampleRow.location)
+    if campaign_name is not None:
+        smt = smt.where(SampleRow.campaign_id == campaigns[0][0])
+    for sample_exp, label, sstate, location in s.execute(smt):
+        samples[sample_exp] = (label, str(getattr(sstate, "value", sstate)), location)
 
     estmt = (
         select(
@@ -364,6 +373,7 @@ def export_rows(s: Session, campaign_name: str | None) -> list[dict[str, Any]]:
             ExperimentRow.finished_at,
             ExperimentRow.proposal_index,
             DecisionRow.details,
+            ExperimentRow.waiting_for,
         )
         .outerjoin(DecisionRow, ExperimentRow.decision_id == DecisionRow.id)
         .where(*where)
@@ -382,6 +392,7 @@ def export_rows(s: Session, campaign_name: str | None) -> list[dict[str, Any]]:
         finished,
         index,
         details,
+        waiting_for,
     ) in s.execute(estmt):
         row: dict[str, Any] = {
             "id": eid,
@@ -401,6 +412,13 @@ def export_rows(s: Session, campaign_name: str | None) -> list[dict[str, Any]]:
             attempts=attempts.get(eid, 0),
             rerun=eid in reruns,
             cost=recorded_cost(details, index),
+        )
+        sample, sample_state, sample_location = samples.get(eid, (None, None, None))
+        row.update(
+            sample=sample,
+            sample_state=sample_state,
+            sample_location=sample_location,
+            waiting_for=waiting_for,
         )
         rows.append(row)
     return rows
