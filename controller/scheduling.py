@@ -73,9 +73,14 @@ class Dispatcher:
         """Rebuild who holds which container from the store (after recovery has run).
 
         A sample still in use whose experiment is in flight keeps its container; one whose
-        experiment is not (recovery left it INTERRUPTED) is put back in storage.
+        experiment is not (recovery left it INTERRUPTED) is put back in storage. Steps that
+        recovery found on their instruments keep the resources they need, before any new
+        step is granted.
         """
         ctl = self.ctl
+        for slot in ctl.instruments.values():
+            for work in slot.resume:
+                self.manager.adopt_step(work.experiment_id, self.needs[work.index])
         with transaction(ctl._sessions) as s:
             clear_waiting(s, ctl.campaign_id)
             for exp_id, label, container in active_samples(s, ctl.campaign_id):
@@ -106,8 +111,7 @@ class Dispatcher:
         """
         ctl = self.ctl
         if slot.resume:
-            work = slot.resume.popleft()
-            self.manager.adopt_step(work.experiment_id, self.needs[work.index])
+            work = slot.resume.popleft()  # its resources were adopted by restore()
             self._started(slot, work)
             return work
         ready: dict[int, Work] = {}
