@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from controller.resources import KindState, Request, ResourceManager
 from controller.store import transaction
 from controller.store.samples import (
+    SampleNow,
     active_samples,
     clear_waiting,
     finish_sample,
@@ -66,6 +67,8 @@ class Dispatcher:
         self._written: dict[int, str] = {}
         self._flush_due = False
         self._running: dict[str, int] = {}  # instrument name -> experiment id
+        # each in-flight experiment's sample as last written (saves a query per step)
+        self._samples: dict[int, SampleNow] = {}
 
     # ------------------------------------------------------------------ start-up
 
@@ -156,7 +159,7 @@ class Dispatcher:
         unit = self.manager.container_of(work.experiment_id)
         label = unit if unit is not None else f"sample-{work.experiment_id}"
         container = self.manager.container if unit is not None else None
-        move_sample(
+        self._samples[work.experiment_id] = move_sample(
             s,
             self.ctl.campaign_id,
             work.experiment_id,
@@ -165,16 +168,19 @@ class Dispatcher:
             action=self.ctl.spec.workflow[work.index].action,
             label=label,
             container=container,
+            now=self._samples.get(work.experiment_id),
         )
 
     def record_end(self, s: Session, experiment_id: int, status: ExperimentStatus) -> None:
         """Put the sample back in storage if the experiment ended (in its transaction)."""
         if status in _ENDED:
-            finish_sample(s, self.ctl.campaign_id, experiment_id, status)
+            now = self._samples.pop(experiment_id, None)
+            finish_sample(s, self.ctl.campaign_id, experiment_id, status, now)
 
     def forget(self, experiment_id: int) -> None:
         """The experiment is no longer in flight: its container is free again."""
         self.manager.release_container(experiment_id)
+        self._samples.pop(experiment_id, None)
         if self.waiting.pop(experiment_id, None) is not None:
             self._schedule_flush()
 

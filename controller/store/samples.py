@@ -1,11 +1,12 @@
 """Samples in the store: which container holds each experiment's sample, where it is now.
 
-A sample row is made when its experiment is granted a container unit (its label is the
-unit's, e.g. ``crucible-3``), or at the experiment's first step when the campaign declares
-no sample container (label ``sample-<experiment id>``). Each step start moves it to the
-step's instrument; when the experiment ends it goes back to ``storage``, MEASURED if the
-experiment completed and DISCARDED otherwise. Every move is a ``sample.moved`` event (from,
-to, step) in the audit log, written in the transaction that writes the step.
+A sample row is made with its experiment's first step, in the transaction that writes the
+step: its label is the container unit the experiment was granted (e.g. ``crucible-3``), or
+``sample-<experiment id>`` when the campaign declares no sample container. Each step start
+moves it to the step's instrument; when the experiment ends it goes back to ``storage``,
+MEASURED if the experiment completed and DISCARDED otherwise. Every move is a
+``sample.moved`` event (from, to, step) in the audit log, written in the transaction that
+writes the step (or ends the experiment).
 
 Like the rest of :mod:`controller.store`, the functions receive a session; they issue Core
 statements because they run on the controller's hot path (every step start).
@@ -13,7 +14,7 @@ statements because they run on the controller's hot path (every step start).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Table, insert, select, update
 from sqlalchemy.orm import Session
@@ -55,7 +56,16 @@ def _event(
     )
 
 
-def _current(s: Session, experiment_id: int) -> tuple[int, str, str, SampleState] | None:
+class SampleNow(NamedTuple):
+    """What the store holds about a sample now (the controller keeps it between steps)."""
+
+    id: int
+    label: str
+    location: str
+    state: SampleState
+
+
+def _current(s: Session, experiment_id: int) -> SampleNow | None:
     row = s.execute(
         select(_samples.c.id, _samples.c.label, _samples.c.location, _samples.c.state).where(
             _samples.c.experiment_id == experiment_id
@@ -63,7 +73,7 @@ def _current(s: Session, experiment_id: int) -> tuple[int, str, str, SampleState
     ).first()
     if row is None:
         return None
-    return int(row[0]), str(row[1]), str(row[2]), SampleState(row[3])
+    return SampleNow(int(row[0]), str(row[1]), str(row[2]), SampleState(row[3]))
 
 
 def move_sample(
@@ -76,12 +86,13 @@ def move_sample(
     action: str,
     label: str,
     container: str | None,
-) -> None:
+    now: SampleNow | None = None,
+) -> SampleNow:
     """Record that a step of the experiment starts on ``to`` with its sample.
 
-    Makes the sample (PREPARED, in storage) if the experiment has none yet, or takes up a
-    DISCARDED one again (an interrupted experiment run again, possibly in another
-    container), then moves it to ``to`` (IN_PROCESS) with a ``sample.moved`` event.
+    Makes the sample if the experiment has none yet (PREPARED in storage, moved at once),
+    or takes up a DISCARDED one again (an interrupted experiment run again, possibly in
+    another container), and moves it to ``to`` (IN_PROCESS) with a ``sample.moved`` event.
 
     Args:
         s: The session (the step's transaction).
@@ -92,63 +103,62 @@ def move_sample(
         action: The step's action.
         label: The sample's label: its container unit, or ``sample-<experiment id>``.
         container: The container resource (``None``: no container declared).
+        now: The sample as last written, if the caller knows it (saves a query).
+
+    Returns:
+        The sample as it is now.
     """
-    now = utcnow()
-    found = _current(s, experiment_id)
+    stamp = utcnow()
+    found = now if now is not None else _current(s, experiment_id)
     if found is None:
-        s.execute(
-            insert(_samples),
+        state = transition(SampleState.PREPARED, SampleState.IN_PROCESS)
+        sample_id = s.execute(
+            insert(_samples).returning(_samples.c.id),
             {
                 "campaign_id": campaign_id,
                 "experiment_id": experiment_id,
                 "label": label,
                 "container": container,
-                "location": STORAGE,
-                "state": SampleState.PREPARED,
-                "created_at": now,
-                "updated_at": now,
+                "location": to,
+                "state": state,
+                "created_at": stamp,
+                "updated_at": stamp,
             },
+        ).scalar_one()
+        found = SampleNow(int(sample_id), label, STORAGE, SampleState.PREPARED)
+    else:
+        state = transition(found.state, SampleState.IN_PROCESS, f"sample {found.id}")
+        s.execute(
+            update(_samples)
+            .where(_samples.c.id == found.id)
+            .values(location=to, state=state, label=label, container=container, updated_at=stamp)
         )
-        _event(
-            s,
-            campaign_id,
-            experiment_id,
-            "sample.created",
-            f"experiment {experiment_id}: sample {label} prepared",
-            {"label": label, "container": container},
-        )
-        found = _current(s, experiment_id)
-        assert found is not None
-    sample_id, old_label, where, state = found
-    new = transition(state, SampleState.IN_PROCESS, f"sample {sample_id}")
-    s.execute(
-        update(_samples)
-        .where(_samples.c.id == sample_id)
-        .values(location=to, state=new, label=label, container=container, updated_at=now)
-    )
+    data: dict[str, Any] = {"label": label, "from": found.location, "to": to, "step": step}
+    data["action"] = action
+    if found.state is SampleState.PREPARED:
+        data["created"] = True
+    if found.label != label:
+        data["relabelled_from"] = found.label
     _event(
         s,
         campaign_id,
         experiment_id,
         "sample.moved",
-        f"sample {label} of experiment {experiment_id}: {where} -> {to} (step {step}, {action})",
-        {"label": label, "from": where, "to": to, "step": step, "action": action},
+        f"sample {label} of experiment {experiment_id}: {found.location} -> {to} "
+        f"(step {step}, {action})",
+        data,
         instrument=to,
     )
-    if old_label != label:
-        _event(
-            s,
-            campaign_id,
-            experiment_id,
-            "sample.relabelled",
-            f"sample of experiment {experiment_id} is now in {label} (was {old_label})",
-            {"from": old_label, "to": label},
-        )
+    return SampleNow(found.id, label, to, state)
 
 
 def finish_sample(
-    s: Session, campaign_id: int, experiment_id: int, outcome: ExperimentStatus
-) -> bool:
+    s: Session,
+    campaign_id: int,
+    experiment_id: int,
+    outcome: ExperimentStatus,
+    now: SampleNow | None = None,
+) -> SampleNow | None:
     """Put the experiment's sample back in storage when the experiment ends.
 
     Args:
@@ -157,21 +167,20 @@ def finish_sample(
         experiment_id: The experiment.
         outcome: How the experiment ended: COMPLETED makes the sample MEASURED, anything
             else DISCARDED.
+        now: The sample as last written, if the caller knows it (saves a query).
 
     Returns:
-        Whether the experiment had a sample in use.
+        The sample as it is now, or ``None`` if the experiment had no sample in use.
     """
-    found = _current(s, experiment_id)
-    if found is None or found[3] not in ACTIVE:
-        return False
-    sample_id, label, where, state = found
-    target = (
-        SampleState.MEASURED if outcome == ExperimentStatus.COMPLETED else SampleState.DISCARDED
-    )
-    new = transition(state, target, f"sample {sample_id}")
+    found = now if now is not None else _current(s, experiment_id)
+    if found is None or found.state not in ACTIVE:
+        return None
+    done = outcome == ExperimentStatus.COMPLETED
+    target = SampleState.MEASURED if done else SampleState.DISCARDED
+    new = transition(found.state, target, f"sample {found.id}")
     s.execute(
         update(_samples)
-        .where(_samples.c.id == sample_id)
+        .where(_samples.c.id == found.id)
         .values(location=STORAGE, state=new, updated_at=utcnow())
     )
     _event(
@@ -179,11 +188,11 @@ def finish_sample(
         campaign_id,
         experiment_id,
         "sample.moved",
-        f"sample {label} of experiment {experiment_id}: {where} -> {STORAGE} "
+        f"sample {found.label} of experiment {experiment_id}: {found.location} -> {STORAGE} "
         f"({new.value.lower()}, experiment {outcome.value})",
-        {"label": label, "from": where, "to": STORAGE, "state": new.value},
+        {"label": found.label, "from": found.location, "to": STORAGE, "state": new.value},
     )
-    return True
+    return SampleNow(found.id, found.label, STORAGE, new)
 
 
 def active_samples(s: Session, campaign_id: int) -> list[tuple[int, str, str | None]]:

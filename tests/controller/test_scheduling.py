@@ -284,7 +284,8 @@ def test_a_restarted_controller_keeps_each_container_with_its_experiment(tmp_pat
         freed = max(ev.id for ev in log if ev.experiment_id == first and ev.kind == "sample.moved")
         # Nobody else was put in crucible B before experiment 1 gave it back.
         for ev in log:
-            if ev.kind == "sample.created" and ev.experiment_id != first and ev.id < freed:
+            created = ev.kind == "sample.moved" and ev.data.get("created", False)
+            if created and ev.experiment_id != first and ev.id < freed:
                 assert ev.data["label"] != "B", ev.message
     engine.dispose()
 
