@@ -22,7 +22,6 @@ Planning happens in another process (or thread) while the loop goes on dispatchi
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections import deque
@@ -32,14 +31,15 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.alarms import Alarms
-from controller.costs import CostLedger, experiment_cost
+from controller.costs import CostLedger
 from controller.health import HealthMonitor
+from controller.intake import ProposalIntake
 from controller.leasing import CampaignLease
 from controller.operator import OperatorCommands
 from controller.planning import PlannerClient, RayPlanner, ThreadPlanner, build_planner
 from controller.recovery import Recovery
 from controller.safety import SafetyGate
-from controller.steps import StepRunner
+from controller.scheduling import Dispatcher
 from controller.store import (
     add_event,
     count_by_status,
@@ -52,8 +52,7 @@ from controller.store import (
     set_experiment_status,
     transaction,
 )
-from controller.store.hot import insert_decision
-from controller.store.queries import COST_KEY, PENDING_EXPERIMENT, experiment_costs
+from controller.store.queries import PENDING_EXPERIMENT, experiment_costs
 from controller.work import ControllerOptions, InstrumentSlot, Work
 from instruments.client import InstrumentClient
 from instruments.security import CurveClientKeys
@@ -61,18 +60,17 @@ from models.campaign import CampaignSpec
 from models.errors import (
     CampaignStateError,
     InstrumentError,
-    InvalidCampaignError,
     ParameterLimitError,
 )
 from models.params import ParamValue
-from models.records import Observation, Proposal
+from models.records import Observation
 from models.status import CampaignStatus, ExperimentStatus
 from models.tables import CampaignRow, ExperimentRow
 
 logger = logging.getLogger(__name__)
 
 
-class CampaignController(StepRunner):
+class CampaignController(ProposalIntake):
     """Runs one campaign stored in the database to its budget.
 
     Args:
@@ -169,6 +167,10 @@ class CampaignController(StepRunner):
             self._sessions, self.campaign_id, self.options.lease_s, self._lease_lost
         )
         self._workers: list[asyncio.Task[None]] = []
+        self.dispatch = Dispatcher(self)
+        # Completed + failed + abandoned when the planner last had nothing to propose: it
+        # is asked again only once one of them has changed.
+        self._exhausted_at: int | None = None
 
     # ------------------------------------------------------------------ public API
 
@@ -223,6 +225,7 @@ class CampaignController(StepRunner):
                 )
                 history = observations(s, self.campaign_id, list(self.spec.objectives))
             await Recovery(self).reconcile()
+            self.dispatch.restore()
             if history:
                 await self._planner.tell(history)
             self.health = HealthMonitor(
@@ -272,6 +275,8 @@ class CampaignController(StepRunner):
             "stop_reason": self._stop_reason,
             "cost_spent": self.ledger.spent(self._in_flight),
             "max_cost": self.ledger.max_cost,
+            "waiting": {str(e): why for e, why in sorted(self.dispatch.waiting.items())},
+            "held": self.dispatch.manager.held(),
         }
 
     async def pause(self, actor: str = "operator") -> None:
@@ -510,6 +515,7 @@ class CampaignController(StepRunner):
         return self._final is not None and not self._in_flight
 
     async def _next_work(self, slot: InstrumentSlot) -> Work | None:
+        """The next step for ``slot``, its resources granted (see :mod:`controller.scheduling`)."""
         assert self._changed is not None
         first_kind = self.spec.workflow[0].kind
         async with self._changed:
@@ -518,11 +524,9 @@ class CampaignController(StepRunner):
                     self._changed.notify_all()
                     return None
                 if slot.available:
-                    if slot.resume:
-                        return slot.resume.popleft()
-                    queue = self._ready[slot.kind] if slot.kind in self._ready else deque()
-                    if queue and not self._paused:
-                        return queue.popleft()
+                    work = self.dispatch.take(slot)
+                    if work is not None:
+                        return work
                     if slot.kind == first_kind:
                         self._maybe_plan()
                 await self._changed.wait()
@@ -541,160 +545,8 @@ class CampaignController(StepRunner):
                 self._fail_experiment(work, None, "internal", "controller error; see log")
             finally:
                 slot.busy = False
+                self.dispatch.step_done(slot, work)
                 await self._notify()
-
-    def _idle_first_kind(self) -> int:
-        kind = self.spec.workflow[0].kind
-        return sum(
-            1
-            for s in self.instruments.values()
-            if s.kind == kind and s.available and not s.busy and not s.resume
-        )
-
-    def _maybe_plan(self) -> None:
-        """Start planning when first-step instruments wait, or the prefetch queue runs short.
-
-        Asks for one proposal per idle instrument of the first step's kind, plus
-        ``planner.prefetch`` kept ready so that a freed instrument need not wait for the
-        planner; only one planning call runs at a time.
-        """
-        if self._planning or self._paused or not self._may_start_new():
-            return
-        queue = self._ready[self.spec.workflow[0].kind]
-        want = (
-            self._idle_first_kind() + self.spec.planner.prefetch - len(queue) - len(self._awaiting)
-        )
-        if want > 0:
-            self._planning = True
-            self._spawn(self._plan(want))
-
-    async def _plan(self, want: int) -> None:
-        """Ask the planner for ``want`` experiments (fewer if the budget has less room)."""
-        assert self._planner is not None
-        assert self.gate is not None
-        try:
-            room = self.budget - self._completed - len(self._in_flight)
-            n = max(1, min(want, room))
-            pending = list(self._in_flight.values())
-            try:
-                decision = await self._planner.ask(n, pending)
-                self._planner_errors = 0
-            except Exception as exc:
-                self._planner_errors += 1
-                logger.exception("planner failed (%d in a row)", self._planner_errors)
-                with transaction(self._sessions) as s:
-                    add_event(
-                        s,
-                        "planner.error",
-                        f"{type(exc).__name__}: {exc}",
-                        campaign_id=self.campaign_id,
-                    )
-                if self._planner_errors >= self.options.max_planner_errors:
-                    self._stop(CampaignStatus.FAILED, f"planner failed: {exc}")
-                else:
-                    await asyncio.sleep(0.5 * 2**self._planner_errors)
-                return
-            proposals = list(decision.proposals[:room])
-            if self.lease.lost is not None:
-                return  # another controller owns the campaign now: write nothing
-            costs = self._proposal_costs(proposals)
-            decision = dataclasses.replace(decision, details={**decision.details, COST_KEY: costs})
-            if self._final is not None:
-                # The campaign began to stop while the planner worked: the decision is
-                # recorded, its proposals are abandoned, nothing new is queued.
-                late = f"campaign {self._final.value} before it was queued"
-                with transaction(self._sessions) as s:
-                    insert_decision(
-                        s,
-                        self.campaign_id,
-                        decision,
-                        [],
-                        [(k, p, late) for k, p in enumerate(proposals)],
-                    )
-                self._abandoned += len(proposals)
-                return
-            accepted: list[tuple[int, Proposal, dict[str, ParamValue]]] = []
-            refusals: list[tuple[int, Proposal, ParameterLimitError]] = []
-            over: list[tuple[int, Proposal, str]] = []
-            committed = self.ledger.spent(self._in_flight)
-            for k, prop in enumerate(proposals):
-                try:
-                    point = self.gate.check_proposal(prop.parameters)
-                except ParameterLimitError as exc:
-                    refusals.append((k, prop, exc))
-                    continue
-                cost = costs[k] or 0.0
-                if over or not self.ledger.allows(committed + cost):
-                    reason = f"{committed:g} committed + {cost:g} > {self.ledger.max_cost:g}"
-                    over.append((k, prop, f"cost budget: {reason}"))
-                    continue
-                committed += cost
-                accepted.append((k, prop, point))
-            hold = self.spec.safety.require_approval
-            with transaction(self._sessions) as s:
-                _, ids = insert_decision(
-                    s,
-                    self.campaign_id,
-                    decision,
-                    accepted,
-                    [(k, p, f"safety gate: {why}") for k, p, why in refusals] + over,
-                    hold=hold,
-                )
-                if over:
-                    add_event(
-                        s,
-                        "campaign.cost_budget",
-                        f"cost budget reached: {committed:g} of {self.ledger.max_cost:g} spent "
-                        f"or committed; {len(over)} proposals abandoned",
-                        campaign_id=self.campaign_id,
-                        data={
-                            "spent": committed,
-                            "max_cost": self.ledger.max_cost,
-                            "experiments": [ids[k] for k, _, _ in over],
-                        },
-                    )
-                for k, _, why in refusals:
-                    self._log_refusal(s, ids[k], why)
-                if hold and accepted:
-                    add_event(
-                        s,
-                        "approval.needed",
-                        f"experiments {[ids[k] for k, _, _ in accepted]} wait for an "
-                        "operator's approval",
-                        campaign_id=self.campaign_id,
-                        data={"experiments": [ids[k] for k, _, _ in accepted]},
-                    )
-            for k, _, point in accepted:
-                exp_id = ids[k]
-                self._in_flight[exp_id] = point
-                self.ledger.record(exp_id, costs[k] or 0.0)
-                if hold:
-                    self._status[exp_id] = ExperimentStatus.PROPOSED
-                    self._awaiting[exp_id] = point
-                else:
-                    self._status[exp_id] = ExperimentStatus.QUEUED
-                    self._ready[self.spec.workflow[0].kind].append(Work(exp_id, 0, point))
-            self._abandoned += len(over)
-            if over:
-                self._stop(CampaignStatus.COMPLETED, "cost budget reached")
-            refused = [Observation(dict(p.parameters), {}, False, ids[k]) for k, p, _ in refusals]
-            if refused:
-                await self._planner.tell(refused)
-        finally:
-            self._planning = False
-            await self._notify()
-
-    def _proposal_costs(self, proposals: list[Proposal]) -> list[float | None]:
-        """The cost of each proposal (``None`` where it cannot be computed: the point is
-        refused by the gate anyway)."""
-        descriptions = {n: slot.description for n, slot in self.instruments.items()}
-        out: list[float | None] = []
-        for prop in proposals:
-            try:
-                out.append(experiment_cost(self.spec, descriptions, prop.parameters))
-            except InvalidCampaignError:
-                out.append(None)
-        return out
 
     def _refuse(self, s: Session, exp: ExperimentRow, exc: ParameterLimitError) -> None:
         """Abandon an experiment the safety gate refused (cold paths: ORM row at hand)."""
@@ -710,6 +562,8 @@ class CampaignController(StepRunner):
             return  # the campaign's status belongs to the controller that holds the lease
         if self.health is not None:
             self.health.write_all()
+        self.dispatch.waiting = {}
+        self.dispatch.flush()
         with transaction(self._sessions) as s:
             row = s.get(CampaignRow, self.campaign_id)
             assert row is not None

@@ -29,6 +29,7 @@ from controller.costs import CostLedger
 from controller.health import HealthMonitor
 from controller.planning import PlannerClient
 from controller.safety import SafetyGate
+from controller.scheduling import Dispatcher
 from controller.store import add_event, transaction
 from controller.store.hot import finish_step, move_experiment, start_step
 from controller.work import ControllerOptions, InstrumentSlot, Work
@@ -76,6 +77,7 @@ class StepRunner:
     _final: CampaignStatus | None
     health: HealthMonitor | None
     alarms: Alarms
+    dispatch: Dispatcher
 
     def _stop(self, status: CampaignStatus, reason: str) -> None:
         """Stop starting new experiments (the controller's scheduling decides how)."""
@@ -110,6 +112,7 @@ class StepRunner:
         self._in_flight.pop(work.experiment_id, None)
         self._status.pop(work.experiment_id, None)
         self._earlier.pop(work.experiment_id, None)
+        self.dispatch.forget(work.experiment_id)
 
     def request_id(self, experiment_id: int, index: int, attempt: int) -> str:
         """The request id of a step: derived from the experiment, unique per attempt."""
@@ -149,6 +152,7 @@ class StepRunner:
                 )
                 if self._current(s, work.experiment_id) != ExperimentStatus.RUNNING:
                     self._move(s, work, ExperimentStatus.RUNNING)
+                self.dispatch.record_start(s, slot, work)
                 if work.rerun:
                     # in the step's own transaction: every re-run step has its event
                     add_event(
@@ -304,6 +308,7 @@ class StepRunner:
                 True,
                 work.experiment_id,
                 {o.name: sigma[o.name] for o in self.spec.objectives if o.name in sigma},
+                values,
             )
         assert work.step_id is not None
         with transaction(self._sessions) as s:
@@ -359,6 +364,7 @@ class StepRunner:
         self._status[work.experiment_id] = move_experiment(
             s, work.experiment_id, current, target, reason=reason
         )
+        self.dispatch.record_end(s, work.experiment_id, target)
 
     def _current(self, s: Session, experiment_id: int) -> ExperimentStatus:
         """An in-flight experiment's status (read once from the store after a restart)."""
@@ -494,12 +500,12 @@ class StepRunner:
                 instrument=instrument,
                 data={"code": code},
             )
+        measured = dict(self._earlier.get(work.experiment_id, {}))
         self._forget(work)
         self._failed += 1
         if self._planner is not None:
-            self._spawn(
-                self._planner.tell([Observation(work.point, {}, False, work.experiment_id)])
-            )
+            failed = Observation(work.point, {}, False, work.experiment_id, measurements=measured)
+            self._spawn(self._planner.tell([failed]))
         if self._failed >= self.max_failures:
             self._stop(CampaignStatus.FAILED, f"{self._failed} experiments failed")
 

@@ -34,6 +34,7 @@ from models.costs import NonNegativeCost
 from models.errors import InvalidCampaignError
 from models.objectives import Objective
 from models.params import NAME_PATTERN, Parameter, SearchSpace
+from models.resources import ResourceSpec, resource_problems
 
 MAX_SEED = 2**63 - 1
 """Largest seed a campaign file may give (the random generators take 64-bit seeds)."""
@@ -310,6 +311,8 @@ class WorkflowStep(_Spec):
             ``None`` uses the instrument's declaration.
         cost_per: Overrides the action's declared cost per unit of its parameters
             (``None``: the declaration; with ``cost`` set and this left out, none).
+        needs: Resources (``[[resources]]`` names) the step holds while it runs, one unit
+            of each, granted together with the instrument (all or nothing).
     """
 
     kind: str = Field(pattern=NAME_PATTERN)
@@ -318,6 +321,7 @@ class WorkflowStep(_Spec):
     fixed: dict[str, FiniteFloat | int | str] = Field(default_factory=dict)
     cost: NonNegativeCost | None = None
     cost_per: dict[str, NonNegativeCost] | None = None
+    needs: list[str] = Field(default_factory=list, max_length=64)
 
 
 class ReliabilitySpec(_Spec):
@@ -391,6 +395,10 @@ class CampaignSpec(_Spec):
         reliability: Retries, quarantine and heartbeats.
         alarms: Where alarms go.
         report: How the end-of-run summary groups experiments.
+        resources: Shared resources that steps hold besides their instrument
+            (``[[resources]]``, see :mod:`models.resources`).
+        sample_container: The resource whose unit (a crucible) each experiment holds from
+            its first step to its last; ``None``: samples are not held in containers.
     """
 
     campaign: CampaignInfo
@@ -405,10 +413,17 @@ class CampaignSpec(_Spec):
     reliability: ReliabilitySpec = Field(default_factory=ReliabilitySpec)
     alarms: AlarmSpec = Field(default_factory=AlarmSpec)
     report: ReportSpec = Field(default_factory=ReportSpec)
+    resources: list[ResourceSpec] = Field(default_factory=list, max_length=256)
+    sample_container: str | None = None
 
     @model_validator(mode="after")
     def _cross_checks(self) -> CampaignSpec:
-        problems: list[str] = []
+        problems: list[str] = resource_problems(
+            self.resources,
+            [step.needs for step in self.workflow],
+            {s.kind for s in self.instruments},
+            self.sample_container,
+        )
         names = [p.name for p in self.parameters]
         for i, n in enumerate(names):
             if n in names[:i]:
@@ -501,6 +516,10 @@ def _drop_later_defaults(data: dict[str, Any]) -> None:
     """
     if not data.get("parameter_constraints"):
         data.pop("parameter_constraints", None)
+    if not data.get("resources"):
+        data.pop("resources", None)
+    if data.get("sample_container") is None:
+        data.pop("sample_container", None)
     for obj in data.get("objectives", []):
         for key, default in _LATER_OBJECTIVE_KEYS.items():
             if key in obj and obj[key] == default:
@@ -509,6 +528,8 @@ def _drop_later_defaults(data: dict[str, Any]) -> None:
         for key in ("cost", "cost_per"):
             if key in step and step[key] is None:
                 del step[key]
+        if step.get("needs") == []:
+            del step["needs"]
     for inst in data.get("instruments", []):
         sim = inst.get("simulated")
         if isinstance(sim, dict):

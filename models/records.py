@@ -41,9 +41,10 @@ class Observation:
         uncertainties: Standard uncertainty of each objective's value (by name, in the
             objective's units) where the instrument reported one; planners then treat the
             noise as known (fixed-noise GP) instead of inferring it.
-        measurements: Every scalar measurement of the experiment's steps, by output name
-            (objectives included), e.g. the weight fraction ``wf_SrTiO3`` of each phase an
-            XRD analysis identified; empty when the controller has none to give.
+        measurements: Every scalar measurement of the experiment's completed steps, by name
+            (objectives included; where two steps measured the same name, the later step's
+            value). Planners that learn from more than the objectives (which phases formed,
+            an intermediate's yield) read them here.
     """
 
     parameters: Mapping[str, ParamValue]

@@ -73,7 +73,16 @@ class CommandStatus(StrEnum):
     REFUSED = "REFUSED"  # the controller could not apply it; ``result`` says why
 
 
-_E = TypeVar("_E", CampaignStatus, ExperimentStatus, StepStatus)
+class SampleState(StrEnum):
+    """Where one experiment's sample is in its life (see ``samples`` in the store)."""
+
+    PREPARED = "PREPARED"  # its container is granted; no step has started on it yet
+    IN_PROCESS = "IN_PROCESS"  # a step of its experiment has started
+    MEASURED = "MEASURED"  # its experiment completed: the last step measured it
+    DISCARDED = "DISCARDED"  # its experiment failed, was abandoned or interrupted
+
+
+_E = TypeVar("_E", CampaignStatus, ExperimentStatus, StepStatus, SampleState)
 
 TRANSITIONS: dict[type[Enum], dict[Enum, frozenset[Enum]]] = {
     CampaignStatus: {
@@ -123,6 +132,17 @@ TRANSITIONS: dict[type[Enum], dict[Enum, frozenset[Enum]]] = {
         StepStatus.FAILED: frozenset(),
         StepStatus.INTERRUPTED: frozenset(),
         StepStatus.ABANDONED: frozenset(),
+    },
+    SampleState: {
+        SampleState.PREPARED: frozenset(
+            {SampleState.IN_PROCESS, SampleState.MEASURED, SampleState.DISCARDED}
+        ),
+        SampleState.IN_PROCESS: frozenset(
+            {SampleState.IN_PROCESS, SampleState.MEASURED, SampleState.DISCARDED}
+        ),
+        SampleState.MEASURED: frozenset(),
+        # an interrupted experiment an operator runs again takes its sample up again
+        SampleState.DISCARDED: frozenset({SampleState.PREPARED, SampleState.IN_PROCESS}),
     },
 }
 

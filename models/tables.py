@@ -35,6 +35,7 @@ from models.status import (
     CommandStatus,
     ExperimentStatus,
     InstrumentState,
+    SampleState,
     StepStatus,
 )
 
@@ -87,7 +88,14 @@ class Base(DeclarativeBase):
 
 
 def _status(
-    enum: type[CampaignStatus | ExperimentStatus | StepStatus | InstrumentState | CommandStatus],
+    enum: type[
+        CampaignStatus
+        | ExperimentStatus
+        | StepStatus
+        | InstrumentState
+        | CommandStatus
+        | SampleState
+    ],
 ) -> Enum:
     """A status column: a plain VARCHAR(16) in the database, the enum in Python."""
     return Enum(enum, native_enum=False, length=16, validate_strings=True, create_constraint=False)
@@ -148,6 +156,8 @@ class ExperimentRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # What a waiting experiment waits for, in words (written by the controller on change).
+    waiting_for: Mapped[str | None] = mapped_column(Text)
 
     campaign: Mapped[CampaignRow] = relationship(back_populates="experiments")
     steps: Mapped[list[StepRow]] = relationship(back_populates="experiment", order_by="StepRow.id")
@@ -206,6 +216,26 @@ class MeasurementRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     experiment: Mapped[ExperimentRow] = relationship(back_populates="measurements")
+
+
+class SampleRow(Base):
+    """One experiment's sample: which container holds it, where it is, what became of it.
+
+    Its moves are ``sample.moved`` events (from, to, step) in ``events``; this row is where
+    it is now.
+    """
+
+    __tablename__ = "samples"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"), index=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id"), unique=True)
+    label: Mapped[str] = mapped_column(String(128))
+    container: Mapped[str | None] = mapped_column(String(128))
+    location: Mapped[str] = mapped_column(String(128))
+    state: Mapped[SampleState] = mapped_column(_status(SampleState))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
 class EventRow(Base):

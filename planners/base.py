@@ -187,7 +187,7 @@ class Planner(ABC):
 
     @abstractmethod
     def ask(self, n: int, pending: Sequence[Mapping[str, ParamValue]] = ()) -> Decision:
-        """Propose ``n`` experiments.
+        """Propose up to ``n`` experiments.
 
         Args:
             n: Number of proposals wanted (at least 1).
@@ -195,10 +195,11 @@ class Planner(ABC):
                 running; the planner must not propose them again.
 
         Returns:
-            The decision, holding ``n`` proposals inside the search space. A planner that
-            knows fewer experiments are worth running may return fewer, even none; one that
-            has finished its work returns none and says why in ``details["finished"]``
-            (the ``alab`` planner, when every target is made or given up).
+            The decision, holding at most ``n`` proposals inside the search space. Most
+            planners return exactly ``n``; one that has fewer worth running returns fewer,
+            and one that has nothing more to propose returns none, saying why in
+            ``details["finished"]``: the controller then completes the campaign once the
+            experiments in flight are done.
         """
 
     def decision_seed(self, n_pending: int) -> tuple[int, int]:

@@ -77,7 +77,8 @@ class CampaignWatcher:
         self.quiet_after_s = quiet_after_s
         self.primed = False
         self._campaign: tuple[str, dict[str, int]] | None = None
-        self._experiments: dict[int, str] = {}  # open experiments -> status
+        # open experiments -> status and what it waits for
+        self._experiments: dict[int, tuple[str, str | None]] = {}
         self._last_experiment = 0
         self._steps: dict[int, str] = {}  # unfinished steps -> status
         self._last_step = 0
@@ -121,15 +122,16 @@ class CampaignWatcher:
         out: list[tuple[str, dict[str, Any]]] = []
         for e in rows:
             status = _value(e.status)
+            now = (status, e.waiting_for)
             known = e.id <= self._last_experiment
-            if known and self._experiments.get(e.id) in (None, status):
+            if known and self._experiments.get(e.id, now) == now:
                 continue
             out.append(("experiment", experiment_view(e)))
             self._last_experiment = max(self._last_experiment, e.id)
             if status in _DONE_EXPERIMENT:
                 self._experiments.pop(e.id, None)
             else:
-                self._experiments[e.id] = status
+                self._experiments[e.id] = now
         return out
 
     def _poll_steps(self, s: Session) -> list[tuple[str, dict[str, Any]]]:

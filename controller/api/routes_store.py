@@ -33,8 +33,10 @@ from controller.api.views import (
     experiment_view,
     instruments_view,
     iso,
+    sample_view,
 )
 from controller.store import events, list_instruments
+from controller.store.samples import list_samples
 from models.status import ExperimentStatus
 from models.tables import ExperimentRow
 
@@ -84,6 +86,14 @@ def list_experiments(
         "limit": limit,
         "items": [experiment_view(e) for e in rows],
     }
+
+
+@router.get("/campaigns/{campaign_id}/samples", tags=["experiments"])
+def list_campaign_samples(campaign_id: CampaignId, s: DbSession, _: Viewer) -> list[dict[str, Any]]:
+    """Every sample of the campaign: its container, where it is now and its state, by
+    experiment; its moves are the ``sample.moved`` events."""
+    c = get_campaign_or_404(s, campaign_id)
+    return [sample_view(r) for r in list_samples(s, c.id)]
 
 
 @router.get("/experiments/{experiment_id}", tags=["experiments"])

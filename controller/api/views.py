@@ -23,6 +23,7 @@ from models.tables import (
     EventRow,
     ExperimentRow,
     InstrumentRow,
+    SampleRow,
     utcnow,
 )
 
@@ -227,6 +228,21 @@ def experiment_view(e: ExperimentRow) -> dict[str, Any]:
         "created_at": iso(e.created_at),
         "started_at": iso(e.started_at),
         "finished_at": iso(e.finished_at),
+        "waiting_for": e.waiting_for,
+    }
+
+
+def sample_view(r: SampleRow) -> dict[str, Any]:
+    """A sample: its container, where it is and what became of it."""
+    return {
+        "id": r.id,
+        "experiment_id": r.experiment_id,
+        "label": r.label,
+        "container": r.container,
+        "location": r.location,
+        "state": r.state.value,
+        "created_at": iso(r.created_at),
+        "updated_at": iso(r.updated_at),
     }
 
 

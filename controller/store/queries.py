@@ -26,6 +26,7 @@ from models.tables import (
     EventRow,
     ExperimentRow,
     MeasurementRow,
+    SampleRow,
     StepRow,
 )
 
@@ -103,9 +104,10 @@ def observations(
 
     A COMPLETED experiment is feasible and carries each objective's value, taken from the
     measurement of that name (of the latest step that measured it). A FAILED experiment is
-    infeasible with no objective values. A COMPLETED experiment that lacks an objective's
-    measurement (an instrument that did not report it) is returned infeasible with the values
-    it has, and a warning is logged.
+    infeasible with no objective values. Each carries every scalar measurement of its
+    completed steps in ``measurements`` (the latest step's value of each name). A COMPLETED
+    experiment that lacks an objective's measurement (an instrument that did not report it)
+    is returned infeasible with the values it has, and a warning is logged.
 
     Args:
         s: The session.
@@ -129,10 +131,19 @@ def observations(
     where = [ExperimentRow.campaign_id == campaign_id, ExperimentRow.status == completed]
     values = _latest_values(s, where, names)
     sigmas = _latest_values(s, where, names, MeasurementRow.uncertainty)
+    scalars = _all_scalars(s, campaign_id)
     out: list[Observation] = []
     for experiment_id, status, parameters in rows:
         if status != completed:
-            out.append(Observation(dict(parameters), {}, False, experiment_id))
+            out.append(
+                Observation(
+                    dict(parameters),
+                    {},
+                    False,
+                    experiment_id,
+                    measurements=scalars.get(experiment_id, {}),
+                )
+            )
             continue
         measured = values.get(experiment_id, {})
         missing = [n for n in names if n not in measured]
@@ -146,7 +157,37 @@ def observations(
             )
         objs = {n: measured[n] for n in names if n in measured}
         sigma = {n: u for n, u in sigmas.get(experiment_id, {}).items() if n in objs}
-        out.append(Observation(dict(parameters), objs, not missing, experiment_id, sigma))
+        out.append(
+            Observation(
+                dict(parameters),
+                objs,
+                not missing,
+                experiment_id,
+                sigma,
+                scalars.get(experiment_id, {}),
+            )
+        )
+    return out
+
+
+def _all_scalars(s: Session, campaign_id: int) -> dict[int, dict[str, float]]:
+    """Every scalar measurement of the campaign's COMPLETED and FAILED experiments, by
+    experiment id and name (the latest step's value of each name)."""
+    finished = [ExperimentStatus.COMPLETED.value, ExperimentStatus.FAILED.value]
+    stmt = (
+        select(MeasurementRow.experiment_id, MeasurementRow.name, MeasurementRow.value)
+        .join(ExperimentRow, MeasurementRow.experiment_id == ExperimentRow.id)
+        .where(
+            ExperimentRow.campaign_id == campaign_id,
+            ExperimentRow.status.in_(finished),
+            MeasurementRow.value.is_not(None),
+        )
+        .order_by(MeasurementRow.step_id, MeasurementRow.id)
+    )
+    out: dict[int, dict[str, float]] = {}
+    for experiment_id, name, value in s.execute(stmt):
+        if value is not None:
+            out.setdefault(experiment_id, {})[name] = float(value)
     return out
 
 
@@ -265,8 +306,10 @@ def export_rows(s: Session, campaign_name: str | None) -> list[dict[str, Any]]:
     value or ``None``), ``planner``, ``decision_id``, ``instruments`` (the distinct
     instruments of its steps, comma-joined in order of first use), ``created_at``,
     ``started_at``, ``finished_at`` (ISO-8601 UTC or ``None``), ``attempts`` (number of
-    steps, re-runs included), ``rerun`` (whether any step was re-run) and ``cost`` (the
-    experiment's recorded cost, ``None`` when no step declares one). Parameters and
+    steps, re-runs included), ``rerun`` (whether any step was re-run), ``cost`` (the
+    experiment's recorded cost, ``None`` when no step declares one), ``sample``,
+    ``sample_state`` and ``sample_location`` (its sample's label, state and where it is;
+    ``None`` when it has none) and ``waiting_for`` (what it waits for, if it waits). Parameters and
     objectives come from the campaign specs; exporting several campaigns gives the union of
     their columns, ``None`` where one does not apply.
 
@@ -310,6 +353,12 @@ def export_rows(s: Session, campaign_name: str | None) -> list[dict[str, Any]]:
         if rerun:
             reruns.add(experiment_id)
     values = _latest_values(s, where, obj_cols)
+    samples: dict[int, tuple[str | None, str | None, str | None]] = {}
+    smt = select(SampleRow.experiment_id, SampleRow.label, SampleRow.state, SampleRow.location)
+    if campaign_name is not None:
+        smt = smt.where(SampleRow.campaign_id == campaigns[0][0])
+    for sample_exp, label, sstate, location in s.execute(smt):
+        samples[sample_exp] = (label, str(getattr(sstate, "value", sstate)), location)
 
     estmt = (
         select(
@@ -324,6 +373,7 @@ def export_rows(s: Session, campaign_name: str | None) -> list[dict[str, Any]]:
             ExperimentRow.finished_at,
             ExperimentRow.proposal_index,
             DecisionRow.details,
+            ExperimentRow.waiting_for,
         )
         .outerjoin(DecisionRow, ExperimentRow.decision_id == DecisionRow.id)
         .where(*where)
@@ -342,6 +392,7 @@ def export_rows(s: Session, campaign_name: str | None) -> list[dict[str, Any]]:
         finished,
         index,
         details,
+        waiting_for,
     ) in s.execute(estmt):
         row: dict[str, Any] = {
             "id": eid,
@@ -361,6 +412,13 @@ def export_rows(s: Session, campaign_name: str | None) -> list[dict[str, Any]]:
             attempts=attempts.get(eid, 0),
             rerun=eid in reruns,
             cost=recorded_cost(details, index),
+        )
+        sample, sample_state, sample_location = samples.get(eid, (None, None, None))
+        row.update(
+            sample=sample,
+            sample_state=sample_state,
+            sample_location=sample_location,
+            waiting_for=waiting_for,
         )
         rows.append(row)
     return rows

@@ -316,3 +316,30 @@ def test_users_migration_goes_down_and_up(db_url: str) -> None:
     migrate(engine)
     assert {"users", "api_tokens", "web_sessions"} <= set(inspect(engine).get_table_names())
     engine.dispose()
+
+
+def test_samples_and_waiting_reasons_are_served_to_viewers(dash: Dashboard) -> None:
+    from controller.store.samples import move_sample, set_waiting
+
+    cid = dash.store.campaign_id
+    first = dash.store.completed[0]
+    with transaction(dash.factory) as s:
+        move_sample(s, cid, first, to="station-1", step=0, action="measure", label="crucible-2",
+                    container="crucible")  # fmt: skip
+        set_waiting(s, {dash.store.proposed: "operator approval"})
+    res = dash.client.get(f"/api/campaigns/{cid}/samples")
+    assert res.status_code == 401  # no token, no samples
+    (sample,) = _get(dash, f"/api/campaigns/{cid}/samples")
+    assert sample["experiment_id"] == first
+    assert (sample["label"], sample["container"]) == ("crucible-2", "crucible")
+    assert (sample["location"], sample["state"]) == ("station-1", "IN_PROCESS")
+    assert (
+        dash.client.get(
+            "/api/campaigns/999/samples", headers=bearer(dash.tokens["viewer"])
+        ).status_code
+        == 404
+    )
+    items = _get(dash, f"/api/campaigns/{cid}/experiments?limit=50")["items"]
+    waiting = {e["id"]: e["waiting_for"] for e in items}
+    assert waiting[dash.store.proposed] == "operator approval"
+    assert waiting[first] is None

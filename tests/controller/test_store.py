@@ -512,7 +512,8 @@ def test_export_rows(factory: sessionmaker[Session], campaign_id: int) -> None:
     assert list(first) == [
         "id", "campaign", "status", "param.x1", "param.x2", "param.solvent", "obj.y",
         "obj.cost", "planner", "decision_id", "instruments", "created_at", "started_at",
-        "finished_at", "attempts", "rerun", "cost",
+        "finished_at", "attempts", "rerun", "cost", "sample", "sample_state", "sample_location",
+        "waiting_for",
     ]  # fmt: skip
     assert first["campaign"] == "demo"
     assert first["status"] == "COMPLETED"

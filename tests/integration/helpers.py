@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from controller.store import make_engine, session_factory, transaction
 from models.status import ExperimentStatus
-from models.tables import EventRow, ExperimentRow, StepRow
+from models.tables import EventRow, ExperimentRow, SampleRow, StepRow
 
 
 def branin_campaign(
@@ -246,3 +246,53 @@ def record_figures(name: str, figures: dict[str, Any]) -> None:
     if target:
         with open(target, "a", encoding="utf-8") as f:
             f.write(json.dumps({"test": name, **figures}) + "\n")
+
+
+def check_samples(db_url: str, containers: int | None = None) -> int:
+    """Assert that every experiment's sample was tracked through kills and restarts.
+
+    Every experiment that ran a step has one sample; a COMPLETED experiment's sample is
+    MEASURED and back in storage, none is left in use; each ``sample.moved`` event starts
+    where the sample's previous move ended; and, with ``containers`` units, no container
+    ever held two samples at once and never more than ``containers`` were in use.
+
+    Returns:
+        The number of sample moves.
+    """
+    engine = make_engine(db_url)
+    try:
+        with transaction(session_factory(engine)) as s:
+            samples = {r.experiment_id: r for r in s.scalars(select(SampleRow))}
+            exps = list(s.scalars(select(ExperimentRow).order_by(ExperimentRow.id)))
+            moves = list(
+                s.scalars(
+                    select(EventRow).where(EventRow.kind == "sample.moved").order_by(EventRow.id)
+                )
+            )
+            for e in exps:
+                if not e.steps:
+                    assert e.id not in samples
+                    continue
+                sample = samples[e.id]
+                assert sample.location == "storage", (e.id, sample.location)
+                if e.status == ExperimentStatus.COMPLETED:
+                    assert sample.state == "MEASURED"
+            where: dict[int, str] = {}
+            holder: dict[str, int] = {}
+            for ev in moves:
+                exp, data = ev.experiment_id, ev.data
+                assert exp is not None
+                if data.get("created"):
+                    assert exp not in where
+                    assert holder.get(data["label"], exp) == exp, ev.message
+                    holder[data["label"]] = exp
+                else:
+                    assert where[exp] == data["from"], ev.message
+                where[exp] = data["to"]
+                if data["to"] == "storage":
+                    holder.pop(data["label"], None)
+                if containers is not None:
+                    assert len(holder) <= containers
+            return len(moves)
+    finally:
+        engine.dispose()

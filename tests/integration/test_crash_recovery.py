@@ -22,6 +22,7 @@ from tests.integration.helpers import (
     branin_campaign,
     branin_servers,
     check_history,
+    check_samples,
     event_kinds,
     experiments,
     record_figures,
@@ -113,7 +114,13 @@ def test_sigkill_mid_campaign_loses_nothing_and_duplicates_nothing(
         assert '"ready": true' in server.stdout.readline()
         path = branin_campaign(tmp_path / "c.toml", budget=BUDGET, address=address)
     else:
-        path = branin_campaign(tmp_path / "c.toml", budget=BUDGET, instruments=2, duration_s=0.4)
+        # Each experiment's sample sits in one of two crucibles from its first step to its
+        # last: a restarted controller must know who holds which.
+        crucibles = '[[resources]]\nname = "crucible"\ncapacity = 2\n'
+        path = branin_campaign(
+            tmp_path / "c.toml", budget=BUDGET, instruments=2, duration_s=0.4, extra=crucibles
+        )
+        path.write_text('sample_container = "crucible"\n' + path.read_text())
     try:
         snapshots: list[list[dict[str, Any]]] = []
         for min_done in (2, 6):
@@ -129,6 +136,7 @@ def test_sigkill_mid_campaign_loses_nothing_and_duplicates_nothing(
             server.wait(30)
 
     figures = check_history(db, snapshots, journal_dir, "branin")
+    figures["sample_moves"] = check_samples(db, 2 if servers == "embedded" else None)
     rows = experiments(db)
     assert sum(r["status"] == ExperimentStatus.COMPLETED for r in rows) == BUDGET
     record_figures(f"crash-{servers}", {"kills": 2, **figures})

@@ -11,6 +11,7 @@ from models.status import (
     TRANSITIONS,
     CampaignStatus,
     ExperimentStatus,
+    SampleState,
     StepStatus,
     can_transition,
     transition,
@@ -19,7 +20,7 @@ from models.status import (
 ES = ExperimentStatus
 
 
-@pytest.mark.parametrize("enum", [CampaignStatus, ExperimentStatus, StepStatus])
+@pytest.mark.parametrize("enum", [CampaignStatus, ExperimentStatus, StepStatus, SampleState])
 def test_transition_agrees_with_the_table_for_every_pair(enum: type) -> None:
     for a, b in itertools.product(list(enum), repeat=2):
         allowed = b in TRANSITIONS[enum][a]

@@ -190,3 +190,14 @@ def test_decision_seed_depends_on_state_and_repeats(
     assert s_again != s0
     assert a.decision_seed(1)[0] not in (s0, s_again)
     assert 0 <= s0 < 2**63
+
+
+def test_tell_keeps_every_scalar_measurement_of_an_observation(
+    branin_space: SearchSpace, minimize_y: list[Objective]
+) -> None:
+    planner = _Fixed(branin_space, minimize_y)
+    point = {p.name: p.lower for p in branin_space.parameters}  # type: ignore[union-attr]
+    measured = {"y": 3.0, "wf_SrTiO3": 0.25}
+    planner.tell([Observation(point, {"y": 3.0}, True, 7, measurements=measured)])
+    planner.tell([Observation(point, {}, False, 8, measurements={"wf_SrO": 1.0})])
+    assert [o.measurements for o in planner.observations] == [measured, {"wf_SrO": 1.0}]

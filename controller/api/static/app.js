@@ -132,7 +132,7 @@ const sdlab = (() => {
       });
       const objs = state.objectives[e.id] || {};
       const tr = row([box, link, el("span", e.status, "status " + e.status), fmtParams(e.parameters),
-        fmtParams(objs), when(e.created_at), when(e.finished_at), e.reason || ""]);
+        fmtParams(objs), when(e.created_at), when(e.finished_at), e.waiting_for || "", e.reason || ""]);
       tr.dataset.id = e.id; tr.className = "experiment-row";
       return tr;
     }
@@ -146,6 +146,18 @@ const sdlab = (() => {
       const tbody = document.querySelector("#experiments tbody");
       tbody.textContent = "";
       for (const e of r.data.items) tbody.appendChild(experimentRow(e));
+    }
+
+    async function loadSamples() {
+      const r = await api("GET", base + "/samples");
+      if (!r.ok) return;
+      document.getElementById("sample-total").textContent = "(" + r.data.length + ")";
+      const tbody = document.querySelector("#samples tbody");
+      tbody.textContent = "";
+      for (const x of r.data.slice().reverse()) {
+        tbody.appendChild(row([x.experiment_id, x.label, x.container || "", x.location,
+          el("span", x.state, "status " + x.state), when(x.updated_at)]));
+      }
     }
 
     function upsertExperiment(e) {
@@ -304,6 +316,7 @@ const sdlab = (() => {
     // new results: redraw the charts, then the table's objectives column
     const chartsSoon = debounce(() => loadCharts().then(loadExperiments), 700);
     const detailSoon = debounce(loadDetail, 700);
+    const samplesSoon = debounce(loadSamples, 700);
     const log = document.getElementById("log");
     function addLog(ev) {
       const line = el("div", when(ev.created_at) + "  " + ev.actor + "  " + ev.message);
@@ -314,9 +327,10 @@ const sdlab = (() => {
     });
     loadDetail();
     loadCharts().then(loadExperiments);  // the charts' data fills the objectives column
+    loadSamples();
     const source = new EventSource(base + "/stream");
     source.addEventListener("experiment", (m) => { upsertExperiment(JSON.parse(m.data)); chartsSoon(); });
-    source.addEventListener("step", () => chartsSoon());
+    source.addEventListener("step", () => { chartsSoon(); samplesSoon(); });
     source.addEventListener("instrument", () => detailSoon());
     source.addEventListener("campaign", (m) => { const c = JSON.parse(m.data); setStatus(c.status, c.counts); detailSoon(); });
     source.addEventListener("log", (m) => addLog(JSON.parse(m.data)));

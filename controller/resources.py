@@ -1,0 +1,304 @@
+"""Atomic, fair grants of instruments and shared resources to experiment steps.
+
+A step of an A-Lab style workflow needs an instrument of its kind and, often, more: the
+robot arm that loads the crucible, and the crucible itself, which the experiment holds from
+its first step to its last (Szymanski et al., Nature 624, 86-91, 2023). The
+:class:`ResourceManager` decides which waiting steps may start now. Its rules, and why no
+experiment starves and none deadlocks (``docs/resources.md`` gives the argument in full):
+
+- **All or nothing.** A step gets its instrument and one unit of every resource it needs
+  at once, or nothing; it never holds some while it waits for the rest.
+- **Oldest first, with conservative backfilling.** Waiting steps are considered in order
+  of priority: steps of experiments that already hold their sample container first, then
+  experiments waiting to be admitted; within each group the oldest experiment (lowest id)
+  first. A step that cannot be granted *reserves* whatever it needs that is free now, so a
+  younger step is granted only if it takes nothing an older waiting step needs (a younger
+  step that needs other things runs beside it: backfilling). The oldest waiting step is
+  therefore granted as soon as the holders of what it needs finish their steps.
+- **The container is the only thing held across steps,** and it is taken together with the
+  first step (admission: a new experiment starts only when a container unit is free). An
+  experiment that holds a container only ever waits for instruments and step resources,
+  which are released when each step ends, and it goes before every experiment not yet
+  admitted, so there is no cycle of experiments waiting for each other.
+
+The manager is plain Python and knows nothing of the event loop: the controller tells it
+which instruments are idle and asks it for a :class:`Plan`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from models.errors import CampaignStateError
+from models.resources import ResourceSpec
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Request:
+    """A step that waits to start.
+
+    Attributes:
+        experiment_id: Its experiment (lower ids are older).
+        kind: The instrument kind it runs on.
+        needs: The resources it holds while it runs (one unit of each).
+    """
+
+    experiment_id: int
+    kind: str
+    needs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class KindState:
+    """The instruments of one kind as the scheduler sees them.
+
+    Attributes:
+        idle: Instruments of the kind that may take a step now.
+        busy: The experiments whose steps run on the others that are in use.
+        unavailable: Instruments quarantined, silent or out of service.
+    """
+
+    idle: int
+    busy: tuple[int, ...] = ()
+    unavailable: int = 0
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a granted step holds.
+
+    Attributes:
+        request: The step.
+        units: The unit of each resource it needs, by resource name.
+        container: The container unit it was admitted with (``None`` if the experiment
+            already held one, or the campaign has no sample container).
+    """
+
+    request: Request
+    units: Mapping[str, str]
+    container: str | None = None
+
+
+@dataclass
+class Plan:
+    """Which waiting steps may start now, and why the others wait.
+
+    Attributes:
+        grants: The steps that may start, in priority order.
+        waiting: For every other step's experiment, what it waits for, in words.
+    """
+
+    grants: list[Request] = field(default_factory=list)
+    waiting: dict[int, str] = field(default_factory=dict)
+
+
+class ResourceManager:
+    """Keeps who holds which resource unit and decides which steps start.
+
+    Args:
+        resources: The campaign's ``[[resources]]``.
+        container: The resource that holds each experiment's sample (``None``: none).
+
+    Raises:
+        CampaignStateError: If ``container`` is not one of ``resources``.
+    """
+
+    def __init__(self, resources: Sequence[ResourceSpec], container: str | None = None) -> None:
+        self.units: dict[str, list[str]] = {r.name: r.unit_names for r in resources}
+        if container is not None and container not in self.units:
+            raise CampaignStateError(f"sample_container: unknown resource {container!r}")
+        self.container = container
+        self._pool_of = {u: name for name, units in self.units.items() for u in units}
+        self._holder: dict[str, int] = {}
+        self._step: dict[int, list[str]] = {}
+        self._containers: dict[int, str] = {}
+
+    # ------------------------------------------------------------------ state
+
+    def free(self, resource: str) -> list[str]:
+        """The units of ``resource`` nobody holds, in declaration order."""
+        return [u for u in self.units[resource] if u not in self._holder]
+
+    def holders(self, resource: str) -> list[int]:
+        """The experiments holding units of ``resource``, by unit order."""
+        return [self._holder[u] for u in self.units[resource] if u in self._holder]
+
+    def held(self) -> dict[str, int]:
+        """Every unit held now, with the experiment holding it."""
+        return dict(self._holder)
+
+    def container_of(self, experiment_id: int) -> str | None:
+        """The container unit the experiment holds, if any."""
+        return self._containers.get(experiment_id)
+
+    def needs_container(self, experiment_id: int) -> bool:
+        """Whether the experiment must be admitted (take a container) with its next step."""
+        return self.container is not None and experiment_id not in self._containers
+
+    def priority(self, request: Request) -> tuple[int, int]:
+        """Sort key of a waiting step: admitted experiments first, then oldest first."""
+        return (1 if self.needs_container(request.experiment_id) else 0, request.experiment_id)
+
+    # ------------------------------------------------------------------ planning
+
+    def plan(self, requests: Iterable[Request], kinds: Mapping[str, KindState]) -> Plan:
+        """Decide which of the waiting steps start now.
+
+        Args:
+            requests: The waiting steps (any order; at most one per experiment).
+            kinds: The state of the instruments of each kind the steps run on.
+
+        Returns:
+            The steps to grant, in priority order, and the reason each other step waits.
+        """
+        plan = Plan()
+        free = {name: len(self.free(name)) for name in self.units}
+        idle = {k: st.idle for k, st in kinds.items()}
+        ahead: dict[str, int] = {}  # per pool: the first experiment granted or reserving
+        for req in sorted(requests, key=self.priority):
+            needs = Counter(req.needs)
+            if self.needs_container(req.experiment_id):
+                assert self.container is not None
+                needs[self.container] += 1
+            why: list[str] = []
+            if idle.get(req.kind, 0) < 1:
+                why.append(self._kind_reason(req.kind, kinds.get(req.kind), ahead))
+            for name, n in needs.items():
+                if free.get(name, 0) < n:
+                    why.append(self._resource_reason(name, ahead))
+            ahead.setdefault(f"kind:{req.kind}", req.experiment_id)
+            for name in needs:
+                ahead.setdefault(name, req.experiment_id)
+            if not why:
+                plan.grants.append(req)
+                idle[req.kind] -= 1
+                for name, n in needs.items():
+                    free[name] -= n
+                continue
+            plan.waiting[req.experiment_id] = "; ".join(why)
+            # Reserve what it needs that is free now: nothing younger may take it.
+            idle[req.kind] = max(0, idle.get(req.kind, 0) - 1)
+            for name, n in needs.items():
+                free[name] = max(0, free.get(name, 0) - n)
+        return plan
+
+    def _kind_reason(self, kind: str, st: KindState | None, ahead: Mapping[str, int]) -> str:
+        if st is not None and st.idle > 0:
+            return f"instrument kind {kind}: reserved for older exp {ahead[f'kind:{kind}']}"
+        if st is None or not st.busy:
+            down = st.unavailable if st is not None else 0
+            return f"instrument kind {kind}: none available ({down} out of service or silent)"
+        running = ", ".join(f"exp {e}" for e in st.busy)
+        return f"instrument kind {kind}: all {len(st.busy)} busy ({running})"
+
+    def _resource_reason(self, name: str, ahead: Mapping[str, int]) -> str:
+        if self.free(name):
+            return f"resource {name} reserved for older exp {ahead[name]}"
+        if name == self.container:
+            return f"{name}: none free"
+        held = ", ".join(f"exp {e}" for e in dict.fromkeys(self.holders(name)))
+        return f"resource {name} held by {held}"
+
+    # ------------------------------------------------------------------ grants
+
+    def grant(self, request: Request) -> Grant:
+        """Take the units a step needs (and its container, if it is being admitted).
+
+        Raises:
+            CampaignStateError: If a unit is not free (the plan was not followed), or the
+                experiment already holds step resources; nothing is taken then.
+        """
+        exp = request.experiment_id
+        if exp in self._step:
+            raise CampaignStateError(f"experiment {exp} already holds {self._step[exp]}")
+        wanted = list(request.needs)
+        admit = self.needs_container(exp)
+        if admit:
+            assert self.container is not None
+            wanted.append(self.container)
+        taken: dict[str, str] = {}
+        picked: list[str] = []
+        for name in wanted:
+            if name not in self.units:
+                raise CampaignStateError(f"needs: unknown resource {name!r}")
+            free = [u for u in self.free(name) if u not in picked]
+            if not free:
+                raise CampaignStateError(f"resource {name}: no unit free for experiment {exp}")
+            picked.append(free[0])
+            taken[name] = free[0]
+        container = taken.pop(self.container) if admit and self.container else None
+        for unit in picked:
+            self._holder[unit] = exp
+        if container is not None:
+            self._containers[exp] = container
+        self._step[exp] = list(taken.values())
+        return Grant(request, taken, container)
+
+    def release_step(self, experiment_id: int) -> list[str]:
+        """Give back the units the experiment's step held (not its container)."""
+        units = self._step.pop(experiment_id, [])
+        for unit in units:
+            self._holder.pop(unit, None)
+        return units
+
+    def release_container(self, experiment_id: int) -> str | None:
+        """Give back the experiment's container unit (its experiment has ended)."""
+        unit = self._containers.pop(experiment_id, None)
+        if unit is not None:
+            self._holder.pop(unit, None)
+        return unit
+
+    def release(self, experiment_id: int) -> None:
+        """Give back everything the experiment holds."""
+        self.release_step(experiment_id)
+        self.release_container(experiment_id)
+
+    # ------------------------------------------------------------------ recovery
+
+    def adopt_container(self, experiment_id: int, unit: str) -> bool:
+        """Record that the experiment holds container ``unit`` (rebuilt from the store).
+
+        Returns:
+            Whether it was recorded (``False``: not a unit of the container resource, or
+            held by another experiment; the experiment will be admitted again).
+        """
+        if self.container is None or self._pool_of.get(unit) != self.container:
+            logger.warning("experiment %d: %r is not a container unit", experiment_id, unit)
+            return False
+        if self._holder.get(unit, experiment_id) != experiment_id:
+            logger.warning(
+                "experiment %d: container %s is held by experiment %d",
+                experiment_id,
+                unit,
+                self._holder[unit],
+            )
+            return False
+        self._holder[unit] = experiment_id
+        self._containers[experiment_id] = unit
+        return True
+
+    def adopt_step(self, experiment_id: int, needs: Sequence[str]) -> list[str]:
+        """Record that a step found running after a restart holds its resources.
+
+        Its units were granted before the restart, so free ones are there; should one not
+        be (the campaign file changed), the step runs without it and a warning is logged.
+
+        Returns:
+            The units recorded.
+        """
+        self.release_step(experiment_id)
+        units: list[str] = []
+        for name in needs:
+            free = [u for u in self.free(name) if u not in units] if name in self.units else []
+            if not free:
+                logger.warning("experiment %d: no %s unit left to adopt", experiment_id, name)
+                continue
+            units.append(free[0])
+            self._holder[free[0]] = experiment_id
+        self._step[experiment_id] = units
+        return units

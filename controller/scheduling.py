@@ -1,0 +1,224 @@
+"""Which ready step an instrument takes next, what it holds, and why the others wait.
+
+Each instrument of a campaign has a worker (see :mod:`controller.loop`). When it is free it
+asks the :class:`Dispatcher`, which turns every step ready to run into a
+:class:`~controller.resources.Request`, lets the
+:class:`~controller.resources.ResourceManager` plan (oldest experiment first, all or
+nothing, conservative backfilling: see :mod:`controller.resources` and
+``docs/resources.md``) and hands the worker the first step granted for its kind. The
+dispatcher also keeps the samples' containers across the experiment's steps, writes the
+sample's moves with each step, and keeps, for every experiment that waits, what it waits for
+(in the controller's progress, and in the store's ``experiments.waiting_for`` for the
+dashboard).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from sqlalchemy.orm import Session
+
+from controller.resources import KindState, Request, ResourceManager
+from controller.store import transaction
+from controller.store.samples import (
+    SampleNow,
+    active_samples,
+    clear_waiting,
+    finish_sample,
+    move_sample,
+    set_waiting,
+)
+from controller.work import InstrumentSlot, Work
+from models.status import ExperimentStatus
+
+if TYPE_CHECKING:
+    from controller.loop import CampaignController
+
+logger = logging.getLogger(__name__)
+
+WAITING_FLUSH_S = 0.25
+"""How long changes of waiting reasons gather before they are written to the store."""
+
+_ENDED = frozenset(
+    {
+        ExperimentStatus.COMPLETED,
+        ExperimentStatus.FAILED,
+        ExperimentStatus.ABANDONED,
+        ExperimentStatus.INTERRUPTED,
+    }
+)
+
+
+class Dispatcher:
+    """Grants ready steps to free instruments for one campaign controller.
+
+    Args:
+        ctl: The controller (its ready queues, instruments and store).
+    """
+
+    def __init__(self, ctl: CampaignController) -> None:
+        self.ctl = ctl
+        spec = ctl.spec
+        self.manager = ResourceManager(spec.resources, spec.sample_container)
+        self.needs = [tuple(step.needs) for step in spec.workflow]
+        self.waiting: dict[int, str] = {}
+        self._written: dict[int, str] = {}
+        self._flush_due = False
+        self._running: dict[str, int] = {}  # instrument name -> experiment id
+        # each in-flight experiment's sample as last written (saves a query per step)
+        self._samples: dict[int, SampleNow] = {}
+
+    # ------------------------------------------------------------------ start-up
+
+    def restore(self) -> None:
+        """Rebuild who holds which container from the store (after recovery has run).
+
+        A sample still in use whose experiment is in flight keeps its container; one whose
+        experiment is not (recovery left it INTERRUPTED) is put back in storage. Steps that
+        recovery found on their instruments keep the resources they need, before any new
+        step is granted.
+        """
+        ctl = self.ctl
+        for slot in ctl.instruments.values():
+            for work in slot.resume:
+                self.manager.adopt_step(work.experiment_id, self.needs[work.index])
+        with transaction(ctl._sessions) as s:
+            clear_waiting(s, ctl.campaign_id)
+            for exp_id, label, container in active_samples(s, ctl.campaign_id):
+                if exp_id not in ctl._in_flight:
+                    finish_sample(s, ctl.campaign_id, exp_id, ExperimentStatus.INTERRUPTED)
+                elif container is not None and container == self.manager.container:
+                    self.manager.adopt_container(exp_id, label)
+
+    # ------------------------------------------------------------------ grants
+
+    def _kinds(self) -> dict[str, KindState]:
+        by_kind: dict[str, list[InstrumentSlot]] = {}
+        for slot in self.ctl.instruments.values():
+            by_kind.setdefault(slot.kind, []).append(slot)
+        out: dict[str, KindState] = {}
+        for kind, slots in by_kind.items():
+            idle = sum(1 for s in slots if s.available and not s.busy and not s.resume)
+            busy = tuple(self._running[s.name] for s in slots if s.busy and s.name in self._running)
+            down = sum(1 for s in slots if not s.available)
+            out[kind] = KindState(idle, busy, down)
+        return out
+
+    def take(self, slot: InstrumentSlot) -> Work | None:
+        """The step ``slot`` runs next, with its resources granted; ``None``: none now.
+
+        Steps that recovery found on the instrument come first (they hold what they held
+        before the restart). Called with the controller's condition held.
+        """
+        ctl = self.ctl
+        if slot.resume:
+            work = slot.resume.popleft()  # its resources were adopted by restore()
+            self._started(slot, work)
+            return work
+        ready: dict[int, Work] = {}
+        requests: list[Request] = []
+        for kind, queue in ctl._ready.items():
+            for work in queue:
+                ready[work.experiment_id] = work
+                requests.append(Request(work.experiment_id, kind, self.needs[work.index]))
+        waiting: dict[int, str] = dict.fromkeys(ctl._awaiting, "operator approval")
+        taken: Work | None = None
+        if ctl._paused:
+            waiting.update(dict.fromkeys(ready, "paused"))
+        else:
+            plan = self.manager.plan(requests, self._kinds())
+            waiting.update(plan.waiting)
+            if slot.available and not slot.busy:
+                for req in plan.grants:
+                    if req.kind == slot.kind:
+                        taken = ready[req.experiment_id]
+                        ctl._ready[req.kind].remove(taken)
+                        self.manager.grant(req)
+                        self._started(slot, taken)
+                        break
+            for req in plan.grants:
+                if taken is None or req.experiment_id != taken.experiment_id:
+                    waiting[req.experiment_id] = f"a free instrument of kind {req.kind} to pick it"
+        self._set_waiting(waiting)
+        return taken
+
+    def _started(self, slot: InstrumentSlot, work: Work) -> None:
+        slot.busy = True
+        self._running[slot.name] = work.experiment_id
+
+    def step_done(self, slot: InstrumentSlot, work: Work) -> None:
+        """The step ran (whatever came of it): its instrument and resources are free."""
+        if self._running.get(slot.name) == work.experiment_id:
+            del self._running[slot.name]
+        self.manager.release_step(work.experiment_id)
+
+    def record_start(self, s: Session, slot: InstrumentSlot, work: Work) -> None:
+        """Write the sample's move to the step's instrument (in the step's transaction)."""
+        unit = self.manager.container_of(work.experiment_id)
+        label = unit if unit is not None else f"sample-{work.experiment_id}"
+        container = self.manager.container if unit is not None else None
+        self._samples[work.experiment_id] = move_sample(
+            s,
+            self.ctl.campaign_id,
+            work.experiment_id,
+            to=slot.name,
+            step=work.index,
+            action=self.ctl.spec.workflow[work.index].action,
+            label=label,
+            container=container,
+            now=self._samples.get(work.experiment_id),
+        )
+
+    def record_end(self, s: Session, experiment_id: int, status: ExperimentStatus) -> None:
+        """Put the sample back in storage if the experiment ended (in its transaction)."""
+        if status in _ENDED:
+            now = self._samples.pop(experiment_id, None)
+            finish_sample(s, self.ctl.campaign_id, experiment_id, status, now)
+
+    def forget(self, experiment_id: int) -> None:
+        """The experiment is no longer in flight: its container is free again."""
+        self.manager.release_container(experiment_id)
+        self._samples.pop(experiment_id, None)
+        if self.waiting.pop(experiment_id, None) is not None:
+            self._schedule_flush()
+
+    # ------------------------------------------------------------------ waiting reasons
+
+    def _set_waiting(self, waiting: dict[int, str]) -> None:
+        if waiting != self.waiting:
+            self.waiting = waiting
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if self._flush_due:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (a unit test): the store is written at the next change
+        self._flush_due = True
+        self.ctl._spawn(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(WAITING_FLUSH_S)
+        self._flush_due = False
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the waiting reasons that changed since the last write."""
+        now = dict(self.waiting)
+        changes: dict[int, str | None] = {
+            e: why for e, why in now.items() if self._written.get(e) != why
+        }
+        changes.update({e: None for e in self._written if e not in now})
+        if not changes or self.ctl.lease.lost is not None:
+            return
+        try:
+            with transaction(self.ctl._sessions) as s:
+                set_waiting(s, changes)
+        except Exception:  # a reason not written is shown late, never lost for good
+            logger.exception("campaign %s: could not write waiting reasons", self.ctl.name)
+            return
+        self._written = now
