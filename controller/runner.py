@@ -18,6 +18,8 @@ from typing import Any
 import ray
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from controller.actors import CampaignActor, ensure_ray
 from controller.loop import ControllerOptions
@@ -36,6 +38,7 @@ from controller.store import (
     transaction,
 )
 from controller.store.lease import LeaseHeldError, lease_is_live, lease_of
+from controller.store.queries import cost_spent
 from instruments.security import CurveClientKeys
 from models.campaign import CampaignSpec, load_campaign
 from models.errors import (
@@ -46,6 +49,7 @@ from models.errors import (
     SdlabError,
 )
 from models.status import CampaignStatus, ExperimentStatus
+from models.tables import CampaignRow, EventRow
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +163,13 @@ def _prepare(spec: CampaignSpec, path: Path, opts: RunOptions, console: Console)
             if row.status == CampaignStatus.ABORTED:
                 console.print(f"campaign {row.name!r} was aborted; nothing to do")
                 return None
+            spent_out = _cost_budget_spent(s, row, spec.budget.max_cost)
+            if spent_out is not None:
+                console.print(
+                    f"campaign {row.name!r} is finished: it reached its cost budget "
+                    f"({spent_out}; raise budget.max_cost to continue it)"
+                )
+                return None
             if completed >= budget:
                 if row.status != CampaignStatus.COMPLETED:
                     if row.status == CampaignStatus.CREATED:
@@ -175,6 +186,27 @@ def _prepare(spec: CampaignSpec, path: Path, opts: RunOptions, console: Console)
             return row.name
     finally:
         engine.dispose()
+
+
+def _cost_budget_spent(s: Session, row: CampaignRow, max_cost: float | None) -> str | None:
+    """Why a campaign that ended on its cost budget is still finished, if it is.
+
+    A campaign the controller completed because its next experiment would have passed
+    ``budget.max_cost`` is finished for as long as ``max_cost`` stays what it was then;
+    starting it again would only abandon one more proposal. ``None``: it may run (no cost
+    budget, not completed on it, or the budget was raised since).
+    """
+    if max_cost is None or row.status != CampaignStatus.COMPLETED:
+        return None
+    last = s.scalars(
+        select(EventRow)
+        .where(EventRow.campaign_id == row.id, EventRow.kind == "campaign.cost_budget")
+        .order_by(EventRow.id.desc())
+        .limit(1)
+    ).first()
+    if last is None or float((last.data or {}).get("max_cost", -1.0)) < max_cost:
+        return None
+    return f"{cost_spent(s, row.id):g} of {max_cost:g} spent"
 
 
 def run(path: Path, opts: RunOptions, console: Console | None = None) -> int:

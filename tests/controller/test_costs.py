@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 from sqlalchemy import select
 
 from controller.costs import CostLedger, experiment_cost, step_cost
 from controller.loop import CampaignController, ControllerOptions
 from controller.report import export_text, status_table
+from controller.runner import RunOptions, _prepare
 from controller.store import create_campaign, make_engine, migrate, session_factory, transaction
 from controller.store.queries import COST_KEY, cost_spent, export_rows
 from instruments.driver import ActionSpec, InstrumentDescription, OutputSpec, ParameterLimit
@@ -166,6 +168,14 @@ def test_campaign_stops_before_passing_max_cost_and_a_restart_recomputes_the_cos
         assert not restarted.ledger.allows(spent + 1.0 + 9.0 * over[0].parameters["fidelity"])
     finally:
         restarted.dispose()
+    # Running the file again finds the campaign finished: no controller starts, so no
+    # further proposal is made and abandoned; raising max_cost continues it.
+    console = Console(record=True, width=200)
+    assert _prepare(campaign, tmp_path / "mf.toml", RunOptions(db_url=db), console) is None
+    assert "reached its cost budget" in console.export_text()
+    assert _prepare(spec(40.0), tmp_path / "mf.toml", RunOptions(db_url=db), console) == "mf"
+    with transaction(factory) as s:
+        assert len(s.scalars(select(ExperimentRow)).all()) == len(exps)
     engine.dispose()
 
 
