@@ -84,10 +84,14 @@ MODELS: dict[str, dict[str, Any]] = {
 }
 
 
-def settings(name: str, device: str, threads: int, quick: bool) -> dict[str, Any]:
-    """A model's settings for this run (device, threads, and ``--quick`` shrinking)."""
+def settings(
+    name: str, device: str, threads: int, quick: bool, override: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A model's settings for this run (device, threads, ``--override`` options, and
+    ``--quick`` shrinking)."""
     spec = copy.deepcopy(MODELS[name])
     opts: dict[str, Any] = spec.setdefault("options", {})
+    opts.update(override or {})
     spec.setdefault("features", "magpie")
     if spec["surrogate"] in TORCH_MODELS:
         opts["device"] = device
@@ -212,6 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (torch, BLAS, rf)")
     parser.add_argument("--quick", action="store_true", help="tiny settings: a smoke test")
+    parser.add_argument(
+        "--override",
+        default="{}",
+        help='JSON of option overrides per model, e.g. \'{"cgcnn": {"epochs": 20}}\' '
+        "(marked in the table)",
+    )
     parser.add_argument("--save-data", default=None, help="write the featurised set to DIR")
     parser.add_argument("--load-data", default=None, help="read the featurised set from DIR")
     parser.add_argument("--json", default=None, help="also write every fold's results here")
@@ -239,10 +249,12 @@ def main(argv: list[str] | None = None) -> int:
         f", {gpu}" if gpu else ""
     )
     rows: list[tuple[str, dict[str, Any], dict[str, list[float]]]] = []
+    overrides: dict[str, dict[str, Any]] = json.loads(args.override)
     for label in args.models.split(","):
-        spec = settings(label, args.device, args.threads, args.quick)
+        spec = settings(label, args.device, args.threads, args.quick, overrides.get(label))
         print(f"{label} ({spec['surrogate']} on {spec['features']}):", flush=True)
-        rows.append((label, spec, run_model(spec, data, folds, args.device)))
+        shown = label + (f" ({json.dumps(overrides[label])})" if label in overrides else "")
+        rows.append((shown, spec, run_model(spec, data, folds, args.device)))
         # written after every model, so a run cut short keeps what it measured
         table = markdown_table(title, rows, args.device)
         if args.markdown:
