@@ -79,7 +79,7 @@ MODELS: dict[str, dict[str, Any]] = {
     "cgcnn": {
         "surrogate": "cgcnn",
         "features": "graphs",
-        "options": {"n_members": 3, "epochs": 100, "batch_size": 128},
+        "options": {"n_members": 3, "epochs": 60, "batch_size": 128},
     },
 }
 
