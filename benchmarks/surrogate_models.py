@@ -64,16 +64,16 @@ MODELS: dict[str, dict[str, Any]] = {
         "surrogate": "mlp_ensemble",
         "options": {"n_members": 4, "epochs": 120, "batch_size": 128, "hidden": [256, 128, 64]},
     },
-    "mlp_wide": {  # wider, deeper, longer, more members; Magpie plus element fractions
+    "mlp_wide": {  # wider, longer, more members; Magpie plus element fractions
         "surrogate": "mlp_ensemble",
         "features": "magpie+fractions",
         "options": {
             "n_members": 8,
             "epochs": 250,
-            "batch_size": 128,
-            "hidden": [512, 512, 256, 256, 128, 64],
+            "batch_size": 64,
+            "hidden": [512, 256, 128, 64],
             "lr": 1e-3,
-            "weight_decay": 1e-4,
+            "weight_decay": 1e-3,
         },
     },
     "cgcnn": {
