@@ -31,6 +31,9 @@ Integer parameters of a space with a continuous parameter are optimised as a con
 relaxation of the model encoding (:mod:`planners.encoding`) and rounded. Categorical ones
 are enumerated (``optimize_acqf_mixed``, one optimisation per combination of choices) up to
 ``max_categorical_combinations`` combinations, and relaxed (one-hot argmax) beyond.
+
+With ``surrogate`` set, any registered surrogate (an MLP or tree ensemble, ...) models the
+objective instead of the GP (:mod:`planners.bo_surrogate`).
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolu
 from botorch.models import SingleTaskGP
 from botorch.models.model import Model
 from botorch.optim import optimize_acqf, optimize_acqf_discrete, optimize_acqf_mixed
-from botorch.sampling import SobolQMCNormalSampler
+from botorch.sampling import MCSampler
 from pydantic import Field
 from torch import Tensor
 
@@ -59,7 +62,8 @@ from models.errors import PlannerError
 from models.objectives import Objective
 from models.params import CategoricalParameter, ParamValue, SearchSpace
 from models.records import Decision, Observation, Proposal
-from planners.base import Planner, PlannerOptions, register_planner
+from planners import bo_surrogate
+from planners.base import Planner, register_planner
 from planners.bo_speed import (
     anchor_seed,
     anchor_size,
@@ -84,8 +88,11 @@ MIN_TRAIN_POINTS = 2
 """Feasible observations needed before the GP is fitted; fewer keep the Sobol design going."""
 
 
-class BayesOptOptions(PlannerOptions):
+class BayesOptOptions(bo_surrogate.SurrogateBOOptions):
     """Options of the Bayesian optimisation planners (``[planner.options]``).
+
+    ``surrogate``, ``surrogate_options`` and ``surrogate_candidates`` replace the GP by another
+    surrogate (:class:`planners.bo_surrogate.SurrogateBOOptions`).
 
     Attributes:
         initial_points: Size of the Sobol initial design (told plus pending experiments count
@@ -198,6 +205,7 @@ class BayesOptPlanner(Planner):
                 f"{self.name} optimises {want}, got {k} ({names}); use 'bo' (any number), "
                 "'qlognei' (one), 'qlognehvi' (several), 'random' or 'sobol'"
             )
+        bo_surrogate.check_surrogate_layout(self.name, self.options, self.layout)
         self.encoder = SpaceEncoder(space)
         n_init = self.options.initial_points
         self.initial_points = n_init if n_init is not None else min(max(2 * len(space), 4), 10)
@@ -312,17 +320,25 @@ class BayesOptPlanner(Planner):
         x, y, yvar, box = self._model_inputs(data, self._observations)
         t_fit = time.perf_counter()
         warm: dict[str, Tensor] | None = None
+        outcome: Model
         try:
-            if self.options.warm_start and data.n >= self.options.warm_start_min_n:
-                warm = self._anchor_state(details)
-            try:
-                outcome = self._fit_outcome(x, y, yvar, warm)
-            except Exception as exc:
-                if warm is None:
-                    raise
-                logger.info("%s: warm-started GP fit failed (%s); fitting cold", self.name, exc)
-                warm = None
-                outcome = self._fit_outcome(x, y, yvar, None)
+            if self.options.surrogate is not None:
+                seed = int(details["decision_seed"])
+                outcome, surrogate = bo_surrogate.fit_surrogate(self.options, x, y, seed, dev)
+                details.update(bo_surrogate.surrogate_summary(surrogate), hyperparameters={})
+            else:
+                if self.options.warm_start and data.n >= self.options.warm_start_min_n:
+                    warm = self._anchor_state(details)
+                try:
+                    gp = self._fit_outcome(x, y, yvar, warm)
+                except Exception as exc:
+                    if warm is None:
+                        raise
+                    logger.info("%s: warm-started GP fit failed (%s); fitting cold", self.name, exc)
+                    warm = None
+                    gp = self._fit_outcome(x, y, yvar, None)
+                outcome = gp
+                details["hyperparameters"] = hyperparameters_of(gp)
             feas = None
             if self.options.feasibility and data.n_infeasible > 0:
                 fx, labels = feasibility_data(self.encoder, self._observations)
@@ -330,11 +346,11 @@ class BayesOptPlanner(Planner):
                     fx, labels = fx[-self.options.max_exact :], labels[-self.options.max_exact :]
                 feas = fit_feasibility_classifier(fx.to(dev), labels.to(dev))
         except Exception as exc:  # GPyTorch/BoTorch raise a variety of errors
-            raise PlannerError(f"{self.name}: fitting the GP failed: {exc}") from exc
+            what = self.options.surrogate or "GP"
+            raise PlannerError(f"{self.name}: fitting the {what} failed: {exc}") from exc
         details.update(
-            hyperparameters=hyperparameters_of(outcome),
             feasibility_model=None if feas is None else classifier_summary(feas),
-            noise="fixed" if yvar is not None else "inferred",
+            noise="inferred" if yvar is None or self.options.surrogate else "fixed",
             seconds_fit=time.perf_counter() - t_fit,
             local_model=box is not None,
             n_model=int(x.shape[0]),
@@ -445,8 +461,8 @@ class BayesOptPlanner(Planner):
         model, classifier, x_base, box = self._fit(data, details)
         t_acq = time.perf_counter()
         x_pending = self.encoder.encode(pending, dtype).to(dev) if pending else None
-        sampler = SobolQMCNormalSampler(
-            sample_shape=torch.Size([self.options.mc_samples]), seed=seed % (2**31)
+        sampler = bo_surrogate.mc_sampler(
+            self.options, self.options.mc_samples, model, x_base.to(dev, dtype), seed
         )
         x_base = baseline_subset(
             model, self.layout, x_base.to(dev, dtype), self.options.max_baseline
@@ -463,6 +479,13 @@ class BayesOptPlanner(Planner):
             idx = self.candidates.nearest(candidates, available)
             points = [dict(self.candidates.points[i]) for i in idx]
             details["search"] = self.candidates.origin
+        elif (
+            sobol := bo_surrogate.sobol_choices(self.options, model, self.encoder, seed, dev)
+        ) is not None:
+            candidates, _ = optimize_acqf_discrete(acqf, q=n, choices=sobol.to(dev), unique=True)
+            points = self.encoder.decode(candidates)
+            details["search"] = "sobol-candidates"
+            details["n_candidates"] = int(sobol.shape[0])
         else:
             bounds = self.encoder.bounds(dtype)
             fixings = self._categorical_fixings()
@@ -523,7 +546,7 @@ class BayesOptPlanner(Planner):
         layout: OutcomeLayout,
         x_baseline: Tensor,
         data: TrainingData,
-        sampler: SobolQMCNormalSampler,
+        sampler: MCSampler,
         x_pending: Tensor | None,
     ) -> AcquisitionFunction:
         """The acquisition function: qLogNEI for one objective, qLogNEHVI for several.

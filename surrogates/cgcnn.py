@@ -47,7 +47,10 @@ class _ConvLayer(nn.Module):
         self.bn2 = nn.BatchNorm1d(atom_len)
 
     def forward(self, v: Tensor, src: Tensor, dst: Tensor, u: Tensor) -> Tensor:
-        z = self.bn1(self.fc(torch.cat([v[src], v[dst], u], dim=-1)))
+        # index_select, not v[src]: its backward is index_add_, where advanced indexing's
+        # (index_put_ with accumulate) is an order of magnitude slower on CPUs
+        pair = torch.cat([v.index_select(0, src), v.index_select(0, dst), u], dim=-1)
+        z = self.bn1(self.fc(pair))
         gate, core = z.chunk(2, dim=-1)
         messages = torch.sigmoid(gate) * nn.functional.softplus(core)
         summed = torch.zeros_like(v).index_add_(0, src, messages)
@@ -165,6 +168,14 @@ class CGCNNEnsemble(EnsembleSurrogate):
         if np.any(rows < 0) or np.any(rows >= len(self._graphs)) or np.any(rows % 1 != 0):
             raise ValueError(f"structure ids must be integers in [0, {len(self._graphs)})")
         return rows
+
+    def file_graphs(self, graphs: Sequence[CrystalGraph]) -> NDArray[np.float64]:
+        """File crystal graphs built beforehand (:func:`surrogates.graph.crystal_graph` with
+        this surrogate's ``cutoff`` and ``max_neighbors``); returns their ``n x 1`` id column.
+        """
+        start = len(self._graphs)
+        self._graphs.extend(graphs)
+        return np.arange(start, len(self._graphs), dtype=np.float64).reshape(-1, 1)
 
     def _file(self, structure: Structure) -> int:
         if not isinstance(structure, Structure):

@@ -52,12 +52,14 @@ class RandomForestSurrogate(EnsembleSurrogate):
         n_estimators: Number of trees.
         max_features: Share of features tried at each split.
         min_samples_leaf: Smallest leaf.
+        n_jobs: Trees fitted in parallel (scikit-learn's ``n_jobs``; -1: every core).
     """
 
     class Options(EnsembleOptions):
         n_estimators: int = Field(200, ge=2)
         max_features: float = Field(0.33, gt=0.0, le=1.0)
         min_samples_leaf: int = Field(1, ge=1)
+        n_jobs: int = Field(1, ge=-1)
 
     options: Options
 
@@ -68,7 +70,7 @@ class RandomForestSurrogate(EnsembleSurrogate):
             max_features=o.max_features,
             min_samples_leaf=o.min_samples_leaf,
             random_state=o.seed,
-            n_jobs=1,
+            n_jobs=o.n_jobs or 1,
         ).fit(x, y)
 
     def _member_values(self, x: Tensor) -> Tensor:

@@ -113,3 +113,13 @@ def test_cgcnn_options_and_input_errors() -> None:
         make_surrogate("cgcnn", cutoff=0)
     with pytest.raises(ValueError, match="structures or an n x 1 column"):
         make_surrogate("cgcnn").fit(np.zeros((4, 3)), np.arange(4.0))
+
+
+def test_filed_graphs_predict_as_the_structures(fitted_cgcnn: tuple) -> None:
+    model, test, _, _ = fitted_cgcnn
+    graphs = [crystal_graph(s, 6.0, 12) for s in test]  # the fixture's cutoff and neighbours
+    ids = model.file_graphs(graphs)
+    assert ids.shape == (len(test), 1)
+    from_graphs, _ = model.predict(ids)
+    from_structures, _ = model.predict(test)
+    assert np.allclose(from_graphs, from_structures, rtol=1e-5)
