@@ -16,18 +16,7 @@ import numpy as np
 import pytest
 
 from benchmarks.alab import measure, per_target, run, run_campaign, table
-
-FORMATION = {
-    "Sr": 0.0,
-    "Ti": 0.0,
-    "O2": 0.0,
-    "SrO": -3.0,
-    "SrO2": -2.2,
-    "TiO2": -3.3,
-    "Ti2O3": -3.1,
-    "SrTiO3": -3.5,
-    "Sr2TiO4": -3.4,
-}
+from tests.planners.test_alab import FORMATION
 
 
 class TrapWorld:

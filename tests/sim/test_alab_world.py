@@ -3,7 +3,6 @@ pairwise reaction model, the thermo export."""
 
 from __future__ import annotations
 
-import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ import pytest
 from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
 from pymatgen.core import Composition
 
+from benchmarks.alab_world import recipes
 from models.errors import InvalidCampaignError, ParameterLimitError
 from sim.alab.export import main as export_main
 from sim.alab.world import PRECURSORS, AlabWorld
@@ -25,16 +25,6 @@ GRID_C = (600.0, 800.0, 1000.0, 1200.0, 1400.0)
 @pytest.fixture(scope="module")
 def world() -> AlabWorld:
     return AlabWorld.default(cache_dir=CACHE)
-
-
-def _recipes(world: AlabWorld, target: str, sizes: tuple[int, ...] = (1, 2)) -> list[str]:
-    out = []
-    for k in sizes:
-        for combo in itertools.combinations(world.precursors(), k):
-            p = "+".join(sorted(combo))
-            if world.balance(target, p) is not None:
-                out.append(p)
-    return out
 
 
 def test_committed_cache_needs_no_chgnet_and_targets_are_on_the_hull(world: AlabWorld) -> None:
@@ -113,13 +103,13 @@ def test_every_target_is_reachable(world: AlabWorld) -> None:
     for target in world.targets():
         best = max(
             world.react(target, p, t).get(target, 0.0)
-            for p in _recipes(world, target)
+            for p in recipes(world, target, (1, 2))
             for t in GRID_C
         )
         assert best >= 0.5, target
     best_cazro3 = max(
         world.react("CaZrO3", p, t).get("CaZrO3", 0.0)
-        for p in _recipes(world, "CaZrO3")
+        for p in recipes(world, "CaZrO3", (1, 2))
         for t in GRID_C
     )
     assert best_cazro3 < 0.3  # on the hull, but starved of driving force
