@@ -7,7 +7,7 @@ runs the tests with pytest, and prints one table.
 
 Usage::
 
-    .venv/bin/python benchmarks/reliability.py [-k EXPRESSION] [--postgres-only]
+    .venv/bin/python -m benchmarks.reliability [-k EXPRESSION] [--postgres-only]
 """
 
 from __future__ import annotations
