@@ -318,8 +318,11 @@ def test_out_of_range_numbers_are_refused(path: str, value: object) -> None:
     assert [k for k, _ in info.value.problems] == [path]
 
 
-def test_report_counts() -> None:
-    """Runs last in this module: records the figures docs/reliability.md quotes."""
+@pytest.fixture(scope="module", autouse=True)
+def _record_counts() -> Iterator[None]:
+    """After the module's tests: record the figures docs/reliability.md quotes (see
+    ``benchmarks/reliability.py``); the tests above assert what the figures count."""
+    yield
     record_figures("campaign-fuzz", {k.replace(".", "_"): v for k, v in sorted(COUNTS.items())})
     print(
         f"\ncampaign fuzz: {COUNTS['spec.inputs']} mutated specs "

@@ -10,16 +10,16 @@ from typing import Any
 
 import pytest
 
-from benchmarks.multifidelity import MFBO_OPTIONS
 from models.errors import InvalidCampaignError, PlannerError
 from models.objectives import Objective
 from models.params import ContinuousParameter, SearchSpace
 from models.records import Observation
 from planners.base import make_planner
+from planners.multifidelity import LIGHT_OPTIONS
 from sim.multifidelity import FIDELITY
 from sim.worlds import get_world
 
-LIGHT = MFBO_OPTIONS
+LIGHT = LIGHT_OPTIONS
 """The settings of benchmarks/multifidelity.py (fast on two shared cores)."""
 
 Y = [Objective(name="y", direction="maximize")]
