@@ -140,11 +140,20 @@ class ObjectiveStationDriver(SimulatedDriver):
             Measurement(
                 name=k,
                 value=v,
-                uncertainty=self.noise.uncertainty(k),
+                uncertainty=self._uncertainty(k, parameters),
                 unit=self._units.get(k, ""),
             )
             for k, v in values.items()
         ]
+
+    def _uncertainty(self, output: str, parameters: Mapping[str, Any]) -> float | None:
+        """The instrument's own noise std; without noise, what the world knows of its
+        truth's uncertainty (a table's replicate spread), if anything."""
+        own = self.noise.uncertainty(output)
+        if own:
+            return own
+        known = self.world.uncertainty(output, parameters)
+        return known if known is not None else own
 
 
 def make_driver(name: str, spec: SimulatedInstrumentSpec) -> Driver:

@@ -108,6 +108,12 @@ class World(ABC):
             ParameterLimitError: If an input is missing or not a number.
         """
 
+    def uncertainty(self, output: str, params: Mapping[str, object]) -> float | None:
+        """The standard uncertainty of ``output`` at ``params`` that the world itself knows
+        (the spread of a table's replicate rows), or ``None``. Instruments add their own
+        noise separately; this only says how uncertain the truth itself is."""
+        return None
+
     @property
     def optimum(self) -> Optimum | None:
         """The known global optimum, or ``None`` when it is not known."""

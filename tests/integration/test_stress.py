@@ -40,9 +40,7 @@ def _steps_sent(db: str) -> int:
         return 0
 
 
-def test_random_kills_lose_nothing_and_duplicate_nothing(
-    tmp_path: Path, db_url: str
-) -> None:
+def test_random_kills_lose_nothing_and_duplicate_nothing(tmp_path: Path, db_url: str) -> None:
     rng = random.Random(20261126)
     journal_dir = tmp_path / "journal"
     path = branin_campaign(
