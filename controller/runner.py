@@ -38,7 +38,7 @@ from controller.store import (
     transaction,
 )
 from controller.store.lease import LeaseHeldError, lease_is_live, lease_of
-from controller.store.queries import cost_spent
+from controller.store.queries import cost_spent, related_observations
 from instruments.security import CurveClientKeys
 from models.campaign import CampaignSpec, load_campaign
 from models.errors import (
@@ -127,6 +127,12 @@ def _prepare(spec: CampaignSpec, path: Path, opts: RunOptions, console: Console)
         factory = session_factory(engine)
         budget = opts.budget or spec.budget.max_experiments
         with transaction(factory) as s:
+            try:
+                related_observations(
+                    s, spec.planner.options.get("related_campaigns", []), spec.objectives
+                )
+            except InvalidCampaignError as exc:
+                raise InvalidCampaignError(str(path), exc.problems) from exc
             row = get_campaign(s, spec.campaign.name)
             if row is None:
                 seed = opts.seed if opts.seed is not None else spec.campaign.seed
