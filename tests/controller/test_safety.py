@@ -98,13 +98,13 @@ def test_instruments_that_cannot_run_the_workflow_are_a_campaign_error() -> None
     no_anneal = InstrumentDescription(name="f1", driver="t", driver_version="1", actions=[])
     with pytest.raises(InvalidCampaignError) as info:
         SafetyGate(spec(), {"f1": no_anneal, "m1": METER})
-    assert dict(info.value.problems)["workflow[0].action"].startswith("instrument 'f1' has no")
+    assert info.value.by_key()["workflow[0].action"].startswith("instrument 'f1' has no")
     with pytest.raises(InvalidCampaignError) as info:
         SafetyGate(
             spec(objectives=[{"name": "z", "direction": "minimize"}]),
             {"f1": furnace("f1", 1200), "m1": METER},
         )
-    assert "objectives[0].name" in dict(info.value.problems)
+    assert "objectives[0].name" in info.value.by_key()
 
 
 class FakeClock:

@@ -43,7 +43,7 @@ def test_bad_pool_files_name_the_option(tmp_path: Path, text: str, message: str)
     path.write_text(text)
     with pytest.raises(InvalidCampaignError) as info:
         read_pool(path, SPACE)
-    key, problem = info.value.problems[0]
+    key, problem = info.value.problems[0].key, info.value.problems[0].message
     assert key == "planner.options.pool"
     assert message in problem
 
