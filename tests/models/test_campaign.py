@@ -1,4 +1,5 @@
-"""Campaign files (models/campaign.py): the examples load, bad files name their key path."""
+"""Campaign specs (models/campaign.py, read by models/campaign_file.py): the examples load,
+bad files name their key path."""
 
 from __future__ import annotations
 
