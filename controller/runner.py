@@ -206,6 +206,7 @@ def _prepare(spec: CampaignSpec, path: Path, opts: RunOptions, console: Console)
                     "campaign.budget",
                     f"budget changed from {row.max_experiments} to {budget}",
                     campaign_id=row.id,
+                    data={"from": row.max_experiments, "to": budget},
                     actor="cli",
                 )
                 row.max_experiments = budget
