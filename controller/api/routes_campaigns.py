@@ -205,9 +205,7 @@ def create_from_upload(
             422,
             {
                 "message": str(exc),
-                "problems": [
-                    {"key": p.key, "path": list(p.path), "message": p.message} for p in exc.problems
-                ],
+                "problems": [{"key": p.key, "message": p.message} for p in exc.problems],
             },
         ) from exc
     if s.scalars(select(CampaignRow).where(CampaignRow.name == spec.campaign.name)).first():
