@@ -371,9 +371,11 @@ def verify(s: Session, *, batch: int = 1000) -> Verdict:
         count += 1
         if seq != expected:
             missing = (
-                f"entry {expected}" if seq == expected + 1 else f"entries {expected}-{seq - 1}"
+                f"entry {expected} before it is"
+                if seq == expected + 1
+                else f"entries {expected}-{seq - 1} before it are"
             )
-            return Verdict(count, prev, seq, f"{missing} before it are missing")
+            return Verdict(count, prev, seq, f"{missing} missing")
         if entry["prev_hash"] != prev:
             return Verdict(
                 count,

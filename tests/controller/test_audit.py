@@ -154,7 +154,7 @@ def test_the_database_refuses_to_change_or_delete_an_entry(
     [
         (["UPDATE audit_entries SET reason = 'nothing to see' WHERE seq = 3"], 3, "edited"),
         (["UPDATE audit_entries SET actor = 'someone' WHERE seq = 2"], 2, "edited"),
-        (["DELETE FROM audit_entries WHERE seq = 2"], 3, "entry 2 before it are missing"),
+        (["DELETE FROM audit_entries WHERE seq = 2"], 3, "entry 2 before it is missing"),
         (
             [  # entries 2 and 3 swap places
                 "UPDATE audit_entries SET seq = -1 WHERE seq = 2",
