@@ -128,6 +128,10 @@ class InvalidCampaignError(SdlabError, ValueError):
             text = f"{where}{len(lines)} problems\n  " + "\n  ".join(lines)
         super().__init__(text)
 
+    def __reduce__(self) -> tuple[type[InvalidCampaignError], tuple[str | None, list[Problem]]]:
+        # Raised in a Ray actor (the connect-time check), it is pickled to the caller.
+        return (type(self), (self.source, self.problems))
+
     def key_paths(self) -> list[str]:
         """The key path of each problem, as text, in order."""
         return [p.key for p in self.problems]

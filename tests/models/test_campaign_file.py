@@ -125,6 +125,15 @@ def test_pairs_are_still_accepted_when_raising() -> None:
     )
 
 
+def test_the_error_survives_pickling_with_its_problems() -> None:
+    # The controller's connect-time check raises it inside a Ray actor.
+    import pickle
+
+    exc = InvalidCampaignError("connected instruments", [Problem(("workflow", 0), "needs x6")])
+    back = pickle.loads(pickle.dumps(exc))
+    assert (back.source, back.problems, str(back)) == (exc.source, exc.problems, str(exc))
+
+
 def test_the_loader_is_still_importable_from_models_campaign() -> None:
     from models.campaign import load_campaign as old_load_campaign
 
