@@ -155,6 +155,42 @@ def control(db_url: str, campaign: str, command: str, wait_s: float) -> None:
 
 
 @cli.group()
+def audit() -> None:
+    """The hash-chained audit record (docs/audit.md)."""
+
+
+@audit.command("verify")
+@db_option
+def audit_verify(db_url: str) -> None:
+    """Check that no audit entry was edited, removed, inserted or moved.
+
+    Exits 0 when the chain is intact (printing its length and last hash), 1 naming the
+    first broken entry, or when the store cannot be read.
+    """
+    from controller.store import make_engine, migrate, session_factory, transaction
+    from controller.store.audit import verify
+
+    engine = make_engine(db_url)
+    try:
+        migrate(engine)
+        with transaction(session_factory(engine)) as s:
+            verdict = verify(s)
+    except SdlabError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    finally:
+        engine.dispose()
+    if not verdict.intact:
+        click.echo(
+            f"audit record BROKEN at entry {verdict.broken_at}: {verdict.problem} "
+            f"({verdict.entries} entries read)",
+            err=True,
+        )
+        sys.exit(EXIT_FAILED)
+    click.echo(f"audit record intact: {verdict.entries} entries, last hash {verdict.head_hash}")
+
+
+@cli.group()
 def instruments() -> None:
     """Instrument servers."""
 

@@ -25,6 +25,7 @@ from controller.actors import CampaignActor, ensure_ray
 from controller.loop import ControllerOptions
 from controller.planning import build_planner
 from controller.report import render_groups, render_summary, summarize
+from controller.safety import SafetyGate
 from controller.simproc import SimulatorProcesses, default_journal_dir
 from controller.store import (
     add_event,
@@ -39,12 +40,15 @@ from controller.store import (
 )
 from controller.store.lease import LeaseHeldError, lease_is_live, lease_of
 from controller.store.queries import cost_spent, related_observations
+from instruments.driver import InstrumentDescription
 from instruments.security import CurveClientKeys
-from models.campaign import CampaignSpec, load_campaign
+from models.campaign import CampaignSpec
+from models.campaign_file import load_campaign
 from models.errors import (
     CampaignStateError,
     InvalidCampaignError,
     LinkSecurityError,
+    Problem,
     RegistryError,
     SdlabError,
 )
@@ -93,8 +97,8 @@ def absolute_db_url(url: str) -> str:
 
 
 def validate(path: Path, seed: int | None = None) -> CampaignSpec:
-    """Load a campaign file and check that its planner can be built and its CURVE key
-    files read.
+    """Load a campaign file and check that its planner can be built, its CURVE key files
+    read, and its simulated instruments can run its workflow.
 
     Raises:
         InvalidCampaignError: For any problem, with the key path.
@@ -108,6 +112,9 @@ def validate(path: Path, seed: int | None = None) -> CampaignSpec:
             keys.append((f"instruments[{i}].{exc.key or 'curve'}", str(exc)))
     if keys:
         raise InvalidCampaignError(str(path), keys)
+    simulated = simulated_workflow_problems(spec)
+    if simulated:
+        raise InvalidCampaignError(str(path), simulated)
     try:
         build_planner(spec, seed if seed is not None else spec.campaign.seed)
     except RegistryError as exc:
@@ -117,6 +124,48 @@ def validate(path: Path, seed: int | None = None) -> CampaignSpec:
     except SdlabError as exc:
         raise InvalidCampaignError(str(path), [("planner", str(exc))]) from exc
     return spec
+
+
+def simulated_workflow_problems(spec: CampaignSpec) -> list[Problem]:
+    """Check the workflow against what the campaign's simulated instruments will declare.
+
+    A simulated instrument's ``describe`` is known before any server starts: its driver is
+    built here (and dropped) and the workflow checked against it as the controller checks
+    it at connect time (:class:`~controller.safety.SafetyGate`), so a campaign that could
+    never run is refused before anything is written.
+
+    Returns:
+        The problems found, with their key paths; a driver that cannot be built reports
+        under ``instruments[i].simulated``.
+    """
+    if not any(inst.simulated is not None for inst in spec.instruments):
+        return []
+    from sim.drivers import make_driver  # only a campaign with simulated instruments needs it
+
+    problems: list[Problem] = []
+    descriptions: dict[str, InstrumentDescription] = {}
+    for i, inst in enumerate(spec.instruments):
+        if inst.simulated is None:
+            continue
+        try:
+            descriptions[inst.name] = make_driver(inst.name, inst.simulated).describe()
+        except InvalidCampaignError as exc:
+            problems += [p.under("instruments", i, "simulated") for p in exc.problems]
+    if problems:
+        return problems
+    try:
+        SafetyGate(spec, descriptions)
+    except InvalidCampaignError as exc:
+        return [p for p in exc.problems if not _unmeasured_objective(p, spec, descriptions)]
+    return []
+
+
+def _unmeasured_objective(
+    problem: Problem, spec: CampaignSpec, descriptions: dict[str, InstrumentDescription]
+) -> bool:
+    """Whether ``problem`` is an objective no simulated action measures while instruments
+    that are not simulated may still measure it (they are checked when they connect)."""
+    return problem.path[:1] == ("objectives",) and len(descriptions) < len(spec.instruments)
 
 
 def _prepare(spec: CampaignSpec, path: Path, opts: RunOptions, console: Console) -> str | None:
@@ -163,6 +212,7 @@ def _prepare(spec: CampaignSpec, path: Path, opts: RunOptions, console: Console)
                     "campaign.budget",
                     f"budget changed from {row.max_experiments} to {budget}",
                     campaign_id=row.id,
+                    data={"from": row.max_experiments, "to": budget},
                     actor="cli",
                 )
                 row.max_experiments = budget

@@ -35,8 +35,9 @@ import zmq.asyncio
 from instruments.driver import Driver
 from instruments.security import CurveServerKeys
 from instruments.server import InstrumentServer
-from models.campaign import InstrumentSpec, load_simulation
-from models.errors import InvalidCampaignError, LinkSecurityError
+from models.campaign import InstrumentSpec
+from models.campaign_file import load_simulation
+from models.errors import InvalidCampaignError, LinkSecurityError, ProblemLike, parse_key_path
 from sim.drivers import make_driver
 from sim.faults import FaultyServer, faulty
 
@@ -77,7 +78,7 @@ def build_drivers(
     """
     paths = _key_paths(specs, key_paths)
     drivers: list[Driver] = []
-    problems: list[tuple[str, str]] = []
+    problems: list[ProblemLike] = []
     for path, spec in zip(paths, specs, strict=True):
         if spec.simulated is None:
             problems.append((f"{path}.simulated", "required key is missing"))
@@ -85,10 +86,7 @@ def build_drivers(
         try:
             drivers.append(make_driver(spec.name, spec.simulated))
         except InvalidCampaignError as exc:
-            problems.extend(
-                (f"{path}.simulated.{key}" if key else f"{path}.simulated", msg)
-                for key, msg in exc.problems
-            )
+            problems.extend(p.under(*parse_key_path(path), "simulated") for p in exc.problems)
     if problems:
         raise InvalidCampaignError(source, problems)
     return drivers

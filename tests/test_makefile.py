@@ -72,7 +72,7 @@ def test_each_target_entry_point_imports(target: str, kind: str, what: str) -> N
     else:
         # the command's campaign files must load as well as the command line itself
         files = re.findall(r"(\S+\.toml)\b", what)
-        code = "from controller.cli import main\nfrom models.campaign import load_campaign\n"
+        code = "from controller.cli import main\nfrom models.campaign_file import load_campaign\n"
         code += "".join(f"load_campaign({f!r})\n" for f in files)
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300

@@ -44,7 +44,7 @@ def test_bad_pool_files_name_the_option(tmp_path: Path, text: str, message: str)
     path.write_text(text)
     with pytest.raises(InvalidCampaignError) as info:
         read_pool(path, SPACE)
-    key, problem = info.value.problems[0]
+    key, problem = info.value.problems[0].key, info.value.problems[0].message
     assert key == "planner.options.pool"
     assert message in problem
 
@@ -62,7 +62,7 @@ def test_pool_rows_that_break_a_mixture_constraint_are_refused_naming_them(
     path.write_text("a,b,c\n0.2,0.3,0.5\n0.2,0.2,0.2\n1,1,1\n0.5,0.5,0\n")
     with pytest.raises(InvalidCampaignError) as info:
         read_pool(path, MIXTURE)
-    key, problem = info.value.problems[0]
+    key, problem = info.value.problems[0].key, info.value.problems[0].message
     assert key == "planner.options.pool"
     assert problem.startswith("2 of 4 rows break a constraint")
     assert "row 3:" in problem
@@ -78,14 +78,14 @@ def test_a_units_row_under_the_header_is_named_as_such(tmp_path: Path) -> None:
     path.write_text("x,n,gas\nfraction,count,-\n0.1,1,air\n0.2,2,argon\n")
     with pytest.raises(InvalidCampaignError) as info:
         read_pool(path, SPACE)
-    _, problem = info.value.problems[0]
+    problem = info.value.problems[0].message
     assert "row 2 looks like a row of units" in problem
     assert "x: 'fraction'" in problem
     assert "n: 'count'" in problem
     path.write_text("x,n,gas\nnot-a-number,1,air\nalso-not,2,argon\n")
     with pytest.raises(InvalidCampaignError) as info:
         read_pool(path, SPACE)
-    assert "row 2: " in info.value.problems[0][1]  # bad data, not units: the usual message
+    assert "row 2: " in info.value.problems[0].message  # bad data, not units: the usual message
 
 
 def test_discrete_spaces_are_enumerated_up_to_the_limit() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.campaign import load_campaign
+from models.campaign_file import load_campaign
 from models.errors import InvalidCampaignError, ParameterLimitError
 from models.records import Observation
 from planners.base import make_planner
@@ -74,13 +74,13 @@ def test_emulator_mode_interpolates_the_table(tmp_path: Path) -> None:
 def test_bad_options_name_the_key(tmp_path: Path, options: dict[str, object], key: str) -> None:
     with pytest.raises(InvalidCampaignError) as info:
         table(tmp_path, **options)
-    assert info.value.problems[0][0] == key
+    assert info.value.problems[0].key == key
 
 
 def test_a_missing_file_is_a_campaign_error() -> None:
     with pytest.raises(InvalidCampaignError) as info:
         get_world("table", path="/nonexistent.csv", parameters=["x"], outputs=["y"])
-    assert info.value.problems[0][0] == "options.path"
+    assert info.value.problems[0].key == "options.path"
 
 
 def test_branin_currin_agrees_with_botorch() -> None:
