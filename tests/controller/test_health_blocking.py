@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -150,10 +150,9 @@ def states_while_working(
 
 
 @pytest.fixture
-def sqlite_only(db_url: str) -> Iterator[None]:
+def sqlite_only(db_url: str) -> None:
     if not db_url.startswith("sqlite"):
         pytest.skip("the store is not what this test is about")
-    yield
 
 
 @pytest.mark.usefixtures("sqlite_only")
