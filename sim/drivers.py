@@ -100,8 +100,8 @@ class ObjectiveStationDriver(SimulatedDriver):
         world: A ready world to measure instead of building ``spec.world`` (for tests).
 
     Raises:
-        RegistryError: If ``spec.world`` is not a registered world.
-        InvalidCampaignError: If ``spec.options`` holds an unknown or bad world option
+        InvalidCampaignError: If ``spec.world`` is not a registered world (key path
+            ``world``), ``spec.options`` holds an unknown or bad world option
             (key path ``options.<key>``), or ``spec.cost_per`` names no world input
             (``cost_per.<key>``).
     """
