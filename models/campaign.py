@@ -18,13 +18,15 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     FiniteFloat,
+    Tag,
     ValidationError,
     model_validator,
 )
@@ -252,6 +254,18 @@ class CurveSpec(_Spec):
         return self
 
 
+def _simulated_tag(value: object) -> str:
+    return "flag" if isinstance(value, bool) else "table"
+
+
+_Simulated = Annotated[
+    Annotated[SimulatedInstrumentSpec, Tag("table")] | Annotated[bool, Tag("flag")],
+    Discriminator(_simulated_tag),
+]
+"""``simulated``: a simulator table, or ``true`` for a driver's simulated backend (a bad
+table is reported as a table, not also as "not a boolean")."""
+
+
 class InstrumentSpec(_Spec):
     """One ``[[instruments]]`` entry.
 
@@ -278,7 +292,7 @@ class InstrumentSpec(_Spec):
     timeout_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     driver: str | None = Field(default=None, min_length=1, max_length=128)
     options: dict[str, Any] = Field(default_factory=dict)
-    simulated: SimulatedInstrumentSpec | bool | None = None
+    simulated: _Simulated | None = None
     curve: CurveSpec | None = None
     insecure: bool = False
 
