@@ -41,6 +41,7 @@ from controller.store import (
 from controller.store.lease import LeaseHeldError, lease_is_live, lease_of
 from controller.store.queries import cost_spent, related_observations
 from instruments.driver import InstrumentDescription
+from instruments.gateway import build_drivers
 from instruments.security import CurveClientKeys
 from models.campaign import CampaignSpec
 from models.campaign_file import load_campaign
@@ -52,6 +53,7 @@ from models.errors import (
     RegistryError,
     SdlabError,
 )
+from models.gateway import GatewayFile, hosted_entries
 from models.status import CampaignStatus, ExperimentStatus
 from models.tables import CampaignRow, EventRow
 
@@ -72,8 +74,10 @@ class RunOptions:
         seed: Overrides ``campaign.seed`` for a new campaign.
         progress: Show a progress bar.
         ray_address: Join this Ray cluster instead of starting a local instance.
-        journal_dir: Where simulated servers keep their journals (default: beside the db).
+        journal_dir: Where hosted servers keep their journals (default: beside the db).
         controller: Controller settings.
+        simulate: Run every instrument that names a ``driver`` on its driver's simulated
+            backend (a dry run of the code that will drive the hardware).
     """
 
     db_url: str = "sqlite:///sdlab.db"
@@ -83,6 +87,7 @@ class RunOptions:
     ray_address: str | None = None
     journal_dir: Path | None = None
     controller: ControllerOptions | None = None
+    simulate: bool = False
 
 
 def absolute_db_url(url: str) -> str:
@@ -96,14 +101,16 @@ def absolute_db_url(url: str) -> str:
     return url
 
 
-def validate(path: Path, seed: int | None = None) -> CampaignSpec:
+def validate(path: Path, seed: int | None = None, simulate: bool = False) -> CampaignSpec:
     """Load a campaign file and check that its planner can be built, its CURVE key files
-    read, and its simulated instruments can run its workflow.
+    read, the drivers it hosts built from their options, and that its simulated
+    instruments can run its workflow.
 
     Raises:
         InvalidCampaignError: For any problem, with the key path.
     """
     spec = load_campaign(path)
+    _check_drivers(spec, str(path), simulate)
     keys: list[tuple[str, str]] = []
     for i, inst in enumerate(spec.instruments):
         try:
@@ -138,17 +145,17 @@ def simulated_workflow_problems(spec: CampaignSpec) -> list[Problem]:
         The problems found, with their key paths; a driver that cannot be built reports
         under ``instruments[i].simulated``.
     """
-    if not any(inst.simulated is not None for inst in spec.instruments):
+    if not any(inst.simulator is not None for inst in spec.instruments):
         return []
     from sim.drivers import make_driver  # only a campaign with simulated instruments needs it
 
     problems: list[Problem] = []
     descriptions: dict[str, InstrumentDescription] = {}
     for i, inst in enumerate(spec.instruments):
-        if inst.simulated is None:
+        if inst.simulator is None:
             continue
         try:
-            descriptions[inst.name] = make_driver(inst.name, inst.simulated).describe()
+            descriptions[inst.name] = make_driver(inst.name, inst.simulator).describe()
         except InvalidCampaignError as exc:
             problems += [p.under("instruments", i, "simulated") for p in exc.problems]
     if problems:
@@ -166,6 +173,16 @@ def _unmeasured_objective(
     """Whether ``problem`` is an objective no simulated action measures while instruments
     that are not simulated may still measure it (they are checked when they connect)."""
     return problem.path[:1] == ("objectives",) and len(descriptions) < len(spec.instruments)
+
+
+def _check_drivers(spec: CampaignSpec, source: str, simulate: bool) -> None:
+    """Build (without connecting) every driver the campaign's local gateway will host.
+
+    Simulator tables are left to the simulator process, which reports them the same way.
+    """
+    entries = [e for e in hosted_entries(list(spec.instruments)) if e.spec.driver is not None]
+    if entries:
+        build_drivers(GatewayFile(source=source, entries=entries), simulate=simulate)
 
 
 def _prepare(spec: CampaignSpec, path: Path, opts: RunOptions, console: Console) -> str | None:
@@ -276,7 +293,7 @@ def run(path: Path, opts: RunOptions, console: Console | None = None) -> int:
         LeaseHeldError: If another controller is running the campaign (the caller exits 1).
     """
     console = console or Console()
-    spec = validate(path, opts.seed)
+    spec = validate(path, opts.seed, opts.simulate)
     # The campaign actor runs in a Ray worker whose working directory is not ours.
     opts = replace(opts, db_url=absolute_db_url(opts.db_url))
     name = _prepare(spec, path, opts, console)
@@ -288,9 +305,9 @@ def run(path: Path, opts: RunOptions, console: Console | None = None) -> int:
     t0 = time.monotonic()
     try:
         endpoints: dict[str, str] = {}
-        if any(i.simulated for i in spec.instruments):
+        if any(i.hosted for i in spec.instruments):
             journal = opts.journal_dir or default_journal_dir(opts.db_url, spec.campaign.name)
-            sims = SimulatorProcesses(spec, path.resolve(), journal)
+            sims = SimulatorProcesses(spec, path.resolve(), journal, simulate=opts.simulate)
             sims.spawn()  # before Ray starts any thread; they start up while Ray does
         started_ray = not ray.is_initialized()
         ensure_ray(opts.ray_address)

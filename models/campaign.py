@@ -18,13 +18,15 @@ import importlib
 import ipaddress
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     FiniteFloat,
+    Tag,
     model_validator,
 )
 
@@ -259,6 +261,18 @@ class CurveSpec(_Spec):
         return self
 
 
+def _simulated_tag(value: object) -> str:
+    return "flag" if isinstance(value, bool) else "table"
+
+
+_Simulated = Annotated[
+    Annotated[SimulatedInstrumentSpec, Tag("table")] | Annotated[bool, Tag("flag")],
+    Discriminator(_simulated_tag),
+]
+"""``simulated``: a simulator table, or ``true`` for a driver's simulated backend (a bad
+table is reported as a table, not also as "not a boolean")."""
+
+
 class InstrumentSpec(_Spec):
     """One ``[[instruments]]`` entry.
 
@@ -269,7 +283,12 @@ class InstrumentSpec(_Spec):
         address: ZeroMQ endpoint, e.g. ``"tcp://127.0.0.1:5601"``. For simulated
             instruments it may be left out (``sdlab run`` picks a free loopback port).
         timeout_s: Overrides the time the controller waits for one action.
-        simulated: Present when ``sdlab run`` should start a simulated server for it.
+        driver: A registered driver that a gateway (``sdlab instruments serve``, or the
+            local one ``sdlab run`` starts) hosts for this instrument, bound at ``address``.
+        options: The driver's settings (``[instruments.options]``), validated by the
+            driver's own ``Options`` model when the instrument is hosted.
+        simulated: ``true`` runs ``driver`` against its simulated backend; a table
+            (``[instruments.simulated]``) serves the instrument from a simulator instead.
         curve: CURVE keys of the link; required for a non-loopback ``address``.
         insecure: Allow a plaintext link to a non-loopback address (not recommended).
     """
@@ -278,14 +297,37 @@ class InstrumentSpec(_Spec):
     kind: str = Field(pattern=NAME_PATTERN)
     address: str | None = Field(default=None, pattern=r"^(tcp|ipc|inproc)://.+$")
     timeout_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    simulated: SimulatedInstrumentSpec | None = None
+    driver: str | None = Field(default=None, min_length=1, max_length=128)
+    options: dict[str, Any] = Field(default_factory=dict)
+    simulated: _Simulated | None = None
     curve: CurveSpec | None = None
     insecure: bool = False
 
+    @property
+    def simulator(self) -> SimulatedInstrumentSpec | None:
+        """The ``[instruments.simulated]`` table, if the instrument is served by one."""
+        return self.simulated if isinstance(self.simulated, SimulatedInstrumentSpec) else None
+
+    @property
+    def hosted(self) -> bool:
+        """Whether a local gateway serves it (a ``driver`` or a simulator table)."""
+        return self.driver is not None or self.simulator is not None
+
     @model_validator(mode="after")
     def _needs_address(self) -> InstrumentSpec:
-        if self.address is None and self.simulated is None:
-            raise ValueError("address is required for an instrument that is not simulated")
+        if self.driver is not None and self.simulator is not None:
+            raise ValueError(
+                "give either driver (with options) or an [instruments.simulated] table, "
+                "not both: the table names its own driver"
+            )
+        if self.driver is None and self.simulated is True:
+            raise ValueError("simulated = true needs a driver to simulate")
+        if self.driver is None and self.options:
+            raise ValueError("options are the settings of a driver: driver is missing")
+        if self.address is None and not self.hosted:
+            raise ValueError(
+                "address is required for an instrument that is not simulated or hosted (no driver)"
+            )
         if (
             self.address is not None
             and not self.insecure
@@ -577,6 +619,9 @@ def _drop_later_defaults(data: dict[str, Any]) -> None:
         if step.get("needs") == []:
             del step["needs"]
     for inst in data.get("instruments", []):
+        if inst.get("driver") is None and inst.get("options") == {}:
+            inst.pop("driver", None)
+            inst.pop("options", None)
         sim = inst.get("simulated")
         if isinstance(sim, dict):
             if sim.get("cost") == 0.0:

@@ -188,7 +188,7 @@ def load_simulation(path: str | Path) -> SimulationFile:
     data = _anchor_key_paths(read_toml(path), Path(path).resolve().parent)
     sim = parse_spec({"instruments": data.get("instruments", [])}, SimulationFile, str(path))
     if "campaign" in data:
-        chosen = [s for s in sim.instruments if s.simulated is not None]
+        chosen = [s for s in sim.instruments if s.simulator is not None]
         if not chosen:
             raise InvalidCampaignError(
                 str(path), [Problem(("instruments",), "no simulated instrument")]
@@ -205,5 +205,5 @@ def non_simulated_problems(sim: SimulationFile) -> list[Problem]:
     return [
         Problem(("instruments", i, "simulated"), "required key is missing")
         for i, s in enumerate(sim.instruments)
-        if s.simulated is None
+        if s.simulator is None
     ]

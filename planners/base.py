@@ -298,7 +298,7 @@ def _name_planner(name: str, cls: type[Planner]) -> None:
     cls.name = name
 
 
-PLANNERS: Registry[Planner] = Registry("planner", _name_planner)
+PLANNERS: Registry[Planner] = Registry("planner", _name_planner, group="sdlab.planners")
 """Every registered planner class, by name (the built-in ones once looked up)."""
 
 

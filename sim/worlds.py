@@ -318,7 +318,7 @@ def _name_world(name: str, cls: type[World]) -> None:
     cls.name = name
 
 
-WORLDS: Registry[World] = Registry("world", _name_world)
+WORLDS: Registry[World] = Registry("world", _name_world, group="sdlab.worlds")
 """Every registered world class, by name."""
 
 _W = TypeVar("_W", bound=type[World])

@@ -62,3 +62,53 @@ def test_a_bad_simulated_driver_option_is_reported_under_its_instrument(tmp_path
     with pytest.raises(InvalidCampaignError) as info:
         validate(path)
     assert info.value.problems[0].path == ("instruments", 0, "simulated", "driver")
+
+
+HOSTED = """
+[campaign]
+name = "hosted"
+
+[[parameters]]
+name = "setpoint_c"
+type = "continuous"
+lower = 30.0
+upper = 90.0
+
+[[objectives]]
+name = "temperature_c"
+direction = "maximize"
+
+[[workflow]]
+kind = "hotplate"
+action = "heat"
+
+[[instruments]]
+name = "plate-1"
+kind = "hotplate"
+driver = "serial-hotplate"
+options = { poll_s = 0.05 }
+
+[planner]
+name = "random"
+
+[budget]
+max_experiments = 2
+"""
+
+
+def test_validate_checks_the_options_of_hosted_drivers(tmp_path: Path) -> None:
+    from controller.runner import validate
+    from models.errors import InvalidCampaignError
+
+    path = tmp_path / "c.toml"
+    path.write_text(HOSTED)
+    spec = validate(path, simulate=True)
+    assert spec.instruments[0].hosted
+    path.write_text(HOSTED.replace("poll_s = 0.05", "poll_s = -1"))
+    with pytest.raises(InvalidCampaignError) as info:
+        validate(path)
+    assert info.value.problems[0][0] == "instruments[0].options.poll_s"
+    path.write_text(HOSTED.replace('"serial-hotplate"', '"no-such-driver"'))
+    with pytest.raises(InvalidCampaignError) as info:
+        validate(path)
+    assert info.value.problems[0][0] == "instruments[0].driver"
