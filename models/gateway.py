@@ -27,7 +27,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.campaign import InstrumentSpec, _anchor_key_paths, parse_spec, read_toml
+from models.campaign import InstrumentSpec
+from models.campaign_file import _anchor_key_paths, parse_spec, read_toml
 from models.errors import InvalidCampaignError
 
 

@@ -107,8 +107,8 @@ def test_validate_checks_the_options_of_hosted_drivers(tmp_path: Path) -> None:
     path.write_text(HOSTED.replace("poll_s = 0.05", "poll_s = -1"))
     with pytest.raises(InvalidCampaignError) as info:
         validate(path)
-    assert info.value.problems[0][0] == "instruments[0].options.poll_s"
+    assert info.value.problems[0].key == "instruments[0].options.poll_s"
     path.write_text(HOSTED.replace('"serial-hotplate"', '"no-such-driver"'))
     with pytest.raises(InvalidCampaignError) as info:
         validate(path)
-    assert info.value.problems[0][0] == "instruments[0].driver"
+    assert info.value.problems[0].key == "instruments[0].driver"

@@ -143,7 +143,8 @@ def test_a_driver_that_cannot_connect_stops_the_gateway_naming_its_options(
 
     with pytest.raises(InvalidCampaignError) as info:
         asyncio.run(go())
-    [(key, message)] = info.value.problems
+    [problem] = info.value.problems
+    key, message = problem.key, problem.message
     assert key == "instruments[1].options"
     assert "/nonexistent/ttyUSB9" in message
 
@@ -154,7 +155,7 @@ def test_entries_without_a_driver_are_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(InvalidCampaignError) as info:
         load_gateway(path)
-    assert info.value.problems[0][0] == "instruments[0].driver"
+    assert info.value.problems[0].key == "instruments[0].driver"
 
 
 @pytest.mark.slow
