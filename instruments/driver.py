@@ -12,9 +12,11 @@ at import time (as BoTorch's acquisition input constructors do).
 
 from __future__ import annotations
 
+import asyncio
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -186,24 +188,62 @@ class InstrumentDescription(BaseModel):
         raise KeyError(name)
 
 
+class NoOptions(BaseModel):
+    """The options of a driver that takes none (an empty ``[instruments.options]`` table)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class Driver(ABC):
     """Base class of instrument drivers.
 
     Subclasses set ``driver_name`` (through :func:`register_driver`) and ``version``,
     declare their actions in :meth:`actions` and perform them in :meth:`run`. A driver is
-    hosted by an instrument server, which validates every parameter against the declared
-    limits before calling :meth:`run`, runs at most one action at a time, and cancels the
-    ``run`` coroutine when a client cancels the request.
+    hosted by an instrument server, which calls :meth:`connect` once before serving,
+    validates every parameter against the declared limits before calling :meth:`run`, runs
+    at most one action at a time, and cancels the ``run`` coroutine when a client cancels
+    the request.
+
+    A driver whose I/O blocks (pyserial, pyvisa, a gRPC stub) must not block in ``run``:
+    the server's event loop also answers heartbeats. Such drivers subclass
+    :class:`BlockingDriver`, whose I/O runs in a worker thread.
 
     Args:
         name: The instrument's name (one driver class may serve many instruments).
+        options: The driver's options (its ``[instruments.options]`` table), an instance
+            of :attr:`Options`; ``None`` means ``Options()``.
+        simulated: Run against the driver's simulated backend instead of the hardware
+            (only for drivers with :attr:`supports_simulation`).
+
+    Raises:
+        TypeError: If ``options`` is not an instance of :attr:`Options`.
+        ValueError: If ``simulated`` is asked of a driver without a simulated backend.
     """
 
     driver_name: ClassVar[str] = ""
     version: ClassVar[str] = "0"
+    Options: ClassVar[type[BaseModel]] = NoOptions
+    """The pydantic model of the driver's options (``extra="forbid"``)."""
+    supports_simulation: ClassVar[bool] = False
+    """Whether the driver carries a simulated backend (``simulated=True``)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(
+        self, name: str, options: BaseModel | None = None, *, simulated: bool = False
+    ) -> None:
         self.name = name
+        if options is None:
+            options = self.Options()
+        elif not isinstance(options, self.Options):
+            raise TypeError(
+                f"instrument {name!r}: options must be {self.Options.__name__}, "
+                f"not {type(options).__name__}"
+            )
+        self.options: BaseModel = options
+        if simulated and not self.supports_simulation:
+            raise ValueError(
+                f"instrument {name!r}: driver {self.driver_name!r} has no simulated backend"
+            )
+        self.simulated = simulated
 
     @abstractmethod
     def actions(self) -> list[ActionSpec]:
@@ -230,8 +270,97 @@ class Driver(ABC):
             actions=self.actions(),
         )
 
+    async def connect(self) -> None:  # noqa: B027 - optional hook, empty by default
+        """Open the link to the hardware (or the simulated backend).
+
+        The server calls it once before it serves (and before it asks for :meth:`actions`,
+        so drivers that discover their actions may do it here).
+        """
+
+    async def safe_state(self) -> str:
+        """Put the instrument in its safe state and say what was done, in one line.
+
+        The default declares none and does nothing.
+        """
+        return "no safe state declared"
+
     async def close(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Release hardware resources; called once when the server stops."""
+
+
+class BlockingDriver(Driver):
+    """Base class of drivers whose I/O blocks (pyserial, pyvisa, gRPC stubs).
+
+    Subclasses implement :meth:`run_blocking` (and, where they need them,
+    :meth:`connect_blocking`, :meth:`close_blocking`, :meth:`safe_state_blocking`). The
+    async methods of :class:`Driver` run them in one dedicated worker thread, so calls to
+    one instrument stay serialised and the server's event loop (its heartbeats) never
+    stalls while the instrument works.
+
+    A cancelled :meth:`run` stops waiting at once; the blocking call itself cannot be
+    interrupted and finishes in its thread (a subclass may shorten it by checking
+    :attr:`cancel_requested`, set while a cancelled call is still running).
+    """
+
+    def __init__(
+        self, name: str, options: BaseModel | None = None, *, simulated: bool = False
+    ) -> None:
+        super().__init__(name, options, simulated=simulated)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sdlab-{name}")
+        self.cancel_requested = False
+
+    async def _in_thread(self, func: Callable[..., Any], *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._executor, func, *args)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if not future.done():
+                self.cancel_requested = True
+                future.add_done_callback(self._clear_cancel)
+            raise
+
+    def _clear_cancel(self, _: object) -> None:
+        self.cancel_requested = False
+
+    @abstractmethod
+    def run_blocking(self, action: str, parameters: Mapping[str, Any]) -> list[Measurement]:
+        """Perform ``action`` (in the worker thread); as :meth:`Driver.run`."""
+
+    def connect_blocking(self) -> None:
+        """Open the link (in the worker thread); by default nothing."""
+
+    def close_blocking(self) -> None:
+        """Release the link (in the worker thread); by default nothing."""
+
+    def safe_state_blocking(self) -> str:
+        """Go to the safe state (in the worker thread); as :meth:`Driver.safe_state`."""
+        return "no safe state declared"
+
+    async def run(self, action: str, parameters: Mapping[str, Any]) -> list[Measurement]:
+        """Run :meth:`run_blocking` in the worker thread."""
+        result: list[Measurement] = await self._in_thread(self.run_blocking, action, parameters)
+        return result
+
+    async def connect(self) -> None:
+        """Run :meth:`connect_blocking` in the worker thread."""
+        await self._in_thread(self.connect_blocking)
+
+    async def safe_state(self) -> str:
+        """Run :meth:`safe_state_blocking` in the worker thread.
+
+        It queues behind a running blocking call; a driver whose standard can interrupt
+        one (SiLA 2 cancels, VISA device clear) overrides this to act first.
+        """
+        result: str = await self._in_thread(self.safe_state_blocking)
+        return result
+
+    async def close(self) -> None:
+        """Run :meth:`close_blocking` in the worker thread, then stop the thread."""
+        try:
+            await self._in_thread(self.close_blocking)
+        finally:
+            self._executor.shutdown(wait=False)
 
 
 def _name_driver(name: str, cls: type[Driver]) -> None:
