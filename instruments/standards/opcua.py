@@ -226,7 +226,7 @@ class OpcUaDriver(Driver):
             vtype = await node.read_data_type_as_variant_type()
             res.write[param] = (node, vtype)
             if param not in limits:
-                limits[param] = ParameterLimit(name=param, type=_kind(vtype), unit=var.unit)  # type: ignore[arg-type]
+                limits[param] = ParameterLimit(name=param, type=_kind(vtype), unit=var.unit)
         outputs: list[OutputSpec] = []
         if action.call is not None:
             res.obj = await self._node(action.call.object, f"{key}.call.object")
@@ -246,7 +246,7 @@ class OpcUaDriver(Driver):
             res.inputs = await self._arguments(res.method, "InputArguments")
             for arg, vtype in res.inputs:
                 if arg not in limits:
-                    limits[arg] = ParameterLimit(name=arg, type=_kind(vtype))  # type: ignore[arg-type]
+                    limits[arg] = ParameterLimit(name=arg, type=_kind(vtype))
             declared = [a for a, _ in await self._arguments(res.method, "OutputArguments")]
             names = action.outputs if action.outputs is not None else declared
             if len(names) != len(declared):

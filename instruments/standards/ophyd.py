@@ -123,8 +123,11 @@ class OphydOptions(BaseModel):
                     raise ValueError(f"devices.{name}.refs.{kw}: no earlier device {ref!r}")
         for a, action in self.actions.items():
             paths = [(f"set.{p}.device", s.device) for p, s in action.set.items()]
-            paths += [(f"{k}[{j}]", d) for k in ("trigger", "read", "stage")
-                      for j, d in enumerate(getattr(action, k))]
+            paths += [
+                (f"{k}[{j}]", d)
+                for k in ("trigger", "read", "stage")
+                for j, d in enumerate(getattr(action, k))
+            ]
             for key, path in paths:
                 if path.split(".")[0] not in self.devices:
                     raise ValueError(f"actions.{a}.{key}: no device {path.split('.')[0]!r}")
@@ -204,8 +207,10 @@ class OphydDriver(Driver):
         mock = self.simulated or self.opts.mock
         try:
             await asyncio.gather(
-                *(d.connect(mock=mock, timeout=self.opts.connect_timeout_s)
-                  for d in devices.values())
+                *(
+                    d.connect(mock=mock, timeout=self.opts.connect_timeout_s)
+                    for d in devices.values()
+                )
             )
         except Exception as exc:
             raise InstrumentError(self.name, "connect_failed", str(exc), retryable=True) from exc
@@ -261,8 +266,11 @@ class OphydDriver(Driver):
         try:
             for dev in staged:
                 await dev.stage()
-            moves = [self.device(s.device).set(parameters[p]) for p, s in spec.set.items()
-                     if p in parameters]
+            moves = [
+                self.device(s.device).set(parameters[p])
+                for p, s in spec.set.items()
+                if p in parameters
+            ]
             await asyncio.gather(*moves)
             await asyncio.gather(*(self.device(p).trigger() for p in spec.trigger))
             readings: dict[str, Any] = {}
@@ -271,8 +279,9 @@ class OphydDriver(Driver):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            raise InstrumentError(self.name, "device_failed", f"{type(exc).__name__}: {exc}",
-                                  retryable=False) from exc
+            raise InstrumentError(
+                self.name, "device_failed", f"{type(exc).__name__}: {exc}", retryable=False
+            ) from exc
         finally:
             for dev in reversed(staged):
                 await dev.unstage()

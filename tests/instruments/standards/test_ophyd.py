@@ -25,7 +25,10 @@ def beamline_options(**changes: Any) -> OphydOptions:
         "devices": {
             "motor": {"class": "ophyd_async.sim.SimMotor", "kwargs": {"units": "mm"}},
             "pattern": {"class": "ophyd_async.sim.PatternGenerator"},
-            "stage": {"class": "ophyd_async.sim.SimStage", "refs": {"pattern_generator": "pattern"}},
+            "stage": {
+                "class": "ophyd_async.sim.SimStage",
+                "refs": {"pattern_generator": "pattern"},
+            },
             "det": {
                 "class": "ophyd_async.sim:SimPointDetector",
                 "refs": {"pattern_generator": "pattern"},
