@@ -100,7 +100,8 @@ def test_cancel_returns_at_once_and_flags_the_blocked_call() -> None:
                 if not driver.cancel_requested:
                     break
                 await asyncio.sleep(0.01)
-            assert driver.saw_cancel and not driver.cancel_requested
+            assert driver.saw_cancel
+            assert not driver.cancel_requested
             assert await driver.safe_state() == "gate closed"
         finally:
             await client.close()
@@ -120,7 +121,8 @@ def test_options_and_simulated_are_checked() -> None:
             return []
 
     plain = Plain("p")
-    assert plain.options.model_dump() == {} and plain.simulated is False
+    assert plain.options.model_dump() == {}
+    assert plain.simulated is False
     assert run(plain.safe_state()) == "no safe state declared"
     with pytest.raises(TypeError, match="GateOptions"):
         GateDriver(options=plain.options)
