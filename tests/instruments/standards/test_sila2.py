@@ -206,6 +206,11 @@ def test_through_server_and_client(sila_server: tuple[Any, int]) -> None:
             await asyncio.sleep(0.05)
             cancelled = await client.cancel("r-3")
             assert cancelled.state is RequestStatus.CANCELLED
+            for _ in range(200):  # the server's ramp thread sees the cancel
+                if not sila.heater_state.cancels:
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.7)  # longer than the whole ramp would have taken
             assert sila.heater_state.temperature_c < 300.0
         finally:
             await client.close()
