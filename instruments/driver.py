@@ -327,7 +327,8 @@ class BlockingDriver(Driver):
 
     A cancelled action cannot interrupt a thread: the request is reported cancelled at
     once, but the next call waits until :meth:`run_blocking` returns. Keep each blocking
-    call short (poll the instrument in a loop with a short read timeout) or make
+    call short (poll the instrument in a loop with a short read timeout, checking
+    :attr:`cancel_requested`, which is true while a cancelled call still runs) or make
     :meth:`safe_state_blocking` able to stop it.
 
     :meth:`safe_state_blocking` runs in a thread of its own, not behind a running action:
@@ -344,10 +345,23 @@ class BlockingDriver(Driver):
     ) -> None:
         super().__init__(name, options, simulated=simulated)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sdlab-{name}")
+        self.cancel_requested = False
 
-    async def _in_worker(self, fn: Callable[..., _R], *args: Any) -> _R:
+    async def _in_thread(self, fn: Callable[..., _R], *args: Any) -> _R:
+        """Run ``fn(*args)`` in the instrument's worker thread; a cancelled caller stops
+        waiting at once and :attr:`cancel_requested` stays true until ``fn`` returns."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, *args)
+        future = loop.run_in_executor(self._executor, fn, *args)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if not future.done():
+                self.cancel_requested = True
+                future.add_done_callback(self._clear_cancel)
+            raise
+
+    def _clear_cancel(self, _: object) -> None:
+        self.cancel_requested = False
 
     @abstractmethod
     def run_blocking(self, action: str, parameters: Mapping[str, Any]) -> list[Measurement]:
@@ -365,11 +379,11 @@ class BlockingDriver(Driver):
 
     async def run(self, action: str, parameters: Mapping[str, Any]) -> list[Measurement]:
         """Run :meth:`run_blocking` in the instrument's worker thread."""
-        return await self._in_worker(self.run_blocking, action, dict(parameters))
+        return await self._in_thread(self.run_blocking, action, dict(parameters))
 
     async def connect(self) -> None:
         """Run :meth:`connect_blocking` in the instrument's worker thread."""
-        await self._in_worker(self.connect_blocking)
+        await self._in_thread(self.connect_blocking)
 
     async def safe_state(self) -> str:
         """Run :meth:`safe_state_blocking` in a thread of its own (not behind an action)."""
@@ -378,7 +392,7 @@ class BlockingDriver(Driver):
     async def close(self) -> None:
         """Run :meth:`close_blocking` after any running action, then end the worker."""
         try:
-            await self._in_worker(self.close_blocking)
+            await self._in_thread(self.close_blocking)
         finally:
             self._executor.shutdown(wait=False)
 
