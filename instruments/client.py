@@ -334,6 +334,11 @@ class InstrumentClient:
             skew_s = beat.time.timestamp() - (sent_wall + round_trip_s / 2)
         return HeartbeatReport(beat, skew_s, round_trip_s)
 
+    def backoff_s(self, request_id: str) -> float | None:
+        """The pause before the next long-polling ``status`` of ``request_id``, in seconds
+        (``None``: it is sent at once; its last long poll was not answered early)."""
+        return self._backoff.get(request_id)
+
     def reconnect(self, reason: str) -> None:
         """Replace the socket now and send every waiting call again, as a timeout would.
 
