@@ -339,7 +339,7 @@ class InstrumentClient:
         (``None``: it is sent at once; its last long poll was not answered early)."""
         return self._backoff.get(request_id)
 
-    def reconnect(self, reason: str) -> None:
+    def reconnect(self, reason: str) -> int:
         """Replace the socket now and send every waiting call again, as a timeout would.
 
         For a server known to have restarted: what was in flight on the old connection is
@@ -347,10 +347,14 @@ class InstrumentClient:
 
         Args:
             reason: Why, for the log.
+
+        Returns:
+            How many waiting calls were sent again.
         """
         if self._closed:
-            return
+            return 0
         self._replace_socket(reason)
+        return len(self._pending)
 
     async def close(self) -> None:
         """Close the socket; calls still waiting fail with code ``closed``."""
