@@ -107,7 +107,9 @@ class MessageError(ProtocolError):
     ) -> None:
         super().__init__(code, message, field)
         self.message_id = message_id
-        self.detail = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.code, self.detail, self.field, self.message_id))
 
 
 # --------------------------------------------------------------------------- timestamps

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import pickle
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -135,7 +136,13 @@ def test_a_refused_description_names_the_key_and_says_what_happened() -> None:
                 assert info.value.code == "bad_message"
                 assert info.value.field == "actions[0].timeout_s"
                 assert "refused the describe reply: actions[0].timeout_s:" in str(info.value)
-                assert info.value.__cause__ is None  # picklable: no pydantic error inside
+                assert info.value.__cause__ is None  # no pydantic error inside
+                back = pickle.loads(pickle.dumps(info.value))  # as Ray sends it on
+                assert (type(back), str(back), back.field) == (
+                    InstrumentReplyError,
+                    str(info.value),
+                    "actions[0].timeout_s",
+                )
             finally:
                 await client.close()
 
