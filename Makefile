@@ -35,7 +35,7 @@ unit: $(STAMP)
 test: lint typecheck unit
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/controller_overhead.py
+	$(BIN)/python -m benchmarks.controller_overhead
 
 # The planner benchmark (docs/benchmarks.md): every planner on the same problems and seeds.
 # Resumable (runs are cached under benchmarks/results/planners); BENCH_ARGS narrows it, e.g.
@@ -45,7 +45,7 @@ bench-planners: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[benchmarks]"
 	$(BIN)/python -c "import importlib.util as u; exit(u.find_spec('olympus') is None)" \
 		|| $(BIN)/python -m pip install --quiet --no-deps olymp
-	$(BIN)/python -m benchmarks.planners $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.planner_bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -18,7 +18,7 @@ Run it (``boundary`` spends about a second of CPU per decision; batches of 5 mak
 
     nice -n 10 python -m benchmarks.active_learning --seeds 20 --n 60 --batch 5 --out /tmp/al
 
-``run(seeds, n_max)`` returns the numbers as a dict (``benchmarks/planners.py`` calls it).
+``run(seeds, n_max)`` returns the numbers as a dict (``benchmarks/planner_bench.py`` calls it).
 """
 
 from __future__ import annotations

@@ -22,7 +22,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import itertools
 import statistics
 from collections.abc import Sequence
 from typing import Any
@@ -35,23 +34,12 @@ from sim.alab.drivers import XRDDriver
 from sim.alab.world import AlabWorld
 
 
-def recipes(world: AlabWorld, target: str, sizes: Sequence[int] = (1, 2, 3)) -> list[str]:
-    """Every balanced recipe of ``target`` from the shelf (precursor sets)."""
-    out = []
-    for k in sizes:
-        for combo in itertools.combinations(world.precursors(), k):
-            p = "+".join(sorted(combo))
-            if world.balance(target, p) is not None:
-                out.append(p)
-    return out
-
-
 def recipe_table(world: AlabWorld, temperatures: Sequence[float]) -> str:
     """The recipes table (see the module docstring)."""
     lines = ["target    recipes  >=50%  best yield (recipe, degC)"]
     for target in [*world.targets(), "CaZrO3"]:
         rows = []
-        for p in recipes(world, target):
+        for p in world.recipes(target):
             ys = [world.react(target, p, t).get(target, 0.0) for t in temperatures]
             i = int(np.argmax(ys))
             rows.append((ys[i], p, temperatures[i]))
@@ -87,7 +75,7 @@ def phase_id_table(
     world: AlabWorld, temperatures: Sequence[float], peak_counts: float, seed: int
 ) -> str:
     """The phase-identification table (see the module docstring)."""
-    pairs = [(t, p) for t in [*world.targets(), "CaZrO3"] for p in recipes(world, t, sizes=(2,))]
+    pairs = [(t, p) for t in [*world.targets(), "CaZrO3"] for p in world.recipes(t, sizes=(2,))]
     spec = SimulatedInstrumentSpec(
         driver="alab-xrd", world="alab", seed=seed, options={"peak_counts": peak_counts}
     )

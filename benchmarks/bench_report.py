@@ -1,6 +1,6 @@
 """The planner benchmark's report: tables, targets, figures, and the docs file's results.
 
-:func:`render` turns the runs collected by :func:`benchmarks.planners.run` (and the
+:func:`render` turns the runs collected by :func:`benchmarks.planner_bench.run` (and the
 sections of the other benchmark modules) into markdown; :func:`write_docs` puts it into
 ``docs/benchmarks.md`` between two marker comments, leaving the hand-written text around
 them alone.
@@ -27,7 +27,7 @@ from benchmarks.bench_metrics import (
 from benchmarks.bench_problems import REFERENCE_SAMPLES, Problem
 from benchmarks.bench_runs import SPECS, machine
 
-BEGIN = "<!-- BEGIN GENERATED: python -m benchmarks.planners -->"
+BEGIN = "<!-- BEGIN GENERATED: python -m benchmarks.planner_bench -->"
 END = "<!-- END GENERATED -->"
 
 SUZUKI_TOP1 = 93.8

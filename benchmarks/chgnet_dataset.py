@@ -18,7 +18,7 @@ snapshots in one fold, so cross-validation tests on unseen materials.
 
 Stored compactly in ``benchmarks/data/chgnet-srtio.json.gz``: per structure its material,
 lattice (3 x 3, angstrom), species, fractional coordinates and energy. Regenerate with
-``python benchmarks/chgnet_dataset.py --per-material 20`` (about two minutes on one CPU core).
+``python -m benchmarks.chgnet_dataset --per-material 20`` (about two minutes on one CPU core).
 """
 
 from __future__ import annotations

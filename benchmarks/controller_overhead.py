@@ -16,7 +16,7 @@ Per-experiment controller overhead, from the store's timestamps, two ways:
 * the latency of one experiment, from the moment it is written as proposed to the moment its
   result is stored, less the time the instrument reports it spent on the action.
 
-Usage:  python benchmarks/controller_overhead.py [--experiments N] [--instruments K]
+Usage:  python -m benchmarks.controller_overhead [--experiments N] [--instruments K]
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ uncertainty of ``--noise`` (the property instrument's noise), as the lab would r
 Printed: hits per 100 truth evaluations, median and quartiles over the seeds, and the
 ratio of the medians.
 
-Usage:  nice -n 10 python benchmarks/discovery.py [--seeds 10] [--cache-dir DIR]
+Usage:  nice -n 10 python -m benchmarks.discovery [--seeds 10] [--cache-dir DIR]
 """
 
 from __future__ import annotations

@@ -44,18 +44,6 @@ from sim.worlds import get_world
 PLANNERS = ("mfbo", "qlognei", "qlognei-screen", "random")
 """The planners compared, in table order."""
 
-MFBO_OPTIONS: dict[str, Any] = {
-    "num_restarts": 2,
-    "raw_samples": 64,
-    "maxiter": 50,
-    "candidate_set_size": 256,
-    "fit_maxiter": 75,
-    "warm_start": True,
-    "warm_start_maxiter": 30,
-}
-"""Lighter settings than qLogNEI's (which get ``num_restarts = 4``, ``raw_samples = 128``):
-mfbo makes several times more decisions for the same cost, on two shared CPU cores."""
-
 
 def _space(world: MultiFidelityWorld, with_fidelity: bool) -> SearchSpace:
     params = [

@@ -34,7 +34,7 @@ On a machine shared with other jobs wall-clock seconds swing with the load; ``cp
 process's CPU seconds, with ``--threads 1`` close to the seconds on one idle core) is the
 steadier column to compare.
 
-Usage:  python benchmarks/planner_speed.py [--sizes 100 500 2000 10000] [--seeds 2]
+Usage:  python -m benchmarks.planner_speed [--sizes 100 500 2000 10000] [--seeds 2]
         [--iterations 2] [--threads 1] [--planner-options '{"warm_start": true}']
 """
 

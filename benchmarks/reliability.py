@@ -7,7 +7,7 @@ runs the tests with pytest, and prints one table.
 
 Usage::
 
-    .venv/bin/python benchmarks/reliability.py [-k EXPRESSION] [--postgres-only]
+    .venv/bin/python -m benchmarks.reliability [-k EXPRESSION] [--postgres-only]
 """
 
 from __future__ import annotations
@@ -40,7 +40,9 @@ def main() -> int:
     root = Path(__file__).resolve().parent.parent
     with tempfile.TemporaryDirectory() as tmp:
         figures = Path(tmp) / "figures.jsonl"
+        # the suite kills the stress campaign 6 times per database; the figures use 20
         env = dict(os.environ, SDLAB_FIGURES=str(figures))
+        env.setdefault("SDLAB_STRESS_KILLS", "20")
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *TESTS]
         if args.k:
             cmd += ["-k", args.k]

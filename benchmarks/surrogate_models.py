@@ -18,11 +18,11 @@ written (``--markdown``), with JSON of every fold (``--json``).
 
 Usage::
 
-    PYTHONPATH=$PWD nice -n 10 python benchmarks/surrogate_models.py --data enthalpies \\
+    PYTHONPATH=$PWD nice -n 10 python -m benchmarks.surrogate_models --data enthalpies \\
         --models mean,rf,gbr,gp,mlp_ensemble [--device cpu|cuda] [--threads N] \\
         [--folds 5] [--max-folds K] [--quick] [--json out.json] [--markdown out.md]
-    python benchmarks/surrogate_models.py --data chgnet-srtio --save-data DIR  # featurise once
-    python benchmarks/surrogate_models.py --data chgnet-srtio --load-data DIR ...
+    python -m benchmarks.surrogate_models --data chgnet-srtio --save-data DIR  # featurise once
+    python -m benchmarks.surrogate_models --data chgnet-srtio --load-data DIR ...
 """
 
 from __future__ import annotations

@@ -56,6 +56,11 @@ def _invalid(exc: InvalidCampaignError) -> None:
 @click.option("--seed", type=click.IntRange(min=0), help="Seed of a new campaign's planner.")
 @click.option("--no-progress", is_flag=True, help="Do not draw the progress bar.")
 @click.option("--ray-address", default=None, help="Join this Ray cluster (default: start one).")
+@click.option(
+    "--simulate",
+    is_flag=True,
+    help="Run every instrument that names a driver on its driver's simulated backend.",
+)
 def run(
     campaign: Path,
     db_url: str,
@@ -63,6 +68,7 @@ def run(
     seed: int | None,
     no_progress: bool,
     ray_address: str | None,
+    simulate: bool,
 ) -> None:
     """Run CAMPAIGN (a TOML file) to its budget; the same command resumes it."""
     from controller.runner import run as run_campaign
@@ -73,6 +79,7 @@ def run(
         seed=seed,
         progress=not no_progress,
         ray_address=ray_address,
+        simulate=simulate,
     )
     try:
         code = run_campaign(campaign, opts)
@@ -155,14 +162,51 @@ def control(db_url: str, campaign: str, command: str, wait_s: float) -> None:
 
 
 @cli.group()
+def audit() -> None:
+    """The hash-chained audit record (docs/audit.md)."""
+
+
+@audit.command("verify")
+@db_option
+def audit_verify(db_url: str) -> None:
+    """Check that no audit entry was edited, removed, inserted or moved.
+
+    Exits 0 when the chain is intact (printing its length and last hash), 1 naming the
+    first broken entry, or when the store cannot be read.
+    """
+    from controller.store import make_engine, migrate, session_factory, transaction
+    from controller.store.audit import verify
+
+    engine = make_engine(db_url)
+    try:
+        migrate(engine)
+        with transaction(session_factory(engine)) as s:
+            verdict = verify(s)
+    except SdlabError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    finally:
+        engine.dispose()
+    if not verdict.intact:
+        click.echo(
+            f"audit record BROKEN at entry {verdict.broken_at}: {verdict.problem} "
+            f"({verdict.entries} entries read)",
+            err=True,
+        )
+        sys.exit(EXIT_FAILED)
+    click.echo(f"audit record intact: {verdict.entries} entries, last hash {verdict.head_hash}")
+
+
+@cli.group()
 def instruments() -> None:
     """Instrument servers."""
 
 
 @instruments.command("serve")
-@click.argument("sim_file", type=click.Path(path_type=Path))
+@click.argument("lab_file", type=click.Path(path_type=Path))
 @click.option("--only", multiple=True, help="Serve only these instruments (repeatable).")
 @click.option("--journal-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--simulate", is_flag=True, help="Run every driver on its simulated backend.")
 @click.option(
     "--curve-secret-key",
     type=click.Path(path_type=Path),
@@ -176,25 +220,97 @@ def instruments() -> None:
     help="Directory of the public keys (*.key) of the clients to answer.",
 )
 def serve(
-    sim_file: Path,
+    lab_file: Path,
     only: tuple[str, ...],
     journal_dir: Path | None,
+    simulate: bool,
     curve_secret_key: Path | None,
     curve_allow: Path | None,
 ) -> None:
-    """Serve the simulated instruments of SIM_FILE over ZeroMQ until interrupted."""
-    from sim.serve import main as sim_main
+    """Host the instruments of LAB_FILE (a gateway, simulation or campaign file) over
+    ZeroMQ until interrupted: each entry's driver on its own endpoint."""
+    from instruments.gateway import main as gateway_main
 
-    argv = [str(sim_file)]
+    argv = [str(lab_file)]
     for name in only:
         argv += ["--only", name]
     if journal_dir is not None:
         argv += ["--journal-dir", str(journal_dir)]
+    if simulate:
+        argv.append("--simulate")
     if curve_secret_key is not None:
         argv += ["--curve-secret-key", str(curve_secret_key)]
     if curve_allow is not None:
         argv += ["--curve-allow", str(curve_allow)]
-    sys.exit(sim_main(argv))
+    if _asks_for_simulators(lab_file):
+        from sim.drivers import load_builtin_drivers
+
+        load_builtin_drivers()
+    sys.exit(gateway_main(argv, prog="sdlab instruments serve"))
+
+
+def _asks_for_simulators(path: Path) -> bool:
+    """Whether a gateway file has ``[instruments.simulated]`` tables (sdlab's simulators)."""
+    from models.gateway import load_gateway
+
+    try:
+        return any(e.spec.simulator is not None for e in load_gateway(path).entries)
+    except InvalidCampaignError:
+        return False  # the gateway reports it
+
+
+@cli.group()
+def drivers() -> None:
+    """Instrument drivers: built in, and from installed packages (sdlab.drivers)."""
+
+
+@drivers.command("list")
+def drivers_list() -> None:
+    """List every driver: its package, whether it can run simulated, and its actions."""
+    from instruments.catalog import driver_catalog
+    from sim.drivers import load_builtin_drivers
+
+    load_builtin_drivers()  # sdlab's simulators, also from a checkout without entry points
+    try:
+        catalog = driver_catalog()
+    except SdlabError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    rows = [("DRIVER", "PACKAGE", "VERSION", "SIMULATED", "ACTIONS")]
+    rows += [
+        (d.name, d.distribution, d.version, "yes" if d.simulated else "no", d.actions_text)
+        for d in catalog
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row in rows:
+        click.echo(
+            "  ".join(c.ljust(w) for c, w in zip(row[:4], widths, strict=True)) + "  " + row[4]
+        )
+
+
+@cli.group()
+def driver() -> None:
+    """Write a new driver."""
+
+
+@driver.command("new")
+@click.argument("name")
+@click.argument("directory", type=click.Path(path_type=Path))
+def driver_new(name: str, directory: Path) -> None:
+    """Write an installable driver package NAME into DIRECTORY (pip install -e it)."""
+    from instruments.kit import KitError, new_driver_package
+
+    try:
+        files = new_driver_package(name, directory)
+    except KitError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_INVALID)
+    for path in files:
+        click.echo(str(path))
+    click.echo(
+        f"driver {name!r} written; next: pip install -e {directory} && sdlab drivers list",
+        err=True,
+    )
 
 
 @cli.command("serve")

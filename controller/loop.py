@@ -52,7 +52,11 @@ from controller.store import (
     set_experiment_status,
     transaction,
 )
-from controller.store.queries import PENDING_EXPERIMENT, experiment_costs
+from controller.store.queries import (
+    PENDING_EXPERIMENT,
+    experiment_costs,
+    related_observations,
+)
 from controller.work import ControllerOptions, InstrumentSlot, Work
 from instruments.client import InstrumentClient
 from instruments.security import CurveClientKeys
@@ -224,6 +228,13 @@ class CampaignController(ProposalIntake):
                     },
                 )
                 history = observations(s, self.campaign_id, list(self.spec.objectives))
+                related = related_observations(
+                    s,
+                    self.spec.planner.options.get("related_campaigns", []),
+                    list(self.spec.objectives),
+                )
+            for task, told in related.items():  # related campaigns first, then our own
+                await self._planner.tell_related(task, told)
             await Recovery(self).reconcile()
             self.dispatch.restore()
             if history:

@@ -54,6 +54,10 @@ class PlannerClient(Protocol):
         """Teach the planner finished experiments."""
         ...
 
+    async def tell_related(self, task: str, observations: Sequence[Observation]) -> None:
+        """Teach the planner a related campaign's finished experiments."""
+        ...
+
     def close(self) -> None:
         """Release the planner's resources."""
         ...
@@ -78,6 +82,10 @@ class ThreadPlanner:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._pool, self._planner.tell, list(observations))
 
+    async def tell_related(self, task: str, observations: Sequence[Observation]) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._pool, self._planner.tell_related, task, list(observations))
+
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
@@ -96,6 +104,11 @@ class PlannerHost:
         """See :meth:`planners.base.Planner.tell`; returns the number of observations held."""
         self._planner.tell(observations)
         return len(self._planner.observations)
+
+    def tell_related(self, task: str, observations: list[Observation]) -> int:
+        """See :meth:`planners.base.Planner.tell_related`; returns the task's points held."""
+        self._planner.tell_related(task, observations)
+        return len(self._planner.related.get(task, ()))
 
 
 class RayPlanner:
@@ -122,6 +135,9 @@ class RayPlanner:
 
     async def tell(self, observations: Sequence[Observation]) -> None:
         self._actor.tell.remote(list(observations))
+
+    async def tell_related(self, task: str, observations: Sequence[Observation]) -> None:
+        await self._actor.tell_related.remote(task, list(observations))
 
     def close(self) -> None:
         ray.kill(self._actor)

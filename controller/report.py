@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from controller.store import count_by_status, export_rows, get_campaign, list_campaigns
 from controller.store.queries import cost_spent
+from controller.store.timing import Timing, timing
 from models.campaign import CampaignSpec
 from models.status import ExperimentStatus
 from models.tables import ExperimentRow
@@ -52,6 +53,7 @@ class Summary:
     counts: dict[str, int]
     best: list[tuple[str, str, float, dict[str, Any], int]] = field(default_factory=list)
     seconds_per_experiment: float | None = None
+    timing: Timing | None = None
     cost_spent: float = 0.0
     max_cost: float | None = None
     run_seconds: float | None = None
@@ -97,6 +99,7 @@ def summarize(s: Session, name: str, db_url: str, run_seconds: float | None) -> 
         counts=counts,
         best=best,
         seconds_per_experiment=statistics.median(durations) if durations else None,
+        timing=timing(s, row.id),
         cost_spent=cost_spent(s, row.id),
         max_cost=spec.budget.max_cost,
         run_seconds=run_seconds,
@@ -205,8 +208,23 @@ def render_summary(summary: Summary) -> Table:
         label = direction if direction.startswith("target") else direction[:3]
         t.add_row(f"best {name} ({label})", f"{value:.6g} (experiment {exp_id})")
         t.add_row("  at", shown)
+    tm = summary.timing
+    if tm is not None and tm.wall_s_per_experiment is not None:
+        t.add_row("wall time per experiment", f"{tm.wall_s_per_experiment:.3f} s")
+    if tm is not None and tm.planning_s_per_decision is not None:
+        t.add_row(
+            "planning per decision",
+            f"{tm.planning_s_per_decision:.3f} s (median; {tm.planning_s_total:.1f} s over "
+            f"{tm.decisions} decisions)",
+        )
+    if tm is not None and tm.instrument_s_per_experiment is not None:
+        t.add_row(
+            "instrument time per experiment", f"{tm.instrument_s_per_experiment:.3f} s (median)"
+        )
     if summary.seconds_per_experiment is not None:
-        t.add_row("time per experiment", f"{summary.seconds_per_experiment:.3f} s (median)")
+        t.add_row(
+            "proposed to result", f"{summary.seconds_per_experiment:.3f} s (median per experiment)"
+        )
     if summary.run_seconds is not None:
         t.add_row("this run took", f"{summary.run_seconds:.1f} s")
     t.add_row("database", summary.database)
@@ -235,6 +253,7 @@ def status_table(s: Session) -> Table:
     t.add_column("done / budget", justify="right")
     t.add_column("experiments by status")
     t.add_column("cost spent", justify="right")
+    t.add_column("time per experiment")
     for row in list_campaigns(s):
         counts = count_by_status(s, row.id)
         shown = ", ".join(f"{st.value} {n}" for st, n in counts.items() if n)
@@ -245,6 +264,7 @@ def status_table(s: Session) -> Table:
             f"{done} / {row.max_experiments}",
             shown or "none",
             _cost_text(cost_spent(s, row.id), _max_cost(row.spec)),
+            timing(s, row.id).describe(),
         )
     return t
 

@@ -25,6 +25,7 @@ from controller.actors import CampaignActor, ensure_ray
 from controller.loop import ControllerOptions
 from controller.planning import build_planner
 from controller.report import render_groups, render_summary, summarize
+from controller.safety import SafetyGate
 from controller.simproc import SimulatorProcesses, default_journal_dir
 from controller.store import (
     add_event,
@@ -38,16 +39,21 @@ from controller.store import (
     transaction,
 )
 from controller.store.lease import LeaseHeldError, lease_is_live, lease_of
-from controller.store.queries import cost_spent
+from controller.store.queries import cost_spent, related_observations
+from instruments.driver import InstrumentDescription
+from instruments.gateway import build_drivers
 from instruments.security import CurveClientKeys
-from models.campaign import CampaignSpec, load_campaign
+from models.campaign import CampaignSpec
+from models.campaign_file import load_campaign
 from models.errors import (
     CampaignStateError,
     InvalidCampaignError,
     LinkSecurityError,
+    Problem,
     RegistryError,
     SdlabError,
 )
+from models.gateway import GatewayFile, hosted_entries
 from models.status import CampaignStatus, ExperimentStatus
 from models.tables import CampaignRow, EventRow
 
@@ -68,8 +74,10 @@ class RunOptions:
         seed: Overrides ``campaign.seed`` for a new campaign.
         progress: Show a progress bar.
         ray_address: Join this Ray cluster instead of starting a local instance.
-        journal_dir: Where simulated servers keep their journals (default: beside the db).
+        journal_dir: Where hosted servers keep their journals (default: beside the db).
         controller: Controller settings.
+        simulate: Run every instrument that names a ``driver`` on its driver's simulated
+            backend (a dry run of the code that will drive the hardware).
     """
 
     db_url: str = "sqlite:///sdlab.db"
@@ -79,6 +87,7 @@ class RunOptions:
     ray_address: str | None = None
     journal_dir: Path | None = None
     controller: ControllerOptions | None = None
+    simulate: bool = False
 
 
 def absolute_db_url(url: str) -> str:
@@ -92,14 +101,16 @@ def absolute_db_url(url: str) -> str:
     return url
 
 
-def validate(path: Path, seed: int | None = None) -> CampaignSpec:
-    """Load a campaign file and check that its planner can be built and its CURVE key
-    files read.
+def validate(path: Path, seed: int | None = None, simulate: bool = False) -> CampaignSpec:
+    """Load a campaign file and check that its planner can be built, its CURVE key files
+    read, the drivers it hosts built from their options, and that its simulated
+    instruments can run its workflow.
 
     Raises:
         InvalidCampaignError: For any problem, with the key path.
     """
     spec = load_campaign(path)
+    _check_drivers(spec, str(path), simulate)
     keys: list[tuple[str, str]] = []
     for i, inst in enumerate(spec.instruments):
         try:
@@ -108,6 +119,9 @@ def validate(path: Path, seed: int | None = None) -> CampaignSpec:
             keys.append((f"instruments[{i}].{exc.key or 'curve'}", str(exc)))
     if keys:
         raise InvalidCampaignError(str(path), keys)
+    simulated = simulated_workflow_problems(spec)
+    if simulated:
+        raise InvalidCampaignError(str(path), simulated)
     try:
         build_planner(spec, seed if seed is not None else spec.campaign.seed)
     except RegistryError as exc:
@@ -119,6 +133,58 @@ def validate(path: Path, seed: int | None = None) -> CampaignSpec:
     return spec
 
 
+def simulated_workflow_problems(spec: CampaignSpec) -> list[Problem]:
+    """Check the workflow against what the campaign's simulated instruments will declare.
+
+    A simulated instrument's ``describe`` is known before any server starts: its driver is
+    built here (and dropped) and the workflow checked against it as the controller checks
+    it at connect time (:class:`~controller.safety.SafetyGate`), so a campaign that could
+    never run is refused before anything is written.
+
+    Returns:
+        The problems found, with their key paths; a driver that cannot be built reports
+        under ``instruments[i].simulated``.
+    """
+    if not any(inst.simulator is not None for inst in spec.instruments):
+        return []
+    from sim.drivers import make_driver  # only a campaign with simulated instruments needs it
+
+    problems: list[Problem] = []
+    descriptions: dict[str, InstrumentDescription] = {}
+    for i, inst in enumerate(spec.instruments):
+        if inst.simulator is None:
+            continue
+        try:
+            descriptions[inst.name] = make_driver(inst.name, inst.simulator).describe()
+        except InvalidCampaignError as exc:
+            problems += [p.under("instruments", i, "simulated") for p in exc.problems]
+    if problems:
+        return problems
+    try:
+        SafetyGate(spec, descriptions)
+    except InvalidCampaignError as exc:
+        return [p for p in exc.problems if not _unmeasured_objective(p, spec, descriptions)]
+    return []
+
+
+def _unmeasured_objective(
+    problem: Problem, spec: CampaignSpec, descriptions: dict[str, InstrumentDescription]
+) -> bool:
+    """Whether ``problem`` is an objective no simulated action measures while instruments
+    that are not simulated may still measure it (they are checked when they connect)."""
+    return problem.path[:1] == ("objectives",) and len(descriptions) < len(spec.instruments)
+
+
+def _check_drivers(spec: CampaignSpec, source: str, simulate: bool) -> None:
+    """Build (without connecting) every driver the campaign's local gateway will host.
+
+    Simulator tables are left to the simulator process, which reports them the same way.
+    """
+    entries = [e for e in hosted_entries(list(spec.instruments)) if e.spec.driver is not None]
+    if entries:
+        build_drivers(GatewayFile(source=source, entries=entries), simulate=simulate)
+
+
 def _prepare(spec: CampaignSpec, path: Path, opts: RunOptions, console: Console) -> str | None:
     """Create or find the campaign. Returns ``None`` when there is nothing to do."""
     engine = make_engine(opts.db_url)
@@ -127,6 +193,12 @@ def _prepare(spec: CampaignSpec, path: Path, opts: RunOptions, console: Console)
         factory = session_factory(engine)
         budget = opts.budget or spec.budget.max_experiments
         with transaction(factory) as s:
+            try:
+                related_observations(
+                    s, spec.planner.options.get("related_campaigns", []), spec.objectives
+                )
+            except InvalidCampaignError as exc:
+                raise InvalidCampaignError(str(path), exc.problems) from exc
             row = get_campaign(s, spec.campaign.name)
             if row is None:
                 seed = opts.seed if opts.seed is not None else spec.campaign.seed
@@ -157,6 +229,7 @@ def _prepare(spec: CampaignSpec, path: Path, opts: RunOptions, console: Console)
                     "campaign.budget",
                     f"budget changed from {row.max_experiments} to {budget}",
                     campaign_id=row.id,
+                    data={"from": row.max_experiments, "to": budget},
                     actor="cli",
                 )
                 row.max_experiments = budget
@@ -220,7 +293,7 @@ def run(path: Path, opts: RunOptions, console: Console | None = None) -> int:
         LeaseHeldError: If another controller is running the campaign (the caller exits 1).
     """
     console = console or Console()
-    spec = validate(path, opts.seed)
+    spec = validate(path, opts.seed, opts.simulate)
     # The campaign actor runs in a Ray worker whose working directory is not ours.
     opts = replace(opts, db_url=absolute_db_url(opts.db_url))
     name = _prepare(spec, path, opts, console)
@@ -232,9 +305,9 @@ def run(path: Path, opts: RunOptions, console: Console | None = None) -> int:
     t0 = time.monotonic()
     try:
         endpoints: dict[str, str] = {}
-        if any(i.simulated for i in spec.instruments):
+        if any(i.hosted for i in spec.instruments):
             journal = opts.journal_dir or default_journal_dir(opts.db_url, spec.campaign.name)
-            sims = SimulatorProcesses(spec, path.resolve(), journal)
+            sims = SimulatorProcesses(spec, path.resolve(), journal, simulate=opts.simulate)
             sims.spawn()  # before Ray starts any thread; they start up while Ray does
         started_ray = not ray.is_initialized()
         ensure_ray(opts.ray_address)

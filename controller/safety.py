@@ -29,7 +29,7 @@ from typing import Any
 
 from instruments.driver import ActionSpec, InstrumentDescription
 from models.campaign import CampaignSpec, WorkflowStep
-from models.errors import InvalidCampaignError, ParameterLimitError
+from models.errors import InvalidCampaignError, ParameterLimitError, Problem
 from models.params import ParamValue
 
 logger = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class SafetyGate:
         self._actions: dict[tuple[str, int], ActionSpec] = {}
         # step index -> names of the campaign parameters the step sends
         self._step_params: dict[int, list[str]] = {}
-        problems: list[tuple[str, str]] = []
+        problems: list[Problem] = []
         outputs: set[str] = set()
         for i, step in enumerate(spec.workflow):
             for inst, kind in self._kinds.items():
@@ -76,8 +76,8 @@ class SafetyGate:
                     action = self._descriptions[inst].action(step.action)
                 except KeyError:
                     problems.append(
-                        (
-                            f"workflow[{i}].action",
+                        Problem(
+                            ("workflow", i, "action"),
                             f"instrument {inst!r} has no action {step.action!r} (it offers "
                             f"{', '.join(a.name for a in self._descriptions[inst].actions)})",
                         )
@@ -86,17 +86,18 @@ class SafetyGate:
                 self._actions[(inst, i)] = action
                 outputs.update(o.name for o in action.outputs)
                 self._step_params.setdefault(i, self._params_for(step, action))
+                problems += step_parameter_problems(spec, i, inst, action)
         for j, obj in enumerate(spec.objectives):
             if obj.name not in outputs:
                 problems.append(
-                    (
-                        f"objectives[{j}].name",
+                    Problem(
+                        ("objectives", j, "name"),
                         f"no workflow action measures {obj.name!r} "
                         f"(outputs: {', '.join(sorted(outputs)) or 'none'})",
                     )
                 )
         if problems:
-            raise InvalidCampaignError("connected instruments", problems)
+            raise InvalidCampaignError("connected instruments", _unique(problems))
 
     def _params_for(self, step: WorkflowStep, action: ActionSpec) -> list[str]:
         if step.parameters is not None:
@@ -206,3 +207,72 @@ class SafetyGate:
     def objective_names(self) -> Sequence[str]:
         """Names of the campaign's objectives."""
         return [o.name for o in self.spec.objectives]
+
+
+def step_parameter_problems(
+    spec: CampaignSpec, index: int, instrument: str, action: ActionSpec
+) -> list[Problem]:
+    """Why workflow step ``index`` can never run on ``instrument``, whatever is proposed.
+
+    The step sends the campaign parameters it names (or, naming none, those the action
+    declares) and its ``fixed`` values. A parameter the action requires that is neither
+    would make the instrument refuse every proposal, as would one it does not accept: the
+    campaign would abandon experiments without end, so it must not start.
+
+    Args:
+        spec: The campaign.
+        index: The workflow step.
+        instrument: The instrument that may run it.
+        action: What that instrument declared for the step's action.
+
+    Returns:
+        One problem per such parameter, with the key path to fix; empty if none.
+    """
+    step = spec.workflow[index]
+    names = spec.space.names
+    declared = [p.name for p in action.parameters]
+    who = f"instrument {instrument!r}: action {step.action!r}"
+    takes = f"it takes {', '.join(declared) or 'no parameters'}"
+    problems: list[Problem] = []
+    for j, name in enumerate(step.parameters or []):
+        if name not in declared:
+            problems.append(
+                Problem(
+                    ("workflow", index, "parameters", j),
+                    f"{who} has no parameter {name!r} ({takes})",
+                )
+            )
+    for name in step.fixed:
+        if name not in declared:
+            problems.append(
+                Problem(
+                    ("workflow", index, "fixed", name), f"{who} has no parameter {name!r} ({takes})"
+                )
+            )
+    sent = set(step.fixed) | set(step.parameters if step.parameters is not None else names)
+    for limit in action.parameters:
+        if not limit.required or limit.name in sent:
+            continue
+        if step.parameters is not None and limit.name in names:
+            problems.append(
+                Problem(
+                    ("workflow", index, "parameters"),
+                    f"{who} requires parameter {limit.name!r}, which the step does not send: "
+                    "add it to the list",
+                )
+            )
+        else:
+            problems.append(
+                Problem(
+                    ("workflow", index),
+                    f"{who} requires parameter {limit.name!r}, which the search space does "
+                    f"not declare (declared: {', '.join(names)}): add it to [[parameters]], "
+                    f"or give it a value in workflow[{index}].fixed",
+                )
+            )
+    return problems
+
+
+def _unique(problems: Sequence[Problem]) -> list[Problem]:
+    """``problems`` without repeats (several instruments of a kind report the same)."""
+    return list(dict.fromkeys(problems))

@@ -1,8 +1,11 @@
-"""Start and stop the simulated instrument servers a campaign names.
+"""Start and stop the instrument servers a campaign hosts itself (its local gateway).
 
-Each simulated instrument runs in its own process (``python -m sim.serve FILE --only NAME``),
-exactly as a real instrument server would run on a lab PC, so a simulated campaign takes the
-same ZeroMQ path as a real one. The processes die with the controller (Linux parent-death
+Each hosted instrument runs in its own gateway process, exactly as a real instrument server
+would run on a lab PC, so a simulated campaign takes the same ZeroMQ path as a real one: an
+instrument with an ``[instruments.simulated]`` table in ``python -m sim.serve FILE --only
+NAME`` (the gateway with sdlab's simulators loaded), one that names a ``driver`` in
+``python -m instruments.gateway FILE --only NAME`` (``--simulate`` runs it on the driver's
+simulated backend). The processes die with the controller (Linux parent-death
 signal) so a killed controller never leaves servers behind.
 
 The servers are supervised, as a service manager supervises a real instrument server: one
@@ -41,16 +44,18 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 class SimulatorProcesses:
-    """The simulated instrument servers of one campaign, one process each.
+    """The hosted instrument servers of one campaign, one process each.
 
     Args:
-        spec: The campaign.
+        spec: The campaign; its instruments with a ``driver`` or a simulator table are
+            hosted.
         campaign_file: The campaign's TOML file (the servers read their settings from it).
         journal_dir: Where each server keeps its journal of finished requests, so a server
             restarted with the campaign still knows what it already did.
         startup_timeout_s: How long to wait for every server to say it is ready.
         restart_delay_s: Wait before a server that exited on its own is started again
             (``None``: do not restart it).
+        simulate: Run every ``driver`` instrument on its driver's simulated backend.
     """
 
     def __init__(
@@ -60,8 +65,15 @@ class SimulatorProcesses:
         journal_dir: Path,
         startup_timeout_s: float = 120.0,
         restart_delay_s: float | None = 1.0,
+        simulate: bool = False,
     ) -> None:
-        self.names = [i.name for i in spec.instruments if i.simulated is not None]
+        self.names = [i.name for i in spec.instruments if i.hosted]
+        self._modules = {
+            i.name: "sim.serve" if i.simulator is not None else "instruments.gateway"
+            for i in spec.instruments
+            if i.hosted
+        }
+        self.simulate = simulate
         self.campaign_file = campaign_file
         self.journal_dir = journal_dir
         self.startup_timeout_s = startup_timeout_s
@@ -96,7 +108,7 @@ class SimulatorProcesses:
         cmd: list[str] = [
             sys.executable,
             "-m",
-            "sim.serve",
+            self._modules[name],
             str(self.campaign_file),
             "--only",
             name,
@@ -105,6 +117,8 @@ class SimulatorProcesses:
         ]
         if bind is not None:
             cmd += ["--bind", bind]
+        if self.simulate and self._modules[name] == "instruments.gateway":
+            cmd.append("--simulate")
         return subprocess.Popen(
             cmd,
             stdout=subprocess.PIPE,
@@ -138,7 +152,7 @@ class SimulatorProcesses:
             left = deadline - time.monotonic()
             problem: str | None = None
             if left <= 0:
-                problem = "simulated server did not start"
+                problem = "instrument server did not start"
             else:
                 ready, _, _ = select.select([proc.stdout], [], [], min(left, 1.0))
                 if not ready:
@@ -151,7 +165,7 @@ class SimulatorProcesses:
                         logger.info("sim %s: %s", name, line.rstrip())
                         continue
                     return dict(msg.get("endpoints", {}))
-                problem = f"simulated server exited with code {proc.wait()}"
+                problem = f"instrument server exited with code {proc.wait()}"
             if stop_all:
                 self.stop()
             raise InstrumentError(name, "unreachable", problem)

@@ -7,15 +7,20 @@ re-running the action is safe) and runs them in :meth:`Driver.run`. An
 refuses any parameter outside the declared limits before the driver sees it.
 
 Drivers register by name with :func:`register_driver`; registering a name twice is an error
-at import time (as BoTorch's acquisition input constructors do).
+at import time (as BoTorch's acquisition input constructors do). Drivers of installed
+packages (sdlab's own included) are found through the ``sdlab.drivers`` entry-point group,
+loaded lazily (see :mod:`models.registry`). ``docs/drivers.md`` says how to write one.
 """
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Literal, TypeVar
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
@@ -23,6 +28,11 @@ from models.costs import NonNegativeCost, affine_cost
 from models.errors import ParameterLimitError
 from models.records import Measurement
 from models.registry import Registry
+
+if TYPE_CHECKING:
+    from instruments.server import InstrumentServer
+
+_R = TypeVar("_R")
 
 PROTOCOL_VERSION = "sdlab/1"
 """The wire protocol version this package speaks (see ``docs/protocol.md``)."""
@@ -203,28 +213,71 @@ class InstrumentDescription(WireModel):
         raise KeyError(name)
 
 
+class NoOptions(BaseModel):
+    """The options of a driver that takes none: an empty ``[instruments.options]`` table."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
 class Driver(ABC):
     """Base class of instrument drivers.
 
     Subclasses set ``driver_name`` (through :func:`register_driver`) and ``version``,
-    declare their actions in :meth:`actions` and perform them in :meth:`run`. A driver is
-    hosted by an instrument server, which validates every parameter against the declared
+    declare their options in ``Options``, their actions in :meth:`actions` and perform them
+    in :meth:`run`. A driver is hosted by an instrument server, which calls
+    :meth:`connect` once before serving, validates every parameter against the declared
     limits before calling :meth:`run`, runs at most one action at a time, and cancels the
     ``run`` coroutine when a client cancels the request.
 
+    :meth:`run` runs in the server's event loop, beside the heartbeats: it must not block.
+    A driver whose I/O blocks (pyserial, pyvisa, a grpc stub) derives from
+    :class:`BlockingDriver` instead, whose calls run in a worker thread.
+
     Args:
         name: The instrument's name (one driver class may serve many instruments).
+        options: The driver's settings (an instance of ``Options``, or a mapping that is
+            validated into one); ``None``: the defaults.
+        simulated: Run against the driver's simulated backend instead of the hardware
+            (only for a class whose ``supports_simulation`` is true).
+
+    Raises:
+        ValueError: If ``simulated`` is asked of a driver without a simulated backend.
+        pydantic.ValidationError: If ``options`` do not validate against ``Options``.
     """
 
     driver_name: ClassVar[str] = ""
     version: ClassVar[str] = "0"
+    Options: ClassVar[type[BaseModel]] = NoOptions
+    """The pydantic model of the ``[instruments.options]`` table (``extra="forbid"``)."""
+    supports_simulation: ClassVar[bool] = False
+    """Whether the driver carries a simulated backend (``simulated=True`` then uses it)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        options: BaseModel | Mapping[str, Any] | None = None,
+        *,
+        simulated: bool = False,
+    ) -> None:
+        if simulated and not self.supports_simulation:
+            raise ValueError(
+                f"driver {self.driver_name or type(self).__name__!r} has no simulated backend"
+            )
         self.name = name
+        if options is None:
+            options = self.Options()
+        elif not isinstance(options, self.Options):
+            data = options.model_dump() if isinstance(options, BaseModel) else dict(options)
+            options = self.Options.model_validate(data)
+        self.options: BaseModel = options
+        self.simulated = simulated
 
     @abstractmethod
     def actions(self) -> list[ActionSpec]:
-        """The actions this instrument offers, with their parameter limits."""
+        """The actions this instrument offers, with their parameter limits.
+
+        Called after :meth:`connect`, so a driver may discover them from the hardware.
+        """
 
     @abstractmethod
     async def run(self, action: str, parameters: Mapping[str, Any]) -> list[Measurement]:
@@ -247,16 +300,113 @@ class Driver(ABC):
             actions=self.actions(),
         )
 
+    async def connect(self) -> None:  # noqa: B027 - optional hook, empty by default
+        """Open the link to the hardware (or the simulated backend).
+
+        The server calls it once, before it binds its socket; an exception stops the
+        server from starting.
+        """
+
+    async def safe_state(self) -> str:
+        """Put the instrument in its safe state (a furnace ramps down, a pump stops).
+
+        Returns:
+            One line saying what was done.
+        """
+        return "no safe state declared"
+
     async def close(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Release hardware resources; called once when the server stops."""
+
+    def make_server(self, address: str, **kwargs: Any) -> InstrumentServer:
+        """The instrument server that hosts this driver (a gateway calls this).
+
+        A driver that needs a special server (the fault-injecting simulators) overrides it.
+
+        Args:
+            address: Endpoint to bind.
+            **kwargs: Keyword arguments of :class:`~instruments.server.InstrumentServer`.
+        """
+        from instruments.server import InstrumentServer
+
+        return InstrumentServer(self, address, **kwargs)
+
+
+class BlockingDriver(Driver):
+    """A driver whose I/O blocks (pyserial, pyvisa, grpc stubs).
+
+    Subclasses implement :meth:`run_blocking` (and, if they need them,
+    :meth:`connect_blocking`, :meth:`close_blocking` and :meth:`safe_state_blocking`) as
+    plain functions that may block. The async methods the server calls run them in a
+    dedicated worker thread, one per instrument, so calls to one instrument stay
+    serialised in the order they were made while the server's event loop (and its
+    heartbeats) keeps running.
+
+    A cancelled action cannot interrupt a thread: the request is reported cancelled at
+    once, but the next call waits until :meth:`run_blocking` returns. Keep each blocking
+    call short (poll the instrument in a loop with a short read timeout) or make
+    :meth:`safe_state_blocking` able to stop it.
+
+    :meth:`safe_state_blocking` runs in a thread of its own, not behind a running action:
+    an emergency stop must not wait for the action it stops, so it must be safe to call
+    while :meth:`run_blocking` is working (e.g. write the stop command under a lock).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        options: BaseModel | Mapping[str, Any] | None = None,
+        *,
+        simulated: bool = False,
+    ) -> None:
+        super().__init__(name, options, simulated=simulated)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sdlab-{name}")
+
+    async def _in_worker(self, fn: Callable[..., _R], *args: Any) -> _R:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    @abstractmethod
+    def run_blocking(self, action: str, parameters: Mapping[str, Any]) -> list[Measurement]:
+        """Perform ``action`` (as :meth:`Driver.run`), blocking the calling thread."""
+
+    def connect_blocking(self) -> None:
+        """Open the link to the hardware, blocking (see :meth:`Driver.connect`)."""
+
+    def close_blocking(self) -> None:
+        """Release the hardware, blocking (see :meth:`Driver.close`)."""
+
+    def safe_state_blocking(self) -> str:
+        """Put the instrument in its safe state, blocking (see :meth:`Driver.safe_state`)."""
+        return "no safe state declared"
+
+    async def run(self, action: str, parameters: Mapping[str, Any]) -> list[Measurement]:
+        """Run :meth:`run_blocking` in the instrument's worker thread."""
+        return await self._in_worker(self.run_blocking, action, dict(parameters))
+
+    async def connect(self) -> None:
+        """Run :meth:`connect_blocking` in the instrument's worker thread."""
+        await self._in_worker(self.connect_blocking)
+
+    async def safe_state(self) -> str:
+        """Run :meth:`safe_state_blocking` in a thread of its own (not behind an action)."""
+        return await asyncio.to_thread(self.safe_state_blocking)
+
+    async def close(self) -> None:
+        """Run :meth:`close_blocking` after any running action, then end the worker."""
+        try:
+            await self._in_worker(self.close_blocking)
+        finally:
+            self._executor.shutdown(wait=False)
 
 
 def _name_driver(name: str, cls: type[Driver]) -> None:
     cls.driver_name = name
 
 
-DRIVERS: Registry[Driver] = Registry("driver", _name_driver)
-"""Every registered driver class, by name."""
+DRIVERS: Registry[Driver] = Registry("driver", _name_driver, group="sdlab.drivers")
+"""Every registered driver class, by name; other packages' drivers come through the
+``sdlab.drivers`` entry-point group, loaded on the first lookup of an unknown name."""
 
 _D = TypeVar("_D", bound=type[Driver])
 
@@ -271,15 +421,26 @@ def register_driver(name: str) -> Callable[[_D], _D]:
     return DRIVERS.register(name)
 
 
+_BUILTIN_MODULES = ("instruments.hotplate",)
+"""Modules of the drivers that ship in this package; imported on the first lookup."""
+
+
+def _load_builtins() -> None:
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(module)
+
+
 def get_driver(name: str) -> type[Driver]:
-    """The driver class registered as ``name``.
+    """The driver class registered as ``name`` (built-in, or from an installed package).
 
     Raises:
         RegistryError: If no driver has that name (the message lists the known ones).
     """
+    _load_builtins()
     return DRIVERS.get(name)
 
 
 def driver_names() -> list[str]:
-    """Names of every registered driver."""
+    """Names of every registered driver (the ``sdlab.drivers`` entry points loaded)."""
+    _load_builtins()
     return DRIVERS.names()

@@ -125,6 +125,7 @@ class InstrumentServer:
         self._started_monotonic = 0.0
         self._describe_body: dict[str, Any] = {}
         self._actions: dict[str, ActionSpec] = {}
+        self._connected = False
         self._handlers: dict[str, Callable[[Frames, Message], Coroutine[Any, Any, None]]] = {
             "describe": self._on_describe,
             "submit": self._on_submit,
@@ -152,7 +153,7 @@ class InstrumentServer:
         return self._endpoint
 
     async def start(self) -> str:
-        """Load the journal, bind the socket and start serving in background tasks.
+        """Connect the driver (once), load the journal, bind the socket and start serving.
 
         Returns:
             The bound endpoint.
@@ -166,6 +167,9 @@ class InstrumentServer:
             instrument=self.name,
             key="curve.server_secret_key",
         )
+        if not self._connected:
+            await self.driver.connect()  # before describe: actions may come from the hardware
+            self._connected = True
         description = self.driver.describe()
         self._describe_body = description.model_dump(mode="json")
         self._actions = {a.name: a for a in description.actions}

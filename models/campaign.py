@@ -1,40 +1,49 @@
-"""The campaign specification, loaded from TOML.
+"""The campaign specification: the pydantic models of a campaign file.
 
 A campaign file declares what to search (``[[parameters]]``), what to optimise
 (``[[objectives]]``), how one experiment is made (``[[workflow]]`` steps, each an action on an
 instrument of some kind), the instruments and their addresses (``[[instruments]]``, optionally
 simulated), the planner and the budget. ``docs/campaigns.md`` documents every key.
 
-Loading never raises anything but :class:`~models.errors.InvalidCampaignError`, whose
-``problems`` name the key path of every problem found.
+The cross checks between tables (:meth:`CampaignSpec.cross_check_problems`) report
+:class:`~models.errors.Problem` s with their key paths. Reading a file and turning pydantic's
+errors into key paths is :mod:`models.campaign_file`'s job; ``load_campaign``,
+``load_simulation``, ``parse_spec`` and ``read_toml`` are still importable from here.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import ipaddress
 import json
-import re
-import tomllib
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     FiniteFloat,
-    ValidationError,
+    Tag,
     model_validator,
 )
 
 from models.constraints import ParameterConstraint
 from models.costs import NonNegativeCost
-from models.errors import InvalidCampaignError
+from models.errors import InvalidCampaignError, Problem
 from models.objectives import Objective
-from models.params import NAME_PATTERN, Parameter, SearchSpace
+from models.params import NAME_PATTERN, Parameter, SearchSpace, constraint_problem
 from models.resources import ResourceSpec, resource_problems
+
+if TYPE_CHECKING:  # the loader imports this module; it is loaded on first use from here
+    from models.campaign_file import load_campaign as load_campaign
+    from models.campaign_file import load_simulation as load_simulation
+    from models.campaign_file import parse_spec as parse_spec
+    from models.campaign_file import read_toml as read_toml
+
+_LOADER_NAMES = frozenset({"load_campaign", "load_simulation", "parse_spec", "read_toml"})
 
 MAX_SEED = 2**63 - 1
 """Largest seed a campaign file may give (the random generators take 64-bit seeds)."""
@@ -252,6 +261,18 @@ class CurveSpec(_Spec):
         return self
 
 
+def _simulated_tag(value: object) -> str:
+    return "flag" if isinstance(value, bool) else "table"
+
+
+_Simulated = Annotated[
+    Annotated[SimulatedInstrumentSpec, Tag("table")] | Annotated[bool, Tag("flag")],
+    Discriminator(_simulated_tag),
+]
+"""``simulated``: a simulator table, or ``true`` for a driver's simulated backend (a bad
+table is reported as a table, not also as "not a boolean")."""
+
+
 class InstrumentSpec(_Spec):
     """One ``[[instruments]]`` entry.
 
@@ -262,7 +283,12 @@ class InstrumentSpec(_Spec):
         address: ZeroMQ endpoint, e.g. ``"tcp://127.0.0.1:5601"``. For simulated
             instruments it may be left out (``sdlab run`` picks a free loopback port).
         timeout_s: Overrides the time the controller waits for one action.
-        simulated: Present when ``sdlab run`` should start a simulated server for it.
+        driver: A registered driver that a gateway (``sdlab instruments serve``, or the
+            local one ``sdlab run`` starts) hosts for this instrument, bound at ``address``.
+        options: The driver's settings (``[instruments.options]``), validated by the
+            driver's own ``Options`` model when the instrument is hosted.
+        simulated: ``true`` runs ``driver`` against its simulated backend; a table
+            (``[instruments.simulated]``) serves the instrument from a simulator instead.
         curve: CURVE keys of the link; required for a non-loopback ``address``.
         insecure: Allow a plaintext link to a non-loopback address (not recommended).
     """
@@ -271,14 +297,37 @@ class InstrumentSpec(_Spec):
     kind: str = Field(pattern=NAME_PATTERN)
     address: str | None = Field(default=None, pattern=r"^(tcp|ipc|inproc)://.+$")
     timeout_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    simulated: SimulatedInstrumentSpec | None = None
+    driver: str | None = Field(default=None, min_length=1, max_length=128)
+    options: dict[str, Any] = Field(default_factory=dict)
+    simulated: _Simulated | None = None
     curve: CurveSpec | None = None
     insecure: bool = False
 
+    @property
+    def simulator(self) -> SimulatedInstrumentSpec | None:
+        """The ``[instruments.simulated]`` table, if the instrument is served by one."""
+        return self.simulated if isinstance(self.simulated, SimulatedInstrumentSpec) else None
+
+    @property
+    def hosted(self) -> bool:
+        """Whether a local gateway serves it (a ``driver`` or a simulator table)."""
+        return self.driver is not None or self.simulator is not None
+
     @model_validator(mode="after")
     def _needs_address(self) -> InstrumentSpec:
-        if self.address is None and self.simulated is None:
-            raise ValueError("address is required for an instrument that is not simulated")
+        if self.driver is not None and self.simulator is not None:
+            raise ValueError(
+                "give either driver (with options) or an [instruments.simulated] table, "
+                "not both: the table names its own driver"
+            )
+        if self.driver is None and self.simulated is True:
+            raise ValueError("simulated = true needs a driver to simulate")
+        if self.driver is None and self.options:
+            raise ValueError("options are the settings of a driver: driver is missing")
+        if self.address is None and not self.hosted:
+            raise ValueError(
+                "address is required for an instrument that is not simulated or hosted (no driver)"
+            )
         if (
             self.address is not None
             and not self.insecure
@@ -418,24 +467,35 @@ class CampaignSpec(_Spec):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> CampaignSpec:
-        problems: list[str] = resource_problems(
+        problems = self.cross_check_problems()
+        if problems:
+            # One ValueError per problem would stop at the first: raise them all at once,
+            # structured (the loader takes them from the error as they are).
+            raise InvalidCampaignError(None, problems)
+        return self
+
+    def cross_check_problems(self) -> list[Problem]:
+        """What is wrong between the tables of the file (each table being valid alone).
+
+        Returns:
+            One problem per finding, with its key path; empty when the file holds together.
+        """
+        problems = resource_problems(
             self.resources,
             [step.needs for step in self.workflow],
             {s.kind for s in self.instruments},
             self.sample_container,
         )
-        names = [p.name for p in self.parameters]
-        for i, n in enumerate(names):
-            if n in names[:i]:
-                problems.append(f"parameters[{i}].name: {n!r} is used twice")
-        onames = [o.name for o in self.objectives]
-        for i, n in enumerate(onames):
-            if n in onames[:i]:
-                problems.append(f"objectives[{i}].name: {n!r} is used twice")
-        inames = [s.name for s in self.instruments]
-        for i, n in enumerate(inames):
-            if n in inames[:i]:
-                problems.append(f"instruments[{i}].name: {n!r} is used twice")
+        for table, entries in (
+            ("parameters", self.parameters),
+            ("objectives", self.objectives),
+            ("instruments", self.instruments),
+        ):
+            seen: list[str] = []
+            for i, entry in enumerate(entries):
+                if entry.name in seen:
+                    problems.append(Problem((table, i, "name"), f"{entry.name!r} is used twice"))
+                seen.append(entry.name)
         for i, inst in enumerate(self.instruments):
             if (
                 inst.address is not None
@@ -444,43 +504,71 @@ class CampaignSpec(_Spec):
                 and (inst.curve is None or inst.curve.client_keys is None)
             ):
                 problems.append(
-                    f"instruments[{i}].curve.client_keys: instrument {inst.name!r} at "
-                    f"{inst.address!r} is not on loopback: the controller needs "
-                    "curve.client_keys and curve.server_public_key (or insecure = true)"
+                    Problem(
+                        ("instruments", i, "curve", "client_keys"),
+                        f"instrument {inst.name!r} at {inst.address!r} is not on loopback: the "
+                        "controller needs curve.client_keys and curve.server_public_key (or "
+                        "insecure = true)",
+                    )
                 )
+        problems += self._workflow_problems()
+        names = [p.name for p in self.parameters]
+        if self.report.group_by is not None and self.report.group_by not in names:
+            problems.append(
+                Problem(("report", "group_by"), f"unknown parameter {self.report.group_by!r}")
+            )
+        if not any(o.kind == "objective" for o in self.objectives):
+            problems.append(
+                Problem(("objectives",), 'at least one entry must have kind = "objective"')
+            )
+        if not problems and self.parameter_constraints:
+            bare = SearchSpace(parameters=list(self.parameters))
+            for i, constraint in enumerate(self.parameter_constraints):
+                why = constraint_problem(bare, constraint)
+                if why is not None:
+                    problems.append(Problem(("parameter_constraints", i), why))
+        return problems
+
+    def _workflow_problems(self) -> list[Problem]:
+        """Steps on instruments the campaign lacks, or sending parameters it does not declare.
+
+        A step that sends a parameter the search space does not declare could never run:
+        every proposal would be refused, and the campaign would abandon experiments
+        without end. (What an instrument's action itself requires is known only from its
+        ``describe``; the controller checks that when it connects.)
+        """
+        problems: list[Problem] = []
         kinds = {s.kind for s in self.instruments}
+        names = [p.name for p in self.parameters]
+        numeric = {p.name for p in self.parameters if p.type != "categorical"}
         for i, step in enumerate(self.workflow):
             if step.kind not in kinds:
                 problems.append(
-                    f"workflow[{i}].kind: no instrument of kind {step.kind!r} "
-                    f"(known: {', '.join(sorted(kinds))})"
+                    Problem(
+                        ("workflow", i, "kind"),
+                        f"no instrument of kind {step.kind!r} (known: {', '.join(sorted(kinds))})",
+                    )
                 )
             for j, p in enumerate(step.parameters or []):
                 if p not in names:
-                    problems.append(f"workflow[{i}].parameters[{j}]: unknown parameter {p!r}")
-            numeric = {p.name for p in self.parameters if p.type != "categorical"}
-            numeric |= {k for k, v in step.fixed.items() if not isinstance(v, str)}
-            for p in step.cost_per or {}:
-                if p not in numeric:
                     problems.append(
-                        f"workflow[{i}].cost_per.{p}: not a numeric campaign parameter or "
-                        "fixed value of the step"
+                        Problem(
+                            ("workflow", i, "parameters", j),
+                            f"step {step.action!r} sends parameter {p!r}, which the search "
+                            f"space does not declare (declared: {', '.join(names)}); add it "
+                            "to [[parameters]], or give it a value in fixed",
+                        )
                     )
-        if self.report.group_by is not None and self.report.group_by not in names:
-            problems.append(f"report.group_by: unknown parameter {self.report.group_by!r}")
-        if not any(o.kind == "objective" for o in self.objectives):
-            problems.append('objectives: at least one entry must have kind = "objective"')
-        if not problems:
-            try:
-                self.space  # noqa: B018 - validates the constraints against the parameters
-            except ValidationError as exc:
-                for err in exc.errors(include_url=False):
-                    msg = str((err.get("ctx") or {}).get("error", err["msg"]))
-                    problems.append(f"parameter_{msg}" if msg.startswith("constraints[") else msg)
-        if problems:
-            # One ValueError per problem would stop at the first; join them instead.
-            raise ValueError("; ".join(problems))
-        return self
+            step_numeric = numeric | {k for k, v in step.fixed.items() if not isinstance(v, str)}
+            for p in step.cost_per or {}:
+                if p not in step_numeric:
+                    problems.append(
+                        Problem(
+                            ("workflow", i, "cost_per", p),
+                            "not a numeric campaign parameter or fixed value of the step",
+                        )
+                    )
+        return problems
 
     @property
     def space(self) -> SearchSpace:
@@ -531,6 +619,9 @@ def _drop_later_defaults(data: dict[str, Any]) -> None:
         if step.get("needs") == []:
             del step["needs"]
     for inst in data.get("instruments", []):
+        if inst.get("driver") is None and inst.get("options") == {}:
+            inst.pop("driver", None)
+            inst.pop("options", None)
         sim = inst.get("simulated")
         if isinstance(sim, dict):
             if sim.get("cost") == 0.0:
@@ -545,182 +636,8 @@ class SimulationFile(_Spec):
     instruments: list[InstrumentSpec] = Field(min_length=1)
 
 
-_CROSS_CHECK_PATH = re.compile(r"^[A-Za-z_][\w.\[\]]*: ")
-
-_FRIENDLY = {
-    "missing": "required key is missing",
-    "extra_forbidden": "unknown key",
-}
-
-_M = TypeVar("_M", bound=BaseModel)
-
-
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-def _key_path(loc: tuple[int | str, ...]) -> str:
-    """``("workflow", 0, "fixed", "ramp")`` as ``workflow[0].fixed.ramp``; a key that is not
-    a bare TOML key is quoted as TOML quotes it (``options."a.b"``)."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            key = part if _BARE_KEY.match(part) else json.dumps(part, ensure_ascii=False)
-            out += f".{key}" if out else key
-    return out
-
-
-def _real_loc(data: object, loc: tuple[int | str, ...], missing: bool) -> tuple[int | str, ...]:
-    """``loc`` without the parts that are not keys of ``data``.
-
-    pydantic puts the tag of a union member (``continuous``, ``float``, ``str``, a
-    ``function-after[...]``) into the location of an error inside that member; users never
-    wrote those, so they are left out of the key path. A key reported missing is kept.
-    """
-    out: list[int | str] = []
-    node: object = data
-    for i, part in enumerate(loc):
-        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
-        if in_list or (isinstance(node, Mapping) and part in node):
-            node = node[part]  # type: ignore[index]
-        elif missing and i == len(loc) - 1 and isinstance(node, Mapping):
-            pass  # the key the user has to add
-        else:
-            continue
-        out.append(part)
-    return tuple(out)
-
-
-def _problems(exc: ValidationError, data: object = None) -> list[tuple[str, str]]:
-    problems: list[tuple[str, str]] = []
-    for err in exc.errors(include_url=False):
-        if data is None:
-            loc = tuple(p for p in err["loc"] if p not in ("continuous", "integer", "categorical"))
-        else:
-            loc = _real_loc(data, tuple(err["loc"]), err["type"] == "missing")
-        etype = err["type"]
-        ctx = err.get("ctx") or {}
-        if etype in ("union_tag_invalid", "union_tag_not_found"):
-            loc = (*loc, "type")  # the discriminator key is what is wrong
-        if etype in _FRIENDLY:
-            msg = _FRIENDLY[etype]
-        elif etype == "literal_error":
-            msg = f"expected {ctx.get('expected')}"
-        elif etype == "union_tag_invalid":
-            msg = f"unknown type {ctx.get('tag')!r}, expected {ctx.get('expected_tags')}"
-        elif etype == "union_tag_not_found":
-            msg = "required key is missing"
-        elif etype == "value_error":
-            msg = str(ctx.get("error", err["msg"]))
-        else:
-            msg = err["msg"]
-        if etype == "value_error" and not loc and _CROSS_CHECK_PATH.match(msg):
-            # CampaignSpec's cross checks: "path: message; path: message"
-            for part in msg.split("; "):
-                path, _, m = part.partition(": ")
-                problems.append((path, m))
-            continue
-        problems.append((_key_path(loc), msg))
-    # The members of a union each report the same key: one problem per key.
-    merged: dict[str, list[str]] = {}
-    for path, msg in problems:
-        if msg not in merged.setdefault(path, []):
-            merged[path].append(msg)
-    return [(path, " | ".join(msgs)) for path, msgs in merged.items()]
-
-
-def parse_spec(data: Mapping[str, Any], model: type[_M], source: str | None = None) -> _M:
-    """Validate already-parsed TOML data against ``model``.
-
-    Raises:
-        InvalidCampaignError: With one ``(key_path, message)`` per problem.
-    """
-    try:
-        return model.model_validate(dict(data))
-    except ValidationError as exc:
-        raise InvalidCampaignError(source, _problems(exc, data)) from exc
-
-
-def read_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML file, turning every I/O or syntax error into an InvalidCampaignError."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise InvalidCampaignError(str(p), [("", "file not found")]) from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidCampaignError(str(p), [("", f"cannot read file: {exc}")]) from exc
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise InvalidCampaignError(str(p), [("", f"invalid TOML: {exc}")]) from exc
-    except RecursionError as exc:  # arrays or inline tables nested thousands deep
-        raise InvalidCampaignError(str(p), [("", "invalid TOML: nested too deeply")]) from exc
-
-
-_CURVE_PATHS = ("server_public_key", "client_keys", "server_secret_key", "allowed_clients")
-
-
-def _anchor_key_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
-    """Make the relative ``curve`` key paths of ``[[instruments]]`` relative to ``base``.
-
-    A controller or simulated server may run in another working directory (a Ray worker),
-    so key files are located from the campaign file, as its author sees them. Entries of
-    the wrong shape are left for validation to report.
-    """
-    instruments = data.get("instruments")
-    if not isinstance(instruments, list):
-        return data
-    for entry in instruments:
-        curve = entry.get("curve") if isinstance(entry, dict) else None
-        if not isinstance(curve, dict):
-            continue
-        for key in _CURVE_PATHS:
-            value = curve.get(key)
-            if isinstance(value, str) and value and not Path(value).is_absolute():
-                curve[key] = str(base / value)
-    return data
-
-
-def load_campaign(path: str | Path) -> CampaignSpec:
-    """Load and validate a campaign file.
-
-    Args:
-        path: Path to the campaign TOML file.
-
-    Returns:
-        The validated campaign spec.
-
-    Raises:
-        InvalidCampaignError: If the file cannot be read, is not TOML, or violates the schema;
-            the error's ``problems`` name the key path of each problem.
-    """
-    base = Path(path).resolve().parent
-    return parse_spec(_anchor_key_paths(read_toml(path), base), CampaignSpec, str(path))
-
-
-def load_simulation(path: str | Path) -> SimulationFile:
-    """Load a file of simulated instruments.
-
-    A campaign file is accepted too: its simulated instruments are the ones returned.
-
-    Raises:
-        InvalidCampaignError: As :func:`load_campaign`; also when a simulation file lists an
-            instrument that is not simulated, or a campaign file has none.
-    """
-    data = _anchor_key_paths(read_toml(path), Path(path).resolve().parent)
-    sim = parse_spec({"instruments": data.get("instruments", [])}, SimulationFile, str(path))
-    if "campaign" in data:
-        chosen = [s for s in sim.instruments if s.simulated is not None]
-        if not chosen:
-            raise InvalidCampaignError(str(path), [("instruments", "no simulated instrument")])
-        return SimulationFile(instruments=chosen)
-    bad = [
-        (f"instruments[{i}].simulated", "required key is missing")
-        for i, s in enumerate(sim.instruments)
-        if s.simulated is None
-    ]
-    if bad:
-        raise InvalidCampaignError(str(path), bad)
-    return sim
+def __getattr__(name: str) -> Any:
+    """``from models.campaign import load_campaign`` (and the loader's other functions)."""
+    if name in _LOADER_NAMES:
+        return getattr(importlib.import_module("models.campaign_file"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

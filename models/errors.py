@@ -9,7 +9,10 @@ inside the message.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 # Errors that carry data take it as constructor arguments, so ``pickle`` (which Ray uses to
@@ -21,25 +24,126 @@ class SdlabError(Exception):
     """Root of every error sdlab raises deliberately."""
 
 
+KeyPath = tuple[str | int, ...]
+"""A key path into a campaign file: ``("workflow", 0, "fixed", "ramp")``."""
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_KEY_TOKEN = re.compile(r'\[(\d+)\]|\.?"((?:[^"\\]|\\.)*)"|\.?([A-Za-z0-9_-]+)')
+
+
+def render_key_path(path: KeyPath) -> str:
+    """``("workflow", 0, "fixed", "ramp")`` as ``workflow[0].fixed.ramp``.
+
+    A key that is not a bare TOML key is quoted as TOML quotes it (``options."a.b"``).
+    """
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            key = part if _BARE_KEY.match(part) else json.dumps(part, ensure_ascii=False)
+            out += f".{key}" if out else key
+    return out
+
+
+def parse_key_path(key: str) -> KeyPath:
+    """The inverse of :func:`render_key_path`, for problems given as text.
+
+    Text that is not a key path (a command-line option such as ``--bind``) is kept as one
+    key, so it renders unchanged.
+    """
+    parts: list[str | int] = []
+    pos = 0
+    while pos < len(key):
+        m = _KEY_TOKEN.match(key, pos)
+        if m is None or (pos == 0 and key.startswith(".")):
+            return (key,)
+        if m.group(1) is not None:
+            parts.append(int(m.group(1)))
+        elif m.group(2) is not None:
+            parts.append(json.loads(f'"{m.group(2)}"'))
+        else:
+            parts.append(m.group(3))
+        pos = m.end()
+    path = tuple(parts)
+    return path if render_key_path(path) == key else (key,)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem of a campaign (or simulation, or lab) file.
+
+    Attributes:
+        path: Where it is, as the keys and list indices leading to it
+            (``("workflow", 0, "parameters", 1)``); empty for the file as a whole.
+        message: What is wrong, for the person who wrote the file.
+    """
+
+    path: KeyPath
+    message: str
+
+    @classmethod
+    def at(cls, key: str, message: str) -> Problem:
+        """A problem whose path is given as text (``"workflow[0].fixed.ramp"``)."""
+        return cls(parse_key_path(key) if key else (), message)
+
+    @property
+    def key(self) -> str:
+        """The path as the file's author writes it: ``workflow[0].parameters[1]``."""
+        return render_key_path(self.path)
+
+    def under(self, *prefix: str | int) -> Problem:
+        """The same problem seen from an enclosing table (``prefix`` put in front)."""
+        return Problem((*prefix, *self.path), self.message)
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}" if self.path else self.message
+
+
+ProblemLike = Problem | tuple[str, str]
+"""A :class:`Problem`, or a ``(key_path_text, message)`` pair that becomes one."""
+
+
+def as_problem(problem: ProblemLike) -> Problem:
+    """``problem`` as a :class:`Problem` (a ``(key, message)`` pair is parsed)."""
+    if isinstance(problem, Problem):
+        return problem
+    key, message = problem
+    return Problem.at(key, message)
+
+
 class InvalidCampaignError(SdlabError, ValueError):
     """A campaign or simulation file is malformed or violates the campaign schema.
 
     Attributes:
         source: The file (or other source) the campaign came from, if known.
-        problems: ``(key_path, message)`` pairs, one per problem found, e.g.
-            ``("objectives[0].direction", "expected 'maximize' or 'minimize'")``.
+        problems: One :class:`Problem` per problem found, e.g.
+            ``Problem(("objectives", 0, "direction"), "expected 'maximize' or 'minimize'")``;
+            ``problem.key`` renders its path as ``objectives[0].direction``.
     """
 
-    def __init__(self, source: str | None, problems: Sequence[tuple[str, str]]) -> None:
+    def __init__(self, source: str | None, problems: Sequence[ProblemLike]) -> None:
         self.source = source
-        self.problems = list(problems)
-        lines = [f"{path}: {msg}" if path else msg for path, msg in self.problems]
+        self.problems = [as_problem(p) for p in problems]
+        lines = [str(p) for p in self.problems]
         where = f"{source}: " if source else ""
         if len(lines) == 1:
             text = f"{where}{lines[0]}"
         else:
             text = f"{where}{len(lines)} problems\n  " + "\n  ".join(lines)
         super().__init__(text)
+
+    def __reduce__(self) -> tuple[type[InvalidCampaignError], tuple[str | None, list[Problem]]]:
+        # Raised in a Ray actor (the connect-time check), it is pickled to the caller.
+        return (type(self), (self.source, self.problems))
+
+    def key_paths(self) -> list[str]:
+        """The key path of each problem, as text, in order."""
+        return [p.key for p in self.problems]
+
+    def by_key(self) -> dict[str, str]:
+        """Each problem's message by its key path as text (the last one of a key wins)."""
+        return {p.key: p.message for p in self.problems}
 
 
 class IllegalTransitionError(SdlabError, ValueError):

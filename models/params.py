@@ -184,7 +184,7 @@ class SearchSpace(_Base):
                 raise ValueError(f"parameter name {p.name!r} is used twice")
             seen.add(p.name)
         for i, c in enumerate(self.constraints):
-            problem = _constraint_problem(self, c)
+            problem = constraint_problem(self, c)
             if problem:
                 raise ValueError(f"constraints[{i}]: {problem}")
         return self
@@ -281,7 +281,7 @@ def _number(point: Mapping[str, object], name: str) -> float:
     return float(v)
 
 
-def _constraint_problem(space: SearchSpace, constraint: ParameterConstraint) -> str | None:
+def constraint_problem(space: SearchSpace, constraint: ParameterConstraint) -> str | None:
     """Why ``constraint`` cannot apply to ``space`` (or ``None``)."""
     low = high = 0.0
     for name, coef in constraint.terms().items():

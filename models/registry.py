@@ -1,19 +1,54 @@
-"""Named registries of extension classes (drivers, simulated worlds, planners).
+"""Named registries of extension classes (drivers, simulated worlds, planners, surrogates).
 
 An extension registers under a name with a class decorator; registering a name twice is an
 error at import time, and looking up an unknown name lists the known ones (after BoTorch's
 ``acquisition/input_constructors.py``).
+
+Other installed packages add extensions through Python entry points: a registry made with an
+entry-point ``group`` (``sdlab.drivers``, ``sdlab.planners``, ``sdlab.worlds``,
+``sdlab.surrogates``) loads that group's entry points lazily, the first time a name it does
+not know is looked up or the names are listed. An entry point names the class
+(``my-furnace = "mylab.furnace:Furnace"``); loading it imports the module, whose decorator
+registers the class, or registers the class under the entry point's name if the module
+has no decorator. A name that two distributions both provide is an error naming both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib.metadata
+import logging
+from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 from models.errors import RegistryError
 
+logger = logging.getLogger(__name__)
+
 _T = TypeVar("_T")
 _C = TypeVar("_C", bound=type[Any])
+
+EntryPointSource = Callable[[str], Iterable[importlib.metadata.EntryPoint]]
+"""What lists a group's entry points (default: the installed distributions')."""
+
+
+def installed_entry_points(group: str) -> list[importlib.metadata.EntryPoint]:
+    """The entry points of ``group`` that the installed distributions declare."""
+    return list(importlib.metadata.entry_points(group=group))
+
+
+def distribution_of_module(module: str) -> str | None:
+    """The installed distribution that provides the top-level package of ``module``."""
+    top = module.partition(".")[0]
+    try:
+        dists = importlib.metadata.packages_distributions().get(top)
+    except Exception:  # a broken distribution's metadata must not break a listing
+        return None
+    return dists[0] if dists else None
+
+
+def _entry_dist(ep: importlib.metadata.EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return str(dist.name) if dist is not None else "?"
 
 
 class Registry(Generic[_T]):
@@ -23,42 +58,112 @@ class Registry(Generic[_T]):
         kind: What is registered (``"driver"``, ``"world"``, ``"planner"``), for messages.
         on_register: Called with ``(name, cls)`` when a class registers, e.g. to set its
             ``name`` attribute.
+        group: Entry-point group of the extensions other packages provide (``None``: none).
+        entry_points: Lists a group's entry points (default: the installed distributions').
     """
 
     def __init__(
-        self, kind: str, on_register: Callable[[str, type[_T]], None] | None = None
+        self,
+        kind: str,
+        on_register: Callable[[str, type[_T]], None] | None = None,
+        *,
+        group: str | None = None,
+        entry_points: EntryPointSource = installed_entry_points,
     ) -> None:
         self.kind = kind
+        self.group = group
         self._classes: dict[str, type[_T]] = {}
+        self._origins: dict[str, str] = {}
         self._on_register = on_register
+        self._entry_points = entry_points
+        self._plugins_loaded = group is None
+        self._loading: str | None = None  # distribution whose entry point is being loaded
 
     def register(self, name: str) -> Callable[[_C], _C]:
         """Class decorator registering the class under ``name`` (it returns the class as is).
 
         Raises:
-            RegistryError: If ``name`` is already registered.
+            RegistryError: If ``name`` is already registered by another class.
         """
 
         def decorate(cls: _C) -> _C:
-            if name in self._classes:
-                other = self._classes[name]
-                raise RegistryError(
-                    f"{self.kind} {name!r} is already registered by "
-                    f"{other.__module__}.{other.__qualname__}"
-                )
-            if self._on_register is not None:
-                self._on_register(name, cls)
-            self._classes[name] = cls
+            self._add(name, cls, self._loading)
             return cls
 
         return decorate
 
+    def _add(self, name: str, cls: type[Any], dist: str | None) -> None:
+        if name in self._classes:
+            other = self._classes[name]
+            if other is cls:
+                return
+            mine = dist or distribution_of_module(cls.__module__) or "?"
+            theirs = self._origins.get(name, "?")
+            raise RegistryError(
+                f"{self.kind} {name!r} is already registered by "
+                f"{other.__module__}.{other.__qualname__} (distribution {theirs}); "
+                f"{cls.__module__}.{cls.__qualname__} (distribution {mine}) registers it too"
+            )
+        if self._on_register is not None:
+            self._on_register(name, cls)
+        self._classes[name] = cls
+        self._origins[name] = dist or distribution_of_module(cls.__module__) or "?"
+
+    def load_plugins(self) -> None:
+        """Load the entry points of this registry's group (once; later calls do nothing).
+
+        Raises:
+            RegistryError: If two distributions provide the same name, or an entry point
+                cannot be loaded (the message names the distribution and entry point).
+        """
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True
+        assert self.group is not None
+        eps = self._entry_points(self.group)
+        by_name: dict[str, list[importlib.metadata.EntryPoint]] = {}
+        for ep in eps:
+            by_name.setdefault(ep.name, []).append(ep)
+        for name, same in by_name.items():
+            dists = sorted({_entry_dist(ep) for ep in same})
+            if len(dists) > 1:
+                raise RegistryError(
+                    f"{self.kind} {name!r} is provided by two distributions: "
+                    f"{' and '.join(dists)} (entry-point group {self.group}); "
+                    "uninstall one of them"
+                )
+        for name, [ep, *_] in by_name.items():
+            dist = _entry_dist(ep)
+            self._loading = dist
+            try:
+                obj = ep.load()
+            except RegistryError:
+                raise
+            except Exception as exc:
+                raise RegistryError(
+                    f"{self.kind} {name!r} of distribution {dist} (entry point "
+                    f"{ep.value!r} in group {self.group}) cannot be loaded: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            finally:
+                self._loading = None
+            if not isinstance(obj, type):
+                raise RegistryError(
+                    f"{self.kind} {name!r} of distribution {dist}: entry point {ep.value!r} "
+                    f"is {type(obj).__name__}, not a class"
+                )
+            if self._classes.get(name) is not obj:
+                self._add(name, obj, dist)
+            logger.debug("%s %r loaded from distribution %s", self.kind, name, dist)
+
     def get(self, name: str) -> type[_T]:
-        """The class registered as ``name``.
+        """The class registered as ``name`` (entry points are loaded if it is unknown).
 
         Raises:
             RegistryError: If none is (the message lists the registered names).
         """
+        if name not in self._classes:
+            self.load_plugins()
         try:
             return self._classes[name]
         except KeyError:
@@ -66,13 +171,27 @@ class Registry(Generic[_T]):
             raise RegistryError(f"unknown {self.kind} {name!r} (registered: {known})") from None
 
     def names(self) -> list[str]:
-        """Every registered name, sorted."""
+        """Every registered name, sorted (entry points included)."""
+        self.load_plugins()
         return sorted(self._classes)
+
+    def origin(self, name: str) -> str:
+        """The distribution the class registered as ``name`` came from (``"?"``: unknown).
+
+        Raises:
+            RegistryError: If no class has that name.
+        """
+        self.get(name)
+        return self._origins.get(name, "?")
 
     def copy(self) -> Registry[_T]:
         """A new registry holding the same classes (tests change it freely)."""
-        other: Registry[_T] = Registry(self.kind, self._on_register)
+        other: Registry[_T] = Registry(
+            self.kind, self._on_register, group=self.group, entry_points=self._entry_points
+        )
         other._classes = dict(self._classes)
+        other._origins = dict(self._origins)
+        other._plugins_loaded = self._plugins_loaded
         return other
 
     def __contains__(self, name: object) -> bool:

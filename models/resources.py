@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from models.errors import Problem
 from models.params import NAME_PATTERN
 
 MAX_UNITS = 10_000
@@ -68,8 +69,8 @@ def resource_problems(
     needs: Sequence[Sequence[str]],
     kinds: set[str],
     sample_container: str | None,
-) -> list[str]:
-    """Cross checks of the resources against the workflow, as ``"key.path: message"``.
+) -> list[Problem]:
+    """Cross checks of the resources against the workflow.
 
     Args:
         resources: The ``[[resources]]`` entries.
@@ -78,30 +79,39 @@ def resource_problems(
         sample_container: The campaign's ``sample_container``.
 
     Returns:
-        One message per problem (empty when all is well).
+        One problem per finding, with its key path (empty when all is well).
     """
-    problems: list[str] = []
+    problems: list[Problem] = []
     names = [r.name for r in resources]
     for i, n in enumerate(names):
         if n in names[:i]:
-            problems.append(f"resources[{i}].name: {n!r} is used twice")
+            problems.append(Problem(("resources", i, "name"), f"{n!r} is used twice"))
         if n in kinds:
             problems.append(
-                f"resources[{i}].name: {n!r} is also an instrument kind; a step already "
-                "holds the instrument it runs on"
+                Problem(
+                    ("resources", i, "name"),
+                    f"{n!r} is also an instrument kind; a step already holds the instrument "
+                    "it runs on",
+                )
             )
     known = ", ".join(sorted(names)) or "none declared"
     for i, step_needs in enumerate(needs):
         for j, n in enumerate(step_needs):
+            where = ("workflow", i, "needs", j)
             if n not in names:
-                problems.append(f"workflow[{i}].needs[{j}]: unknown resource {n!r} ({known})")
+                problems.append(Problem(where, f"unknown resource {n!r} ({known})"))
             elif n in step_needs[:j]:
-                problems.append(f"workflow[{i}].needs[{j}]: {n!r} is listed twice")
+                problems.append(Problem(where, f"{n!r} is listed twice"))
             elif n == sample_container:
                 problems.append(
-                    f"workflow[{i}].needs[{j}]: {n!r} is the sample container, held from the "
-                    "first step to the last already"
+                    Problem(
+                        where,
+                        f"{n!r} is the sample container, held from the first step to the "
+                        "last already",
+                    )
                 )
     if sample_container is not None and sample_container not in names:
-        problems.append(f"sample_container: unknown resource {sample_container!r} ({known})")
+        problems.append(
+            Problem(("sample_container",), f"unknown resource {sample_container!r} ({known})")
+        )
     return problems

@@ -2,7 +2,8 @@
 
 The store is the source of truth of a campaign: every experiment is written before it is
 dispatched, every step carries the request id the instrument saw, every planner decision is
-kept with what is needed to replay it, and ``events`` is an append-only audit log. Schema
+kept with what is needed to replay it, ``events`` is an append-only log, and
+``audit_entries`` a hash-chained record of every event and operator command. Schema
 changes go through the Alembic migrations in ``controller/store/migrations``.
 """
 
@@ -368,3 +369,59 @@ class WebSessionRow(Base):
     csrf_token: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AuditEntryRow(Base):
+    """One entry of the hash-chained audit record (21 CFR Part 11 style audit trail).
+
+    Entries are appended, never changed (the database refuses UPDATE and DELETE); each holds
+    the hash of the entry before it, so an entry edited, removed, inserted or moved breaks
+    the chain at that entry. ``hash`` is the SHA-256 of the canonical JSON of every other
+    column (see :mod:`controller.store.audit`). Values are kept as text exactly as they were
+    hashed: ``recorded_at`` an ISO 8601 time with its zone, ``old_value`` and ``new_value``
+    canonical JSON.
+
+    Attributes:
+        seq: Position in the chain, from 1, without gaps.
+        prev_hash: ``hash`` of entry ``seq - 1`` (64 zeros for the first).
+        hash: This entry's hash.
+        recorded_at: Server time of the append, with zone.
+        actor: Who did it (``controller``, ``cli:<user>``, ``operator:<name>``, ...).
+        action: What was done: the event kind, or ``command.<name>`` for an operator command.
+        meaning: What a signature means (``"approved for execution"``), for approvals and
+            rejections; otherwise empty.
+    """
+
+    __tablename__ = "audit_entries"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+    recorded_at: Mapped[str] = mapped_column(String(40))
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    campaign_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    experiment_id: Mapped[int | None] = mapped_column(Integer)
+    instrument: Mapped[str | None] = mapped_column(String(128))
+    event_id: Mapped[int | None] = mapped_column(Integer)
+    command_id: Mapped[int | None] = mapped_column(Integer)
+    message: Mapped[str] = mapped_column(Text)
+    old_value: Mapped[str | None] = mapped_column(Text)
+    new_value: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    meaning: Mapped[str | None] = mapped_column(String(128))
+
+
+class AuditHeadRow(Base):
+    """The head of the audit chain: one row (``id`` 1), its last ``seq`` and ``hash``.
+
+    Appending updates this row first, which serialises appenders on every database (a row
+    lock on PostgreSQL, the write lock on SQLite), and lets a removal of the last entries be
+    told from a chain that simply ends.
+    """
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))

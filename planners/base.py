@@ -140,6 +140,7 @@ class Planner(ABC):
         self.objectives: tuple[Objective, ...] = tuple(objectives)
         self.seed = seed
         self._observations: list[Observation] = []
+        self._related: dict[str, list[Observation]] = {}
         self._asks_by_state: dict[tuple[int, int], int] = {}
 
     @property
@@ -184,6 +185,33 @@ class Planner(ABC):
                 )
             )
         self._observations.extend(checked)
+
+    @property
+    def related(self) -> dict[str, tuple[Observation, ...]]:
+        """What each related task (an earlier campaign) measured, by task name."""
+        return {k: tuple(v) for k, v in self._related.items()}
+
+    def tell_related(self, task: str, observations: Sequence[Observation]) -> None:
+        """Add observations of a related task (another campaign on the same space).
+
+        Planners that model related tasks (the BO planners' ``related_campaigns``) use them;
+        the others keep them and ignore them. Only feasible observations inside this
+        planner's space are kept: a related campaign may have searched a wider box.
+
+        Args:
+            task: The related task's name (the earlier campaign's).
+            observations: Its finished experiments.
+        """
+        kept = []
+        for obs in observations:
+            if not obs.feasible:
+                continue
+            try:
+                params = self.space.validate_point(obs.parameters)
+            except ParameterLimitError:
+                continue
+            kept.append(Observation(params, dict(obs.objectives), True, obs.experiment_id))
+        self._related.setdefault(task, []).extend(kept)
 
     @abstractmethod
     def ask(self, n: int, pending: Sequence[Mapping[str, ParamValue]] = ()) -> Decision:
@@ -270,7 +298,7 @@ def _name_planner(name: str, cls: type[Planner]) -> None:
     cls.name = name
 
 
-PLANNERS: Registry[Planner] = Registry("planner", _name_planner)
+PLANNERS: Registry[Planner] = Registry("planner", _name_planner, group="sdlab.planners")
 """Every registered planner class, by name (the built-in ones once looked up)."""
 
 

@@ -58,7 +58,7 @@ from botorch.sampling import MCSampler
 from pydantic import Field
 from torch import Tensor
 
-from models.errors import PlannerError
+from models.errors import InvalidCampaignError, PlannerError
 from models.objectives import Objective
 from models.params import CategoricalParameter, ParamValue, SearchSpace
 from models.records import Decision, Observation, Proposal
@@ -79,6 +79,7 @@ from planners.outcomes import OutcomeLayout, pareto_utilities
 from planners.random import sobol_unit
 from surrogates.classifier import FeasibilityClassifier, fit_feasibility_classifier
 from surrogates.gp import default_device, fit_single_task_gp, hyperparameters_of
+from surrogates.multitask import fit_multitask_gp, task_correlations
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +130,14 @@ class BayesOptOptions(bo_surrogate.SurrogateBOOptions):
         max_categorical_combinations: Up to this many combinations of categorical choices,
             the continuous parameters are optimised for each combination separately
             (``optimize_acqf_mixed``); with more, one-hot columns are relaxed and rounded.
+        related_campaigns: Earlier campaigns in the same store on the same parameters and
+            objective (a related problem: another batch of precursor, a neighbouring
+            composition range). Their finished experiments are modelled jointly with this
+            campaign's in a multi-task GP (:mod:`surrogates.multitask`); one objective, no
+            ``surrogate``. The controller tells them to the planner at start.
+        related_initial_points: Size of the Sobol initial design when related campaigns
+            gave data and ``initial_points`` is not set: the related data stand in for
+            most of the design.
     """
 
     initial_points: int | None = Field(default=None, ge=1, le=10_000)
@@ -149,6 +158,8 @@ class BayesOptOptions(bo_surrogate.SurrogateBOOptions):
     max_baseline: int | None = Field(default=128, ge=1, le=1_000_000)
     max_exact: int = Field(default=500, ge=10, le=1_000_000)
     max_categorical_combinations: int = Field(default=8, ge=0, le=10_000)
+    related_campaigns: list[str] = Field(default_factory=list, max_length=16)
+    related_initial_points: int = Field(default=2, ge=1, le=10_000)
 
 
 class BayesOptPlanner(Planner):
@@ -206,6 +217,17 @@ class BayesOptPlanner(Planner):
                 "'qlognei' (one), 'qlognehvi' (several), 'random' or 'sobol'"
             )
         bo_surrogate.check_surrogate_layout(self.name, self.options, self.layout)
+        if self.options.related_campaigns and (k != 1 or self.options.surrogate is not None):
+            raise InvalidCampaignError(
+                None,
+                [
+                    (
+                        "planner.options.related_campaigns",
+                        "related campaigns are modelled by a multi-task GP of one objective: "
+                        "use a single objective and no surrogate",
+                    )
+                ],
+            )
         self.encoder = SpaceEncoder(space)
         n_init = self.options.initial_points
         self.initial_points = n_init if n_init is not None else min(max(2 * len(space), 4), 10)
@@ -256,7 +278,11 @@ class BayesOptPlanner(Planner):
                 )
             details["n_candidates"] = len(available)
         used_n = len(self._observations) + len(pending)
-        if used_n < self.initial_points or data.n < MIN_TRAIN_POINTS:
+        initial = self.initial_points
+        if self._related_data() and self.options.initial_points is None:
+            initial = min(initial, self.options.related_initial_points)
+            details["initial_points"] = initial
+        if used_n < initial or data.n < MIN_TRAIN_POINTS:
             proposals = self._initial(n, used_n, seed, available)
             details["phase"] = "initial_design"
             details["sequence_start"] = used_n
@@ -327,18 +353,24 @@ class BayesOptPlanner(Planner):
                 outcome, surrogate = bo_surrogate.fit_surrogate(self.options, x, y, seed, dev)
                 details.update(bo_surrogate.surrogate_summary(surrogate), hyperparameters={})
             else:
-                if self.options.warm_start and data.n >= self.options.warm_start_min_n:
-                    warm = self._anchor_state(details)
-                try:
-                    gp = self._fit_outcome(x, y, yvar, warm)
-                except Exception as exc:
-                    if warm is None:
-                        raise
-                    logger.info("%s: warm-started GP fit failed (%s); fitting cold", self.name, exc)
-                    warm = None
-                    gp = self._fit_outcome(x, y, yvar, None)
-                outcome = gp
-                details["hyperparameters"] = hyperparameters_of(gp)
+                related = self._related_data() if box is None else {}
+                if related:
+                    outcome = self._fit_transfer(x, y, related, details)
+                else:
+                    if self.options.warm_start and data.n >= self.options.warm_start_min_n:
+                        warm = self._anchor_state(details)
+                    try:
+                        gp = self._fit_outcome(x, y, yvar, warm)
+                    except Exception as exc:
+                        if warm is None:
+                            raise
+                        logger.info(
+                            "%s: warm-started GP fit failed (%s); fitting cold", self.name, exc
+                        )
+                        warm = None
+                        gp = self._fit_outcome(x, y, yvar, None)
+                    outcome = gp
+                    details["hyperparameters"] = hyperparameters_of(gp)
             feas = None
             if self.options.feasibility and data.n_infeasible > 0:
                 fx, labels = feasibility_data(self.encoder, self._observations)
@@ -357,6 +389,39 @@ class BayesOptPlanner(Planner):
             warm_started=warm is not None,
         )
         return outcome, feas, x, box
+
+    def _related_data(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """Each related task's usable training data (``n_i x d``, ``n_i x 1``), by name."""
+        out = {}
+        for name, observations in self._related.items():
+            rel = training_data(self.encoder, observations, self.objectives)
+            if rel.n > 0:
+                out[name] = (rel.X, rel.Y)
+        return out
+
+    def _fit_transfer(
+        self,
+        x: Tensor,
+        y: Tensor,
+        related: dict[str, tuple[Tensor, Tensor]],
+        details: dict[str, Any],
+    ) -> Model:
+        """Fit the multi-task GP of this campaign and its related ones; say so in
+        ``details["transfer"]`` (points per related campaign, fitted correlations)."""
+        model = fit_multitask_gp(
+            x,
+            y,
+            list(related.values()),
+            bounds=self.encoder.bounds(torch.double),
+            device=self.device,
+        )
+        details["transfer"] = {
+            "model": "MultiTaskGP",
+            "related": {name: int(rx.shape[0]) for name, (rx, _) in related.items()},
+            "task_correlation": dict(zip(related, task_correlations(model), strict=True)),
+        }
+        details["hyperparameters"] = {}
+        return model
 
     def _fit_outcome(
         self, x: Tensor, y: Tensor, yvar: Tensor | None, warm: dict[str, Tensor] | None

@@ -40,7 +40,7 @@ from botorch.sampling.get_sampler import get_sampler
 from pydantic import Field
 from torch import Tensor
 
-from models.errors import InvalidCampaignError, RegistryError
+from models.errors import InvalidCampaignError, Problem, RegistryError
 from planners.base import PlannerOptions
 from planners.constraints import polytope_unit_samples
 from planners.encoding import SpaceEncoder
@@ -81,6 +81,16 @@ class SurrogateBOOptions(PlannerOptions):
     surrogate_candidates: int = Field(default=2048, ge=16, le=1_000_000)
 
 
+def surrogate_option_problem(problem: Problem) -> Problem:
+    """A surrogate's own problem (``surrogate.options.<key>``) as the campaign file's key
+    (``planner.options.surrogate_options.<key>``); other problems are kept as they are."""
+    if problem.path[:2] == ("surrogate", "options"):
+        return Problem(
+            ("planner", "options", "surrogate_options", *problem.path[2:]), problem.message
+        )
+    return problem
+
+
 def make_planner_surrogate(options: SurrogateBOOptions, seed: int) -> Surrogate:
     """A new, unfitted surrogate of the ``surrogate`` option.
 
@@ -96,10 +106,7 @@ def make_planner_surrogate(options: SurrogateBOOptions, seed: int) -> Surrogate:
     except RegistryError as exc:
         raise InvalidCampaignError(None, [(OPTION, str(exc))]) from exc
     except InvalidCampaignError as exc:
-        problems = [
-            (k.replace("surrogate.options", "planner.options.surrogate_options", 1), m)
-            for k, m in exc.problems
-        ]
+        problems = [surrogate_option_problem(p) for p in exc.problems]
         raise InvalidCampaignError(None, problems) from exc
     if surrogate.descriptor is not None or type(surrogate).featurize is not Surrogate.featurize:
         raise InvalidCampaignError(

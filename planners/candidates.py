@@ -7,7 +7,11 @@ function instead of optimising over a relaxation (BoTorch ``optimize_acqf_discre
 Candidates already measured (failed ones included) or still pending are never proposed.
 
 A pool file is a CSV with a header row; the columns named like the search space's
-parameters are read (others are ignored), each row must be a valid point of the space.
+parameters are read (others are ignored), each row must be a valid point of the space:
+within every parameter's bounds and satisfying the space's linear and mixture constraints
+(a row that breaks one could never be run, since the safety gate refuses it). Units belong in
+the column names (``temperature_c``); a units row under the header is refused with a message
+saying so. A row repeated (replicate measurements of one condition) is one candidate.
 """
 
 from __future__ import annotations
@@ -88,18 +92,59 @@ def read_pool(path: str | Path, space: SearchSpace) -> list[dict[str, ParamValue
     missing = [n for n in space.names if n not in rows[0]]
     if missing:
         raise InvalidCampaignError(str(path), [(key, f"no column for parameters {missing}")])
+    units = _units_row(rows[0], rows[1:], space)
+    if units:
+        raise InvalidCampaignError(
+            str(path),
+            [
+                (
+                    key,
+                    f"row 2 looks like a row of units ({', '.join(units)}), not a candidate: "
+                    "delete it and put units in the column names (e.g. temperature_c)",
+                )
+            ],
+        )
     out: list[dict[str, ParamValue]] = []
     seen: set[tuple[tuple[str, str], ...]] = set()
+    broken: list[tuple[int, str]] = []
     for i, row in enumerate(rows):
         try:
             point = space.validate_point({p.name: _cell(p, row[p.name]) for p in space.parameters})
         except ParameterLimitError as exc:
             raise InvalidCampaignError(str(path), [(key, f"row {i + 2}: {exc}")]) from exc
+        violated = space.constraint_violations(point)
+        if violated:
+            broken.append((i + 2, violated[0]))
+            continue
         k = point_key(point)
         if k not in seen:
             seen.add(k)
             out.append(point)
+    if broken:
+        shown = "; ".join(f"row {r}: {why}" for r, why in broken[:3])
+        more = f" (and {len(broken) - 3} more rows)" if len(broken) > 3 else ""
+        raise InvalidCampaignError(
+            str(path),
+            [(key, f"{len(broken)} of {len(rows)} rows break a constraint: {shown}{more}")],
+        )
     return out
+
+
+def _units_row(
+    first: Mapping[str, str], rest: Sequence[Mapping[str, str]], space: SearchSpace
+) -> list[str]:
+    """The cells of ``first`` that look like units: text in a number column whose other
+    rows hold numbers (``degC`` under ``temperature``). Empty when ``first`` is data."""
+    found = []
+    for p in space.parameters:
+        if not isinstance(p, (ContinuousParameter, IntegerParameter)):
+            continue
+        text = (first.get(p.name) or "").strip()
+        if isinstance(_cell(p, text), (int, float)) or not rest:
+            continue
+        if all(isinstance(_cell(p, r.get(p.name) or ""), (int, float)) for r in rest[:20]):
+            found.append(f"{p.name}: {text!r}")
+    return found
 
 
 def enumerate_space(space: SearchSpace, limit: int) -> list[dict[str, ParamValue]] | None:

@@ -65,6 +65,7 @@ from models.objectives import Objective
 from models.params import ParamValue, SearchSpace, StringParameter
 from models.records import Decision, Proposal
 from planners.base import Planner, PlannerOptions, register_planner
+from planners.bo_surrogate import surrogate_option_problem
 from planners.proposers import (
     Candidate,
     charge_balanced,
@@ -433,10 +434,7 @@ class DiscoveryPlanner(Planner):
         except RegistryError as exc:
             raise InvalidCampaignError(None, [("planner.options.surrogate", str(exc))]) from exc
         except InvalidCampaignError as exc:
-            problems = [
-                (k.replace("surrogate.options", "planner.options.surrogate_options", 1), m)
-                for k, m in exc.problems
-            ]
+            problems = [surrogate_option_problem(p) for p in exc.problems]
             raise InvalidCampaignError(None, problems) from exc
 
 

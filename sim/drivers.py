@@ -16,7 +16,8 @@ import asyncio
 import importlib
 import logging
 from collections.abc import Mapping
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from instruments.driver import ActionSpec, Driver, get_driver, register_driver
 from models.campaign import SimulatedInstrumentSpec
@@ -24,6 +25,9 @@ from models.errors import InstrumentError, InvalidCampaignError, RegistryError
 from models.records import Measurement
 from sim.noise import GaussianNoise, NoiseModel, seed_from_name
 from sim.worlds import World, get_world
+
+if TYPE_CHECKING:
+    from instruments.server import InstrumentServer
 
 logger = logging.getLogger(__name__)
 
@@ -35,16 +39,43 @@ MEASURE = "measure"
 
 
 class SimulatedDriver(Driver):
-    """Base class of drivers that :func:`make_driver` can build from a simulation spec.
+    """Base class of the simulators, built from a simulation spec.
+
+    Their options are the ``[instruments.simulated]`` table
+    (:class:`~models.campaign.SimulatedInstrumentSpec`), so a gateway builds them as it
+    builds any registered driver. They have no hardware: they always run simulated.
 
     Args:
         name: The instrument's name.
         spec: The ``simulated`` table of the instrument's entry.
+        simulated: Ignored (a simulator is always simulated); accepted as every driver
+            accepts it.
     """
 
-    def __init__(self, name: str, spec: SimulatedInstrumentSpec) -> None:
-        super().__init__(name)
-        self.spec = spec
+    Options = SimulatedInstrumentSpec
+    supports_simulation = True
+
+    def __init__(
+        self,
+        name: str,
+        spec: SimulatedInstrumentSpec | Mapping[str, Any],
+        *,
+        simulated: bool = True,
+    ) -> None:
+        super().__init__(name, spec, simulated=True)
+        assert isinstance(self.options, SimulatedInstrumentSpec)
+        self.spec: SimulatedInstrumentSpec = self.options
+
+    def make_server(self, address: str, **kwargs: Any) -> InstrumentServer:
+        """A server that injects the spec's faults, if it declares any."""
+        if self.spec.faults is None:
+            return super().make_server(address, **kwargs)
+        from sim.faults import FaultyServer, faulty
+
+        journal = kwargs.get("journal_path")
+        log_dir = journal.parent if isinstance(journal, Path) else None
+        hosted = faulty(self, self.spec.faults, self.spec.duration_s, log_dir)
+        return FaultyServer(hosted, address, **kwargs)
 
 
 @register_driver("objective-station")
@@ -69,8 +100,8 @@ class ObjectiveStationDriver(SimulatedDriver):
         world: A ready world to measure instead of building ``spec.world`` (for tests).
 
     Raises:
-        RegistryError: If ``spec.world`` is not a registered world.
-        InvalidCampaignError: If ``spec.options`` holds an unknown or bad world option
+        InvalidCampaignError: If ``spec.world`` is not a registered world (key path
+            ``world``), ``spec.options`` holds an unknown or bad world option
             (key path ``options.<key>``), or ``spec.cost_per`` names no world input
             (``cost_per.<key>``).
     """
@@ -78,10 +109,21 @@ class ObjectiveStationDriver(SimulatedDriver):
     version = "1"
 
     def __init__(
-        self, name: str, spec: SimulatedInstrumentSpec, *, world: World | None = None
+        self,
+        name: str,
+        spec: SimulatedInstrumentSpec | Mapping[str, Any],
+        *,
+        world: World | None = None,
+        simulated: bool = True,
     ) -> None:
         super().__init__(name, spec)
-        self.world: World = world if world is not None else get_world(spec.world, **spec.options)
+        spec = self.spec
+        if world is None:
+            try:
+                world = get_world(spec.world, **spec.options)
+            except RegistryError as exc:
+                raise InvalidCampaignError(None, [("world", str(exc))]) from exc
+        self.world: World = world
         seed = spec.seed if spec.seed is not None else seed_from_name(name)
         self.noise: NoiseModel = GaussianNoise(spec.noise_std, seed)
         self.duration_s = spec.duration_s
@@ -140,11 +182,30 @@ class ObjectiveStationDriver(SimulatedDriver):
             Measurement(
                 name=k,
                 value=v,
-                uncertainty=self.noise.uncertainty(k),
+                uncertainty=self._uncertainty(k, parameters),
                 unit=self._units.get(k, ""),
             )
             for k, v in values.items()
         ]
+
+    def _uncertainty(self, output: str, parameters: Mapping[str, Any]) -> float | None:
+        """The instrument's own noise std; without noise, what the world knows of its
+        truth's uncertainty (a table's replicate spread), if anything."""
+        own = self.noise.uncertainty(output)
+        if own:
+            return own
+        known = self.world.uncertainty(output, parameters)
+        return known if known is not None else own
+
+
+def load_builtin_drivers() -> None:
+    """Import every module of sdlab's simulated drivers, so that they are registered.
+
+    The ``sdlab.drivers`` entry points of an installed sdlab name them too; this finds them
+    from a source checkout whose installed metadata predates those entry points.
+    """
+    for module in _DRIVER_MODULES:
+        importlib.import_module(module)
 
 
 def make_driver(name: str, spec: SimulatedInstrumentSpec) -> Driver:
@@ -162,8 +223,7 @@ def make_driver(name: str, spec: SimulatedInstrumentSpec) -> Driver:
             driver is not a simulated one, or an option is bad. Key paths are relative to
             the ``simulated`` table (``driver``, ``world``, ``options.<key>``).
     """
-    for module in _DRIVER_MODULES:
-        importlib.import_module(module)
+    load_builtin_drivers()
     try:
         cls = get_driver(spec.driver)
     except RegistryError as exc:

@@ -260,7 +260,12 @@ class SaraWaferDriver(SimulatedDriver):
     DRIVER_OPTIONS: ClassVar[tuple[str, ...]] = ("max_stripes", "anneal_s")
 
     def __init__(
-        self, name: str, spec: SimulatedInstrumentSpec, *, world: SaraWorld | None = None
+        self,
+        name: str,
+        spec: SimulatedInstrumentSpec,
+        *,
+        world: SaraWorld | None = None,
+        simulated: bool = True,
     ) -> None:
         super().__init__(name, spec)
         opts = dict(spec.options)

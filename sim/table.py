@@ -5,7 +5,11 @@ CSV file whose header names the parameter columns and the measurement columns (b
 in the simulation options), and answers in one of two modes:
 
 * ``mode = "pool"``: only the table's rows exist. Measuring a row's parameters returns the
-  row's values; any other point is refused. A planner given the same file as its ``pool``
+  row's values; any other point is refused. Rows with the same parameters are replicate
+  measurements of one condition: its truth is their mean, and their spread (the pooled
+  standard deviation over every replicated condition, one per output) is the standard
+  uncertainty each measurement reports when the instrument adds no noise of its own
+  (``noise_std = 0``). A planner given the same file as its ``pool``
   option proposes only rows it has not measured yet.
 * ``mode = "emulator"``: an exact GP (BoTorch ``SingleTaskGP``, inputs normalised to the
   table's box, outcomes standardised, one independent output per measurement column) is
@@ -117,7 +121,15 @@ class TableWorld(World):
             if any(v is None for v in values):
                 raise _problem("outputs", f"column {name!r} must hold numbers in every row")
             y[:, j] = [float(v) for v in values if v is not None]
-        self.x, self.y = x, y
+        self.x, self.y, self.replicates, self._spread = _replicate_means(x, y)
+        if self.x.shape[0] < x.shape[0]:
+            logger.info(
+                "table %s: %d rows are %d conditions; replicate spread %s",
+                path,
+                x.shape[0],
+                self.x.shape[0],
+                dict(zip(outputs, self._spread.tolist(), strict=True)),
+            )
         self._lower, self._upper = x.min(axis=0), x.max(axis=0)
         self._scale = np.where(self._upper > self._lower, self._upper - self._lower, 1.0)
         self._model: SingleTaskGP | None = None
@@ -166,6 +178,12 @@ class TableWorld(World):
             mean = self._model.posterior(x).mean[0]
         return {n: float(v) for n, v in zip(self._outputs, mean.tolist(), strict=True)}
 
+    def uncertainty(self, output: str, params: Mapping[str, object]) -> float | None:
+        """The replicates' pooled standard deviation of ``output`` (``None`` when no
+        condition of the table was measured more than once)."""
+        value = float(self._spread[self._outputs.index(output)])
+        return value if math.isfinite(value) else None
+
     def best(self, output: str, direction: Literal["maximize", "minimize"]) -> float:
         """The best value of ``output`` in the table (the optimum of a pool benchmark)."""
         col = self.y[:, self._outputs.index(output)]
@@ -184,6 +202,39 @@ class TableWorld(World):
             else:
                 out[j] = float(v)
         return out
+
+
+def _replicate_means(
+    x: np.ndarray, y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Collapse rows with equal inputs into one condition each.
+
+    Args:
+        x: ``n x d`` inputs.
+        y: ``n x m`` outputs.
+
+    Returns:
+        The ``k x d`` distinct inputs (in order of first appearance), the ``k x m`` mean
+        outputs, the ``k`` replicate counts, and the ``m`` pooled standard deviations
+        ``sqrt(sum_i (n_i - 1) s_i^2 / sum_i (n_i - 1))`` (NaN where nothing is replicated).
+    """
+    _, first, inverse, counts = np.unique(
+        x, axis=0, return_index=True, return_inverse=True, return_counts=True
+    )
+    inverse = inverse.reshape(-1)
+    order = np.argsort(first)  # groups in file order
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    group = rank[inverse]
+    k = order.size
+    sums = np.zeros((k, y.shape[1]))
+    np.add.at(sums, group, y)
+    n = counts[order].astype(np.float64)
+    means = sums / n[:, None]
+    resid = y - means[group]
+    dof = float(np.sum(n - 1))
+    spread = np.sqrt(np.sum(resid**2, axis=0) / dof) if dof > 0 else np.full(y.shape[1], np.nan)
+    return x[np.sort(first)], means, counts[order], spread
 
 
 def _float(text: str | None) -> float | None:

@@ -108,6 +108,12 @@ class World(ABC):
             ParameterLimitError: If an input is missing or not a number.
         """
 
+    def uncertainty(self, output: str, params: Mapping[str, object]) -> float | None:
+        """The standard uncertainty of ``output`` at ``params`` that the world itself knows
+        (the spread of a table's replicate rows), or ``None``. Instruments add their own
+        noise separately; this only says how uncertain the truth itself is."""
+        return None
+
     @property
     def optimum(self) -> Optimum | None:
         """The known global optimum, or ``None`` when it is not known."""
@@ -312,7 +318,7 @@ def _name_world(name: str, cls: type[World]) -> None:
     cls.name = name
 
 
-WORLDS: Registry[World] = Registry("world", _name_world)
+WORLDS: Registry[World] = Registry("world", _name_world, group="sdlab.worlds")
 """Every registered world class, by name."""
 
 _W = TypeVar("_W", bound=type[World])

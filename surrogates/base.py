@@ -328,7 +328,7 @@ def _set_name(name: str, cls: type[Surrogate]) -> None:
     cls.name = name
 
 
-SURROGATES: Registry[Surrogate] = Registry("surrogate", _set_name)
+SURROGATES: Registry[Surrogate] = Registry("surrogate", _set_name, group="sdlab.surrogates")
 
 
 def register_surrogate(name: str) -> Callable[[type[Surrogate]], type[Surrogate]]:

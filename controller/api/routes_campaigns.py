@@ -33,7 +33,8 @@ from controller.api.views import (
 )
 from controller.store import add_event, create_campaign, set_campaign_status, submit_command
 from controller.store.lease import LeaseHeldError, lease_is_live, lease_of
-from models.campaign import CampaignSpec, parse_spec
+from models.campaign import CampaignSpec
+from models.campaign_file import parse_spec
 from models.errors import CampaignStateError, InvalidCampaignError
 from models.status import CampaignStatus, ExperimentStatus
 from models.tables import CampaignRow, CommandRow, ExperimentRow
@@ -204,7 +205,7 @@ def create_from_upload(
             422,
             {
                 "message": str(exc),
-                "problems": [{"key": k, "message": m} for k, m in exc.problems],
+                "problems": [{"key": p.key, "message": p.message} for p in exc.problems],
             },
         ) from exc
     if s.scalars(select(CampaignRow).where(CampaignRow.name == spec.campaign.name)).first():

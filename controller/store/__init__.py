@@ -13,7 +13,7 @@ The functions of :mod:`controller.store.repo` receive a session and never open o
 
 from __future__ import annotations
 
-from controller.store import hooks
+from controller.store import audit, hooks
 from controller.store.commands import (
     COMMANDS,
     finish_command,
@@ -67,6 +67,7 @@ __all__ = [
     "add_measurements",
     "add_step",
     "alembic_config",
+    "audit",
     "count_by_status",
     "create_campaign",
     "current_revisions",

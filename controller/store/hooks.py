@@ -2,6 +2,8 @@
 
 - ``events`` is append-only: flushing a change to, or the deletion of, an
   :class:`~models.tables.EventRow` raises :class:`~models.errors.StoreError`.
+- Every event and operator command written enters the hash-chained audit record when its
+  transaction commits (:mod:`controller.store.audit`).
 
 Importing :mod:`controller.store` installs the hooks (once).
 """
@@ -13,6 +15,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.orm import Mapper
 
+from controller.store import audit
 from models.errors import StoreError
 from models.tables import EventRow
 
@@ -30,4 +33,5 @@ def install() -> None:
         return
     event.listen(EventRow, "before_update", _refuse_event_change)
     event.listen(EventRow, "before_delete", _refuse_event_change)
+    audit.install()
     _installed = True

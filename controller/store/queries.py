@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from models.errors import StoreError
+from models.errors import InvalidCampaignError, StoreError
 from models.objectives import Objective
 from models.records import Observation
 from models.status import ExperimentStatus, StepStatus
@@ -422,3 +422,32 @@ def export_rows(s: Session, campaign_name: str | None) -> list[dict[str, Any]]:
         )
         rows.append(row)
     return rows
+
+
+def related_observations(
+    s: Session, names: Sequence[str], objectives: Sequence[Objective]
+) -> dict[str, list[Observation]]:
+    """What each named campaign measured, as a planner learns it from a related task.
+
+    Args:
+        s: An open session.
+        names: Campaign names (``planner.options.related_campaigns``).
+        objectives: The objectives to read (this campaign's).
+
+    Returns:
+        Each campaign's observations, by name, in the order named.
+
+    Raises:
+        InvalidCampaignError: If a named campaign is not in the store (key
+            ``planner.options.related_campaigns``).
+    """
+    out: dict[str, list[Observation]] = {}
+    for name in names:
+        row = s.scalars(select(CampaignRow).where(CampaignRow.name == name)).first()
+        if row is None:
+            raise InvalidCampaignError(
+                None,
+                [("planner.options.related_campaigns", f"no campaign {name!r} in the store")],
+            )
+        out[name] = observations(s, row.id, list(objectives))
+    return out

@@ -62,7 +62,12 @@ class _AlabDriver(SimulatedDriver):
     own_options: Mapping[str, float] = {}
 
     def __init__(
-        self, name: str, spec: SimulatedInstrumentSpec, *, world: AlabWorld | None = None
+        self,
+        name: str,
+        spec: SimulatedInstrumentSpec,
+        *,
+        world: AlabWorld | None = None,
+        simulated: bool = True,
     ) -> None:
         super().__init__(name, spec)
         if spec.world != "alab":
@@ -209,7 +214,12 @@ class XRDDriver(_AlabDriver):
     }
 
     def __init__(
-        self, name: str, spec: SimulatedInstrumentSpec, *, world: AlabWorld | None = None
+        self,
+        name: str,
+        spec: SimulatedInstrumentSpec,
+        *,
+        world: AlabWorld | None = None,
+        simulated: bool = True,
     ) -> None:
         super().__init__(name, spec, world=world)
         lo, hi, step = self.own["two_theta_min"], self.own["two_theta_max"], self.own["step_deg"]

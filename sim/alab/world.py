@@ -36,10 +36,11 @@ References:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -284,6 +285,17 @@ class AlabWorld(World):
     def precursors(self) -> list[str]:
         """The precursors available (reduced formulas, in shelf order)."""
         return list(PRECURSORS)
+
+    def recipes(self, target: str, sizes: Sequence[int] = (1, 2, 3)) -> list[str]:
+        """Every balanced recipe of ``target`` from the shelf: precursor sets of ``sizes``
+        precursors (``"A+B"``, sorted) that :meth:`balance` can balance."""
+        out = []
+        for k in sizes:
+            for combo in itertools.combinations(self.precursors(), k):
+                p = "+".join(sorted(combo))
+                if self.balance(target, p) is not None:
+                    out.append(p)
+        return out
 
     def balance(self, target: str, precursors: str) -> dict[str, float] | None:
         """Precursor amounts that make one mole of ``target``, O2 free to come and go.

@@ -89,7 +89,12 @@ class _MaterialsDriver(SimulatedDriver):
     own_options: tuple[str, ...] = ()
 
     def __init__(
-        self, name: str, spec: SimulatedInstrumentSpec, *, world: MaterialsWorld | None = None
+        self,
+        name: str,
+        spec: SimulatedInstrumentSpec,
+        *,
+        world: MaterialsWorld | None = None,
+        simulated: bool = True,
     ) -> None:
         super().__init__(name, spec)
         world_opts = {k: v for k, v in spec.options.items() if k not in self.own_options}
@@ -158,7 +163,12 @@ class XRDDriver(_MaterialsDriver):
     own_options = _XRD_KEYS
 
     def __init__(
-        self, name: str, spec: SimulatedInstrumentSpec, *, world: MaterialsWorld | None = None
+        self,
+        name: str,
+        spec: SimulatedInstrumentSpec,
+        *,
+        world: MaterialsWorld | None = None,
+        simulated: bool = True,
     ) -> None:
         super().__init__(name, spec, world=world)
         try:

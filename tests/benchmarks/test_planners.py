@@ -22,7 +22,7 @@ from benchmarks.bench_metrics import (
 )
 from benchmarks.bench_problems import ProblemUnavailableError, build
 from benchmarks.bench_runs import SPECS, run_cached, run_one
-from benchmarks.planners import parse_seeds, quick
+from benchmarks.planner_bench import parse_seeds, quick
 from sim.worlds import BraninWorld
 
 

@@ -155,7 +155,7 @@ def test_campaign_stops_before_passing_max_cost_and_a_restart_recomputes_the_cos
         assert s.scalars(select(EventRow).where(EventRow.kind == "campaign.cost_budget")).one()
         decisions = s.scalars(select(DecisionRow)).all()
         assert all(len(d.details[COST_KEY]) == d.n_proposed for d in decisions)
-        assert "cost spent" in str(status_table(s).columns[-1].header)
+        assert "cost spent" in [str(c.header) for c in status_table(s).columns]
         assert "cost" in export_text(s, "mf", "csv").splitlines()[0].split(",")
 
     # A restarted controller rebuilds the spent cost from the store alone.

@@ -227,6 +227,22 @@ def test_campaign_stops_as_failed_when_its_failure_budget_is_spent(tmp_path: Pat
     engine.dispose()
 
 
+async def _nothing_starts(ctl: CampaignController) -> bool:
+    """Wake every worker and let the loop run until they wait again; then say whether none
+    of them started a step. Deterministic: it counts loop iterations, not seconds, so a
+    loaded machine cannot make it pass without checking anything."""
+    before = ctl.progress()["completed"] + ctl.progress()["failed"]
+    for _ in range(5):
+        await ctl._notify()  # what a freed instrument or a new proposal would do
+        for _ in range(50):  # the woken workers each take their turn
+            await asyncio.sleep(0)
+            if any(slot.busy for slot in ctl.instruments.values()):
+                return False
+        # a planning call they started answers in its own time: wait for it, then go again
+        await _wait_for(lambda: not ctl._planning)
+    return ctl.progress()["completed"] + ctl.progress()["failed"] == before
+
+
 async def _wait_for(predicate: Callable[[], bool], timeout_s: float = 30) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
@@ -242,15 +258,13 @@ def test_pause_starts_nothing_new_until_resumed(tmp_path: Path) -> None:
         await _wait_for(lambda: ctl.progress()["completed"] >= 3)
         await ctl.pause()
         await _wait_for(lambda: not any(slot.busy for slot in ctl.instruments.values()))
-        seen["at_pause"] = ctl.progress()["completed"] + ctl.progress()["failed"]
-        await asyncio.sleep(0.3)  # instant instruments: anything started would be done
-        seen["after"] = ctl.progress()["completed"] + ctl.progress()["failed"]
+        seen["idle"] = await _nothing_starts(ctl)
         assert ctl.progress()["paused"]
         await ctl.resume()
 
     db, result = run_campaign(tmp_path, spec(budget=10, max_failures=50, prefetch=2), operate)
 
-    assert seen["after"] == seen["at_pause"]
+    assert seen["idle"]
     assert result["status"] == "COMPLETED"
     assert result["completed"] == 10
     engine = make_engine(db)
@@ -379,9 +393,7 @@ def test_a_campaign_paused_by_an_operator_stays_paused_when_its_controller_resta
 
     async def restarted(ctl: CampaignController, task: asyncio.Task[dict[str, Any]]) -> None:
         await _wait_for(lambda: ctl.progress()["paused"])
-        before = ctl.progress()["completed"] + ctl.progress()["failed"]
-        await asyncio.sleep(0.5)  # instant instruments: anything started would be done
-        seen["idle"] = ctl.progress()["completed"] + ctl.progress()["failed"] == before
+        seen["idle"] = await _nothing_starts(ctl)
         await ctl.resume("operator:ada")
 
     engine = make_engine(db)

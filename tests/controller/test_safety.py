@@ -98,13 +98,81 @@ def test_instruments_that_cannot_run_the_workflow_are_a_campaign_error() -> None
     no_anneal = InstrumentDescription(name="f1", driver="t", driver_version="1", actions=[])
     with pytest.raises(InvalidCampaignError) as info:
         SafetyGate(spec(), {"f1": no_anneal, "m1": METER})
-    assert dict(info.value.problems)["workflow[0].action"].startswith("instrument 'f1' has no")
+    assert info.value.by_key()["workflow[0].action"].startswith("instrument 'f1' has no")
     with pytest.raises(InvalidCampaignError) as info:
         SafetyGate(
             spec(objectives=[{"name": "z", "direction": "minimize"}]),
             {"f1": furnace("f1", 1200), "m1": METER},
         )
-    assert "objectives[0].name" in dict(info.value.problems)
+    assert "objectives[0].name" in info.value.by_key()
+
+
+def test_a_required_parameter_the_search_space_lacks_refuses_the_campaign() -> None:
+    # The action needs time_s; a campaign without it would have every proposal refused.
+    only_temperature = [{"name": "temperature_c", "type": "continuous", "lower": 20, "upper": 1200}]
+    with pytest.raises(InvalidCampaignError) as info:
+        SafetyGate(spec(parameters=only_temperature), {"f1": furnace("f1", 1200), "m1": METER})
+    problems = {p.path: p.message for p in info.value.problems}
+    assert list(problems) == [("workflow", 0)]
+    assert "requires parameter 'time_s'" in problems[("workflow", 0)]
+    assert "instrument 'f1'" in problems[("workflow", 0)]
+    assert "workflow[0]: " in str(info.value)
+    # given as a fixed value instead, it runs
+    fixed = {"kind": "furnace", "action": "anneal", "fixed": {"ramp_c_per_min": 10, "time_s": 5}}
+    gate = SafetyGate(
+        spec(parameters=only_temperature, workflow=[fixed, spec().workflow[1].model_dump()]),
+        {"f1": furnace("f1", 1200), "m1": METER},
+    )
+    assert gate.check_proposal({"temperature_c": 500}) == {"temperature_c": 500.0}
+
+
+def test_a_step_that_sends_what_the_action_does_not_take_or_omits_what_it_needs() -> None:
+    steps = [
+        {
+            "kind": "furnace",
+            "action": "anneal",
+            "parameters": ["temperature_c"],
+            "fixed": {"ramp_c_per_min": 10, "colour": "red"},
+        },
+        {"kind": "meter", "action": "measure", "parameters": ["time_s"]},
+    ]
+    with pytest.raises(InvalidCampaignError) as info:
+        SafetyGate(spec(workflow=steps), {"f1": furnace("f1", 1200), "m1": METER})
+    found = info.value.by_key()
+    assert set(found) == {
+        "workflow[0].fixed.colour",
+        "workflow[0].parameters",
+        "workflow[1].parameters[0]",
+    }
+    assert "has no parameter 'colour'" in found["workflow[0].fixed.colour"]
+    assert (
+        "requires parameter 'time_s', which the step does not send"
+        in found["workflow[0].parameters"]
+    )
+    assert (
+        "has no parameter 'time_s' (it takes no parameters)" in found["workflow[1].parameters[0]"]
+    )
+
+
+def test_optional_parameters_may_be_left_out() -> None:
+    optional = InstrumentDescription(
+        name="f1",
+        driver="test",
+        driver_version="1",
+        actions=[
+            ActionSpec(
+                name="anneal",
+                parameters=[
+                    ParameterLimit(name="temperature_c", minimum=20, maximum=1200),
+                    ParameterLimit(name="time_s", minimum=1, maximum=100),
+                    ParameterLimit(name="ramp_c_per_min", minimum=1, maximum=20),
+                    ParameterLimit(name="gas", type="string", choices=["ar"], required=False),
+                ],
+            )
+        ],
+    )
+    gate = SafetyGate(spec(), {"f1": optional, "m1": METER})
+    assert gate.check_proposal({"temperature_c": 500, "time_s": 3})
 
 
 class FakeClock:

@@ -18,7 +18,7 @@ import asyncio
 import math
 import tempfile
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -226,8 +226,11 @@ def test_the_spy_would_see_out_of_limit_values_without_the_gate(
     assert any(not within(srv.driver.describe(), p) for srv, p in received)
 
 
-def test_report_counts() -> None:
-    """Runs last in this module: records the figures docs/reliability.md quotes."""
+@pytest.fixture(scope="module", autouse=True)
+def _record_counts() -> Iterator[None]:
+    """After the module's tests: record the figures docs/reliability.md quotes (see
+    ``benchmarks/reliability.py``); the tests above assert what the figures count."""
+    yield
     record_figures("safety-gate", dict(sorted(COUNTS.items())))
     print(
         f"\nsafety gate: {COUNTS['proposals']} proposals "

@@ -236,12 +236,12 @@ def test_campaign_entries_for_remote_instruments_need_keys_or_insecure(keys: Pat
     remote = {"address": "tcp://192.168.1.20:5601"}
     with pytest.raises(ValueError, match=r"remote-1.*curve\.server_public_key"):
         InstrumentSpec.model_validate({"name": "remote-1", "kind": "k", **remote})
-    from models.campaign import parse_spec
+    from models.campaign_file import parse_spec
 
     with pytest.raises(InvalidCampaignError) as info:
         parse_spec(campaign(remote), CampaignSpec, "c.toml")
-    assert info.value.problems[0][0] == "instruments[0]"
-    assert "remote-1" in info.value.problems[0][1]
+    assert info.value.problems[0].key == "instruments[0]"
+    assert "remote-1" in info.value.problems[0].message
     ok = parse_spec(campaign({**remote, "insecure": True}), CampaignSpec)
     assert ok.instruments[0].insecure
     curve = {
@@ -256,8 +256,8 @@ def test_campaign_entries_for_remote_instruments_need_keys_or_insecure(keys: Pat
             campaign({**remote, "curve": {"server_public_key": curve["server_public_key"]}}),
             CampaignSpec,
         )
-    assert info.value.problems[0][0] == "instruments[0].curve"
-    assert "client_keys" in info.value.problems[0][1]
+    assert info.value.problems[0].key == "instruments[0].curve"
+    assert "client_keys" in info.value.problems[0].message
 
 
 def test_a_zap_handler_waits_for_the_endpoint_a_stopped_one_still_holds() -> None:

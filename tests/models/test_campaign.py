@@ -1,4 +1,5 @@
-"""Campaign files (models/campaign.py): the examples load, bad files name their key path."""
+"""Campaign specs (models/campaign.py, read by models/campaign_file.py): the examples load,
+bad files name their key path."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from models.campaign import load_campaign, load_simulation
+from models.campaign_file import load_campaign, load_simulation
 from models.errors import InvalidCampaignError
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
@@ -58,7 +59,7 @@ def test_a_broken_campaign_names_file_key_path_and_problem(
     with pytest.raises(InvalidCampaignError) as info:
         load_campaign(bad)
     assert info.value.source == str(bad)
-    found = dict(info.value.problems)
+    found = info.value.by_key()
     assert path in found, info.value.problems
     assert message in found[path]
     assert str(bad) in str(info.value)

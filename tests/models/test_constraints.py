@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from models.campaign import CampaignSpec, parse_spec, read_toml
+from models.campaign import CampaignSpec
+from models.campaign_file import parse_spec, read_toml
 from models.constraints import LinearConstraint, MixtureConstraint
-from models.errors import InvalidCampaignError, ParameterLimitError
+from models.errors import InvalidCampaignError, ParameterLimitError, Problem
 from models.params import ContinuousParameter, SearchSpace
 
 HARTMANN6 = Path(__file__).parents[2] / "examples" / "hartmann6.toml"
@@ -80,7 +81,7 @@ def test_campaign_file_constraints_reach_the_space_and_errors_name_the_key() -> 
     data["parameter_constraints"] = [{"type": "linear", "coefficients": {"x9": 1}, "upper": 1}]
     with pytest.raises(InvalidCampaignError) as info:
         parse_spec(data, CampaignSpec)
-    assert info.value.problems == [("parameter_constraints[0]", "unknown parameter 'x9'")]
+    assert info.value.problems == [Problem(("parameter_constraints", 0), "unknown parameter 'x9'")]
 
 
 def test_new_keys_left_at_their_defaults_keep_the_spec_hash() -> None:

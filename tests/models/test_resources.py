@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from models.campaign import load_campaign
+from models.campaign_file import load_campaign
 from models.errors import InvalidCampaignError
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
@@ -83,6 +83,6 @@ def test_bad_resources_name_their_key_path(
 ) -> None:
     with pytest.raises(InvalidCampaignError) as info:
         load_campaign(write(tmp_path, extra, needs))
-    found = dict(info.value.problems)
+    found = info.value.by_key()
     assert path in found, info.value.problems
     assert message in found[path]

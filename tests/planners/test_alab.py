@@ -260,7 +260,7 @@ def test_bad_options_name_the_key(
 ) -> None:
     with pytest.raises(InvalidCampaignError) as info:
         planner(space, **options)
-    paths = [path for path, _ in info.value.problems]
+    paths = info.value.key_paths()
     assert key in paths
     assert words in str(info.value)
 
@@ -312,9 +312,9 @@ def test_a_thermo_file_without_an_elemental_reference_is_named(
     path.write_text(json.dumps({"entries": [e for e in ENTRIES if e["formula"] != "O2"]}))
     with pytest.raises(InvalidCampaignError) as info:
         planner(space, thermo=None, thermo_file=str(path))
-    assert info.value.problems == [
-        ("planner.options.thermo_file", "no elemental reference entry for element(s) ['O']")
-    ]
+    assert info.value.by_key() == {
+        "planner.options.thermo_file": "no elemental reference entry for element(s) ['O']"
+    }
 
 
 def test_pairs_seen_inert_for_one_target_start_another_hotter(space: SearchSpace) -> None:

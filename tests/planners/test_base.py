@@ -84,7 +84,7 @@ def test_unknown_option_names_key_path(
 ) -> None:
     with pytest.raises(InvalidCampaignError) as info:
         make_planner("random", branin_space, minimize_y, options={"batch": 3})
-    assert info.value.problems == [("planner.options.batch", "unknown option")]
+    assert info.value.by_key() == {"planner.options.batch": "unknown option"}
     assert "planner.options.batch" in str(info.value)
 
 
@@ -98,7 +98,7 @@ def test_invalid_option_values_name_key_paths(
             minimize_y,
             options={"num_restarts": "many", "raw_samples": 0},
         )
-    paths = [path for path, _ in info.value.problems]
+    paths = info.value.key_paths()
     assert paths == ["planner.options.num_restarts", "planner.options.raw_samples"]
     assert info.value.source is None
 

@@ -186,7 +186,7 @@ def test_failed_experiments_teach_the_planner_where_not_to_go() -> None:
     blind_rate = blind_ok[10:].count(False) / len(blind_ok[10:])
     print(f"infeasible after the first 10: {rate:.0%} (without failure modelling {blind_rate:.0%})")
     # One seed decides 25 proposals, so a single unlucky one moves the rate by 4 points: the
-    # issue's "< 10 %" is a median over seeds, which benchmarks/planners.py measures
+    # issue's "< 10 %" is a median over seeds, which benchmarks/planner_bench.py measures
     # (hartmann6-failures: 1.8 % over 20 seeds); here the modelled rate must be a small
     # fraction of the blind one.
     assert rate <= 0.15

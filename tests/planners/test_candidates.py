@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from models.constraints import MixtureConstraint
 from models.errors import InvalidCampaignError
 from models.params import CategoricalParameter, ContinuousParameter, IntegerParameter, SearchSpace
 from planners.candidates import CandidateSet, enumerate_space, read_pool
@@ -43,9 +44,48 @@ def test_bad_pool_files_name_the_option(tmp_path: Path, text: str, message: str)
     path.write_text(text)
     with pytest.raises(InvalidCampaignError) as info:
         read_pool(path, SPACE)
-    key, problem = info.value.problems[0]
+    key, problem = info.value.problems[0].key, info.value.problems[0].message
     assert key == "planner.options.pool"
     assert message in problem
+
+
+MIXTURE = SearchSpace(
+    parameters=[ContinuousParameter(name=n, lower=0.0, upper=1.0) for n in ("a", "b", "c")],
+    constraints=[MixtureConstraint(parameters=["a", "b", "c"])],
+)
+
+
+def test_pool_rows_that_break_a_mixture_constraint_are_refused_naming_them(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "pool.csv"
+    path.write_text("a,b,c\n0.2,0.3,0.5\n0.2,0.2,0.2\n1,1,1\n0.5,0.5,0\n")
+    with pytest.raises(InvalidCampaignError) as info:
+        read_pool(path, MIXTURE)
+    key, problem = info.value.problems[0].key, info.value.problems[0].message
+    assert key == "planner.options.pool"
+    assert problem.startswith("2 of 4 rows break a constraint")
+    assert "row 3:" in problem
+    assert "sum is 0.6" in problem
+    assert "row 4:" in problem
+    assert "sum is 3" in problem
+    path.write_text("a,b,c\n0.2,0.3,0.5\n0.5,0.5,0\n")
+    assert len(read_pool(path, MIXTURE)) == 2
+
+
+def test_a_units_row_under_the_header_is_named_as_such(tmp_path: Path) -> None:
+    path = tmp_path / "pool.csv"
+    path.write_text("x,n,gas\nfraction,count,-\n0.1,1,air\n0.2,2,argon\n")
+    with pytest.raises(InvalidCampaignError) as info:
+        read_pool(path, SPACE)
+    problem = info.value.problems[0].message
+    assert "row 2 looks like a row of units" in problem
+    assert "x: 'fraction'" in problem
+    assert "n: 'count'" in problem
+    path.write_text("x,n,gas\nnot-a-number,1,air\nalso-not,2,argon\n")
+    with pytest.raises(InvalidCampaignError) as info:
+        read_pool(path, SPACE)
+    assert "row 2: " in info.value.problems[0].message  # bad data, not units: the usual message
 
 
 def test_discrete_spaces_are_enumerated_up_to_the_limit() -> None:

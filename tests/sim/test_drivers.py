@@ -145,14 +145,14 @@ def test_world_options_pass_through() -> None:
 def test_bad_world_or_driver_names_the_key() -> None:
     with pytest.raises(InvalidCampaignError) as info:
         make_driver("s", _spec(world="nope"))
-    assert info.value.problems[0][0] == "world"
-    assert "hartmann6" in info.value.problems[0][1]
+    assert info.value.problems[0].key == "world"
+    assert "hartmann6" in info.value.problems[0].message
     with pytest.raises(InvalidCampaignError) as info:
         make_driver("s", _spec(driver="nope"))
-    assert info.value.problems[0][0] == "driver"
+    assert info.value.problems[0].key == "driver"
     with pytest.raises(InvalidCampaignError) as info:
         make_driver("s", _spec(options={"colour": 1}))
-    assert info.value.problems[0][0] == "options.colour"
+    assert info.value.problems[0].key == "options.colour"
 
 
 def test_objective_station_is_a_simulated_driver() -> None:

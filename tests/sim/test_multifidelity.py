@@ -63,7 +63,7 @@ def test_bad_inputs_and_options_name_the_field() -> None:
         world.evaluate_true({"x1": 0.0, "x2": 0.0})
     with pytest.raises(InvalidCampaignError) as info:
         get_world("augmented-branin", limits={FIDELITY: {"minimum": -1}})
-    assert info.value.problems[0][0] == f"options.limits.{FIDELITY}"
+    assert info.value.problems[0].key == f"options.limits.{FIDELITY}"
 
 
 def test_the_station_declares_the_cost_it_is_given() -> None:
@@ -75,4 +75,4 @@ def test_the_station_declares_the_cost_it_is_given() -> None:
     bad = SimulatedInstrumentSpec(world="augmented-branin", cost_per={"speed": 1.0})
     with pytest.raises(InvalidCampaignError) as info:
         make_driver("s", bad)
-    assert info.value.problems[0][0] == "cost_per.speed"
+    assert info.value.problems[0].key == "cost_per.speed"

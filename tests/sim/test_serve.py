@@ -99,7 +99,7 @@ def test_bad_world_names_key_path() -> None:
 
     with pytest.raises(InvalidCampaignError) as info:
         asyncio.run(go())
-    assert info.value.problems[0][0] == "instruments[1].simulated.world"
+    assert info.value.problems[0].key == "instruments[1].simulated.world"
 
 
 def test_address_in_use_names_key_path() -> None:
@@ -111,7 +111,7 @@ def test_address_in_use_names_key_path() -> None:
 
     with pytest.raises(InvalidCampaignError) as info:
         asyncio.run(go())
-    assert info.value.problems[0][0] == "instruments[0].address"
+    assert info.value.problems[0].key == "instruments[0].address"
 
 
 @pytest.mark.parametrize(

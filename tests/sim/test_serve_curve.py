@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from controller.cli import cli
 from instruments.client import InstrumentClient
 from instruments.security import CurveClientKeys, CurveServerKeys, curve_available
-from models.campaign import CurveSpec, InstrumentSpec, SimulatedInstrumentSpec, load_simulation
+from models.campaign import CurveSpec, InstrumentSpec, SimulatedInstrumentSpec
+from models.campaign_file import load_simulation
 from models.errors import InstrumentTimeoutError, InvalidCampaignError
 from sim.drivers import make_driver
 from sim.faults import FaultyServer
@@ -89,8 +90,8 @@ def test_a_plaintext_wildcard_bind_is_refused_naming_the_key(keys: Path) -> None
     spec = station(keys).model_copy(update={"address": "tcp://0.0.0.0:*"})
     with pytest.raises(InvalidCampaignError) as info:
         asyncio.run(serve_instruments([spec], source="sim.toml"))
-    assert info.value.problems[0][0] == "instruments[0].curve.server_secret_key"
-    assert "station" in info.value.problems[0][1]
+    assert info.value.problems[0].key == "instruments[0].curve.server_secret_key"
+    assert "station" in info.value.problems[0].message
 
 
 def test_main_refuses_half_a_curve_configuration(

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.campaign import load_campaign
+from models.campaign_file import load_campaign
 from models.errors import InvalidCampaignError, ParameterLimitError
 from models.records import Observation
 from planners.base import make_planner
@@ -34,6 +34,23 @@ def test_pool_mode_answers_rows_and_refuses_other_points(tmp_path: Path) -> None
     assert world.best("gain", "maximize") == 4.5  # type: ignore[attr-defined]
 
 
+def test_replicate_rows_are_one_condition_whose_spread_is_the_uncertainty(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "screen.csv"
+    # (0, 0) measured three times (1, 2, 3), (1, 0) twice (5, 7), (0, 1) once
+    path.write_text("x,y,gain\n0,0,1\n1,0,5\n0,0,2\n0,1,9\n0,0,3\n1,0,7\n")
+    world = get_world("table", path=str(path), parameters=["x", "y"], outputs=["gain"])
+    assert world.evaluate_true({"x": 0.0, "y": 0.0}) == {"gain": pytest.approx(2.0)}  # type: ignore[attr-defined]
+    assert world.evaluate_true({"x": 1.0, "y": 0.0}) == {"gain": pytest.approx(6.0)}  # type: ignore[attr-defined]
+    assert world.best("gain", "maximize") == 9.0  # type: ignore[attr-defined]
+    assert list(world.replicates) == [3, 2, 1]  # type: ignore[attr-defined]
+    # pooled: ((1-2)^2 + 0 + (3-2)^2 + (5-6)^2 + (7-6)^2) / ((3-1) + (2-1)) = 4/3
+    assert world.uncertainty("gain", {"x": 0.0, "y": 1.0}) == pytest.approx((4 / 3) ** 0.5)  # type: ignore[attr-defined]
+    plain = table(tmp_path, parameters=["x", "y", "solvent"], outputs=["gain"])
+    assert plain.uncertainty("gain", {}) is None  # type: ignore[attr-defined]
+
+
 def test_emulator_mode_interpolates_the_table(tmp_path: Path) -> None:
     world = table(tmp_path, parameters=["x", "y"], outputs=["gain"], mode="emulator")
     at_row = world.evaluate_true({"x": 1.0, "y": 1.0})["gain"]  # type: ignore[attr-defined]
@@ -57,13 +74,13 @@ def test_emulator_mode_interpolates_the_table(tmp_path: Path) -> None:
 def test_bad_options_name_the_key(tmp_path: Path, options: dict[str, object], key: str) -> None:
     with pytest.raises(InvalidCampaignError) as info:
         table(tmp_path, **options)
-    assert info.value.problems[0][0] == key
+    assert info.value.problems[0].key == key
 
 
 def test_a_missing_file_is_a_campaign_error() -> None:
     with pytest.raises(InvalidCampaignError) as info:
         get_world("table", path="/nonexistent.csv", parameters=["x"], outputs=["y"])
-    assert info.value.problems[0][0] == "options.path"
+    assert info.value.problems[0].key == "options.path"
 
 
 def test_branin_currin_agrees_with_botorch() -> None:

@@ -117,10 +117,10 @@ def test_output_option_renames_the_output() -> None:
 def test_bad_options_name_the_key() -> None:
     with pytest.raises(InvalidCampaignError) as info:
         get_world("hartmann6", colour="blue")
-    assert info.value.problems[0][0] == "options.colour"
+    assert info.value.problems[0].key == "options.colour"
     with pytest.raises(InvalidCampaignError) as info:
         get_world("branin", output=3)
-    assert info.value.problems[0][0] == "options.output"
+    assert info.value.problems[0].key == "options.output"
 
 
 def test_limits_option_narrows_and_rate_limits_the_declared_inputs() -> None:
@@ -149,7 +149,7 @@ def test_limits_option_narrows_and_rate_limits_the_declared_inputs() -> None:
 def test_bad_limits_name_the_key(limits: object, key: str) -> None:
     with pytest.raises(InvalidCampaignError) as info:
         get_world("branin", limits=limits)
-    assert info.value.problems[0][0] == key
+    assert info.value.problems[0].key == key
 
 
 def test_missing_or_bad_input_is_refused() -> None:

@@ -5,10 +5,10 @@ noise-free truth, no controller), caches every (problem, planner, seed) run as J
 the runs and writes a markdown table per problem plus best-so-far curves (PNG) into
 ``docs/benchmarks.md`` and ``docs/figures/``::
 
-    python -m benchmarks.planners                       # everything, 20 seeds, resumable
-    python -m benchmarks.planners --problems suzuki,branin --seeds 0-4
-    python -m benchmarks.planners --no-run              # only re-score the cache
-    python -m benchmarks.planners --quick               # a smoke run (3 seeds, short)
+    python -m benchmarks.planner_bench                       # everything, 20 seeds, resumable
+    python -m benchmarks.planner_bench --problems suzuki,branin --seeds 0-4
+    python -m benchmarks.planner_bench --no-run              # only re-score the cache
+    python -m benchmarks.planner_bench --quick               # a smoke run (3 seeds, short)
 
 Problems (see :mod:`benchmarks.bench_problems`): ``suzuki`` (a 247-row pool from the
 ``olymp`` wheel), ``branin``, ``branin-currin``, ``hartmann6``, ``hartmann6-noisy``,
