@@ -12,6 +12,14 @@ its work goes to other instruments of its kind (or waits), and an alarm is raise
 quarantine ends and a probe succeeds it is half-open: one more fault quarantines it again,
 one success closes the breaker (after Nygard's "Release It!" circuit breaker).
 
+Each heartbeat is read, not only awaited. Its ``uptime_s`` going down means the server
+restarted: whatever the steps had in flight on their connection is lost, so the step client
+is reconnected and its waiting calls sent again at once (what a timeout would do some 11 s
+later), and the instrument is described again. Its ``time`` is compared with this clock;
+a skew beyond ``max_clock_skew_s`` raises an alarm (the instrument's timestamps go into the
+record). A description whose ``name`` is not the campaign's name for the instrument is
+recorded as an ``instrument.name_mismatch`` event.
+
 The ``instruments`` table holds the present view of each instrument for the dashboard; it is
 written when an instrument's state changes and at most every ``ROW_REFRESH_S`` otherwise.
 """
@@ -29,7 +37,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from controller.alarms import Alarms
 from controller.store import add_event, transaction, upsert_instrument
 from controller.work import InstrumentSlot
-from instruments.client import InstrumentClient
+from instruments.client import HeartbeatReport, InstrumentClient
 from instruments.driver import InstrumentDescription
 from instruments.protocol import UNKNOWN_REQUEST
 from models.campaign import ReliabilitySpec
@@ -40,6 +48,10 @@ logger = logging.getLogger(__name__)
 
 ROW_REFRESH_S = 10.0
 """Longest interval between two writes of an instrument's row while nothing changes."""
+
+MAX_CLOCK_SKEW_S = 2.0
+"""Largest difference between an instrument's clock and the controller's before an alarm,
+in seconds."""
 
 
 class HealthMonitor:
@@ -52,7 +64,10 @@ class HealthMonitor:
         sessions: Session factory of the store.
         alarms: Where alarms go.
         changed: Awaited after a change of availability (wakes the workers).
-        described: Called when an instrument that never answered describes itself.
+        described: Called when an instrument describes itself for the first time, or
+            differently after a restart.
+        max_clock_skew_s: Alarm when an instrument's clock is further off than this, in
+            seconds.
     """
 
     def __init__(
@@ -64,6 +79,7 @@ class HealthMonitor:
         alarms: Alarms,
         changed: Callable[[], Awaitable[None]],
         described: Callable[[InstrumentSlot], None],
+        max_clock_skew_s: float = MAX_CLOCK_SKEW_S,
     ) -> None:
         self.slots = slots
         self.spec = spec
@@ -72,7 +88,11 @@ class HealthMonitor:
         self.alarms = alarms
         self._changed = changed
         self._described = described
+        self.max_clock_skew_s = max_clock_skew_s
         self._written: dict[str, tuple[InstrumentState, int, float]] = {}
+        self._uptime_s: dict[str, float] = {}  # last uptime each instrument reported
+        self._skewed: set[str] = set()  # instruments whose clock skew is alarmed
+        self._names_checked: set[str] = set()
 
     # ------------------------------------------------------------------ what steps report
 
@@ -165,10 +185,15 @@ class HealthMonitor:
                     f"{slot.name} ({desc.driver} {desc.driver_version}) answers at {slot.address}",
                 )
             else:
-                await probe.heartbeat()
+                report = await probe.heartbeat_report()
+                if self._restarted(slot, report):
+                    await self._redescribe(slot, probe)
+                self._check_clock(slot, report)
         except InstrumentError as exc:
             logger.debug("heartbeat of %s failed: %s", slot.name, exc)
             return
+        finally:
+            self._check_name(slot)
         self.seen(slot)
         for rid in sorted(slot.orphans):
             try:
@@ -183,6 +208,96 @@ class HealthMonitor:
                 "instrument.orphan_cancelled",
                 f"{slot.name}: request {rid}, given up on earlier, is "
                 f"{state.state if state else 'unknown to it'} now",
+            )
+
+    def _restarted(self, slot: InstrumentSlot, report: HeartbeatReport) -> bool:
+        """Notice a restarted server (its uptime went down) and reconnect the steps to it."""
+        uptime_s = report.beat.uptime_s
+        if uptime_s is None:
+            return False
+        before_s = self._uptime_s.get(slot.name)
+        self._uptime_s[slot.name] = uptime_s
+        if before_s is None or uptime_s >= before_s:
+            return False
+        # What went to the old server on the steps' connection will never be answered:
+        # send it again now rather than at the call's timeout. Every request is idempotent;
+        # a request cut off mid-action comes back failed "interrupted" from the journal, or
+        # unknown, and the step is retried or failed as for any lost request.
+        in_flight = slot.client.reconnect(f"{slot.name} restarted")
+        message = (
+            f"{slot.name} restarted (uptime {before_s:.1f} s, now {uptime_s:.1f} s): "
+            f"reconnected, {in_flight} call(s) in flight sent again"
+        )
+        logger.warning("%s", message)
+        with transaction(self._sessions) as s:
+            add_event(
+                s,
+                "instrument.restarted",
+                message,
+                campaign_id=self.campaign_id,
+                instrument=slot.name,
+                data={"uptime_s": uptime_s, "previous_uptime_s": before_s},
+            )
+        return True
+
+    async def _redescribe(self, slot: InstrumentSlot, probe: InstrumentClient) -> None:
+        """Describe a restarted instrument again: it may have come back with other limits."""
+        desc = await probe.describe()
+        if desc == slot.description:
+            return
+        slot.description = desc
+        self._names_checked.discard(slot.name)
+        self._described(slot)
+        self._event(
+            slot,
+            "instrument.redescribed",
+            f"{slot.name} came back as {desc.driver} {desc.driver_version} with "
+            f"{len(desc.actions)} action(s); the safety gate uses the new description",
+        )
+
+    def _check_clock(self, slot: InstrumentSlot, report: HeartbeatReport) -> None:
+        skew_s = report.clock_skew_s
+        if skew_s is None:
+            return
+        if abs(skew_s) <= self.max_clock_skew_s:
+            if slot.name in self._skewed:
+                self._skewed.discard(slot.name)
+                self._event(
+                    slot, "instrument.clock_ok", f"{slot.name}: clock within {skew_s:+.1f} s again"
+                )
+            return
+        if slot.name in self._skewed:
+            return
+        self._skewed.add(slot.name)
+        self.alarms.raise_(
+            "instrument_clock_skew",
+            f"{slot.name}'s clock is {abs(skew_s):.1f} s "
+            f"{'ahead of' if skew_s > 0 else 'behind'} the controller's (more than "
+            f"{self.max_clock_skew_s:g} s): its timestamps in the record are off by as much",
+            instrument=slot.name,
+            data={"skew_s": round(skew_s, 3), "round_trip_s": round(report.round_trip_s, 4)},
+        )
+
+    def _check_name(self, slot: InstrumentSlot) -> None:
+        desc = slot.description
+        if desc is None or slot.name in self._names_checked:
+            return
+        self._names_checked.add(slot.name)
+        if desc.name == slot.name:
+            return
+        message = (
+            f"{slot.name} at {slot.address} describes itself as {desc.name!r}: is this the "
+            "instrument the campaign means? (the campaign's name is used)"
+        )
+        logger.warning("%s", message)
+        with transaction(self._sessions) as s:
+            add_event(
+                s,
+                "instrument.name_mismatch",
+                message,
+                campaign_id=self.campaign_id,
+                instrument=slot.name,
+                data={"described_as": desc.name, "address": slot.address},
             )
 
     def _check_silent(self, slot: InstrumentSlot) -> None:

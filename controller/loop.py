@@ -430,6 +430,7 @@ class CampaignController(ProposalIntake):
 
     async def _connect(self) -> None:
         deadline = time.monotonic() + self.options.connect_timeout_s
+        problems: dict[str, InstrumentError] = {}
 
         async def describe(slot: InstrumentSlot) -> None:
             while True:
@@ -439,6 +440,7 @@ class CampaignController(ProposalIntake):
                     slot.last_seen = time.monotonic()
                     return
                 except InstrumentError as exc:
+                    problems[slot.name] = exc  # what happened, for the event
                     if time.monotonic() > deadline:
                         logger.warning("instrument %s unreachable: %s", slot.name, exc)
                         return  # UNKNOWN: its heartbeats will tell when it answers
@@ -452,7 +454,8 @@ class CampaignController(ProposalIntake):
                     add_event(
                         s,
                         "instrument.unreachable",
-                        f"{slot.name} did not answer at {slot.address}",
+                        f"{slot.name} at {slot.address}: "
+                        f"{problems.get(slot.name) or 'no reply to describe'}",
                         campaign_id=self.campaign_id,
                         instrument=slot.name,
                     )

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from models.costs import NonNegativeCost, affine_cost
 from models.errors import ParameterLimitError
@@ -37,8 +37,33 @@ _R = TypeVar("_R")
 PROTOCOL_VERSION = "sdlab/1"
 """The wire protocol version this package speaks (see ``docs/protocol.md``)."""
 
+FROM_WIRE: Mapping[str, Any] = {"from_wire": True}
+"""Validation context of a description received from an instrument: unknown keys are
+ignored there (``docs/protocol.md`` section 2), e.g.
+``InstrumentDescription.model_validate(body, context=FROM_WIRE)``."""
 
-class ParameterLimit(BaseModel):
+
+class WireModel(BaseModel):
+    """A model that is also read from the wire.
+
+    Built in Python (a driver declaring its actions) it refuses unknown keys, so a typo in a
+    driver fails at once. Validated with the context :data:`FROM_WIRE` (what an instrument
+    sent) it drops the keys it does not know, at every level, as receivers of ``sdlab/1``
+    MUST: a newer server may send keys this version has never heard of.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_unknown_keys_from_the_wire(cls, data: Any, info: ValidationInfo) -> Any:
+        if isinstance(data, dict) and info.context and info.context.get("from_wire"):
+            known = cls.model_fields
+            return {k: v for k, v in data.items() if k in known}
+        return data
+
+
+class ParameterLimit(WireModel):
     """What an action accepts for one parameter.
 
     Attributes:
@@ -55,8 +80,6 @@ class ParameterLimit(BaseModel):
             The instrument cannot judge this from one request; the controller's safety
             gate enforces it.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
     type: Literal["number", "integer", "string"] = "number"
@@ -96,17 +119,15 @@ class ParameterLimit(BaseModel):
             raise ParameterLimitError(self.name, value, f"choices {self.choices!r}", instrument)
 
 
-class OutputSpec(BaseModel):
+class OutputSpec(WireModel):
     """One output of an action: a scalar or a raw array."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
     kind: Literal["scalar", "array"] = "scalar"
     unit: str = ""
 
 
-class ActionSpec(BaseModel):
+class ActionSpec(WireModel):
     """An action an instrument can perform.
 
     Attributes:
@@ -122,8 +143,6 @@ class ActionSpec(BaseModel):
             (e.g. ``{"fidelity": 9.0}``), so one run costs
             ``cost + sum(cost_per[p] * parameters[p])`` (see :mod:`models.costs`).
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
     parameters: list[ParameterLimit] = Field(default_factory=list)
@@ -173,10 +192,8 @@ class ActionSpec(BaseModel):
             limit.check(parameters[limit.name], instrument)
 
 
-class InstrumentDescription(BaseModel):
+class InstrumentDescription(WireModel):
     """What an instrument says about itself in reply to ``describe``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
     driver: str

@@ -35,6 +35,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "REQUEST_TYPES",
     "ErrorBody",
+    "Heartbeat",
     "Message",
     "MessageError",
     "RequestState",
@@ -106,7 +107,9 @@ class MessageError(ProtocolError):
     ) -> None:
         super().__init__(code, message, field)
         self.message_id = message_id
-        self.detail = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.code, self.detail, self.field, self.message_id))
 
 
 # --------------------------------------------------------------------------- timestamps
@@ -435,6 +438,63 @@ def _measurement_from_json(obj: object, field: str) -> Measurement:
         unit=unit,
         array=array,
     )
+
+
+# --------------------------------------------------------------------------- heartbeats
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """A validated ``heartbeat.reply`` body (docs/protocol.md section 3.5).
+
+    Every key is read when present and checked for its type; one that is absent is ``None``
+    (or empty), so a minimal server is still understood. Unknown keys are ignored.
+
+    Attributes:
+        name: The instrument's name.
+        state: ``"idle"`` or ``"busy"`` (any other text is kept as sent).
+        busy_with: The running request ids.
+        queue_length: Requests waiting behind the running one.
+        time: The server's clock when it answered (UTC).
+        uptime_s: Seconds since the server started; smaller than last time: it restarted.
+    """
+
+    name: str | None = None
+    state: str | None = None
+    busy_with: tuple[str, ...] = ()
+    queue_length: int | None = None
+    time: datetime | None = None
+    uptime_s: float | None = None
+
+    @classmethod
+    def from_json(cls, obj: object, field: str = "body") -> Heartbeat:
+        """Validate a heartbeat reply body.
+
+        Raises:
+            ProtocolError: ``bad_message`` naming the offending key (``uptime_s``, ``time``, ...).
+        """
+        d = _object(obj, field)
+        name, state = d.get("name"), d.get("state")
+        for key, value in (("name", name), ("state", state)):
+            if value is not None and not isinstance(value, str):
+                raise MessageError(BAD_MESSAGE, "expected a string", key)
+        busy = d.get("busy_with") or []
+        if not isinstance(busy, list) or not all(isinstance(b, str) for b in busy):
+            raise MessageError(BAD_MESSAGE, "expected a list of request ids", "busy_with")
+        queue = d.get("queue_length")
+        if queue is not None and (isinstance(queue, bool) or not isinstance(queue, int)):
+            raise MessageError(BAD_MESSAGE, "expected an integer", "queue_length")
+        uptime_s = _optional_number(d.get("uptime_s"), "uptime_s")
+        if uptime_s is not None and uptime_s < 0:
+            raise MessageError(BAD_MESSAGE, "expected a number >= 0 (seconds)", "uptime_s")
+        return cls(
+            name=name,
+            state=state,
+            busy_with=tuple(busy),
+            queue_length=queue,
+            time=_optional_time(d.get("time"), "time"),
+            uptime_s=uptime_s,
+        )
 
 
 # --------------------------------------------------------------------------- request bodies

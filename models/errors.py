@@ -13,6 +13,11 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+
+# Errors that carry data take it as constructor arguments, so ``pickle`` (which Ray uses to
+# send an exception from an actor to its caller) cannot rebuild them from the message alone:
+# each such class says in ``__reduce__`` how it was made.
 
 
 class SdlabError(Exception):
@@ -152,6 +157,9 @@ class IllegalTransitionError(SdlabError, ValueError):
         rid = f" {record_id}" if record_id else ""
         super().__init__(f"{kind}{rid}: illegal transition {current} -> {target}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.kind, self.current, self.target, self.record_id))
+
 
 class ParameterLimitError(SdlabError, ValueError):
     """A parameter value lies outside a declared limit (search space or instrument).
@@ -173,6 +181,9 @@ class ParameterLimitError(SdlabError, ValueError):
         who = f" (instrument {instrument})" if instrument else ""
         super().__init__(f"parameter {parameter!r} = {value!r} violates {limit}{who}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.parameter, self.value, self.limit, self.instrument))
+
 
 class ProtocolError(SdlabError, ValueError):
     """A ZeroMQ message violates the sdlab wire protocol.
@@ -185,8 +196,12 @@ class ProtocolError(SdlabError, ValueError):
     def __init__(self, code: str, message: str, field: str | None = None) -> None:
         self.code = code
         self.field = field
+        self.detail = message
         where = f" (field {field!r})" if field else ""
         super().__init__(f"{code}: {message}{where}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.code, self.detail, self.field))
 
 
 class InstrumentError(SdlabError, RuntimeError):
@@ -214,8 +229,13 @@ class InstrumentError(SdlabError, RuntimeError):
         self.request_id = request_id
         self.retryable = retryable
         self.field = field
+        self.detail = message
         rid = f" request {request_id}" if request_id else ""
         super().__init__(f"instrument {instrument}{rid}: {code}: {message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        args = (self.instrument, self.code, self.detail, self.request_id, self.retryable)
+        return (type(self), (*args, self.field))
 
 
 class InstrumentTimeoutError(InstrumentError, TimeoutError):
@@ -223,6 +243,9 @@ class InstrumentTimeoutError(InstrumentError, TimeoutError):
 
     def __init__(self, instrument: str, message: str, request_id: str | None = None) -> None:
         super().__init__(instrument, "timeout", message, request_id=request_id, retryable=True)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.instrument, self.detail, self.request_id))
 
 
 class RegistryError(SdlabError, KeyError):
@@ -264,4 +287,8 @@ class LinkSecurityError(SdlabError, ValueError):
         self.address = address
         self.key = key
         fix = f" (set {key})" if key else ""
+        self.detail = message
         super().__init__(f"instrument {instrument}: {message}{fix}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.instrument, self.detail, self.key, self.address))

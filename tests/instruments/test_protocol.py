@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -188,3 +189,15 @@ def test_submit_body_validation() -> None:
         with pytest.raises(ProtocolError) as info:
             parse_submit(body)
         assert (info.value.code, info.value.field) == ("bad_message", field)
+
+
+def test_a_message_error_survives_pickling_with_its_id() -> None:
+    with pytest.raises(MessageError) as info:
+        decode_message(b'{"protocol": "sdlab/1", "id": "m-1", "type": "status", "body": 3}')
+    back = pickle.loads(pickle.dumps(info.value))
+    assert (back.code, back.field, back.message_id, str(back)) == (
+        "bad_message",
+        "body",
+        "m-1",
+        str(info.value),
+    )

@@ -468,14 +468,21 @@ def test_stale_and_malformed_replies() -> None:
         fake.setsockopt(zmq.LINGER, 0)
         fake.bind(LOOPBACK)
         endpoint = fake.getsockopt_string(zmq.LAST_ENDPOINT)
+        seen: list[str] = []
 
         async def answer() -> None:
             while True:
                 ident, frame = await fake.recv_multipart()
                 msg = decode_message(frame)
-                # first a stale reply nobody waits for, then garbage, then the right one
-                await fake.send_multipart([ident, encode_message("heartbeat.reply", "old-1", {})])
-                await fake.send_multipart([ident, b"\x00garbage"])
+                seen.append(msg.id)
+                if len(seen) == 1:
+                    # first a reply to an id the client never sent, then garbage: neither can
+                    # be matched to the waiting call, which is asked again at once each time
+                    await fake.send_multipart(
+                        [ident, encode_message("heartbeat.reply", "old-1", {})]
+                    )
+                    await fake.send_multipart([ident, b"\x00garbage"])
+                    continue
                 if msg.type == "status":
                     body = {"request": {"request_id": msg.body["request_id"], "state": "odd"}}
                     await fake.send_multipart([ident, encode_message("status.reply", msg.id, body)])
@@ -488,15 +495,54 @@ def test_stale_and_malformed_replies() -> None:
                     await fake.send_multipart([ident, reply])
 
         task = asyncio.create_task(answer())
-        client = InstrumentClient(endpoint, name="fake", timeout_s=2.0)
+        # a call left to its timeout would fail this test with code "timeout"
+        client = InstrumentClient(endpoint, name="fake", timeout_s=5.0)
         try:
             assert await client.heartbeat() == {"name": "fake"}
+            assert client.bad_replies == 2
+            assert seen[0] == seen[1] == seen[2]  # the same call, sent again twice
             with pytest.raises(InstrumentReplyError) as info:
                 await client.status("r1")
             assert (info.value.code, info.value.field) == ("bad_message", "request.state")
             with pytest.raises(InstrumentReplyError) as info:
                 await client.describe()
             assert info.value.code == "bad_message"
+            assert client.reconnects == 0
+            assert client.bad_replies == 2  # the duplicate heartbeat reply was stale: dropped
+        finally:
+            task.cancel()
+            await client.close()
+            fake.close(linger=0)
+
+    run(body)
+
+
+def test_a_server_that_only_garbles_fails_the_call_as_a_bad_message() -> None:
+    async def body() -> None:
+        ctx = zmq.asyncio.Context.instance()
+        fake = ctx.socket(zmq.ROUTER)
+        fake.setsockopt(zmq.LINGER, 0)
+        fake.bind(LOOPBACK)
+        endpoint = fake.getsockopt_string(zmq.LAST_ENDPOINT)
+        received = 0
+
+        async def answer() -> None:
+            nonlocal received
+            while True:
+                ident, _ = await fake.recv_multipart()
+                received += 1
+                await fake.send_multipart([ident, b'{"protocol": "sdlab/1", "id": 7}'])
+
+        task = asyncio.create_task(answer())
+        client = InstrumentClient(endpoint, name="garbler", timeout_s=5.0)
+        try:
+            with pytest.raises(InstrumentReplyError) as info:
+                await client.status("r1", wait_s=1.0)
+            # not a timeout: the call was asked again at once, then given up as a bad message
+            assert (info.value.code, info.value.retryable) == ("bad_message", True)
+            assert "unreadable reply" in str(info.value)
+            assert received == 3
+            assert client.bad_replies == 3
             assert client.reconnects == 0
         finally:
             task.cancel()

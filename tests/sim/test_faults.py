@@ -82,14 +82,14 @@ def test_slow_finishes_late_with_the_true_value(tmp_path: Path) -> None:
     assert [e["fault"] for e in asyncio.run(_with_server(tmp_path, spec, body))] == ["slow"]
 
 
-def test_malformed_reply_is_a_clean_client_error_and_the_action_still_runs(
+def test_a_malformed_reply_is_counted_and_asked_again_at_once_and_the_action_runs_once(
     tmp_path: Path,
 ) -> None:
     async def body(c: InstrumentClient, _: Any) -> None:
-        with pytest.raises(InstrumentError):
-            await c.submit("r1", "measure", POINT, wait_s=0.5)  # its reply is garbled
-        state = await c.wait("r1", timeout_s=5)
+        # its reply is garbled: the client counts it and sends the (idempotent) submit again
+        state = await c.submit("r1", "measure", POINT, wait_s=2)
         assert state.state == "completed"
+        assert (c.bad_replies, c.reconnects) == (1, 0)
 
     log = asyncio.run(_with_server(tmp_path, _spec(malformed_rate=1.0), body, timeout_s=0.5))
     assert [e["fault"] for e in log] == ["malformed"]
