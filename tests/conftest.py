@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import uuid
@@ -9,6 +10,13 @@ from collections.abc import Iterator
 from urllib.parse import quote
 
 import pytest
+
+# sila2 compiles its framework's .proto into protobuf's default pool when it is imported;
+# with protobuf's upb backend that fails ("duplicate file name SiLAFramework.proto") once
+# ray's protobuf modules are loaded. A gateway process that hosts a SiLA 2 driver never
+# imports ray; the test session, which imports both, imports sila2 first.
+with contextlib.suppress(ImportError):
+    import sila2.framework  # noqa: F401
 
 # =====================================================================================
 # Store: database URLs (controller/store). ``db_url`` runs a test on SQLite and, when a
