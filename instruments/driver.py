@@ -233,6 +233,23 @@ class Driver(ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Release hardware resources; called once when the server stops."""
 
+    async def safe_state(self) -> str:
+        """Put the instrument in its safe state and say, in one line, what was done.
+
+        Called by the server on an emergency stop (the ``safe_state`` message of
+        ``docs/protocol.md``), after it has cancelled the running action. A furnace turns
+        its heater off and ramps down, a pump stops, a robot parks. It must be safe to call
+        at any time and more than once, whether an action ran or not.
+
+        Returns:
+            What was done, for the operator (``"heater off, ramping down to 25 degC"``).
+            The default does nothing and returns ``"no safe state declared"``.
+
+        Raises:
+            InstrumentError: If the instrument could not be made safe (the operator is told).
+        """
+        return "no safe state declared"
+
 
 def _name_driver(name: str, cls: type[Driver]) -> None:
     cls.driver_name = name

@@ -27,7 +27,7 @@ from sim.worlds import World, get_world
 
 logger = logging.getLogger(__name__)
 
-_DRIVER_MODULES = ("sim.sara", "sim.materials.drivers", "sim.alab.drivers")
+_DRIVER_MODULES = ("sim.sara", "sim.materials.drivers", "sim.alab.drivers", "sim.furnace")
 """Modules of further built-in simulated drivers; imported when a driver is looked up."""
 
 MEASURE = "measure"
@@ -45,6 +45,13 @@ class SimulatedDriver(Driver):
     def __init__(self, name: str, spec: SimulatedInstrumentSpec) -> None:
         super().__init__(name)
         self.spec = spec
+
+    async def safe_state(self) -> str:
+        """A simulated station moves nothing and heats nothing: it only says so.
+
+        Drivers that simulate something to make safe (a furnace) override this.
+        """
+        return f"simulated {self.driver_name}: nothing energised, nothing to make safe"
 
 
 @register_driver("objective-station")
