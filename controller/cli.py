@@ -117,7 +117,7 @@ def status(db_url: str) -> None:
 @cli.command()
 @db_option
 @click.argument("campaign")
-@click.argument("command", type=click.Choice(["pause", "resume", "abort"]))
+@click.argument("command", type=click.Choice(["pause", "resume", "abort", "estop", "reset"]))
 @click.option(
     "--wait",
     "wait_s",
@@ -127,7 +127,12 @@ def status(db_url: str) -> None:
     help="Seconds to wait for the controller's answer.",
 )
 def control(db_url: str, campaign: str, command: str, wait_s: float) -> None:
-    """Pause, resume or abort a campaign (through the store, as the dashboard does).
+    """Pause, resume or abort a campaign, or stop it in an emergency (through the store,
+    as the dashboard does).
+
+    ``estop`` cancels every action in flight at once, sends every instrument to its safe
+    state and holds the campaign ESTOPPED; ``reset`` releases it to PAUSED (then
+    ``resume``). ``abort`` instead lets the steps already sent finish.
 
     Exits 0 once the controller applied it, 1 if it refused or nobody applied it in time
     (the command then waits for the next controller that runs the campaign).

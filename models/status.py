@@ -20,6 +20,7 @@ class CampaignStatus(StrEnum):
     CREATED = "CREATED"
     RUNNING = "RUNNING"
     PAUSED = "PAUSED"
+    ESTOPPED = "ESTOPPED"  # emergency stop: in-flight actions cancelled, nothing starts
     COMPLETED = "COMPLETED"
     ABORTED = "ABORTED"
     FAILED = "FAILED"
@@ -90,12 +91,18 @@ TRANSITIONS: dict[type[Enum], dict[Enum, frozenset[Enum]]] = {
         CampaignStatus.RUNNING: frozenset(
             {
                 CampaignStatus.PAUSED,
+                CampaignStatus.ESTOPPED,
                 CampaignStatus.COMPLETED,
                 CampaignStatus.ABORTED,
                 CampaignStatus.FAILED,
             }
         ),
-        CampaignStatus.PAUSED: frozenset({CampaignStatus.RUNNING, CampaignStatus.ABORTED}),
+        CampaignStatus.PAUSED: frozenset(
+            {CampaignStatus.RUNNING, CampaignStatus.ESTOPPED, CampaignStatus.ABORTED}
+        ),
+        # An emergency stop holds until an operator resets it (to PAUSED: resuming is a
+        # second, deliberate act) or gives the campaign up.
+        CampaignStatus.ESTOPPED: frozenset({CampaignStatus.PAUSED, CampaignStatus.ABORTED}),
         # A failed campaign may be resumed; a completed one only when its budget is raised.
         CampaignStatus.FAILED: frozenset({CampaignStatus.RUNNING, CampaignStatus.ABORTED}),
         CampaignStatus.COMPLETED: frozenset({CampaignStatus.RUNNING}),
