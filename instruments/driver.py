@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -26,6 +27,17 @@ from models.registry import Registry
 
 PROTOCOL_VERSION = "sdlab/1"
 """The wire protocol version this package speaks (see ``docs/protocol.md``)."""
+
+CURRENT_REQUEST: ContextVar[str | None] = ContextVar("sdlab_current_request", default=None)
+"""The request id of the action a server is running, visible inside :meth:`Driver.run`."""
+
+
+def current_request_id() -> str | None:
+    """The request id of the action being run, when called from a driver's ``run`` that an
+    :class:`~instruments.server.InstrumentServer` started (``None`` otherwise). A driver
+    that keeps its own record per request (the ``manual`` driver's tasks) keys it by this.
+    """
+    return CURRENT_REQUEST.get()
 
 
 class ParameterLimit(BaseModel):

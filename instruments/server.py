@@ -23,7 +23,7 @@ from typing import IO, Any
 import zmq
 import zmq.asyncio
 
-from instruments.driver import ActionSpec, Driver
+from instruments.driver import CURRENT_REQUEST, ActionSpec, Driver
 from instruments.protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
     INTERNAL,
@@ -355,9 +355,13 @@ class InstrumentServer:
             self._advance(entry, RequestStatus.RUNNING, started_at=utc_now())
             self._append_journal(entry.state)  # so a restarted server knows it began
             self._running = entry
-            task = asyncio.create_task(
-                self.driver.run(entry.state.action, dict(entry.state.parameters))
-            )
+            token = CURRENT_REQUEST.set(request_id)  # the run task's context carries it
+            try:
+                task = asyncio.create_task(
+                    self.driver.run(entry.state.action, dict(entry.state.parameters))
+                )
+            finally:
+                CURRENT_REQUEST.reset(token)
             entry.task = task
             try:
                 measurements = await task

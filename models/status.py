@@ -83,7 +83,17 @@ class SampleState(StrEnum):
     DISCARDED = "DISCARDED"  # its experiment failed, was abandoned or interrupted
 
 
-_E = TypeVar("_E", CampaignStatus, ExperimentStatus, StepStatus, SampleState)
+class TaskStatus(StrEnum):
+    """Where a task of a ``manual`` instrument (a person's action) is."""
+
+    OPEN = "OPEN"  # waiting for an operator to take it
+    CLAIMED = "CLAIMED"  # an operator is doing it
+    DONE = "DONE"  # its outputs were entered
+    FAILED = "FAILED"  # the operator could not do it (the reason is kept)
+    CANCELLED = "CANCELLED"  # the action was cancelled (deadline, emergency stop)
+
+
+_E = TypeVar("_E", CampaignStatus, ExperimentStatus, StepStatus, SampleState, TaskStatus)
 
 TRANSITIONS: dict[type[Enum], dict[Enum, frozenset[Enum]]] = {
     CampaignStatus: {
@@ -150,6 +160,13 @@ TRANSITIONS: dict[type[Enum], dict[Enum, frozenset[Enum]]] = {
         SampleState.MEASURED: frozenset(),
         # an interrupted experiment an operator runs again takes its sample up again
         SampleState.DISCARDED: frozenset({SampleState.PREPARED, SampleState.IN_PROCESS}),
+    },
+    TaskStatus: {
+        TaskStatus.OPEN: frozenset({TaskStatus.CLAIMED, TaskStatus.FAILED, TaskStatus.CANCELLED}),
+        TaskStatus.CLAIMED: frozenset({TaskStatus.DONE, TaskStatus.FAILED, TaskStatus.CANCELLED}),
+        TaskStatus.DONE: frozenset(),
+        TaskStatus.FAILED: frozenset(),
+        TaskStatus.CANCELLED: frozenset(),
     },
 }
 
