@@ -560,12 +560,12 @@ class InstrumentServer:
         if cancelled:
             logger.warning("instrument %s: emergency stop cancelled %s", self.name, cancelled)
         stopping = running.task if running is not None else None
-        task = asyncio.create_task(
+        making_safe = asyncio.create_task(
             self._make_safe(envelope, msg, cancelled, stopping),
             name=f"sdlab-safe-state-{self.name}",
         )
-        self._tasks.append(task)  # so that stop() cancels it
-        task.add_done_callback(self._forget_task)
+        self._tasks.append(making_safe)  # so that stop() cancels it
+        making_safe.add_done_callback(self._forget_task)
 
     def _forget_task(self, task: asyncio.Task[None]) -> None:
         with contextlib.suppress(ValueError):

@@ -10,6 +10,7 @@ Frozen copy of ``TaskRow`` in ``models/tables.py`` at this revision.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -25,7 +26,7 @@ def _ts() -> sa.DateTime:
     return sa.DateTime(timezone=True)
 
 
-def _json() -> sa.types.TypeEngine[object]:
+def _json() -> sa.types.TypeEngine[Any]:
     return sa.JSON().with_variant(JSONB(), "postgresql")
 
 
