@@ -9,12 +9,17 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
 
 from controller.runner import EXIT_FAILED, EXIT_INVALID, RunOptions
 from models.errors import InvalidCampaignError, SdlabError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.orm import Session, sessionmaker
 
 DEFAULT_DB = "sqlite:///sdlab.db"
 
@@ -124,7 +129,7 @@ def status(db_url: str) -> None:
 @cli.command()
 @db_option
 @click.argument("campaign")
-@click.argument("command", type=click.Choice(["pause", "resume", "abort"]))
+@click.argument("command", type=click.Choice(["pause", "resume", "abort", "estop", "reset"]))
 @click.option(
     "--wait",
     "wait_s",
@@ -134,7 +139,12 @@ def status(db_url: str) -> None:
     help="Seconds to wait for the controller's answer.",
 )
 def control(db_url: str, campaign: str, command: str, wait_s: float) -> None:
-    """Pause, resume or abort a campaign (through the store, as the dashboard does).
+    """Pause, resume or abort a campaign, or stop it in an emergency (through the store,
+    as the dashboard does).
+
+    ``estop`` cancels every action in flight at once, sends every instrument to its safe
+    state and holds the campaign ESTOPPED; ``reset`` releases it to PAUSED (then
+    ``resume``). ``abort`` instead lets the steps already sent finish.
 
     Exits 0 once the controller applied it, 1 if it refused or nobody applied it in time
     (the command then waits for the next controller that runs the campaign).
@@ -357,6 +367,114 @@ def serve_dashboard(
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"warning: serving on {host}, not only this machine", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+@cli.group()
+def tasks() -> None:
+    """Tasks of manual instruments (people as instruments): list, claim, done, fail."""
+
+
+def _task_store(db_url: str) -> tuple[Engine, sessionmaker[Session]]:
+    from controller.store import make_engine, migrate, session_factory
+
+    engine = make_engine(db_url)
+    migrate(engine)
+    return engine, session_factory(engine)
+
+
+def _cli_actor() -> str:
+    import getpass
+
+    return f"cli:{getpass.getuser()}"
+
+
+@tasks.command("list")
+@db_option
+@click.option("--all", "show_all", is_flag=True, help="Finished tasks too.")
+def tasks_list(db_url: str, show_all: bool) -> None:
+    """List open tasks (OPEN or CLAIMED): id, status, instrument, action, instructions,
+    parameters and the outputs to enter."""
+    from controller.store import transaction
+    from controller.store.tasks import OPEN_TASKS, list_tasks
+
+    engine, factory = _task_store(db_url)
+    try:
+        with transaction(factory) as s:
+            rows = list_tasks(s, None if show_all else OPEN_TASKS)
+            if not rows:
+                click.echo("no open task" if not show_all else "no task")
+            for r in rows:
+                outs = ", ".join(_output_text(o) for o in r.outputs)
+                who = f" by {r.claimed_by}" if r.claimed_by else ""
+                click.echo(f"{r.id}\t{r.status.value}{who}\t{r.instrument}\t{r.action}")
+                click.echo(f"\t{r.instructions}")
+                click.echo(f"\tparameters: {r.parameters}; enter: {outs}")
+                if r.values is not None or r.reason:
+                    click.echo(f"\tvalues: {r.values}; reason: {r.reason}")
+    finally:
+        engine.dispose()
+
+
+def _output_text(o: dict[str, Any]) -> str:
+    lo, hi = o.get("minimum"), o.get("maximum")
+    limits = "" if lo is None and hi is None else f" in [{lo}, {hi}]"
+    unit = f" {o['unit']}" if o.get("unit") else ""
+    return f"{o['name']} ({o.get('type', 'number')}{limits}){unit}"
+
+
+def _task_change(db_url: str, what: str, task_id: int, arg: object) -> None:
+    from controller.store import transaction
+    from controller.store.tasks import TaskInputError, claim_task, complete_task, fail_task
+
+    engine, factory = _task_store(db_url)
+    try:
+        with transaction(factory) as s:
+            if what == "claim":
+                row = claim_task(s, task_id, _cli_actor())
+            elif what == "done":
+                row = complete_task(s, task_id, _cli_actor(), arg)  # type: ignore[arg-type]
+            else:
+                row = fail_task(s, task_id, _cli_actor(), str(arg))
+            click.echo(f"task {row.id}: {row.status.value}")
+    except (TaskInputError, SdlabError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    finally:
+        engine.dispose()
+
+
+@tasks.command("claim")
+@db_option
+@click.argument("task_id", type=click.IntRange(min=1))
+def tasks_claim(db_url: str, task_id: int) -> None:
+    """Take task TASK_ID (you are then expected to do it)."""
+    _task_change(db_url, "claim", task_id, None)
+
+
+@tasks.command("done")
+@db_option
+@click.argument("task_id", type=click.IntRange(min=1))
+@click.argument("values", nargs=-1, required=True)
+def tasks_done(db_url: str, task_id: int, values: tuple[str, ...]) -> None:
+    """Enter the outputs of claimed task TASK_ID as NAME=VALUE pairs (checked against the
+    declared types and limits; a bad value is refused, naming it)."""
+    entered: dict[str, str] = {}
+    for pair in values:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            click.echo(f"error: {pair!r}: expected NAME=VALUE", err=True)
+            sys.exit(EXIT_FAILED)
+        entered[name.strip()] = value
+    _task_change(db_url, "done", task_id, entered)
+
+
+@tasks.command("fail")
+@db_option
+@click.argument("task_id", type=click.IntRange(min=1))
+@click.option("--reason", required=True, help="Why the task could not be done.")
+def tasks_fail(db_url: str, task_id: int, reason: str) -> None:
+    """Mark task TASK_ID failed: its step fails with the reason."""
+    _task_change(db_url, "fail", task_id, reason)
 
 
 @cli.group()

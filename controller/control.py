@@ -1,4 +1,5 @@
-"""Operator commands from the command line: ``sdlab control CAMPAIGN pause|resume|abort``.
+"""Operator commands from the command line: ``sdlab control CAMPAIGN
+pause|resume|abort|estop|reset``.
 
 The same path the dashboard takes: a PENDING row in the store's ``commands`` table, applied
 by whichever controller holds the campaign's lease (on this machine or another) within its
@@ -30,7 +31,7 @@ from models.tables import CommandRow
 
 __all__ = ["CONTROL_COMMANDS", "CommandOutcome", "send_command"]
 
-CONTROL_COMMANDS = ("pause", "resume", "abort")
+CONTROL_COMMANDS = ("pause", "resume", "abort", "estop", "reset")
 """The commands ``sdlab control`` sends (the dashboard offers the others)."""
 
 

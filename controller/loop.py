@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from controller.alarms import Alarms
 from controller.costs import CostLedger
+from controller.estop import EmergencyStop
 from controller.health import HealthMonitor
 from controller.intake import ProposalIntake
 from controller.leasing import CampaignLease
@@ -167,6 +168,7 @@ class CampaignController(ProposalIntake):
         )
         self.health: HealthMonitor | None = None  # made in run(), on the loop
         self.commands = OperatorCommands(self)
+        self.estop = EmergencyStop(self)
         self.lease = CampaignLease(
             self._sessions, self.campaign_id, self.options.lease_s, self._lease_lost
         )
@@ -206,9 +208,11 @@ class CampaignController(ProposalIntake):
             with transaction(self._sessions) as s:
                 row = s.get(CampaignRow, self.campaign_id)
                 assert row is not None
-                # An operator's pause outlives the controller: a restart starts paused.
-                self._paused = row.status == CampaignStatus.PAUSED
-                if row.status not in (CampaignStatus.RUNNING, CampaignStatus.PAUSED):
+                # An operator's pause outlives the controller: a restart starts paused, and
+                # an emergency stop holds (controller/estop.py).
+                held = (CampaignStatus.PAUSED, CampaignStatus.ESTOPPED)
+                self._paused = row.status in held
+                if row.status not in (CampaignStatus.RUNNING, *held):
                     set_campaign_status(s, row, CampaignStatus.RUNNING)
                 add_event(
                     s,
@@ -251,6 +255,7 @@ class CampaignController(ProposalIntake):
             self.health.write_all()
             for slot in self.instruments.values():
                 self._spawn(self.health.watch(slot))
+            await self.estop.restore()  # an ESTOPPED campaign stays stopped
             self._spawn(self.commands.poll_forever())
             workers = self._workers = [
                 asyncio.create_task(self._worker(slot), name=f"worker-{slot.name}")
@@ -581,6 +586,8 @@ class CampaignController(ProposalIntake):
         with transaction(self._sessions) as s:
             row = s.get(CampaignRow, self.campaign_id)
             assert row is not None
+            if row.status == CampaignStatus.ESTOPPED and final != CampaignStatus.ABORTED:
+                final = CampaignStatus.ESTOPPED  # it holds until an operator resets it
             if row.status == CampaignStatus.PAUSED and final != CampaignStatus.ABORTED:
                 set_campaign_status(s, row, CampaignStatus.RUNNING)
             if row.status != final:

@@ -12,6 +12,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+from controller.estop import ESTOP_COMMANDS
 from controller.store import add_event, finish_command, pending_commands, transaction
 from models.errors import SdlabError
 from models.tables import CommandRow
@@ -76,6 +77,9 @@ class OperatorCommands:
 
     async def _apply(self, command: str, args: dict[str, Any], actor: str) -> str:
         ctl = self.ctl
+        if command in ESTOP_COMMANDS:  # emergency stop and its reset (controller/estop.py)
+            return await ctl.estop.apply(command, actor)
+        ctl.estop.check_allowed(command)
         if command == "pause":
             await ctl.pause(actor)
             return "paused: no new steps start; steps already sent finish"

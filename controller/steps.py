@@ -20,7 +20,7 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -51,6 +51,9 @@ from models.records import Observation
 from models.status import CampaignStatus, ExperimentStatus, StepStatus
 from models.tables import ExperimentRow
 
+if TYPE_CHECKING:
+    from controller.estop import EmergencyStop
+
 logger = logging.getLogger(__name__)
 
 
@@ -78,6 +81,7 @@ class StepRunner:
     health: HealthMonitor | None
     alarms: Alarms
     dispatch: Dispatcher
+    estop: EmergencyStop
 
     def _stop(self, status: CampaignStatus, reason: str) -> None:
         """Stop starting new experiments (the controller's scheduling decides how)."""
@@ -120,6 +124,9 @@ class StepRunner:
 
     async def _execute(self, slot: InstrumentSlot, work: Work) -> None:
         assert self.gate is not None
+        if self.estop.holds(work):  # emergency stop (controller/estop.py): send nothing
+            self.estop.record_step(slot, work, None)
+            return
         step_spec = self.spec.workflow[work.index]
         params = self.gate.step_parameters(work.index, work.point)
         try:
@@ -171,6 +178,9 @@ class StepRunner:
         action = self.gate.action(slot.name, work.index)
         timeout_s = self._timeouts.get(slot.name) or action.timeout_s
         outcome = await self._drive(slot, work, step_spec.action, params, timeout_s)
+        if self.estop.claims(outcome):  # cancelled by an emergency stop (controller/estop.py)
+            self.estop.record_step(slot, work, outcome)
+            return
         if isinstance(outcome, _Refused):
             self._fail_experiment(work, slot.name, outcome.code, outcome.message)
             return

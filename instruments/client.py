@@ -40,8 +40,10 @@ from instruments.protocol import (
     Message,
     MessageError,
     RequestState,
+    SafeStateReply,
     decode_message,
     encode_message,
+    parse_safe_state_reply,
 )
 from instruments.security import CurveClientKeys, check_link_policy
 from models.errors import InstrumentError, InstrumentTimeoutError, ProtocolError
@@ -355,6 +357,26 @@ class InstrumentClient:
             return 0
         self._replace_socket(reason)
         return len(self._pending)
+
+    async def safe_state(self, *, wait_s: float = 60.0) -> SafeStateReply:
+        """Emergency stop: cancel everything queued or running, put the instrument in its
+        safe state, and return what the driver says it did.
+
+        Args:
+            wait_s: Seconds allowed for the driver's safe state (a furnace ramping down), on
+                top of ``timeout_s``.
+
+        Raises:
+            InstrumentTimeoutError: No reply within ``timeout_s + wait_s``.
+            InstrumentError: An error reply: ``unknown_type`` from a server that predates
+                the message, ``safe_state_failed`` (or the driver's code) if the driver
+                could not make the instrument safe.
+        """
+        body = await self._call("safe_state", {}, wait_s=wait_s)
+        try:
+            return parse_safe_state_reply(body)
+        except ProtocolError as exc:
+            raise self._protocol_error(exc, "malformed safe_state reply") from exc
 
     async def close(self) -> None:
         """Close the socket; calls still waiting fail with code ``closed``."""

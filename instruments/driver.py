@@ -20,6 +20,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
@@ -41,6 +42,17 @@ FROM_WIRE: Mapping[str, Any] = {"from_wire": True}
 """Validation context of a description received from an instrument: unknown keys are
 ignored there (``docs/protocol.md`` section 2), e.g.
 ``InstrumentDescription.model_validate(body, context=FROM_WIRE)``."""
+
+CURRENT_REQUEST: ContextVar[str | None] = ContextVar("sdlab_current_request", default=None)
+"""The request id of the action a server is running, visible inside :meth:`Driver.run`."""
+
+
+def current_request_id() -> str | None:
+    """The request id of the action being run, when called from a driver's ``run`` that an
+    :class:`~instruments.server.InstrumentServer` started (``None`` otherwise). A driver
+    that keeps its own record per request (the ``manual`` driver's tasks) keys it by this.
+    """
+    return CURRENT_REQUEST.get()
 
 
 class WireModel(BaseModel):

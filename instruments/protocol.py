@@ -40,12 +40,14 @@ __all__ = [
     "MessageError",
     "RequestState",
     "RequestStatus",
+    "SafeStateReply",
     "check_size",
     "decode_message",
     "encode_message",
     "error_message",
     "format_timestamp",
     "parse_request_id",
+    "parse_safe_state_reply",
     "parse_submit",
     "parse_timestamp",
     "parse_wait_s",
@@ -61,8 +63,11 @@ MAX_ID_LENGTH: Final = 128
 MAX_WAIT_S: Final = 60.0
 """Longest long-poll a server honours, in seconds; larger ``wait_s`` values are capped."""
 
-REQUEST_TYPES: Final = frozenset({"describe", "submit", "status", "cancel", "heartbeat"})
-"""The request types of ``sdlab/1``."""
+REQUEST_TYPES: Final = frozenset(
+    {"describe", "submit", "status", "cancel", "heartbeat", "safe_state"}
+)
+"""The request types of ``sdlab/1`` (``safe_state``, the emergency stop, was added later: a
+server that does not know it answers ``unknown_type``)."""
 
 # Error codes (docs/protocol.md, "Error codes").
 BAD_MESSAGE: Final = "bad_message"
@@ -76,6 +81,7 @@ REQUEST_ID_CONFLICT: Final = "request_id_conflict"
 ACTION_FAILED: Final = "action_failed"
 INTERRUPTED: Final = "interrupted"
 INTERNAL: Final = "internal"
+SAFE_STATE_FAILED: Final = "safe_state_failed"
 
 ERROR_CODES: Final = frozenset(
     {
@@ -90,6 +96,7 @@ ERROR_CODES: Final = frozenset(
         ACTION_FAILED,
         INTERRUPTED,
         INTERNAL,
+        SAFE_STATE_FAILED,
     }
 )
 """Every error code ``sdlab/1`` defines (drivers may add their own inside RequestState.error)."""
@@ -545,6 +552,41 @@ def parse_submit(body: Mapping[str, Any]) -> SubmitBody:
         action=_string(body.get("action"), "action"),
         parameters=_object(body.get("parameters"), "parameters"),
         wait_s=parse_wait_s(body),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SafeStateReply:
+    """A validated ``safe_state.reply`` body (the emergency stop, ``docs/protocol.md`` 3.6).
+
+    Attributes:
+        name: The instrument's name.
+        description: What the driver did to make the instrument safe (one line).
+        cancelled: Request ids the server cancelled first (running, then queued ones).
+    """
+
+    name: str
+    description: str
+    cancelled: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object form."""
+        return {"name": self.name, "description": self.description, "cancelled": self.cancelled}
+
+
+def parse_safe_state_reply(body: Mapping[str, Any]) -> SafeStateReply:
+    """Validate a ``safe_state.reply`` body.
+
+    Raises:
+        ProtocolError: ``bad_message`` naming ``name``, ``description`` or ``cancelled``.
+    """
+    cancelled = body.get("cancelled", [])
+    if not isinstance(cancelled, list):
+        raise MessageError(BAD_MESSAGE, "expected a list of request ids", "cancelled")
+    return SafeStateReply(
+        name=_string(body.get("name"), "name"),
+        description=_string(body.get("description"), "description"),
+        cancelled=[_check_id(r, f"cancelled[{i}]") for i, r in enumerate(cancelled)],
     )
 
 

@@ -23,7 +23,7 @@ from typing import IO, Any
 import zmq
 import zmq.asyncio
 
-from instruments.driver import ActionSpec, Driver
+from instruments.driver import CURRENT_REQUEST, ActionSpec, Driver
 from instruments.protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
     INTERNAL,
@@ -31,6 +31,7 @@ from instruments.protocol import (
     MESSAGE_TOO_LARGE,
     PARAMETER_OUT_OF_LIMITS,
     REQUEST_ID_CONFLICT,
+    SAFE_STATE_FAILED,
     UNKNOWN_ACTION,
     UNKNOWN_REQUEST,
     UNKNOWN_TYPE,
@@ -39,6 +40,7 @@ from instruments.protocol import (
     MessageError,
     RequestState,
     RequestStatus,
+    SafeStateReply,
     decode_message,
     encode_message,
     error_message,
@@ -132,6 +134,7 @@ class InstrumentServer:
             "status": self._on_status,
             "cancel": self._on_cancel,
             "heartbeat": self._on_heartbeat,
+            "safe_state": self._on_safe_state,
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -356,9 +359,13 @@ class InstrumentServer:
             self._advance(entry, RequestStatus.RUNNING, started_at=utc_now())
             self._append_journal(entry.state)  # so a restarted server knows it began
             self._running = entry
-            task = asyncio.create_task(
-                self.driver.run(entry.state.action, dict(entry.state.parameters))
-            )
+            token = CURRENT_REQUEST.set(request_id)  # the run task's context carries it
+            try:
+                task = asyncio.create_task(
+                    self.driver.run(entry.state.action, dict(entry.state.parameters))
+                )
+            finally:
+                CURRENT_REQUEST.reset(token)
             entry.task = task
             try:
                 measurements = await task
@@ -532,6 +539,68 @@ class InstrumentServer:
                 "instrument %s: running request %s cancelled", self.name, entry.state.request_id
             )
         await self._reply(envelope, msg, {"request": entry.state.to_json()})
+
+    # ------------------------------------------------------------------ emergency stop
+
+    async def _on_safe_state(self, envelope: Frames, msg: Message) -> None:
+        """Cancel every queued and the running request, then make the instrument safe.
+
+        The cancels happen at once, in this handler; the driver's :meth:`safe_state` runs in
+        its own task (it may take a while: a furnace ramping down), so heartbeats and status
+        requests are still answered meanwhile. The reply is sent when it returns.
+        """
+        cancelled: list[str] = []
+        running = self._running
+        if running is not None and not running.state.terminal:
+            task = running.task
+            self._advance(running, RequestStatus.CANCELLED)
+            if task is not None:
+                task.cancel()
+            cancelled.append(running.state.request_id)
+        for entry in self._entries.values():
+            if entry.state.state is RequestStatus.QUEUED:
+                self._advance(entry, RequestStatus.CANCELLED)
+                cancelled.append(entry.state.request_id)
+        if cancelled:
+            logger.warning("instrument %s: emergency stop cancelled %s", self.name, cancelled)
+        stopping = running.task if running is not None else None
+        making_safe = asyncio.create_task(
+            self._make_safe(envelope, msg, cancelled, stopping),
+            name=f"sdlab-safe-state-{self.name}",
+        )
+        self._tasks.append(making_safe)  # so that stop() cancels it
+        making_safe.add_done_callback(self._forget_task)
+
+    def _forget_task(self, task: asyncio.Task[None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._tasks.remove(task)
+
+    async def _make_safe(
+        self,
+        envelope: Frames,
+        msg: Message,
+        cancelled: list[str],
+        stopping: asyncio.Task[list[Measurement]] | None,
+    ) -> None:
+        if stopping is not None:  # let the cancelled action unwind before the safe state
+            await asyncio.wait({stopping}, timeout=SAFE_STATE_UNWIND_S)
+        try:
+            description = await self.driver.safe_state()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.exception("instrument %s: safe_state() raised", self.name)
+            code = exc.code if isinstance(exc, InstrumentError) else SAFE_STATE_FAILED
+            await self._send(envelope, error_message(msg.id, code, f"safe state failed: {exc}"))
+            return
+        logger.warning("instrument %s in its safe state: %s", self.name, description)
+        body = SafeStateReply(self.name, str(description) or "safe", cancelled).to_json()
+        await self._reply(envelope, msg, body)
+
+
+SAFE_STATE_UNWIND_S = 5.0
+"""How long the server waits for a cancelled action to unwind before calling the driver's
+``safe_state`` anyway, in seconds."""
 
 
 class _LongPoll:

@@ -20,6 +20,7 @@ class CampaignStatus(StrEnum):
     CREATED = "CREATED"
     RUNNING = "RUNNING"
     PAUSED = "PAUSED"
+    ESTOPPED = "ESTOPPED"  # emergency stop: in-flight actions cancelled, nothing starts
     COMPLETED = "COMPLETED"
     ABORTED = "ABORTED"
     FAILED = "FAILED"
@@ -82,7 +83,17 @@ class SampleState(StrEnum):
     DISCARDED = "DISCARDED"  # its experiment failed, was abandoned or interrupted
 
 
-_E = TypeVar("_E", CampaignStatus, ExperimentStatus, StepStatus, SampleState)
+class TaskStatus(StrEnum):
+    """Where a task of a ``manual`` instrument (a person's action) is."""
+
+    OPEN = "OPEN"  # waiting for an operator to take it
+    CLAIMED = "CLAIMED"  # an operator is doing it
+    DONE = "DONE"  # its outputs were entered
+    FAILED = "FAILED"  # the operator could not do it (the reason is kept)
+    CANCELLED = "CANCELLED"  # the action was cancelled (deadline, emergency stop)
+
+
+_E = TypeVar("_E", CampaignStatus, ExperimentStatus, StepStatus, SampleState, TaskStatus)
 
 TRANSITIONS: dict[type[Enum], dict[Enum, frozenset[Enum]]] = {
     CampaignStatus: {
@@ -90,12 +101,18 @@ TRANSITIONS: dict[type[Enum], dict[Enum, frozenset[Enum]]] = {
         CampaignStatus.RUNNING: frozenset(
             {
                 CampaignStatus.PAUSED,
+                CampaignStatus.ESTOPPED,
                 CampaignStatus.COMPLETED,
                 CampaignStatus.ABORTED,
                 CampaignStatus.FAILED,
             }
         ),
-        CampaignStatus.PAUSED: frozenset({CampaignStatus.RUNNING, CampaignStatus.ABORTED}),
+        CampaignStatus.PAUSED: frozenset(
+            {CampaignStatus.RUNNING, CampaignStatus.ESTOPPED, CampaignStatus.ABORTED}
+        ),
+        # An emergency stop holds until an operator resets it (to PAUSED: resuming is a
+        # second, deliberate act) or gives the campaign up.
+        CampaignStatus.ESTOPPED: frozenset({CampaignStatus.PAUSED, CampaignStatus.ABORTED}),
         # A failed campaign may be resumed; a completed one only when its budget is raised.
         CampaignStatus.FAILED: frozenset({CampaignStatus.RUNNING, CampaignStatus.ABORTED}),
         CampaignStatus.COMPLETED: frozenset({CampaignStatus.RUNNING}),
@@ -143,6 +160,13 @@ TRANSITIONS: dict[type[Enum], dict[Enum, frozenset[Enum]]] = {
         SampleState.MEASURED: frozenset(),
         # an interrupted experiment an operator runs again takes its sample up again
         SampleState.DISCARDED: frozenset({SampleState.PREPARED, SampleState.IN_PROCESS}),
+    },
+    TaskStatus: {
+        TaskStatus.OPEN: frozenset({TaskStatus.CLAIMED, TaskStatus.FAILED, TaskStatus.CANCELLED}),
+        TaskStatus.CLAIMED: frozenset({TaskStatus.DONE, TaskStatus.FAILED, TaskStatus.CANCELLED}),
+        TaskStatus.DONE: frozenset(),
+        TaskStatus.FAILED: frozenset(),
+        TaskStatus.CANCELLED: frozenset(),
     },
 }
 

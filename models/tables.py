@@ -38,6 +38,7 @@ from models.status import (
     InstrumentState,
     SampleState,
     StepStatus,
+    TaskStatus,
 )
 
 
@@ -96,6 +97,7 @@ def _status(
         | InstrumentState
         | CommandStatus
         | SampleState
+        | TaskStatus
     ],
 ) -> Enum:
     """A status column: a plain VARCHAR(16) in the database, the enum in Python."""
@@ -237,6 +239,33 @@ class SampleRow(Base):
     state: Mapped[SampleState] = mapped_column(_status(SampleState))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class TaskRow(Base):
+    """A task for a person: one action of a ``manual`` instrument (``controller/manual.py``).
+
+    Keyed by the request id the controller sent, so a restarted instrument server finds it
+    again. Who claimed, entered or failed it, and when, is also in ``events``.
+    """
+
+    __tablename__ = "tasks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(128), unique=True)
+    instrument: Mapped[str] = mapped_column(String(128), index=True)
+    action: Mapped[str] = mapped_column(String(128))
+    instructions: Mapped[str] = mapped_column(Text)
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    outputs: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    status: Mapped[TaskStatus] = mapped_column(_status(TaskStatus), index=True)
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    values: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    reason: Mapped[str | None] = mapped_column(Text)
+    finished_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class EventRow(Base):

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_DRIVER_MODULES = ("sim.sara", "sim.materials.drivers", "sim.alab.drivers")
+_DRIVER_MODULES = ("sim.sara", "sim.materials.drivers", "sim.alab.drivers", "sim.furnace")
 """Modules of further built-in simulated drivers; imported when a driver is looked up."""
 
 MEASURE = "measure"
@@ -76,6 +76,13 @@ class SimulatedDriver(Driver):
         log_dir = journal.parent if isinstance(journal, Path) else None
         hosted = faulty(self, self.spec.faults, self.spec.duration_s, log_dir)
         return FaultyServer(hosted, address, **kwargs)
+
+    async def safe_state(self) -> str:
+        """A simulated station moves nothing and heats nothing: it only says so.
+
+        Drivers that simulate something to make safe (a furnace) override this.
+        """
+        return f"simulated {self.driver_name}: nothing energised, nothing to make safe"
 
 
 @register_driver("objective-station")

@@ -14,7 +14,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from controller.api import events, pages, routes_campaigns, routes_store
+from controller.api import (
+    events,
+    pages,
+    routes_campaigns,
+    routes_estop,
+    routes_store,
+    routes_tasks,
+)
 from controller.api.runs import RunLauncher
 from controller.api.settings import ApiSettings
 from controller.store import make_engine, migrate, safe_url, session_factory
@@ -71,6 +78,9 @@ def create_app(settings: ApiSettings, *, launcher: RunLauncher | None = None) ->
     app.state.launcher = runs
 
     app.include_router(routes_campaigns.router)
+    app.include_router(routes_estop.router)
+    app.include_router(routes_tasks.router)
+    app.include_router(routes_tasks.pages)
     app.include_router(routes_store.router)
     app.include_router(events.router)
     app.include_router(pages.router)

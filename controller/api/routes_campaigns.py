@@ -229,7 +229,8 @@ def start(campaign_id: CampaignId, request: Request, s: DbSession, who: Admin) -
     campaign restarts paused)."""
     c = get_campaign_or_404(s, campaign_id)
     startable = {CampaignStatus.CREATED, CampaignStatus.FAILED}
-    _expect(c, startable | {CampaignStatus.RUNNING, CampaignStatus.PAUSED}, "start")
+    resumable = {CampaignStatus.RUNNING, CampaignStatus.PAUSED, CampaignStatus.ESTOPPED}
+    _expect(c, startable | resumable, "start")
     held = lease_of(s, c.id)
     if held is not None and lease_is_live(held):
         raise HTTPException(409, str(LeaseHeldError(c.id, held)))
@@ -278,7 +279,12 @@ def abort(
     aborted at once (200); otherwise the command goes to its controller (202).
     """
     c = get_campaign_or_404(s, campaign_id)
-    live = {CampaignStatus.CREATED, CampaignStatus.RUNNING, CampaignStatus.PAUSED}
+    live = {
+        CampaignStatus.CREATED,
+        CampaignStatus.RUNNING,
+        CampaignStatus.PAUSED,
+        CampaignStatus.ESTOPPED,
+    }
     _expect(c, live | {CampaignStatus.FAILED}, "abort")
     idle = c.status in (CampaignStatus.CREATED, CampaignStatus.FAILED)
     if idle and not launcher_of(request).running(c.name):

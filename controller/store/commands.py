@@ -17,6 +17,9 @@ Commands and their ``args``:
 ``instrument_in``  ``{"instrument": name}``: put it back in service
 ``resolve``        ``{"experiment": id, "action": "rerun" | "fail"}``: decide the fate
                    of an interrupted experiment whose action is not safe to re-run
+``estop``          emergency stop: cancel every action in flight, send every instrument
+                   to its safe state, hold ESTOPPED (see :mod:`controller.estop`)
+``reset``          release an emergency stop: the campaign becomes PAUSED
 =================  ==========================================================
 """
 
@@ -42,6 +45,8 @@ COMMANDS: dict[str, frozenset[str]] = {
     "instrument_out": frozenset({"instrument"}),
     "instrument_in": frozenset({"instrument"}),
     "resolve": frozenset({"experiment", "action"}),
+    "estop": frozenset(),
+    "reset": frozenset(),
 }
 """Every command a controller understands, with the ``args`` keys it requires."""
 

@@ -189,14 +189,26 @@ class FurnaceDriver(_AlabDriver):
             )
         ]
 
+    setpoint_c: float | None = None
+    """The temperature the heater is set to, degC (``None``: heater off)."""
+
     async def run(self, action: str, parameters: Mapping[str, Any]) -> list[Measurement]:
         """Heat the recipe's sample (the outcome is the world's, read by the XRD)."""
         self._balance(action, "heat", parameters)
         temperature = float(parameters["temperature_c"])
         dwell_h = float(parameters.get("dwell_h", 0.0))
         overshoot = abs(self._draw(self.noise_std))
+        self.setpoint_c = temperature
         await asyncio.sleep(dwell_h * self.own["time_scale"] + self.spec.duration_s)
+        self.setpoint_c = None  # the program ends with the heater off
         return [Measurement(name="max_temperature_c", value=temperature + overshoot, unit="degC")]
+
+    async def safe_state(self) -> str:
+        """Heater off: the furnace ramps down to room temperature."""
+        was, self.setpoint_c = self.setpoint_c, None
+        if was is None:
+            return "heater already off"
+        return f"heater off: ramping down from {was:.0f} degC to room temperature"
 
 
 @register_driver("alab-xrd")

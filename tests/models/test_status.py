@@ -49,3 +49,13 @@ def test_the_experiment_lifecycle_of_the_design() -> None:
 def test_statuses_of_different_lifecycles_never_mix() -> None:
     with pytest.raises(IllegalTransitionError):
         transition(ES.RUNNING, StepStatus.COMPLETED)  # type: ignore[type-var]
+
+
+def test_an_emergency_stop_holds_until_reset_to_paused_or_aborted() -> None:
+    C = CampaignStatus  # noqa: N806
+
+    for start in (C.RUNNING, C.PAUSED):
+        assert transition(start, C.ESTOPPED) is C.ESTOPPED
+    assert {t for t in C if can_transition(C.ESTOPPED, t)} == {C.PAUSED, C.ABORTED}
+    for start in (C.CREATED, C.COMPLETED, C.FAILED, C.ABORTED):
+        assert not can_transition(start, C.ESTOPPED)

@@ -292,6 +292,7 @@ const sdlab = (() => {
     for (const b of document.querySelectorAll("#controls button")) {
       b.addEventListener("click", () => {
         if (b.dataset.action === "abort" && !window.confirm("Abort this campaign?")) return;
+        if (b.dataset.confirm && !window.confirm(b.dataset.confirm)) return;
         control("/" + b.dataset.action);
       });
     }
