@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -192,3 +193,30 @@ def test_a_failed_task_fails_its_step(tmp_path: Path) -> None:
             "scale broken",
             "user:operator",
         )
+
+
+def test_a_gateway_file_hosts_a_manual_instrument_through_its_entry_point(tmp_path: Path) -> None:
+    """``sdlab instruments serve`` (and ``sdlab run``) find ``manual`` like any driver, and
+    its options are checked by its own model: a bad one is named by its key path."""
+    from instruments.gateway import build_drivers
+    from models.errors import InvalidCampaignError
+    from models.gateway import load_gateway
+
+    db = f"sqlite:///{tmp_path / 'lab.db'}"
+    lab = tmp_path / "lab.toml"
+    lab.write_text(
+        "[[instruments]]\n"
+        'name = "alice"\nkind = "person"\ndriver = "manual"\n'
+        "[instruments.options]\n"
+        f'db = "{db}"\n'
+        "[[instruments.options.actions]]\n"
+        'name = "read_scale"\ninstructions = "Read the scale."\n'
+        '[[instruments.options.actions.outputs]]\nname = "y"\n'
+    )
+    [driver] = build_drivers(load_gateway(lab))
+    assert isinstance(driver, ManualDriver)
+    assert [a.name for a in driver.actions()] == ["read_scale"]
+    lab.write_text(lab.read_text().replace(f'db = "{db}"\n', ""))
+    with pytest.raises(InvalidCampaignError) as info:
+        build_drivers(load_gateway(lab))
+    assert [p.key for p in info.value.problems] == ["instruments[0].options.db"]
