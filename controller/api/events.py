@@ -190,7 +190,7 @@ class CampaignWatcher:
 
 
 def _poll(factory: sessionmaker[Session], watcher: CampaignWatcher) -> list[tuple[str, Any]]:
-    with transaction(factory) as s:
+    with transaction(factory, read_only=True) as s:
         return watcher.poll(s)
 
 
@@ -239,7 +239,7 @@ def stream(
 
     The stream ends after ``max_s`` seconds; browsers reconnect by themselves.
     """
-    with transaction(factory_of(request)) as s:  # not held open while streaming
+    with transaction(factory_of(request), read_only=True) as s:  # not held open while streaming
         c = campaign_or_404(s, campaign_id)
         watcher = CampaignWatcher(c.id, settings.instrument_quiet_s)
     return StreamingResponse(

@@ -207,7 +207,7 @@ def index(request: Request, who: PageUser) -> Response:
 @router.get("/campaigns/{campaign_id}", response_class=HTMLResponse)
 def campaign_page(campaign_id: CampaignId, request: Request, who: PageUser) -> Response:
     """A campaign's page: status, controls, last decision, charts, instruments, experiments."""
-    with transaction(factory_of(request)) as s:
+    with transaction(factory_of(request), read_only=True) as s:
         c = get_campaign_or_404(s, campaign_id)
         name, status = c.name, c.status.value
     return _render(request, "campaign.html", who, campaign_id=campaign_id, name=name, status=status)

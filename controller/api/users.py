@@ -209,21 +209,48 @@ def issue_token(s: Session, user: UserRow, *, iterations: int) -> str:
     return token
 
 
-def user_for_token(s: Session, token: str) -> UserRow | None:
-    """The enabled user an API token belongs to, or ``None`` if it is not a valid token."""
+def _valid_token_row(s: Session, token: str) -> ApiTokenRow | None:
     m = _TOKEN.match(token)
     if m is None:
         return None
     row = s.scalars(select(ApiTokenRow).where(ApiTokenRow.prefix == m.group(1))).one_or_none()
     if row is None or row.revoked or not verify_secret(token, row.token_hash):
         return None
+    return row
+
+
+def user_for_token(s: Session, token: str) -> UserRow | None:
+    """The enabled user an API token belongs to, or ``None`` if it is not a valid token.
+
+    Only reads: recording the use is :func:`note_token_use`'s job, in a transaction of its
+    own, so that a busy database never fails the read that carried the token.
+    """
+    row = _valid_token_row(s, token)
+    if row is None:
+        return None
     user = s.get(UserRow, row.user_id)
     if user is None or user.disabled:
         return None
-    now = utcnow()
-    if row.last_used_at is None or now - row.last_used_at > TOKEN_USE_RESOLUTION:
-        row.last_used_at = now  # not on every request: reads stay read-only
     return user
+
+
+def token_use_due(s: Session, token: str) -> bool:
+    """Whether the token's ``last_used_at`` is older than :data:`TOKEN_USE_RESOLUTION`."""
+    m = _TOKEN.match(token)
+    if m is None:
+        return False
+    last = s.scalar(select(ApiTokenRow.last_used_at).where(ApiTokenRow.prefix == m.group(1)))
+    return last is None or utcnow() - last > TOKEN_USE_RESOLUTION
+
+
+def note_token_use(s: Session, token: str) -> None:
+    """Set the token's ``last_used_at`` to now (at most every :data:`TOKEN_USE_RESOLUTION`)."""
+    row = _valid_token_row(s, token)
+    now = utcnow()
+    if row is not None and (
+        row.last_used_at is None or now - row.last_used_at > TOKEN_USE_RESOLUTION
+    ):
+        row.last_used_at = now
 
 
 def check_login(s: Session, name: str, secret: str) -> UserRow | None:
@@ -248,6 +275,7 @@ def open_session(s: Session, user: UserRow, ttl_s: float) -> tuple[str, str]:
     Returns:
         ``(cookie value, CSRF token)``.
     """
+    purge_sessions(s)
     cookie = secrets.token_urlsafe(32)
     csrf = secrets.token_urlsafe(24)
     now = utcnow()
@@ -269,15 +297,20 @@ def principal_for_session(s: Session, cookie: str) -> Principal | None:
     row = s.scalars(
         select(WebSessionRow).where(WebSessionRow.token_hash == _sha256(cookie))
     ).one_or_none()
-    if row is None:
-        return None
-    if row.expires_at <= utcnow():
-        s.delete(row)
-        return None
+    if row is None or row.expires_at <= utcnow():
+        return None  # expired rows are removed by purge_sessions, never on a read
     user = s.get(UserRow, row.user_id)
     if user is None or user.disabled:
         return None
     return Principal(user.name, Role(user.role), "session", row.csrf_token)
+
+
+def purge_sessions(s: Session) -> int:
+    """Delete expired browser sessions; returns how many."""
+    expired = list(s.scalars(select(WebSessionRow).where(WebSessionRow.expires_at <= utcnow())))
+    for row in expired:
+        s.delete(row)
+    return len(expired)
 
 
 def close_session(s: Session, cookie: str) -> None:
