@@ -46,7 +46,7 @@ def create_app(settings: ApiSettings, *, launcher: RunLauncher | None = None) ->
     Raises:
         StoreError: If the database cannot be reached or migrated.
     """
-    engine = make_engine(settings.db_url)
+    engine = make_engine(settings.db_url, immediate_writes=settings.sqlite_immediate_writes)
     migrate(engine)
     runs = launcher or RunLauncher(settings)
 

@@ -29,6 +29,9 @@ class ApiSettings(BaseModel):
         instrument_quiet_s: An instrument not heard from for this long is shown as quiet.
         python: Interpreter that runs ``sdlab run`` for a started campaign.
         ray_address: Ray cluster the started runs join (``None``: each starts its own).
+        sqlite_immediate_writes: Begin SQLite transactions that may write with ``BEGIN
+            IMMEDIATE`` (see :mod:`controller.store.engine`); ``False`` only for the
+            before/after comparison of ``benchmarks/dashboard_load.py``.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -44,6 +47,7 @@ class ApiSettings(BaseModel):
     instrument_quiet_s: float = Field(default=30.0, gt=0)
     python: str = sys.executable
     ray_address: str | None = None
+    sqlite_immediate_writes: bool = True
 
     @property
     def campaigns_dir(self) -> Path:
