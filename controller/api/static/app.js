@@ -74,7 +74,7 @@ const sdlab = (() => {
   }
 
   /* ------------------------------------------------------------------ campaign page */
-  function campaign(id) {
+  async function campaign(id) {
     const state = { offset: 0, limit: 25, status: "", objectives: {}, names: [] };
     const base = "/api/campaigns/" + id;
 
@@ -318,23 +318,44 @@ const sdlab = (() => {
     const detailSoon = debounce(loadDetail, 700);
     const samplesSoon = debounce(loadSamples, 700);
     const log = document.getElementById("log");
-    function addLog(ev) {
+    const logState = { oldest: null, newest: 0 };
+    function logLine(ev) {
       const line = el("div", when(ev.created_at) + "  " + ev.actor + "  " + ev.message);
-      line.className = "log-line"; log.insertBefore(line, log.firstChild);
+      line.className = "log-line" + (ev.kind.startsWith("alarm.") ? " alarm" : "");
+      line.dataset.id = ev.id;
+      return line;
     }
-    api("GET", "/api/events?campaign_id=" + id + "&limit=100").then((r) => {
-      if (r.ok) for (const ev of r.data) addLog(ev);
-    });
+    function addLog(ev) {  // a new entry from the stream: on top, once
+      if (ev.id <= logState.newest) return;
+      logState.newest = ev.id;
+      log.insertBefore(logLine(ev), log.firstChild);
+    }
+    async function olderLog() {  // the next page, newest first, below what is shown
+      let url = "/api/events?campaign_id=" + id + "&limit=100";
+      if (logState.oldest !== null) url += "&before_id=" + logState.oldest;
+      const r = await api("GET", url);
+      if (!r.ok) return;
+      for (const ev of r.data) {
+        log.appendChild(logLine(ev));
+        logState.newest = Math.max(logState.newest, ev.id);
+        logState.oldest = logState.oldest === null ? ev.id : Math.min(logState.oldest, ev.id);
+      }
+      const more = document.getElementById("log-older");
+      more.hidden = r.data.length < 100;
+    }
+    document.getElementById("log-older").addEventListener("click", olderLog);
     loadDetail();
     loadCharts().then(loadExperiments);  // the charts' data fills the objectives column
     loadSamples();
-    const source = new EventSource(base + "/stream");
+    await olderLog();  // the newest page first; the stream goes on after its newest entry
+    const source = new EventSource(base + "/stream?after_id=" + logState.newest);
     source.addEventListener("experiment", (m) => { upsertExperiment(JSON.parse(m.data)); chartsSoon(); });
     source.addEventListener("step", () => { chartsSoon(); samplesSoon(); });
     source.addEventListener("instrument", () => detailSoon());
     source.addEventListener("campaign", (m) => { const c = JSON.parse(m.data); setStatus(c.status, c.counts); detailSoon(); });
     source.addEventListener("log", (m) => addLog(JSON.parse(m.data)));
     source.addEventListener("open", () => { document.body.dataset.live = "yes"; });
+    source.addEventListener("closed", () => { source.close(); document.body.dataset.live = "closed"; });
   }
 
   return { index, campaign, api };
