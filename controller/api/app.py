@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from controller.api import events, pages, routes_campaigns, routes_store
+from controller.api import events, pages, routes_campaigns, routes_lab, routes_store
 from controller.api.runs import RunLauncher
 from controller.api.settings import ApiSettings
 from controller.store import make_engine, migrate, safe_url, session_factory
@@ -72,6 +72,7 @@ def create_app(settings: ApiSettings, *, launcher: RunLauncher | None = None) ->
 
     app.include_router(routes_campaigns.router)
     app.include_router(routes_store.router)
+    app.include_router(routes_lab.router)
     app.include_router(events.router)
     app.include_router(pages.router)
     app.add_exception_handler(pages.LoginRequired, pages.login_redirect)  # type: ignore[arg-type]

@@ -41,10 +41,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from controller.api.auth import factory_of
+from controller.api.health import instruments_view
 from controller.api.routes_campaigns import CampaignId, Settings, Viewer
 from controller.api.routes_campaigns import get_campaign_or_404 as campaign_or_404
 from controller.api.users import get_user
-from controller.api.views import event_view, experiment_view, instruments_view, iso
+from controller.api.views import event_view, experiment_view, iso
 from controller.store import count_by_status, events, transaction
 from controller.store.dashboard import newest_event_id
 from models.status import ExperimentStatus, StepStatus
@@ -200,7 +201,8 @@ class CampaignWatcher:
     def _poll_instruments(self, s: Session) -> list[tuple[str, dict[str, Any]]]:
         out: list[tuple[str, dict[str, Any]]] = []
         for view in instruments_view(s, self.campaign_id, self.quiet_after_s):
-            key = (view["state"], view["in_service"], view["quiet"])
+            shown = str(view["display_state"]).split(" by ")[0]  # not every second overdue
+            key = (shown, view["in_service"], view["quiet"])
             if self._instruments.get(view["name"]) != key:
                 self._instruments[view["name"]] = key
                 out.append(("instrument", view))

@@ -32,6 +32,7 @@ from controller.api.auth import (
 )
 from controller.api.routes_campaigns import CampaignId, get_campaign_or_404
 from controller.api.users import Principal, Role, check_login, close_session, open_session
+from controller.api.views import CONTROLLER_LOST, controller_view, is_controller_lost
 from controller.store import transaction
 
 logger = logging.getLogger(__name__)
@@ -206,11 +207,24 @@ def index(request: Request, who: PageUser) -> Response:
 
 @router.get("/campaigns/{campaign_id}", response_class=HTMLResponse)
 def campaign_page(campaign_id: CampaignId, request: Request, who: PageUser) -> Response:
-    """A campaign's page: status, controls, last decision, charts, instruments, experiments."""
+    """A campaign's page: status, description, best result, controls, last decision,
+    charts, instruments, experiments."""
     with transaction(factory_of(request), read_only=True) as s:
         c = get_campaign_or_404(s, campaign_id)
-        name, status = c.name, c.status.value
-    return _render(request, "campaign.html", who, campaign_id=campaign_id, name=name, status=status)
+        lost = is_controller_lost(c.status, controller_view(s, c.id))
+        name = c.name
+        status = CONTROLLER_LOST if lost else c.status.value
+        description = dict(c.spec).get("campaign", {}).get("description", "")
+    return _render(
+        request,
+        "campaign.html",
+        who,
+        campaign_id=campaign_id,
+        name=name,
+        status=status,
+        status_class="LOST" if lost else status,
+        description=description,
+    )
 
 
 @router.get("/static/{name}")

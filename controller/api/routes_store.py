@@ -13,6 +13,7 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
+from controller.api.health import instruments_view
 from controller.api.routes_campaigns import (
     Admin,
     CampaignId,
@@ -31,7 +32,6 @@ from controller.api.views import (
     event_view,
     experiment_detail,
     experiment_view,
-    instruments_view,
     iso,
     sample_view,
 )

@@ -104,7 +104,7 @@ def acknowledge_alarm(s: Session, alarm_id: int, *, actor: str, note: str = "") 
     if done is not None:
         raise StoreError(f"alarm {alarm_id} was acknowledged already by {done.actor}")
     who = actor.removeprefix("user:")
-    return add_event(
+    row = add_event(
         s,
         ACK_KIND,
         f"{who} acknowledged alarm {alarm_id}" + (f": {note}" if note else ""),
@@ -113,6 +113,8 @@ def acknowledge_alarm(s: Session, alarm_id: int, *, actor: str, note: str = "") 
         data={"alarm_event": alarm_id, "note": note},
         actor=actor,
     )
+    s.flush()  # the id and time are the answer
+    return row
 
 
 def _utility(objective: dict[str, Any], value: float) -> float:
