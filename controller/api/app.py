@@ -12,10 +12,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from controller.api import events, pages, routes_campaigns, routes_lab, routes_store
 from controller.api.runs import RunLauncher
+from controller.api.security import (
+    BodyLimit,
+    LoginLimiter,
+    LoginLimits,
+    SecurityHeaders,
+    validation_error,
+)
 from controller.api.settings import ApiSettings
 from controller.store import make_engine, migrate, safe_url, session_factory
 from models.errors import IllegalTransitionError, StoreError
@@ -69,6 +77,14 @@ def create_app(settings: ApiSettings, *, launcher: RunLauncher | None = None) ->
     app.state.engine = engine
     app.state.factory = session_factory(engine)
     app.state.launcher = runs
+    app.state.login_limiter = LoginLimiter(
+        LoginLimits(
+            per_user=settings.login_failures_per_user,
+            per_address=settings.login_failures_per_address,
+            window_s=settings.login_window_s,
+            lockout_s=settings.login_lockout_s,
+        )
+    )
 
     app.include_router(routes_campaigns.router)
     app.include_router(routes_store.router)
@@ -76,6 +92,10 @@ def create_app(settings: ApiSettings, *, launcher: RunLauncher | None = None) ->
     app.include_router(events.router)
     app.include_router(pages.router)
     app.add_exception_handler(pages.LoginRequired, pages.login_redirect)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, validation_error)
+    # outermost first: the body limit runs before anything reads or authenticates
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 
     @app.exception_handler(IllegalTransitionError)
     async def _illegal(request: Request, exc: IllegalTransitionError) -> JSONResponse:

@@ -60,7 +60,7 @@ class NewUser(BaseModel):
 
     name: str = Field(pattern=USER_NAME_PATTERN)
     role: Role
-    password: str | None = Field(default=None, min_length=8, max_length=256)
+    password: str | None = Field(default=None, max_length=256)  # rules: check_password
 
 
 @router.get("/campaigns/{campaign_id}/experiments", tags=["experiments"])

@@ -137,6 +137,29 @@ def list_users(s: Session) -> list[UserRow]:
     return list(s.scalars(select(UserRow).order_by(UserRow.name)))
 
 
+PASSWORD_MIN = 10
+"""Shortest password accepted, in characters."""
+PASSWORD_MAX = 256
+"""Longest password accepted, in characters."""
+
+
+def check_password(password: str, name: str | None = None) -> None:
+    """Apply the password rules (the CLI and the API both call this).
+
+    Raises:
+        UserError: ``password``: shorter than :data:`PASSWORD_MIN` or longer than
+            :data:`PASSWORD_MAX` characters, one character repeated, or the user's name.
+    """
+    if len(password) < PASSWORD_MIN:
+        raise UserError("password", f"must be at least {PASSWORD_MIN} characters long")
+    if len(password) > PASSWORD_MAX:
+        raise UserError("password", f"must be at most {PASSWORD_MAX} characters long")
+    if len(set(password)) == 1:
+        raise UserError("password", "must not be one character repeated")
+    if name is not None and password.lower() == name.lower():
+        raise UserError("password", "must not be the user name")
+
+
 def add_user(
     s: Session,
     name: str,
@@ -168,6 +191,8 @@ def add_user(
         parsed = Role(role)
     except ValueError as exc:
         raise UserError("role", f"expected one of {', '.join(Role)}, got {role!r}") from exc
+    if password is not None:
+        check_password(password, name)
     if get_user(s, name) is not None:
         raise UserError("name", f"a user named {name!r} exists already")
     user = UserRow(
@@ -253,12 +278,31 @@ def note_token_use(s: Session, token: str) -> None:
         row.last_used_at = now
 
 
-def check_login(s: Session, name: str, secret: str) -> UserRow | None:
-    """The user if ``secret`` is their password or one of their API tokens."""
+_DUMMY_HASHES: dict[int, str] = {}
+
+
+def _dummy_hash(iterations: int) -> str:
+    if iterations not in _DUMMY_HASHES:
+        _DUMMY_HASHES[iterations] = hash_secret(secrets.token_urlsafe(16), iterations)
+    return _DUMMY_HASHES[iterations]
+
+
+def check_login(
+    s: Session, name: str, secret: str, *, dummy_iterations: int = 200_000
+) -> UserRow | None:
+    """The user if ``secret`` is their password or one of their API tokens.
+
+    Args:
+        s: The session.
+        name: The user name typed.
+        secret: The password or API token typed.
+        dummy_iterations: PBKDF2 iterations of the hash checked for an unknown or disabled
+            name: the same as real hashes (the server's ``kdf_iterations``), so that the
+            answer takes as long and does not tell which names exist.
+    """
     user = get_user(s, name)
     if user is None or user.disabled:
-        # Spend the same time as a real check, so a wrong name is not told apart.
-        verify_secret(secret, hash_secret("x", 1000))
+        verify_secret(secret, _dummy_hash(dummy_iterations))
         return None
     if user.password_hash is not None and verify_secret(secret, user.password_hash):
         return user
