@@ -107,10 +107,10 @@ def _lookup(factory: sessionmaker[Session], token: str | None, cookie: str | Non
             principal = Principal(user.name, Role(user.role), "token")
             due = token_use_due(s, token)
         elif cookie is not None:
-            principal = principal_for_session(s, cookie)
-            if principal is None:
+            by_cookie = principal_for_session(s, cookie)
+            if by_cookie is None:
                 raise LookupError("session expired or unknown; log in again")
-            return principal
+            return by_cookie
         else:
             raise LookupError("authentication required")
     if due and token is not None:

@@ -81,6 +81,8 @@ def _step_facts(s: Session, campaign_id: int, now: datetime) -> dict[str, dict[s
     ).all()
     out: dict[str, dict[str, Any]] = {}
     for inst, eid, action, status, sent, started, finished, error in rows:
+        if inst is None:
+            continue
         f = out.setdefault(
             inst, {"running": None, "durations": {}, "faults": 0, "busy_s": 0.0, "error": None}
         )
