@@ -169,7 +169,8 @@ def test_browser_login_live_experiments_pause_and_charts(
             page.wait_for_function(f"() => {newest} > {before}", timeout=60_000)
             assert page.evaluate("window.sameDocument === true")  # no reload happened
             page.wait_for_function(
-                "() => document.querySelector('#experiments tbody').innerText.includes('COMPLETED')",
+                "() => document.querySelector('#experiments tbody')"
+                ".innerText.includes('COMPLETED')",
                 timeout=60_000,
             )
 
