@@ -336,6 +336,12 @@ def driver_new(name: str, directory: Path) -> None:
 )
 @click.option("--ray-address", default=None, help="Ray cluster that started runs join.")
 @click.option("--secure-cookies", is_flag=True, help="Session cookie over HTTPS only.")
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Allow a non-loopback --host without --secure-cookies (cookies over plain HTTP).",
+)
+@click.option("--sqlite-deferred", is_flag=True, hidden=True)  # benchmarks/dashboard_load.py
 def serve_dashboard(
     db_url: str,
     host: str,
@@ -343,14 +349,28 @@ def serve_dashboard(
     data_dir: Path,
     ray_address: str | None,
     secure_cookies: bool,
+    insecure: bool,
+    sqlite_deferred: bool,
 ) -> None:
-    """Serve the operator dashboard (JSON API, live updates, pages) with uvicorn."""
+    """Serve the operator dashboard (JSON API, live updates, pages) with uvicorn.
+
+    A --host other than loopback needs --secure-cookies (behind a TLS proxy) or, knowingly,
+    --insecure.
+    """
     import uvicorn
 
     from controller.api.app import create_app
     from controller.api.settings import ApiSettings
     from controller.runner import absolute_db_url
 
+    loopback = host in ("127.0.0.1", "localhost", "::1")
+    if not loopback and not (secure_cookies or insecure):
+        click.echo(
+            f"error: --host {host} serves other machines: pass --secure-cookies (behind a "
+            "TLS-terminating proxy) or, to send session cookies over plain HTTP, --insecure",
+            err=True,
+        )
+        sys.exit(EXIT_FAILED)
     settings = ApiSettings(
         db_url=absolute_db_url(db_url),
         data_dir=data_dir.resolve(),
@@ -358,13 +378,14 @@ def serve_dashboard(
         port=port,
         ray_address=ray_address,
         secure_cookies=secure_cookies,
+        sqlite_immediate_writes=not sqlite_deferred,
     )
     try:
         app = create_app(settings)
     except SdlabError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_FAILED)
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if not loopback:
         click.echo(f"warning: serving on {host}, not only this machine", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from controller.api import (
@@ -19,10 +20,18 @@ from controller.api import (
     pages,
     routes_campaigns,
     routes_estop,
+    routes_lab,
     routes_store,
     routes_tasks,
 )
 from controller.api.runs import RunLauncher
+from controller.api.security import (
+    BodyLimit,
+    LoginLimiter,
+    LoginLimits,
+    SecurityHeaders,
+    validation_error,
+)
 from controller.api.settings import ApiSettings
 from controller.store import make_engine, migrate, safe_url, session_factory
 from models.errors import IllegalTransitionError, StoreError
@@ -53,7 +62,7 @@ def create_app(settings: ApiSettings, *, launcher: RunLauncher | None = None) ->
     Raises:
         StoreError: If the database cannot be reached or migrated.
     """
-    engine = make_engine(settings.db_url)
+    engine = make_engine(settings.db_url, immediate_writes=settings.sqlite_immediate_writes)
     migrate(engine)
     runs = launcher or RunLauncher(settings)
 
@@ -76,15 +85,28 @@ def create_app(settings: ApiSettings, *, launcher: RunLauncher | None = None) ->
     app.state.engine = engine
     app.state.factory = session_factory(engine)
     app.state.launcher = runs
+    app.state.login_limiter = LoginLimiter(
+        LoginLimits(
+            per_user=settings.login_failures_per_user,
+            per_address=settings.login_failures_per_address,
+            window_s=settings.login_window_s,
+            lockout_s=settings.login_lockout_s,
+        )
+    )
 
     app.include_router(routes_campaigns.router)
     app.include_router(routes_estop.router)
     app.include_router(routes_tasks.router)
     app.include_router(routes_tasks.pages)
     app.include_router(routes_store.router)
+    app.include_router(routes_lab.router)
     app.include_router(events.router)
     app.include_router(pages.router)
     app.add_exception_handler(pages.LoginRequired, pages.login_redirect)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, validation_error)
+    # outermost first: the body limit runs before anything reads or authenticates
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 
     @app.exception_handler(IllegalTransitionError)
     async def _illegal(request: Request, exc: IllegalTransitionError) -> JSONResponse:

@@ -21,7 +21,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from controller.api.settings import ApiSettings
-from controller.api.users import Principal, Role, principal_for_session, user_for_token
+from controller.api.users import (
+    Principal,
+    Role,
+    note_token_use,
+    principal_for_session,
+    token_use_due,
+    user_for_token,
+)
 from controller.store import transaction
 
 logger = logging.getLogger(__name__)
@@ -50,13 +57,18 @@ def factory_of(request: Request) -> sessionmaker[Session]:
     return factory
 
 
+TOKEN_USE_LOCK_TIMEOUT_S = 0.5
+"""How long recording a token's use may wait for the database before it is skipped."""
+
+
 def db(request: Request) -> Iterator[Session]:
     """A database session in one transaction for the request (a dependency).
 
     It commits when the handler returns and rolls back when it raises, so a refused request
-    changes nothing.
+    changes nothing. GET and HEAD requests only read (see
+    :func:`controller.store.transaction`); the others take the write lock up front.
     """
-    with transaction(factory_of(request)) as s:
+    with transaction(factory_of(request), read_only=request.method in ("GET", "HEAD")) as s:
         yield s
 
 
@@ -76,19 +88,34 @@ def refuse(request: Request, status: int, detail: str, who: str | None = None) -
     return HTTPException(status_code=status, detail=detail, headers=headers)
 
 
+def note_use(factory: sessionmaker[Session], token: str) -> None:
+    """Record that ``token`` was used, best effort: a busy database skips it (logged)."""
+    try:
+        with transaction(factory, lock_timeout_s=TOKEN_USE_LOCK_TIMEOUT_S) as s:
+            note_token_use(s, token)
+    except Exception as exc:
+        logger.warning("token use not recorded (%s); the request goes on", type(exc).__name__)
+
+
 def _lookup(factory: sessionmaker[Session], token: str | None, cookie: str | None) -> Principal:
-    with transaction(factory) as s:
+    due = False
+    with transaction(factory, read_only=True) as s:
         if token is not None:
             user = user_for_token(s, token)
             if user is None:
                 raise LookupError("invalid or revoked API token")
-            return Principal(user.name, Role(user.role), "token")
-        if cookie is not None:
-            principal = principal_for_session(s, cookie)
-            if principal is None:
+            principal = Principal(user.name, Role(user.role), "token")
+            due = token_use_due(s, token)
+        elif cookie is not None:
+            by_cookie = principal_for_session(s, cookie)
+            if by_cookie is None:
                 raise LookupError("session expired or unknown; log in again")
-            return principal
-    raise LookupError("authentication required")
+            return by_cookie
+        else:
+            raise LookupError("authentication required")
+    if due and token is not None:
+        note_use(factory, token)
+    return principal
 
 
 async def _csrf_ok(request: Request, expected: str) -> bool:

@@ -17,6 +17,12 @@ Each ``data`` is the JSON the matching ``/api`` endpoint returns for that thing.
 poll only takes stock (the page has just loaded the present state), so only changes are
 sent. Queries are bounded: experiments and steps below the oldest one still open are not
 read again.
+
+Log entries are never replayed: the stream starts after the event id the client names
+(``Last-Event-ID``, which a browser sends by itself when it reconnects, or ``after_id``,
+the newest id the page loaded), else after the newest entry of the campaign. Each message's
+``id`` is the newest log id delivered so far, so a reconnecting browser resumes where it
+left off. A stream ends when its user is disabled.
 """
 
 from __future__ import annotations
@@ -35,10 +41,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from controller.api.auth import factory_of
+from controller.api.health import instruments_view
 from controller.api.routes_campaigns import CampaignId, Settings, Viewer
 from controller.api.routes_campaigns import get_campaign_or_404 as campaign_or_404
-from controller.api.views import event_view, experiment_view, instruments_view, iso
+from controller.api.users import get_user
+from controller.api.views import event_view, experiment_view, iso
 from controller.store import count_by_status, events, transaction
+from controller.store.dashboard import newest_event_id
 from models.status import ExperimentStatus, StepStatus
 from models.tables import CampaignRow, ExperimentRow, StepRow
 
@@ -70,9 +79,13 @@ class CampaignWatcher:
     Args:
         campaign_id: The campaign.
         quiet_after_s: Silence after which an instrument is reported quiet, in seconds.
+        after_event: Log entries up to this event id are not reported (already shown);
+            ``None``: those older than the first poll.
     """
 
-    def __init__(self, campaign_id: int, quiet_after_s: float) -> None:
+    def __init__(
+        self, campaign_id: int, quiet_after_s: float, after_event: int | None = None
+    ) -> None:
         self.campaign_id = campaign_id
         self.quiet_after_s = quiet_after_s
         self.primed = False
@@ -82,7 +95,7 @@ class CampaignWatcher:
         self._last_experiment = 0
         self._steps: dict[int, str] = {}  # unfinished steps -> status
         self._last_step = 0
-        self._last_event = 0
+        self._last_event = after_event if after_event is not None else -1
         self._instruments: dict[str, tuple[str, bool, bool]] = {}
 
     def poll(self, s: Session) -> list[tuple[str, dict[str, Any]]]:
@@ -92,14 +105,20 @@ class CampaignWatcher:
         out += self._poll_experiments(s)
         out += self._poll_steps(s)
         out += self._poll_instruments(s)
+        if self._last_event < 0:
+            self._last_event = newest_event_id(s, self.campaign_id)
         logs = events(s, self.campaign_id, since_id=self._last_event, limit=500)
         if logs:
             self._last_event = logs[-1].id
-            out += [("log", event_view(e)) for e in logs]
         if not self.primed:
             self.primed = True
-            return []
-        return out
+            out = []  # the page has just loaded the present state
+        return out + [("log", event_view(e)) for e in logs]
+
+    @property
+    def last_event(self) -> int:
+        """The newest log id reported so far (the stream's resume point)."""
+        return self._last_event
 
     def _poll_campaign(self, s: Session) -> list[tuple[str, dict[str, Any]]]:
         row = s.get(CampaignRow, self.campaign_id)
@@ -182,15 +201,22 @@ class CampaignWatcher:
     def _poll_instruments(self, s: Session) -> list[tuple[str, dict[str, Any]]]:
         out: list[tuple[str, dict[str, Any]]] = []
         for view in instruments_view(s, self.campaign_id, self.quiet_after_s):
-            key = (view["state"], view["in_service"], view["quiet"])
+            shown = str(view["display_state"]).split(" by ")[0]  # not every second overdue
+            key = (shown, view["in_service"], view["quiet"])
             if self._instruments.get(view["name"]) != key:
                 self._instruments[view["name"]] = key
                 out.append(("instrument", view))
         return out
 
 
-def _poll(factory: sessionmaker[Session], watcher: CampaignWatcher) -> list[tuple[str, Any]]:
-    with transaction(factory) as s:
+def _poll(
+    factory: sessionmaker[Session], watcher: CampaignWatcher, who: str
+) -> list[tuple[str, Any]] | None:
+    """The watcher's changes, or ``None`` when the stream's user may no longer read."""
+    with transaction(factory, read_only=True) as s:
+        user = get_user(s, who)
+        if user is None or user.disabled:
+            return None
         return watcher.poll(s)
 
 
@@ -200,20 +226,27 @@ def sse(kind: str, data: Any, event_id: int) -> str:
 
 
 async def stream_changes(
-    request: Request, watcher: CampaignWatcher, poll_s: float, max_s: float
+    request: Request, watcher: CampaignWatcher, poll_s: float, max_s: float, who: str
 ) -> AsyncIterator[str]:
-    """Server-sent events of ``watcher``'s changes until ``max_s`` pass or the client leaves."""
+    """Server-sent events of ``watcher``'s changes until ``max_s`` pass, the client leaves,
+    or user ``who`` is disabled."""
     factory = factory_of(request)
     deadline = time.monotonic() + max_s
-    n = 0
     last_sent = time.monotonic()
-    await run_in_threadpool(_poll, factory, watcher)  # take stock before the first line
+    first = await run_in_threadpool(_poll, factory, watcher, who)  # takes stock
+    if first is None:
+        return
     yield f"retry: {int(max(poll_s, 1.0) * 1000)}\n\n"
+    for kind, data in first:  # only log entries after the resume point
+        yield sse(kind, data, watcher.last_event)
     while time.monotonic() < deadline:
-        changes = await run_in_threadpool(_poll, factory, watcher)
+        changes = await run_in_threadpool(_poll, factory, watcher, who)
+        if changes is None:
+            logger.info("stream of campaign %d closed: user %s disabled", watcher.campaign_id, who)
+            yield 'event: closed\ndata: {"reason": "user disabled"}\n\n'
+            return
         for kind, data in changes:
-            n += 1
-            yield sse(kind, data, n)
+            yield sse(kind, data, watcher.last_event)
             last_sent = time.monotonic()
         if time.monotonic() - last_sent > KEEPALIVE_S:
             yield ": keepalive\n\n"
@@ -223,27 +256,43 @@ async def stream_changes(
         await asyncio.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
 
 
+def _resume_point(request: Request, after_id: int | None) -> int | None:
+    header = request.headers.get("last-event-id", "").strip()
+    if header.isdigit() and len(header) < 19:
+        return int(header)
+    return after_id
+
+
 @router.get(
     "/campaigns/{campaign_id}/stream",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={
+        200: {"content": {"text/event-stream": {}}},
+        404: {"description": "No such campaign"},
+    },
 )
 def stream(
     campaign_id: CampaignId,
     request: Request,
     settings: Settings,
-    _: Viewer,
+    who: Viewer,
     max_s: Annotated[float, Query(gt=0, le=3600)] = 600.0,
+    after_id: Annotated[int | None, Query(ge=0, le=2**62)] = None,
 ) -> StreamingResponse:
     """Live changes of a campaign as server-sent events (see the module docs for the kinds).
 
-    The stream ends after ``max_s`` seconds; browsers reconnect by themselves.
+    Log entries after ``after_id`` (or the ``Last-Event-ID`` header; by default the newest
+    entry now) are sent, each once. The stream ends after ``max_s`` seconds (browsers
+    reconnect by themselves, resuming from the last id) or when the user is disabled.
     """
-    with transaction(factory_of(request)) as s:  # not held open while streaming
+    with transaction(factory_of(request), read_only=True) as s:  # not held open while streaming
         c = campaign_or_404(s, campaign_id)
-        watcher = CampaignWatcher(c.id, settings.instrument_quiet_s)
+        start = _resume_point(request, after_id)
+        if start is None:
+            start = newest_event_id(s, c.id)
+        watcher = CampaignWatcher(c.id, settings.instrument_quiet_s, after_event=start)
     return StreamingResponse(
-        stream_changes(request, watcher, settings.stream_poll_s, max_s),
+        stream_changes(request, watcher, settings.stream_poll_s, max_s, who.name),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -31,8 +31,10 @@ from controller.api.auth import (
     viewer,
 )
 from controller.api.routes_campaigns import CampaignId, get_campaign_or_404
+from controller.api.security import CSP, LoginLimiter
 from controller.api.users import Principal, Role, check_login, close_session, open_session
-from controller.store import transaction
+from controller.api.views import CONTROLLER_LOST, controller_view, is_controller_lost
+from controller.store import add_event, transaction
 
 logger = logging.getLogger(__name__)
 
@@ -117,12 +119,10 @@ def health() -> dict[str, str]:
 
 
 @router.get("/login", response_class=HTMLResponse)
-def login_form(request: Request, next: str | None = None, error: str | None = None) -> Response:
-    """The login form (no authentication)."""
+def login_form(request: Request, next: str | None = None) -> Response:
+    """The login form (no authentication). It shows no text taken from the query string."""
     token = secrets.token_urlsafe(24)
-    response = _render(
-        request, "login.html", None, next=_safe_next(next), login_csrf=token, error=error
-    )
+    response = _render(request, "login.html", None, next=_safe_next(next), login_csrf=token)
     response.set_cookie(
         LOGIN_CSRF_COOKIE,
         token,
@@ -134,6 +134,20 @@ def login_form(request: Request, next: str | None = None, error: str | None = No
     return response
 
 
+def limiter_of(request: Request) -> LoginLimiter:
+    """The app's failed-login counter."""
+    limiter: LoginLimiter = request.app.state.login_limiter
+    return limiter
+
+
+def _login_refused(request: Request, next: str, csrf: str, error: str, status: int) -> Response:
+    response = _render(
+        request, "login.html", None, next=_safe_next(next), login_csrf=csrf, error=error
+    )
+    response.status_code = status
+    return response
+
+
 @router.post("/login")
 async def login(
     request: Request,
@@ -142,30 +156,45 @@ async def login(
     csrf_token: Annotated[str, Form(max_length=128)] = "",
     next: Annotated[str, Form(max_length=512)] = "/",
 ) -> Response:
-    """Check a name and password (or API token) and open a session."""
+    """Check a name and password (or API token) and open a session.
+
+    Failed logins are counted per name and per client address; past the limit, logins are
+    refused (429, with ``Retry-After``) without checking the password, and an alarm is
+    recorded.
+    """
     expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     if not expected or not hmac.compare_digest(csrf_token.encode(), expected.encode()):
         raise refuse(request, 403, "login form expired; reload it", name)
     settings = settings_of(request)
+    limiter = limiter_of(request)
+    address = request.client.host if request.client else "?"
+    wait_s = limiter.locked_for(name, address)
+    if wait_s > 0:
+        refuse(request, 429, "too many failed logins", name)
+        minutes = max(1, round(wait_s / 60))
+        response = _login_refused(
+            request,
+            next,
+            expected,
+            f"Too many failed logins. Try again in about {minutes} min.",
+            429,
+        )
+        response.headers["Retry-After"] = str(int(wait_s) + 1)
+        return response
 
     def _check() -> tuple[str, str] | None:
         with transaction(factory_of(request)) as s:
-            user = check_login(s, name, secret)
+            user = check_login(s, name, secret, dummy_iterations=settings.kdf_iterations)
             return None if user is None else open_session(s, user, settings.session_ttl_s)
 
     opened = await run_in_threadpool(_check)
     if opened is None:
         refuse(request, 401, "wrong name or password", name)
-        response = _render(
-            request,
-            "login.html",
-            None,
-            next=_safe_next(next),
-            login_csrf=expected,
-            error="Wrong name or password.",
-        )
-        response.status_code = 401
-        return response
+        locked = limiter.failed(name, address)
+        if locked:
+            await run_in_threadpool(_login_alarm, request, name, address, locked)
+        return _login_refused(request, next, expected, "Wrong name or password.", 401)
+    limiter.succeeded(name)
     cookie, _ = opened
     logger.info("user %s logged in", name)
     redirect = RedirectResponse(_safe_next(next), status_code=303)
@@ -179,6 +208,31 @@ async def login(
     )
     redirect.delete_cookie(LOGIN_CSRF_COOKIE)
     return redirect
+
+
+def _login_alarm(request: Request, name: str, address: str, locked: list[str]) -> None:
+    """Record the lockout as an alarm (best effort: the refusal stands either way)."""
+    limits = limiter_of(request).limits
+    what = " and ".join(
+        f"user {k.removeprefix('user:')}" if k.startswith("user:") else f"address {address}"
+        for k in locked
+    )
+    message = (
+        f"repeated failed logins: {what} locked out for {limits.lockout_s / 60:g} min "
+        f"(last attempt: user {name!r} from {address})"
+    )
+    logger.warning("%s", message)
+    try:
+        with transaction(factory_of(request)) as s:
+            add_event(
+                s,
+                "alarm.login_failures",
+                message,
+                data={"locked": locked, "address": address},
+                actor="dashboard",
+            )
+    except Exception as exc:
+        logger.error("could not record the login alarm: %s", type(exc).__name__)
 
 
 @router.post("/logout")
@@ -206,11 +260,24 @@ def index(request: Request, who: PageUser) -> Response:
 
 @router.get("/campaigns/{campaign_id}", response_class=HTMLResponse)
 def campaign_page(campaign_id: CampaignId, request: Request, who: PageUser) -> Response:
-    """A campaign's page: status, controls, last decision, charts, instruments, experiments."""
-    with transaction(factory_of(request)) as s:
+    """A campaign's page: status, description, best result, controls, last decision,
+    charts, instruments, experiments."""
+    with transaction(factory_of(request), read_only=True) as s:
         c = get_campaign_or_404(s, campaign_id)
-        name, status = c.name, c.status.value
-    return _render(request, "campaign.html", who, campaign_id=campaign_id, name=name, status=status)
+        lost = is_controller_lost(c.status, controller_view(s, c.id))
+        name = c.name
+        status = CONTROLLER_LOST if lost else c.status.value
+        description = dict(c.spec).get("campaign", {}).get("description", "")
+    return _render(
+        request,
+        "campaign.html",
+        who,
+        campaign_id=campaign_id,
+        name=name,
+        status=status,
+        status_class="LOST" if lost else status,
+        description=description,
+    )
 
 
 @router.get("/static/{name}")
@@ -232,10 +299,15 @@ def openapi(request: Request, _: Annotated[Principal, Depends(viewer)]) -> JSONR
 @router.get("/docs", response_class=HTMLResponse)
 def docs(request: Request, _: PageUser) -> Response:
     """Swagger UI, served from this app."""
-    return get_swagger_ui_html(
+    page = get_swagger_ui_html(
         openapi_url="/openapi.json",
         title="sdlab API",
         swagger_js_url="/static/swagger-ui-bundle.js",
         swagger_css_url="/static/swagger-ui.css",
         swagger_favicon_url="data:,",
     )
+    # Swagger UI starts from an inline script: allowed on this page only
+    page.headers["Content-Security-Policy"] = CSP.replace(
+        "script-src 'self'", "script-src 'self' 'unsafe-inline'"
+    )
+    return page

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from controller.api.auth import admin, db, operator, settings_of, viewer
 from controller.api.charts import chart_data
+from controller.api.health import instruments_view
 from controller.api.runs import RunLauncher, campaign_file, keep_campaign_file
 from controller.api.settings import ApiSettings
 from controller.api.users import Principal
@@ -28,10 +29,10 @@ from controller.api.views import (
     campaign_view,
     command_view,
     decision_view,
-    instruments_view,
     last_decision,
 )
 from controller.store import add_event, create_campaign, set_campaign_status, submit_command
+from controller.store.dashboard import best_results
 from controller.store.lease import LeaseHeldError, lease_is_live, lease_of
 from models.campaign import CampaignSpec
 from models.campaign_file import parse_spec
@@ -147,6 +148,7 @@ def campaign_detail(
     out["last_decision"] = decision_view(decision) if decision is not None else None
     out["instruments"] = instruments_view(s, c.id, settings.instrument_quiet_s)
     out["startable"] = campaign_file(settings, c.name).is_file()
+    out["best"] = best_results(s, c)
     return out
 
 

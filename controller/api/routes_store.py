@@ -13,6 +13,7 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
+from controller.api.health import instruments_view
 from controller.api.routes_campaigns import (
     Admin,
     CampaignId,
@@ -31,11 +32,11 @@ from controller.api.views import (
     event_view,
     experiment_detail,
     experiment_view,
-    instruments_view,
     iso,
     sample_view,
 )
 from controller.store import events, list_instruments
+from controller.store.dashboard import event_page
 from controller.store.samples import list_samples
 from models.status import ExperimentStatus
 from models.tables import ExperimentRow
@@ -59,7 +60,7 @@ class NewUser(BaseModel):
 
     name: str = Field(pattern=USER_NAME_PATTERN)
     role: Role
-    password: str | None = Field(default=None, min_length=8, max_length=256)
+    password: str | None = Field(default=None, max_length=256)  # rules: check_password
 
 
 @router.get("/campaigns/{campaign_id}/experiments", tags=["experiments"])
@@ -155,11 +156,31 @@ def list_events(
     s: DbSession,
     _: Viewer,
     campaign_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
-    since_id: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
+    since_id: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
+    before_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
+    kind: Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_.]+$")] = None,
+    instrument: Annotated[str | None, Query(max_length=128)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
 ) -> list[dict[str, Any]]:
-    """Audit-log entries after ``since_id``, oldest first (all campaigns unless one is named)."""
-    return [event_view(e) for e in events(s, campaign_id, since_id=since_id, limit=limit)]
+    """A page of the event log (all campaigns unless one is named).
+
+    Newest first, older pages by ``before_id`` (the last id of the page before), optionally
+    only kinds starting with ``kind`` (``alarm.``) or about one ``instrument``. With
+    ``since_id`` instead: the entries after it, oldest first, for a script that follows the
+    log.
+    """
+    if since_id is not None:
+        rows = events(s, campaign_id, since_id=since_id, limit=limit)
+        return [event_view(e) for e in rows if not kind or e.kind.startswith(kind)]
+    page = event_page(
+        s,
+        campaign_id=campaign_id,
+        before_id=before_id,
+        kind_prefix=kind,
+        instrument=instrument,
+        limit=limit,
+    )
+    return [event_view(e) for e in page]
 
 
 @router.get("/users", tags=["users"])

@@ -29,6 +29,15 @@ class ApiSettings(BaseModel):
         instrument_quiet_s: An instrument not heard from for this long is shown as quiet.
         python: Interpreter that runs ``sdlab run`` for a started campaign.
         ray_address: Ray cluster the started runs join (``None``: each starts its own).
+        max_body_bytes: Largest request body accepted (413 beyond), in bytes.
+        login_failures_per_user: Failed logins of one name (within ``login_window_s``)
+            that lock it out for ``login_lockout_s``.
+        login_failures_per_address: The same, per client address.
+        login_window_s: Window in which failed logins are counted, in seconds.
+        login_lockout_s: How long a lockout lasts, in seconds.
+        sqlite_immediate_writes: Begin SQLite transactions that may write with ``BEGIN
+            IMMEDIATE`` (see :mod:`controller.store.engine`); ``False`` only for the
+            before/after comparison of ``benchmarks/dashboard_load.py``.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -44,6 +53,12 @@ class ApiSettings(BaseModel):
     instrument_quiet_s: float = Field(default=30.0, gt=0)
     python: str = sys.executable
     ray_address: str | None = None
+    max_body_bytes: int = Field(default=2_000_000, ge=1024)
+    login_failures_per_user: int = Field(default=5, ge=1)
+    login_failures_per_address: int = Field(default=20, ge=1)
+    login_window_s: float = Field(default=900.0, gt=0)
+    login_lockout_s: float = Field(default=900.0, gt=0)
+    sqlite_immediate_writes: bool = True
 
     @property
     def campaigns_dir(self) -> Path:

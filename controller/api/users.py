@@ -137,6 +137,29 @@ def list_users(s: Session) -> list[UserRow]:
     return list(s.scalars(select(UserRow).order_by(UserRow.name)))
 
 
+PASSWORD_MIN = 10
+"""Shortest password accepted, in characters."""
+PASSWORD_MAX = 256
+"""Longest password accepted, in characters."""
+
+
+def check_password(password: str, name: str | None = None) -> None:
+    """Apply the password rules (the CLI and the API both call this).
+
+    Raises:
+        UserError: ``password``: shorter than :data:`PASSWORD_MIN` or longer than
+            :data:`PASSWORD_MAX` characters, one character repeated, or the user's name.
+    """
+    if len(password) < PASSWORD_MIN:
+        raise UserError("password", f"must be at least {PASSWORD_MIN} characters long")
+    if len(password) > PASSWORD_MAX:
+        raise UserError("password", f"must be at most {PASSWORD_MAX} characters long")
+    if len(set(password)) == 1:
+        raise UserError("password", "must not be one character repeated")
+    if name is not None and password.lower() == name.lower():
+        raise UserError("password", "must not be the user name")
+
+
 def add_user(
     s: Session,
     name: str,
@@ -168,6 +191,8 @@ def add_user(
         parsed = Role(role)
     except ValueError as exc:
         raise UserError("role", f"expected one of {', '.join(Role)}, got {role!r}") from exc
+    if password is not None:
+        check_password(password, name)
     if get_user(s, name) is not None:
         raise UserError("name", f"a user named {name!r} exists already")
     user = UserRow(
@@ -209,29 +234,75 @@ def issue_token(s: Session, user: UserRow, *, iterations: int) -> str:
     return token
 
 
-def user_for_token(s: Session, token: str) -> UserRow | None:
-    """The enabled user an API token belongs to, or ``None`` if it is not a valid token."""
+def _valid_token_row(s: Session, token: str) -> ApiTokenRow | None:
     m = _TOKEN.match(token)
     if m is None:
         return None
     row = s.scalars(select(ApiTokenRow).where(ApiTokenRow.prefix == m.group(1))).one_or_none()
     if row is None or row.revoked or not verify_secret(token, row.token_hash):
         return None
+    return row
+
+
+def user_for_token(s: Session, token: str) -> UserRow | None:
+    """The enabled user an API token belongs to, or ``None`` if it is not a valid token.
+
+    Only reads: recording the use is :func:`note_token_use`'s job, in a transaction of its
+    own, so that a busy database never fails the read that carried the token.
+    """
+    row = _valid_token_row(s, token)
+    if row is None:
+        return None
     user = s.get(UserRow, row.user_id)
     if user is None or user.disabled:
         return None
-    now = utcnow()
-    if row.last_used_at is None or now - row.last_used_at > TOKEN_USE_RESOLUTION:
-        row.last_used_at = now  # not on every request: reads stay read-only
     return user
 
 
-def check_login(s: Session, name: str, secret: str) -> UserRow | None:
-    """The user if ``secret`` is their password or one of their API tokens."""
+def token_use_due(s: Session, token: str) -> bool:
+    """Whether the token's ``last_used_at`` is older than :data:`TOKEN_USE_RESOLUTION`."""
+    m = _TOKEN.match(token)
+    if m is None:
+        return False
+    last = s.scalar(select(ApiTokenRow.last_used_at).where(ApiTokenRow.prefix == m.group(1)))
+    return last is None or utcnow() - last > TOKEN_USE_RESOLUTION
+
+
+def note_token_use(s: Session, token: str) -> None:
+    """Set the token's ``last_used_at`` to now (at most every :data:`TOKEN_USE_RESOLUTION`)."""
+    row = _valid_token_row(s, token)
+    now = utcnow()
+    if row is not None and (
+        row.last_used_at is None or now - row.last_used_at > TOKEN_USE_RESOLUTION
+    ):
+        row.last_used_at = now
+
+
+_DUMMY_HASHES: dict[int, str] = {}
+
+
+def _dummy_hash(iterations: int) -> str:
+    if iterations not in _DUMMY_HASHES:
+        _DUMMY_HASHES[iterations] = hash_secret(secrets.token_urlsafe(16), iterations)
+    return _DUMMY_HASHES[iterations]
+
+
+def check_login(
+    s: Session, name: str, secret: str, *, dummy_iterations: int = 200_000
+) -> UserRow | None:
+    """The user if ``secret`` is their password or one of their API tokens.
+
+    Args:
+        s: The session.
+        name: The user name typed.
+        secret: The password or API token typed.
+        dummy_iterations: PBKDF2 iterations of the hash checked for an unknown or disabled
+            name: the same as real hashes (the server's ``kdf_iterations``), so that the
+            answer takes as long and does not tell which names exist.
+    """
     user = get_user(s, name)
     if user is None or user.disabled:
-        # Spend the same time as a real check, so a wrong name is not told apart.
-        verify_secret(secret, hash_secret("x", 1000))
+        verify_secret(secret, _dummy_hash(dummy_iterations))
         return None
     if user.password_hash is not None and verify_secret(secret, user.password_hash):
         return user
@@ -248,6 +319,7 @@ def open_session(s: Session, user: UserRow, ttl_s: float) -> tuple[str, str]:
     Returns:
         ``(cookie value, CSRF token)``.
     """
+    purge_sessions(s)
     cookie = secrets.token_urlsafe(32)
     csrf = secrets.token_urlsafe(24)
     now = utcnow()
@@ -269,15 +341,20 @@ def principal_for_session(s: Session, cookie: str) -> Principal | None:
     row = s.scalars(
         select(WebSessionRow).where(WebSessionRow.token_hash == _sha256(cookie))
     ).one_or_none()
-    if row is None:
-        return None
-    if row.expires_at <= utcnow():
-        s.delete(row)
-        return None
+    if row is None or row.expires_at <= utcnow():
+        return None  # expired rows are removed by purge_sessions, never on a read
     user = s.get(UserRow, row.user_id)
     if user is None or user.disabled:
         return None
     return Principal(user.name, Role(user.role), "session", row.csrf_token)
+
+
+def purge_sessions(s: Session) -> int:
+    """Delete expired browser sessions; returns how many."""
+    expired = list(s.scalars(select(WebSessionRow).where(WebSessionRow.expires_at <= utcnow())))
+    for row in expired:
+        s.delete(row)
+    return len(expired)
 
 
 def close_session(s: Session, cookie: str) -> None:

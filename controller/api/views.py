@@ -13,9 +13,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controller.store import count_by_status, list_instruments
+from controller.store import count_by_status
 from controller.store.lease import lease_is_live, lease_of
-from models.status import ExperimentStatus
+from models.status import CampaignStatus, ExperimentStatus
 from models.tables import (
     CampaignRow,
     CommandRow,
@@ -146,14 +146,35 @@ def last_decision(s: Session, campaign_id: int) -> DecisionRow | None:
     ).first()
 
 
+CONTROLLER_LOST = "CONTROLLER LOST"
+"""What a RUNNING or PAUSED campaign reads when no live controller holds its lease."""
+
+DRIVEN = frozenset({CampaignStatus.RUNNING, CampaignStatus.PAUSED})
+"""Statuses in which a campaign needs a live controller."""
+
+
+def is_controller_lost(status: CampaignStatus, controller: dict[str, Any] | None) -> bool:
+    """Whether a campaign that should be driven has no live controller (lease expired or
+    given back without the campaign finishing)."""
+    return status in DRIVEN and (controller is None or not controller["live"])
+
+
 def campaign_view(s: Session, c: CampaignRow) -> dict[str, Any]:
-    """A campaign's summary: status, budget, counts per experiment status."""
+    """A campaign's summary: status, budget, counts per experiment status.
+
+    ``controller_lost`` is derived: the campaign is RUNNING or PAUSED but no controller
+    renews its lease; ``display_status`` is then ``CONTROLLER LOST`` (else the status).
+    """
     counts = {k.value: v for k, v in count_by_status(s, c.id).items()}
     spec = dict(c.spec)
+    controller = controller_view(s, c.id)
+    lost = is_controller_lost(c.status, controller)
     return {
         "id": c.id,
         "name": c.name,
         "status": c.status.value,
+        "display_status": CONTROLLER_LOST if lost else c.status.value,
+        "controller_lost": lost,
         "description": spec.get("campaign", {}).get("description", ""),
         "planner": spec.get("planner", {}).get("name"),
         "objectives": [
@@ -168,7 +189,7 @@ def campaign_view(s: Session, c: CampaignRow) -> dict[str, Any]:
         "completed": counts.get(ExperimentStatus.COMPLETED.value, 0),
         "created_at": iso(c.created_at),
         "updated_at": iso(c.updated_at),
-        "controller": controller_view(s, c.id),
+        "controller": controller,
     }
 
 
@@ -207,11 +228,6 @@ def instrument_view(row: InstrumentRow, quiet_after_s: float) -> dict[str, Any]:
         "silent_s": silent_s,
         "quiet": silent_s is None or silent_s > quiet_after_s,
     }
-
-
-def instruments_view(s: Session, campaign_id: int, quiet_after_s: float) -> list[dict[str, Any]]:
-    """Every instrument of the campaign, by name."""
-    return [instrument_view(r, quiet_after_s) for r in list_instruments(s, campaign_id)]
 
 
 def experiment_view(e: ExperimentRow) -> dict[str, Any]:

@@ -7,6 +7,16 @@ transaction handling is switched off in favour of an explicit ``BEGIN`` (the rec
 SQLAlchemy SQLite dialect docs), so DDL, and therefore each migration, is transactional and
 savepoints work.
 
+A transaction that may write begins with ``BEGIN IMMEDIATE``: it takes SQLite's write lock
+up front, waiting up to the busy timeout for another writer to finish. A plain (deferred)
+``BEGIN`` would start as a reader and try to upgrade at its first write; when another
+connection has written since the transaction's snapshot, SQLite cannot upgrade it and
+answers ``database is locked`` at once, whatever the busy timeout (the busy handler is not
+called for an upgrade that could deadlock). Controllers and the dashboard read then write in
+one transaction all the time, so every :func:`transaction` is a writer unless its caller
+says ``read_only=True``; read-only ones keep the deferred ``BEGIN`` and never wait in WAL
+mode.
+
 The schema is created and upgraded only by Alembic (:func:`migrate`); the migration scripts
 live inside this package, so an installed sdlab migrates its database from any working
 directory.
@@ -41,6 +51,12 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 """How long a SQLite connection waits for a lock before giving up, in milliseconds."""
 
+WRITES = "sdlab_writes"
+"""Connection execution option: ``False`` for a transaction that only reads."""
+
+BUSY_TIMEOUT_MS = "sdlab_busy_timeout_ms"
+"""Connection execution option: how long this transaction waits for a lock (milliseconds)."""
+
 
 def _normalise_url(url: str | URL) -> URL:
     """Parse ``url`` and pick the psycopg 3 driver for PostgreSQL URLs without one."""
@@ -65,7 +81,7 @@ def _is_sqlite_memory(url: URL) -> bool:
     return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
 
 
-def make_engine(url: str | URL, **kwargs: Any) -> Engine:
+def make_engine(url: str | URL, *, immediate_writes: bool = True, **kwargs: Any) -> Engine:
     """Create an engine for the store's database.
 
     Args:
@@ -73,6 +89,10 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
             in-memory database shared by every session of the engine), or
             ``postgresql://user:password@host/db`` (``postgresql://`` and ``postgres://``
             are mapped to the psycopg 3 driver, ``postgresql+psycopg://``).
+        immediate_writes: SQLite only: begin transactions that may write with ``BEGIN
+            IMMEDIATE`` (the default). ``False`` restores deferred transactions, which fail
+            with ``database is locked`` under concurrent writers; it exists only so that
+            ``benchmarks/dashboard_load.py`` can compare the two.
         **kwargs: Passed on to :func:`sqlalchemy.create_engine`.
 
     Returns:
@@ -88,14 +108,14 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
         if _is_sqlite_memory(parsed):
             kwargs.setdefault("poolclass", StaticPool)
         engine = create_engine(parsed, connect_args=connect_args, **kwargs)
-        _tune_sqlite(engine)
+        _tune_sqlite(engine, immediate_writes)
     else:
         kwargs.setdefault("pool_pre_ping", True)
         engine = create_engine(parsed, **kwargs)
     return engine
 
 
-def _tune_sqlite(engine: Engine) -> None:
+def _tune_sqlite(engine: Engine, immediate_writes: bool) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, connection_record: Any) -> None:
         # Let SQLAlchemy (the "begin" hook below) decide when transactions start.
@@ -111,7 +131,11 @@ def _tune_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN")
+        options = conn.get_execution_options()
+        timeout_ms = int(options.get(BUSY_TIMEOUT_MS, SQLITE_BUSY_TIMEOUT_MS))
+        conn.exec_driver_sql(f"PRAGMA busy_timeout = {timeout_ms}")
+        writes = bool(options.get(WRITES, True))
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if writes and immediate_writes else "BEGIN")
 
 
 def alembic_config() -> Config:
@@ -187,14 +211,46 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 @contextmanager
-def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+def transaction(
+    factory: sessionmaker[Session],
+    *,
+    read_only: bool = False,
+    lock_timeout_s: float | None = None,
+) -> Iterator[Session]:
     """A session inside one transaction: committed when the block ends, rolled back on error.
 
     Args:
         factory: A factory from :func:`session_factory`.
+        read_only: The block only reads. On SQLite it then starts as a reader (deferred
+            ``BEGIN``) and never waits for a writer; every other transaction takes the write
+            lock when it begins (``BEGIN IMMEDIATE``), so that it cannot fail half-way with
+            ``database is locked``. A read-only block that writes anyway raises
+            :class:`~models.errors.StoreError` before anything is committed.
+        lock_timeout_s: Wait at most this long for a lock (SQLite's busy timeout, or
+            PostgreSQL's ``lock_timeout``) instead of the default 30 s (SQLite) or forever
+            (PostgreSQL); for best-effort writes that must not hold up a request.
 
     Yields:
         The session; pass it to the functions of :mod:`controller.store.repo`.
+
+    Raises:
+        StoreError: If a read-only block changed something.
     """
+    options: dict[str, Any] = {}
+    if read_only:
+        options[WRITES] = False
+    if lock_timeout_s is not None:
+        options[BUSY_TIMEOUT_MS] = max(1, int(lock_timeout_s * 1000))
     with factory() as session, session.begin():
+        if options:
+            conn = session.connection(execution_options=options)
+            if lock_timeout_s is not None and conn.dialect.name == "postgresql":
+                ms = options[BUSY_TIMEOUT_MS]
+                conn.exec_driver_sql(f"SET LOCAL lock_timeout = {ms}")
+        if read_only:
+            event.listen(session, "before_flush", _refuse_flush)
         yield session
+
+
+def _refuse_flush(session: Session, flush_context: Any, instances: Any) -> None:
+    raise StoreError("a read-only transaction tried to write; nothing was committed")

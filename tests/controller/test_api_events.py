@@ -109,3 +109,66 @@ def test_sse_format() -> None:
     text = sse("experiment", {"id": 3}, 7)
     assert text == 'event: experiment\nid: 7\ndata: {"id": 3}\n\n'
     assert json.loads(text.split("data: ")[1]) == {"id": 3}
+
+
+def _log_ids(dash: Dashboard, url: str, headers: dict[str, str], until: int) -> list[int]:
+    """Ids of the ``log`` events of a stream, read until one with id ``until`` arrives."""
+    got: list[int] = []
+    with dash.client.stream("GET", url, headers=headers) as res:
+        assert res.status_code == 200
+        kind = ""
+        for line in res.iter_lines():
+            if line.startswith("event: "):
+                kind = line.removeprefix("event: ")
+            elif line.startswith("data: ") and kind == "log":
+                got.append(json.loads(line.removeprefix("data: "))["id"])
+                if got[-1] >= until:
+                    break
+    return got
+
+
+def test_stream_never_replays_old_log_entries(dash: Dashboard) -> None:
+    cid = dash.store.campaign_id
+    with transaction(dash.factory) as s:  # more than the 500 a poll reads
+        for i in range(620):
+            add_event(s, "note.old", f"old {i}", campaign_id=cid)
+    headers = bearer(dash.tokens["viewer"])
+    seen: list[str] = []
+    with dash.client.stream("GET", f"/api/campaigns/{cid}/stream?max_s=20", headers=headers) as res:
+        for line in res.iter_lines():
+            seen.append(line)
+            if line.startswith("retry: "):
+                with transaction(dash.factory) as s:
+                    add_event(s, "note.new", "new", campaign_id=cid)
+            if line.startswith("data: ") and '"note.new"' in line:
+                break
+    logs = [json.loads(x.removeprefix("data: ")) for x in seen if x.startswith("data: ")]
+    assert [e["message"] for e in logs if "kind" in e] == ["new"]
+
+
+def test_stream_resumes_after_the_last_event_id(dash: Dashboard) -> None:
+    cid = dash.store.campaign_id
+    with transaction(dash.factory) as s:
+        rows = [add_event(s, "note", f"n{i}", campaign_id=cid) for i in range(5)]
+    ids = [r.id for r in rows]
+    headers = bearer(dash.tokens["viewer"])
+    url = f"/api/campaigns/{cid}/stream?max_s=20"
+    resumed = _log_ids(dash, url, {**headers, "Last-Event-ID": str(ids[1])}, until=ids[-1])
+    assert resumed == ids[2:]
+    after = _log_ids(dash, url + f"&after_id={ids[2]}", headers, until=ids[-1])
+    assert after == ids[3:]
+
+
+def test_disabling_a_user_ends_their_stream(dash: Dashboard) -> None:
+    cid = dash.store.campaign_id
+    headers = bearer(dash.tokens["viewer"])
+    seen: list[str] = []
+    url = f"/api/campaigns/{cid}/stream?max_s=30"
+    with dash.client.stream("GET", url, headers=headers) as res:
+        for line in res.iter_lines():
+            seen.append(line)
+            if line.startswith("retry: "):
+                r = dash.client.delete("/api/users/viewer", headers=bearer(dash.tokens["admin"]))
+                assert r.status_code == 200
+    # the server ended the stream (iter_lines returned), telling why
+    assert "event: closed" in seen

@@ -12,6 +12,7 @@ from sqlalchemy import select, update
 from controller.api.app import create_app
 from controller.api.charts import best_so_far, pareto_front
 from controller.store import (
+    add_event,
     alembic_config,
     finish_command,
     make_engine,
@@ -187,11 +188,32 @@ def test_instruments_health_and_service(dash: Dashboard) -> None:
 def test_event_log(dash: Dashboard) -> None:
     all_events = _get(dash, "/api/events?limit=500")
     assert any(e["kind"] == "campaign.running" for e in all_events)
-    last = all_events[-1]["id"]
+    ids = [e["id"] for e in all_events]
+    assert ids == sorted(ids, reverse=True)  # newest first
+    last = all_events[0]["id"]
     _post(dash, f"/api/campaigns/{dash.store.campaign_id}/pause", role="operator")
     new = _get(dash, f"/api/events?since_id={last}&campaign_id={dash.store.campaign_id}")
     assert [e["kind"] for e in new] == ["command.requested"]
     assert new[0]["actor"] == "user:operator"
+
+
+def test_event_log_pages_newest_first_by_cursor(dash: Dashboard) -> None:
+    cid = dash.store.campaign_id
+    with transaction(dash.factory) as s:
+        for i in range(25):
+            add_event(s, "note.test", f"note {i}", campaign_id=cid, instrument="station-1")
+    first = _get(dash, f"/api/events?campaign_id={cid}&kind=note.&limit=10")
+    assert [e["message"] for e in first] == [f"note {i}" for i in range(24, 14, -1)]
+    second = _get(
+        dash, f"/api/events?campaign_id={cid}&kind=note.&limit=10&before_id={first[-1]['id']}"
+    )
+    assert [e["message"] for e in second] == [f"note {i}" for i in range(14, 4, -1)]
+    third = _get(
+        dash, f"/api/events?campaign_id={cid}&kind=note&limit=10&before_id={second[-1]['id']}"
+    )
+    assert [e["message"] for e in third] == [f"note {i}" for i in range(4, -1, -1)]
+    by_instrument = _get(dash, "/api/events?instrument=station-1&limit=500")
+    assert {e["kind"] for e in by_instrument} == {"note.test"}
 
 
 def test_create_from_upload_then_start(dash: Dashboard) -> None:

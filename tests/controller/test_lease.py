@@ -15,6 +15,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.store import transaction
+from controller.store.engine import WRITES
 from controller.store.lease import (
     LeaseHeldError,
     LeaseHolder,
@@ -128,6 +129,9 @@ def test_of_two_controllers_racing_for_an_expired_lease_only_one_wins(
         s.execute(update(ControllerLeaseRow).values(expires_at=utcnow() - timedelta(seconds=1)))
     a, b = LeaseHolder.this_process(), LeaseHolder.this_process()
     slow = factory()
+    # A starts as a reader (PostgreSQL's transactions do; on SQLite a transaction that may
+    # write takes the write lock up front, which would make B wait instead of racing)
+    slow.connection(execution_options={WRITES: False})
     try:
         stale = lease_of(slow, campaign_id)  # A reads the expired lease ...
         assert stale is not None

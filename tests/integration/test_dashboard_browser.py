@@ -128,12 +128,13 @@ def test_browser_login_live_experiments_pause_and_charts(
     base = server["base"]
     auth = {"Authorization": f"Bearer {server['admin']}"}
     toml = branin_campaign(tmp_path / "branin.toml", name="live", budget=500, duration_s=0.4)
-    res = httpx.post(
-        f"{base}/api/campaigns", headers=auth, files={"file": ("branin.toml", toml.read_bytes())}
-    )
+    # generous timeouts: validating an upload imports the planners, slow on a loaded machine
+    api = httpx.Client(base_url=base, headers=auth, timeout=180)
+    res = api.post("/api/campaigns", files={"file": ("branin.toml", toml.read_bytes())})
     assert res.status_code == 201, res.text
     cid = res.json()["id"]
-    res = httpx.post(f"{base}/api/campaigns/{cid}/start", headers=auth)
+    res = api.post(f"/api/campaigns/{cid}/start")
+    api.close()
     assert res.status_code == 202, res.text
     server["run_pid"].append(res.json()["pid"])
     factory = session_factory(server["engine"])
@@ -149,6 +150,7 @@ def test_browser_login_live_experiments_pause_and_charts(
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         try:
+            # the page's CSP forbids eval: waits are passed as functions, which it allows
             page = browser.new_page()
             page.goto(f"{base}/campaigns/{cid}")
             assert "/login" in page.url  # not logged in yet
@@ -156,24 +158,25 @@ def test_browser_login_live_experiments_pause_and_charts(
             page.fill("#secret", "otto-password")
             page.click("#login-submit")
             page.wait_for_url(f"{base}/campaigns/{cid}")
-            page.wait_for_function("document.body.dataset.live === 'yes'", timeout=30_000)
+            page.wait_for_function("() => document.body.dataset.live === 'yes'", timeout=30_000)
             page.evaluate("window.sameDocument = true")
             newest = (
                 "Math.max(0, ...[...document.querySelectorAll('#experiments tr.experiment-row')]"
                 ".map((r) => Number(r.dataset.id)))"
             )
-            page.wait_for_function(f"{newest} > 0", timeout=60_000)
+            page.wait_for_function(f"() => {newest} > 0", timeout=60_000)
             before = page.evaluate(newest)
-            page.wait_for_function(f"{newest} > {before}", timeout=60_000)
+            page.wait_for_function(f"() => {newest} > {before}", timeout=60_000)
             assert page.evaluate("window.sameDocument === true")  # no reload happened
             page.wait_for_function(
-                "document.querySelector('#experiments tbody').innerText.includes('COMPLETED')",
+                "() => document.querySelector('#experiments tbody')"
+                ".innerText.includes('COMPLETED')",
                 timeout=60_000,
             )
 
             page.click("#btn-pause")
             page.wait_for_function(
-                "document.getElementById('control-result').innerText.includes('command')",
+                "() => document.getElementById('control-result').innerText.includes('controller')",
                 timeout=30_000,
             )
             with transaction(factory) as s:
@@ -183,7 +186,7 @@ def test_browser_login_live_experiments_pause_and_charts(
             # the running controller picks the command up and pauses; the page shows it live
             _wait(lambda: status() == CampaignStatus.PAUSED, 60, "the campaign to pause")
             page.wait_for_function(
-                "document.getElementById('campaign-status').innerText === 'PAUSED'",
+                "() => document.getElementById('campaign-status').innerText === 'PAUSED'",
                 timeout=30_000,
             )
 
