@@ -5,12 +5,12 @@
 
 Starts, on loopback, the SiLA 2 heater (``sila2_heater.py``) on the port the lab file's
 ``sila2`` entry names and the OPC UA heater (``opcua_heater.py``) on the port of its
-``opcua`` entry. With ``--gateway`` it also hosts every ``driver`` entry of the lab file in
-an :class:`~instruments.server.InstrumentServer` on the entry's address (VISA through
-pyvisa-sim and ophyd through its sim devices run here, in this process), each driver's
-``options`` validated by its own ``Options`` model. That part stands in for
-``sdlab instruments serve LAB.toml`` until the gateway reads ``driver`` entries; the lab
-file is already in the gateway's format.
+``opcua`` entry. With ``--gateway`` it also hosts every ``driver`` entry of the lab file
+with sdlab's gateway (:func:`instruments.gateway.serve_gateway`, what
+``sdlab instruments serve LAB.toml`` runs) on the entry's address, in this process (VISA
+through pyvisa-sim and ophyd through its sim devices run here), each driver's ``options``
+validated by its own ``Options`` model. Without ``--gateway``, run
+``sdlab instruments serve lab.toml`` beside it.
 
 Prints ``ready`` once everything serves; stops on SIGINT / SIGTERM.
 """
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import os
 import signal
 import sys
@@ -31,13 +30,6 @@ from urllib.parse import urlparse
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-STANDARD_MODULES = {
-    "sila2": "instruments.standards.sila2",
-    "opcua": "instruments.standards.opcua",
-    "visa": "instruments.standards.visa",
-    "ophyd": "instruments.standards.ophyd",
-}
-
 
 def read_lab(path: Path) -> list[dict[str, Any]]:
     """The lab file's ``[[instruments]]`` entries."""
@@ -46,37 +38,13 @@ def read_lab(path: Path) -> list[dict[str, Any]]:
     return entries
 
 
-def build_driver(entry: dict[str, Any], index: int) -> Any:
-    """The driver of one ``driver`` entry, its options validated by the driver's model.
-
-    Raises:
-        SystemExit: With the key path and the problem, for a bad entry.
-    """
-    from pydantic import ValidationError
-
-    from instruments.driver import get_driver
-
-    name = entry.get("driver", "")
-    if name in STANDARD_MODULES:
-        importlib.import_module(STANDARD_MODULES[name])
-    cls = get_driver(name)
-    try:
-        options = cls.Options.model_validate(entry.get("options", {}))
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"instruments[{index}].options.{'.'.join(map(str, e['loc']))}: {e['msg']}"
-            for e in exc.errors()
-        )
-        raise SystemExit(f"bad lab entry {entry.get('name')!r}: {problems}") from exc
-    return cls(entry["name"], options, simulated=bool(entry.get("simulated", False)))
-
-
 async def serve(lab: Path, gateway: bool, journal_dir: Path | None) -> None:
     """Start the reference servers (and the gateway); run until signalled."""
     import opcua_heater
     import sila2_heater
 
-    from instruments.server import InstrumentServer
+    from instruments.gateway import Gateway, serve_gateway
+    from models.gateway import load_gateway
 
     entries = read_lab(lab)
     sila = [e for e in entries if e.get("driver") == "sila2"]
@@ -86,19 +54,11 @@ async def serve(lab: Path, gateway: bool, journal_dir: Path | None) -> None:
         await opcua_heater.start_heater(int(urlparse(e["options"]["url"]).port or 4840))
         for e in opcua
     ]
-    servers: list[InstrumentServer] = []
+    hosted: Gateway | None = None
     try:
-        if gateway:
+        if gateway:  # sdlab's gateway, as `sdlab instruments serve lab.toml` runs it
             os.chdir(lab.parent)  # paths in options are relative to the lab file
-            for i, entry in enumerate(entries):
-                if "driver" not in entry:
-                    continue
-                journal = None if journal_dir is None else journal_dir / f"{entry['name']}.jsonl"
-                server = InstrumentServer(
-                    build_driver(entry, i), entry["address"], journal_path=journal
-                )
-                await server.start()
-                servers.append(server)
+            hosted = await serve_gateway(load_gateway(lab), journal_dir=journal_dir)
         print("ready", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -106,8 +66,8 @@ async def serve(lab: Path, gateway: bool, journal_dir: Path | None) -> None:
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
     finally:
-        for server in servers:
-            await server.stop()
+        if hosted is not None:
+            await hosted.stop()
         for ua in ua_servers:
             await ua.stop()
         for s in sila_servers:

@@ -2,9 +2,9 @@
 and a person (a ``manual`` instrument whose tasks the test answers through the API).
 
 The example's own script (``examples/standards/serve_reference.py --gateway``) starts the
-SiLA 2 and OPC UA reference servers and hosts the four generic drivers, each in an
-``InstrumentServer``, in one process (it stands in for ``sdlab instruments serve`` with
-``driver`` entries); the campaign runs through the controller on Ray; every recorded value
+SiLA 2 and OPC UA reference servers and hosts the four generic drivers of its lab file
+with sdlab's gateway, in one process; ``sdlab run`` hosts the manual instrument; the
+campaign runs through the controller on Ray; every recorded value
 is checked against what the reference servers computed, replayed in the order each
 instrument ran its steps (its journal).
 """
