@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pymatgen.core import Composition, Structure
+from pymatgen.core import Composition, Element, Structure
 
 from models.errors import InvalidCampaignError
 
@@ -119,6 +119,9 @@ def _composition(text: str) -> Composition:
         raise ValueError(f"cannot parse formula {text!r}: {exc}") from exc
     if comp.num_atoms <= 0:
         raise ValueError(f"formula {text!r} has no atoms")
+    unknown = [str(el) for el in comp.elements if not isinstance(el, Element)]
+    if unknown:
+        raise ValueError(f"formula {text!r}: not elements: {', '.join(unknown)}")
     if any(amount < 0 for amount in comp.values()):
         raise ValueError(f"formula {text!r} has a negative amount")
     return comp

@@ -59,14 +59,22 @@ def default_device() -> torch.device:
 
 
 def _log_h(u: Tensor) -> Tensor:
-    """``log(phi(u) + u Phi(u))``, accurate for every ``u`` (asymptotic below -5)."""
+    """``log(phi(u) + u Phi(u))``, accurate for every ``u``.
+
+    Above -5 directly; below, as ``log phi(u) + log(1 + u sqrt(pi/2) erfcx(-u / sqrt 2))``
+    (``Phi / phi`` through the scaled complementary error function, as BoTorch's
+    ``log_ei`` does), and below -1e4 by the asymptotic ``log phi(u) - 2 log(-u)``.
+    """
     safe = u.clamp_min(-5.0)
     phi = torch.exp(-0.5 * safe**2 - _LOG_SQRT_2PI)
     cdf = 0.5 * torch.erfc(-safe / _SQRT2)
     direct = torch.log((phi + safe * cdf).clamp_min(1e-300))
-    low = u.clamp_max(-5.0)
-    tail = -0.5 * low**2 - _LOG_SQRT_2PI - 2.0 * torch.log(-low) + torch.log1p(-3.0 / low**2)
-    return torch.where(u > -5.0, direct, tail)
+    low = u.clamp(-1e4, -5.0)
+    ratio = math.sqrt(math.pi / 2) * torch.special.erfcx(-low / _SQRT2)  # Phi(u) / phi(u)
+    mid = -0.5 * low**2 - _LOG_SQRT_2PI + torch.log((1.0 + low * ratio).clamp_min(1e-300))
+    far = u.clamp_max(-1e4)
+    tail = -0.5 * far**2 - _LOG_SQRT_2PI - 2.0 * torch.log(-far)
+    return torch.where(u > -5.0, direct, torch.where(u > -1e4, mid, tail))
 
 
 def log_expected_improvement(mean: Tensor, std: Tensor, best: float) -> Tensor:
