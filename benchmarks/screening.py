@@ -74,7 +74,9 @@ def pool() -> tuple[Path, list[str], np.ndarray, np.ndarray]:
     rows = read_candidates(path).rows
     t0 = time.perf_counter()
     feats = featurize_rows(rows, "magpie", cache_dir=CACHE)
-    print(f"features: {feats.x.shape}, {feats.computed} computed in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"features: {feats.x.shape}, {feats.computed} computed in {time.perf_counter() - t0:.1f} s"
+    )
     kept = [rows[i] for i in feats.index]
     truth = energies([r.formula for r in kept])
     return path, [r.id for r in kept], feats.x, truth
@@ -168,11 +170,17 @@ def run_speed() -> None:
 
     _, _, x0, truth0 = pool()
     spread = x0.std(0)
-    x = np.concatenate([x0, x0 + 1e-6 * spread * np.random.default_rng(0).standard_normal(x0.shape)])
+    x = np.concatenate(
+        [x0, x0 + 1e-6 * spread * np.random.default_rng(0).standard_normal(x0.shape)]
+    )
     y = -np.concatenate([truth0, truth0])
     xs = torch.as_tensor((x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0))
-    print(f"\nspeed: {x.shape[0]} candidates, {x.shape[1]} features, torch threads {torch.get_num_threads()}")
-    print("| observations | sdlab fit (s) | sdlab score (s) | sdlab total (s) | qLogNEI on 2,000 (s) |")
+    print(
+        f"\nspeed: {x.shape[0]} candidates, {x.shape[1]} features, torch threads {torch.get_num_threads()}"
+    )
+    print(
+        "| observations | sdlab fit (s) | sdlab score (s) | sdlab total (s) | qLogNEI on 2,000 (s) |"
+    )
     print("|---|---|---|---|---|")
     rng = np.random.default_rng(0)
     for n_obs in (10, 100, 1000):
@@ -190,7 +198,9 @@ def run_speed() -> None:
         xb = torch.as_tensor(x[train])
         probe = model.posterior(cand[:1])
         sampler = get_sampler(probe, sample_shape=torch.Size([128]), seed=0)
-        acq = qLogNoisyExpectedImprovement(model, X_baseline=xb, sampler=sampler, prune_baseline=True)
+        acq = qLogNoisyExpectedImprovement(
+            model, X_baseline=xb, sampler=sampler, prune_baseline=True
+        )
         with torch.no_grad():
             torch.cat([acq(c.unsqueeze(1)) for c in cand.split(256)])
         t3 = time.perf_counter()

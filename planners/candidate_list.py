@@ -127,9 +127,7 @@ def _composition(text: str) -> Composition:
     return comp
 
 
-def _read_csv(
-    path: Path, id_column: str | None, formula_column: str, key: str
-) -> CandidateList:
+def _read_csv(path: Path, id_column: str | None, formula_column: str, key: str) -> CandidateList:
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)

@@ -207,7 +207,5 @@ def select_batch(
         scores.append(float(masked[i]))
         free[i] = False
         if len(picks) < q:
-            log_acq = log_acq + _log_penalty(
-                x, x[i], float(mean[i]), float(std[i]), lip, top
-            )
+            log_acq = log_acq + _log_penalty(x, x[i], float(mean[i]), float(std[i]), lip, top)
     return picks, scores

@@ -141,8 +141,12 @@ class ScreeningPlanner(Planner):
         if opts.acquisition == "thompson" and not isinstance(probe, EnsembleSurrogate):
             raise InvalidCampaignError(
                 None,
-                [("planner.options.acquisition", f"'thompson' needs an ensemble surrogate, "
-                  f"not {opts.surrogate!r}")],
+                [
+                    (
+                        "planner.options.acquisition",
+                        f"'thompson' needs an ensemble surrogate, not {opts.surrogate!r}",
+                    )
+                ],
             )
         self.list: CandidateList = read_candidates(
             opts.candidates, id_column=opts.id_column, formula_column=opts.formula_column
@@ -165,7 +169,9 @@ class ScreeningPlanner(Planner):
                     workers=o.workers,
                 )
             except RegistryError as exc:
-                raise InvalidCampaignError(None, [("planner.options.descriptor", str(exc))]) from exc
+                raise InvalidCampaignError(
+                    None, [("planner.options.descriptor", str(exc))]
+                ) from exc
             x = torch.as_tensor(self._features.x, dtype=torch.double, device=self.device)
             spread = x.std(dim=0) if x.shape[0] > 1 else torch.ones(x.shape[1], device=self.device)
             self._scaled = (x - x.mean(dim=0)) / torch.where(spread > 0, spread, 1.0)
@@ -247,7 +253,9 @@ class ScreeningPlanner(Planner):
             details.update(extra)
             details["phase"] = "screening"
         chosen = [self.list.rows[feats.index[i]] for i in picks]
-        details["proposals"] = [{"id": c.id, "formula": c.formula, "source": c.source} for c in chosen]
+        details["proposals"] = [
+            {"id": c.id, "formula": c.formula, "source": c.source} for c in chosen
+        ]
         proposals = []
         for k, c in enumerate(chosen):
             point: dict[str, ParamValue] = {o.id_parameter: c.id}

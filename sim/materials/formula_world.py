@@ -52,7 +52,13 @@ from sim.worlds import World, register_world
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FormationModel", "FormulaEnergyWorld", "energies", "enumerate_oxides", "formation_model"]
+__all__ = [
+    "FormationModel",
+    "FormulaEnergyWorld",
+    "energies",
+    "enumerate_oxides",
+    "formation_model",
+]
 
 OUTPUT = "formation_energy_ev_per_atom"
 RIDGE = 1e-3
