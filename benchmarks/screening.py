@@ -36,6 +36,7 @@ import argparse
 import csv
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,7 +50,7 @@ from planners.candidate_list import read_candidates
 from planners.ensemble_acq import select_batch
 from planners.feature_cache import featurize_rows
 from sim.materials.formula_world import energies, enumerate_oxides
-from surrogates.base import make_surrogate
+from surrogates.base import EnsembleSurrogate, make_surrogate
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / ".sdlab" / "screening"
@@ -175,11 +176,9 @@ def run_speed() -> None:
     )
     y = -np.concatenate([truth0, truth0])
     xs = torch.as_tensor((x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0))
+    print(f"\nspeed: {x.shape[0]} candidates, {x.shape[1]} features")
     print(
-        f"\nspeed: {x.shape[0]} candidates, {x.shape[1]} features, torch threads {torch.get_num_threads()}"
-    )
-    print(
-        "| observations | sdlab fit (s) | sdlab score (s) | sdlab total (s) | qLogNEI on 2,000 (s) |"
+        "| observations | sdlab fit (s) | sdlab score (s) | sdlab total (s) | qLogNEI, 2,000 (s) |"
     )
     print("|---|---|---|---|---|")
     rng = np.random.default_rng(0)
@@ -187,6 +186,7 @@ def run_speed() -> None:
         train = rng.choice(x.shape[0], n_obs, replace=False)
         t0 = time.perf_counter()
         s = make_surrogate("rf", seed=0).fit(x[train], y[train])
+        assert isinstance(s, EnsembleSurrogate)
         t1 = time.perf_counter()
         _, mean, std = s.member_predictions(x)
         free = torch.ones(x.shape[0], dtype=torch.bool)
@@ -196,7 +196,7 @@ def run_speed() -> None:
         model = s.as_botorch_model()
         cand = torch.as_tensor(x[:2000])
         xb = torch.as_tensor(x[train])
-        probe = model.posterior(cand[:1])
+        probe: Any = model.posterior(cand[:1])
         sampler = get_sampler(probe, sample_shape=torch.Size([128]), seed=0)
         acq = qLogNoisyExpectedImprovement(
             model, X_baseline=xb, sampler=sampler, prune_baseline=True

@@ -119,7 +119,9 @@ def _composition(text: str) -> Composition:
         raise ValueError(f"cannot parse formula {text!r}: {exc}") from exc
     if comp.num_atoms <= 0:
         raise ValueError(f"formula {text!r} has no atoms")
-    unknown = [str(el) for el in comp.elements if not isinstance(el, Element)]
+    unknown = [
+        getattr(el, "symbol", str(el)) for el in comp.elements if not isinstance(el, Element)
+    ]
     if unknown:
         raise ValueError(f"formula {text!r}: not elements: {', '.join(unknown)}")
     if any(amount < 0 for amount in comp.values()):

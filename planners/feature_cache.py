@@ -162,7 +162,10 @@ def featurize_rows(
             results = [_compute(descriptor, opts, c) for c in chunks]
         else:
             with ProcessPoolExecutor(max_workers=n_proc) as pool:
-                results = list(pool.map(_compute, *zip(*[(descriptor, opts, c) for c in chunks])))
+                n_chunks = len(chunks)
+                results = list(
+                    pool.map(_compute, [descriptor] * n_chunks, [opts] * n_chunks, chunks)
+                )
         flat = [v for chunk in results for v in chunk]
         for i, value in zip(missing, flat, strict=True):
             if isinstance(value, str):

@@ -218,9 +218,10 @@ class ScreeningPlanner(Planner):
         train_rows: list[int] = []
         train_y: list[float] = []
         for ob in self._observations:
-            r = self._row_of(ob.parameters)
-            if r is None:
+            row = self._row_of(ob.parameters)
+            if row is None:
                 continue
+            r = row
             free[r] = False
             if ob.feasible and name in ob.objectives:
                 train_rows.append(r)

@@ -146,7 +146,8 @@ def formation_model() -> FormationModel:
     theta = np.linalg.solve(x.T @ x + RIDGE * np.eye(x.shape[1]), x.T @ y)
     rmse = float(np.sqrt(np.mean((x @ theta - y) ** 2)))
     logger.debug("formation model fitted to %d enthalpies, rmse %.3f eV/atom", len(y), rmse)
-    return FormationModel({s: float(theta[col[s]]) for s in symbols}, theta[len(symbols) :])
+    coef = [float(v) for v in theta[len(symbols) :]]
+    return FormationModel({s: float(theta[col[s]]) for s in symbols}, coef)
 
 
 def _cations(model: FormationModel) -> dict[str, list[int]]:
@@ -271,7 +272,7 @@ class FormulaEnergyWorld(World):
         """``formation_energy_ev_per_atom``."""
         return [OutputSpec(name=OUTPUT, kind="scalar")]
 
-    def evaluate_true(self, params: Mapping[str, object]) -> dict[str, float]:  # type: ignore[override]
+    def evaluate_true(self, params: Mapping[str, object]) -> dict[str, float]:
         """The formation energy of ``params[formula_parameter]``.
 
         Raises:

@@ -76,8 +76,8 @@ def test_row_numbers_are_ids_without_an_id_column(tmp_path: Path) -> None:
 
 
 def test_structures_from_a_folder_cif_poscar_and_json(tmp_path: Path) -> None:
-    nacl = Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
-    mgo = Structure(Lattice.cubic(4.21), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    nacl = Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0.0, 0.0, 0.0], [0.5, 0.5, 0.5]])
+    mgo = Structure(Lattice.cubic(4.21), ["Mg", "O"], [[0.0, 0.0, 0.0], [0.5, 0.5, 0.5]])
     folder = tmp_path / "s"
     folder.mkdir()
     nacl.to(filename=str(folder / "nacl.cif"))

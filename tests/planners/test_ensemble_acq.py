@@ -65,14 +65,16 @@ def test_batch_is_penalised_apart_and_pending_points_count() -> None:
     greedy_one, _ = select_batch("ei", mean, std, x, 1, best=0.9)
     assert greedy_one[0] < 10
     picks, scores = select_batch("ei", mean, std, x, 2, best=0.9)
-    assert picks[0] < 10 and picks[1] >= 10  # the second pick leaves the first's ball
+    assert picks[0] < 10
+    assert picks[1] >= 10
     assert scores[0] >= scores[1]
     pend, _ = select_batch("ei", mean, std, x, 1, best=0.9, pending=[(x[9], float(mean[9]), 0.1)])
     assert pend[0] >= 10
     free = torch.ones(20, dtype=torch.bool)
     free[10:] = False
     only, _ = select_batch("ucb", mean, std, x, 3, best=0.9, available=free)
-    assert all(i < 10 for i in only) and len(set(only)) == 3
+    assert all(i < 10 for i in only)
+    assert len(set(only)) == 3
 
 
 def test_thompson_takes_one_member_per_pick_and_needs_members() -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
 from models.errors import InvalidCampaignError, PlannerError
 from models.objectives import Objective
-from models.params import SearchSpace, StringParameter
+from models.params import ParamValue, SearchSpace, StringParameter
 from models.records import Observation
 from planners.base import make_planner
 from planners.screening import ScreeningPlanner
@@ -42,7 +43,7 @@ def _planner(path: Path, tmp: Path, **options: object) -> ScreeningPlanner:
     return p
 
 
-def _tell(p: ScreeningPlanner, proposals: list[dict[str, object]]) -> None:
+def _tell(p: ScreeningPlanner, proposals: Sequence[Mapping[str, ParamValue]]) -> None:
     m = formation_model()
     p.tell(
         [
@@ -97,7 +98,8 @@ def test_ask_tell_finds_better_candidates_than_the_initial_ones(
         d = p.ask(2)
         assert d.details["phase"] == "screening"
         ids = [pr.parameters["candidate"] for pr in d.proposals]
-        assert not seen & set(ids) and len(set(ids)) == 2
+        assert not seen & set(ids)
+        assert len(set(ids)) == 2
         seen |= set(ids)
         for pr, det in zip(d.proposals, d.details["proposals"], strict=True):
             assert det["id"] == pr.parameters["candidate"]
@@ -144,4 +146,5 @@ def test_the_list_runs_out(tmp_path: Path) -> None:
     assert len(d.proposals) == 3
     _tell(p, [pr.parameters for pr in d.proposals])
     done = p.ask(1)
-    assert done.proposals == [] and "finished" in done.details
+    assert done.proposals == []
+    assert "finished" in done.details
