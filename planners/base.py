@@ -66,6 +66,7 @@ _BUILTIN_MODULES = (
     "planners.discovery",
     "planners.multifidelity",
     "planners.alab",
+    "planners.screening",
 )
 """Modules whose import registers the built-in planners; loaded on first registry lookup."""
 

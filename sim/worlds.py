@@ -341,6 +341,7 @@ _EXTRA_MODULES = (
     "sim.materials.world",
     "sim.multifidelity",
     "sim.alab.world",
+    "sim.materials.formula_world",
 )
 """Modules of further built-in worlds; imported on first registry lookup."""
 

@@ -294,6 +294,39 @@ class EnsembleSurrogate(Surrogate):
             raise RuntimeError(f"surrogate {self.name!r} is not fitted")
         return _MemberModel(self._member_values, self.scale, self.floor)
 
+    def member_predictions(
+        self, x: ArrayLike, device: torch.device | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Members, mean and standard deviation at feature rows, with the calibration.
+
+        The members are spread about their mean by the calibrated scale ``a``; the standard
+        deviation is ``sqrt(a^2 s^2 + b^2)`` (``s``: the members' unbiased spread, ``b``:
+        the error floor), as :meth:`predict` gives.
+
+        Args:
+            x: ``n x d`` feature rows.
+            device: Where the returned tensors live (default: the CPU).
+
+        Returns:
+            ``(members, mean, std)``: an ``m x n`` tensor and two of length ``n`` (double).
+
+        Raises:
+            RuntimeError: If the surrogate is not fitted.
+        """
+        if self.n_features is None:
+            raise RuntimeError(f"surrogate {self.name!r} is not fitted")
+        rows = torch.as_tensor(self.featurize(x), dtype=torch.double)
+        with torch.no_grad():
+            values = torch.cat(
+                [self._member_values(chunk).double().cpu() for chunk in rows.split(16384)], dim=1
+            ).to(device or torch.device("cpu"))
+        mean = values.mean(dim=0)
+        spread = values.std(dim=0) if values.shape[0] > 1 else torch.zeros_like(mean)
+        members = mean + self.scale * (values - mean)
+        var = (self.scale * spread) ** 2 + self.floor**2
+        std = var.sqrt().clamp_min(self._min_std * self._y_std)
+        return members, mean, std
+
     @abstractmethod
     def _fit_members(self, x: NDArray[np.float64], y: NDArray[np.float64]) -> None:
         """Fit every member to ``n x d`` rows and ``n`` targets."""

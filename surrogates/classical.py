@@ -74,8 +74,15 @@ class RandomForestSurrogate(EnsembleSurrogate):
         ).fit(x, y)
 
     def _member_values(self, x: Tensor) -> Tensor:
-        rows = _numpy(x)
-        values = np.stack([tree.predict(rows) for tree in self._forest.estimators_])
+        # the trees' own (Cython) predict on float32 rows, as DecisionTreeRegressor.predict
+        # does after checking its input once per tree: checked once here instead
+        rows = np.ascontiguousarray(_numpy(x), dtype=np.float32)
+        values = np.stack(
+            [
+                tree.tree_.predict(rows).reshape(len(rows), -1)[:, 0]
+                for tree in self._forest.estimators_
+            ]
+        )
         return torch.as_tensor(values, dtype=x.dtype, device=x.device)
 
 
