@@ -84,9 +84,7 @@ def test_a_restart_is_noticed_at_the_next_heartbeat_and_the_step_asks_again(
                 await asyncio.sleep(0.01)
             poll = asyncio.create_task(step_client.status("r1", wait_s=60))
             await _until(lambda: slot.last_seen is not None, "a first heartbeat")
-            # wait until the monitor has read an uptime (not a fixed time: under load the
-            # first heartbeats may not be read yet, and the restart would go unnoticed)
-            await _until(lambda: slot.name in monitor._uptime_s, "the server's uptime")
+            await asyncio.sleep(0.2)  # a few heartbeats: the monitor knows the uptime
             assert not poll.done()
 
             await server.stop()  # the action is cut off (as in a crash) ...
