@@ -91,6 +91,7 @@ class HealthMonitor:
         self.max_clock_skew_s = max_clock_skew_s
         self._written: dict[str, tuple[InstrumentState, int, float]] = {}
         self._uptime_s: dict[str, float] = {}  # last uptime each instrument reported
+        self._boot_id: dict[str, str] = {}  # last boot id each instrument reported
         self._skewed: set[str] = set()  # instruments whose clock skew is alarmed
         self._names_checked: set[str] = set()
 
@@ -211,22 +212,38 @@ class HealthMonitor:
             )
 
     def _restarted(self, slot: InstrumentSlot, report: HeartbeatReport) -> bool:
-        """Notice a restarted server (its uptime went down) and reconnect the steps to it."""
-        uptime_s = report.beat.uptime_s
-        if uptime_s is None:
-            return False
+        """Notice a restarted server and reconnect the steps to it.
+
+        A server that sends a ``boot_id`` restarted when it sends another one; one that sends
+        only ``uptime_s`` restarted when its uptime went down (which misses a restart if the
+        new server has been up longer than the old one was by the time it is next heard).
+        """
+        beat = report.beat
+        uptime_s = beat.uptime_s
         before_s = self._uptime_s.get(slot.name)
-        self._uptime_s[slot.name] = uptime_s
-        if before_s is None or uptime_s >= before_s:
+        before_boot = self._boot_id.get(slot.name)
+        if uptime_s is not None:
+            self._uptime_s[slot.name] = uptime_s
+        if beat.boot_id is not None:
+            self._boot_id[slot.name] = beat.boot_id
+        if beat.boot_id is not None and before_boot is not None:
+            restarted = beat.boot_id != before_boot
+        else:
+            restarted = uptime_s is not None and before_s is not None and uptime_s < before_s
+        if not restarted:
             return False
         # What went to the old server on the steps' connection will never be answered:
         # send it again now rather than at the call's timeout. Every request is idempotent;
         # a request cut off mid-action comes back failed "interrupted" from the journal, or
         # unknown, and the step is retried or failed as for any lost request.
         in_flight = slot.client.reconnect(f"{slot.name} restarted")
+        how = (
+            f"boot id {before_boot} -> {beat.boot_id}"
+            if beat.boot_id is not None and before_boot is not None
+            else f"uptime {before_s:.1f} s, now {uptime_s:.1f} s"
+        )
         message = (
-            f"{slot.name} restarted (uptime {before_s:.1f} s, now {uptime_s:.1f} s): "
-            f"reconnected, {in_flight} call(s) in flight sent again"
+            f"{slot.name} restarted ({how}): reconnected, {in_flight} call(s) in flight sent again"
         )
         logger.warning("%s", message)
         with transaction(self._sessions) as s:
@@ -236,7 +253,12 @@ class HealthMonitor:
                 message,
                 campaign_id=self.campaign_id,
                 instrument=slot.name,
-                data={"uptime_s": uptime_s, "previous_uptime_s": before_s},
+                data={
+                    "uptime_s": uptime_s,
+                    "previous_uptime_s": before_s,
+                    "boot_id": beat.boot_id,
+                    "previous_boot_id": before_boot,
+                },
             )
         return True
 

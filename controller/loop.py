@@ -610,9 +610,10 @@ class CampaignController(ProposalIntake):
 async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
     """Cancel ``tasks`` and wait until every one has ended.
 
-    A cancellation can be lost: ``asyncio.wait_for`` (Python 3.11) swallows it when the
-    awaited call completes in the same loop iteration, and the task then runs on (a
-    heartbeat loop would run forever). Tasks still alive after a moment are cancelled again.
+    A cancellation can be lost (Python 3.11's ``asyncio.wait_for`` swallows one that
+    arrives as the awaited call completes, and code outside sdlab may catch one), and the
+    task then runs on: a heartbeat loop would run forever. Tasks still alive after a moment
+    are cancelled again.
     """
     pending = [t for t in tasks if not t.done()]
     while pending:

@@ -509,7 +509,10 @@ class InstrumentClient:
         limit_s = self.timeout_s + wait_s
         try:
             await sock.send(frame, zmq.NOBLOCK)  # a DEALER queues it; Again only if full
-            reply = await asyncio.wait_for(future, limit_s)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancellation
+            # that arrives as the reply does, and a cancelled heartbeat loop would run on
+            async with asyncio.timeout(limit_s):
+                reply = await future
         except TimeoutError:
             self._pending.pop(message_id, None)
             self._replace_socket()

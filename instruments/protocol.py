@@ -464,6 +464,8 @@ class Heartbeat:
         queue_length: Requests waiting behind the running one.
         time: The server's clock when it answered (UTC).
         uptime_s: Seconds since the server started; smaller than last time: it restarted.
+        boot_id: An id the server draws anew each time it starts; a different one from last
+            time: it restarted (however long it has been up since).
     """
 
     name: str | None = None
@@ -472,6 +474,7 @@ class Heartbeat:
     queue_length: int | None = None
     time: datetime | None = None
     uptime_s: float | None = None
+    boot_id: str | None = None
 
     @classmethod
     def from_json(cls, obj: object, field: str = "body") -> Heartbeat:
@@ -481,8 +484,8 @@ class Heartbeat:
             ProtocolError: ``bad_message`` naming the offending key (``uptime_s``, ``time``, ...).
         """
         d = _object(obj, field)
-        name, state = d.get("name"), d.get("state")
-        for key, value in (("name", name), ("state", state)):
+        name, state, boot_id = d.get("name"), d.get("state"), d.get("boot_id")
+        for key, value in (("name", name), ("state", state), ("boot_id", boot_id)):
             if value is not None and not isinstance(value, str):
                 raise MessageError(BAD_MESSAGE, "expected a string", key)
         busy = d.get("busy_with") or []
@@ -501,6 +504,7 @@ class Heartbeat:
             queue_length=queue,
             time=_optional_time(d.get("time"), "time"),
             uptime_s=uptime_s,
+            boot_id=boot_id,
         )
 
 

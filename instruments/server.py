@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import time
+import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -125,6 +126,7 @@ class InstrumentServer:
         self._cut_off: list[RequestState] = []
         self._stopped: asyncio.Event | None = None
         self._started_monotonic = 0.0
+        self._boot_id = ""  # new at every start: a changed boot id is a restart
         self._describe_body: dict[str, Any] = {}
         self._actions: dict[str, ActionSpec] = {}
         self._connected = False
@@ -188,6 +190,7 @@ class InstrumentServer:
         self._endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._stopped = asyncio.Event()
         self._started_monotonic = time.monotonic()
+        self._boot_id = uuid.uuid4().hex
         if self.journal_path is not None:
             self.journal_path.parent.mkdir(parents=True, exist_ok=True)
             self._journal = self.journal_path.open("a", encoding="utf-8")
@@ -478,6 +481,7 @@ class InstrumentServer:
             "queue_length": self._n_queued,
             "time": format_timestamp(utc_now()),
             "uptime_s": time.monotonic() - self._started_monotonic,
+            "boot_id": self._boot_id,
         }
         await self._reply(envelope, msg, body)
 

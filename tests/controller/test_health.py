@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 import zmq
 import zmq.asyncio
 from sqlalchemy import select
@@ -83,8 +84,9 @@ def test_a_restart_is_noticed_at_the_next_heartbeat_and_the_step_asks_again(
                     break
                 await asyncio.sleep(0.01)
             poll = asyncio.create_task(step_client.status("r1", wait_s=60))
+            # the monitor reads the heartbeat (and the server's boot id) before it marks the
+            # instrument seen
             await _until(lambda: slot.last_seen is not None, "a first heartbeat")
-            await asyncio.sleep(0.2)  # a few heartbeats: the monitor knows the uptime
             assert not poll.done()
 
             await server.stop()  # the action is cut off (as in a crash) ...
@@ -105,7 +107,10 @@ def test_a_restart_is_noticed_at_the_next_heartbeat_and_the_step_asks_again(
             assert len(restarted) == 1
             assert restarted[0].instrument == "adder-1"
             assert "1 call(s) in flight sent again" in restarted[0].message
-            assert restarted[0].data["previous_uptime_s"] > restarted[0].data["uptime_s"]
+            data = restarted[0].data
+            assert data["boot_id"]
+            assert data["previous_boot_id"]
+            assert data["boot_id"] != data["previous_boot_id"]
         finally:
             watch.cancel()
             await asyncio.gather(watch, return_exceptions=True)
@@ -181,3 +186,70 @@ def test_clock_skew_raises_one_alarm_and_a_foreign_name_is_recorded(
     assert mismatch[0].instrument == "furnace-1"
     assert mismatch[0].data["described_as"] == "furnace-9"
     assert "instrument.restarted" not in kinds  # the uptime only grew
+
+
+@pytest.mark.parametrize(
+    ("beats", "restarts"),
+    [
+        # no boot id: the uptime going down is the restart
+        ([{"uptime_s": 50.0}, {"uptime_s": 51.0}, {"uptime_s": 0.5}, {"uptime_s": 1.5}], 1),
+        # a boot id that changes is a restart even though the new server has been up longer
+        # than the old one was (a quick crash, a slow heartbeat)
+        (
+            [
+                {"uptime_s": 0.2, "boot_id": "a"},
+                {"uptime_s": 0.3, "boot_id": "a"},
+                {"uptime_s": 0.9, "boot_id": "b"},
+                {"uptime_s": 1.0, "boot_id": "b"},
+            ],
+            1,
+        ),
+        # the same boot id whose uptime grows: no restart
+        ([{"uptime_s": 5.0, "boot_id": "a"}, {"uptime_s": 6.0, "boot_id": "a"}], 0),
+    ],
+    ids=["uptime-down", "boot-id-changed", "steady"],
+)
+def test_restart_is_read_from_the_boot_id_or_else_the_uptime(
+    factory: sessionmaker[Session], campaign_id: int, beats: list[dict[str, Any]], restarts: int
+) -> None:
+    desc = AdderDriver("adder-1").describe()
+
+    async def body() -> None:
+        ctx = zmq.asyncio.Context.instance()
+        peer = ctx.socket(zmq.ROUTER)
+        peer.setsockopt(zmq.LINGER, 0)
+        peer.bind("tcp://127.0.0.1:*")
+        endpoint = peer.getsockopt_string(zmq.LAST_ENDPOINT)
+        served = 0
+
+        async def answer() -> None:
+            nonlocal served
+            while True:
+                ident, frame = await peer.recv_multipart()
+                msg = decode_message(frame)
+                if msg.type == "describe":
+                    reply = ("describe.reply", desc.model_dump(mode="json"))
+                else:
+                    beat = beats[min(served, len(beats) - 1)]
+                    served += 1
+                    reply = ("heartbeat.reply", {"name": "adder-1", "state": "idle", **beat})
+                await peer.send_multipart([ident, encode_message(reply[0], msg.id, reply[1])])
+
+        task = asyncio.create_task(answer())
+        slot = InstrumentSlot("adder-1", "adder", endpoint, InstrumentClient(endpoint))
+        slot.description = desc
+        monitor = _monitor(slot, factory, campaign_id)
+        watch = asyncio.create_task(monitor.watch(slot))
+        try:
+            # every scripted beat answered, and the one after it read as well
+            await _until(lambda: served > len(beats), "the scripted heartbeats")
+        finally:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
+            await slot.client.close()
+            task.cancel()
+            peer.close(linger=0)
+
+    asyncio.run(asyncio.wait_for(body(), 30))
+    restarted = [e for e in _events(factory) if e.kind == "instrument.restarted"]
+    assert len(restarted) == restarts
