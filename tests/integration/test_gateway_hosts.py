@@ -24,15 +24,10 @@ that, so that the whole test stays within the suite's budget for one slow test. 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,9 +38,13 @@ from sqlalchemy import select
 from controller.runner import RunOptions, run
 from controller.store import make_engine, session_factory, submit_command, transaction
 from controller.work import ControllerOptions
-from instruments.security import curve_available, generate_keys
+from instruments.client import InstrumentClient
+from instruments.protocol import UNKNOWN_REQUEST, RequestState, RequestStatus
+from instruments.security import CurveClientKeys, curve_available
+from models.errors import InstrumentError, InstrumentTimeoutError
 from models.status import ExperimentStatus, InstrumentState, StepStatus
 from models.tables import CampaignRow, EventRow, InstrumentRow
+from tests.integration import netns
 from tests.integration.helpers import (
     check_history,
     experiments,
@@ -53,10 +52,20 @@ from tests.integration.helpers import (
     record_figures,
     steps,
 )
+from tests.integration.netns import (
+    Keys,
+    LabPC,
+    ip,
+    make_keys,
+    must,
+    ready,
+    start_gateway,
+)
+
+lab_pcs = netns.lab_pcs  # the fixture
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.usefixtures("ray_address"),
     pytest.mark.skipif(not curve_available(), reason="libzmq built without CURVE"),
 ]
 
@@ -88,131 +97,6 @@ silent_after_s = 3.0
 """
 
 
-# ------------------------------------------------------------------ network namespaces
-
-
-@dataclass
-class LabPC:
-    """A network namespace joined to this host by a veth pair.
-
-    Attributes:
-        netns: The namespace's name.
-        host_if: The host's end of the veth pair (cut the link by setting it down).
-        host_ip: The host's address on the link.
-        ip: The namespace's address, where its gateway binds.
-        procs: Processes started in the namespace (stopped before it is deleted).
-    """
-
-    netns: str
-    host_if: str
-    host_ip: str
-    ip: str
-    procs: list[subprocess.Popen[str]] = field(default_factory=list)
-
-
-def _ip(*args: str, netns: str | None = None) -> subprocess.CompletedProcess[str]:
-    cmd = ["ip", *args] if netns is None else ["ip", "netns", "exec", netns, "ip", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
-
-
-def _must(res: subprocess.CompletedProcess[str]) -> None:
-    assert res.returncode == 0, f"{' '.join(res.args)}: {res.stderr.strip()}"
-
-
-def _free_subnets(n: int) -> list[int]:
-    """``n`` third octets ``N`` whose ``10.77.N.0/24`` no interface of this host uses."""
-    used = _ip("-4", "-o", "addr").stdout
-    free = [k for k in range(1, 255) if f" 10.77.{k}." not in used]
-    assert len(free) >= n, "no free 10.77.N.0/24 subnets"
-    return free[:n]
-
-
-def _add_pc(tag: str, i: int, octet: int) -> LabPC:
-    pc = LabPC(
-        netns=f"sdlab-{tag}-pc{i}",
-        host_if=f"sdl{tag}h{i}",
-        host_ip=f"10.77.{octet}.1",
-        ip=f"10.77.{octet}.2",
-    )
-    peer = f"sdl{tag}n{i}"
-    _must(_ip("link", "add", pc.host_if, "type", "veth", "peer", "name", peer))
-    _must(_ip("link", "set", peer, "netns", pc.netns))
-    _must(_ip("addr", "add", f"{pc.host_ip}/24", "dev", pc.host_if))
-    _must(_ip("link", "set", pc.host_if, "up"))
-    _must(_ip("addr", "add", f"{pc.ip}/24", "dev", peer, netns=pc.netns))
-    _must(_ip("link", "set", peer, "up", netns=pc.netns))
-    _must(_ip("link", "set", "lo", "up", netns=pc.netns))
-    return pc
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=20)
-    if proc.stdout is not None:
-        proc.stdout.close()
-
-
-@pytest.fixture
-def lab_pcs() -> Iterator[list[LabPC]]:
-    """Two namespaces with their links, named uniquely; everything is removed afterwards."""
-    if shutil.which("ip") is None:
-        pytest.skip("network namespaces unavailable: no `ip` command")
-    tag = uuid.uuid4().hex[:6]
-    made: list[str] = []
-    pcs: list[LabPC] = []
-    try:
-        for i in (1, 2):
-            netns = f"sdlab-{tag}-pc{i}"
-            res = _ip("netns", "add", netns)
-            if res.returncode != 0:
-                pytest.skip(f"network namespaces unavailable: {res.stderr.strip()}")
-            made.append(netns)
-        for i, octet in enumerate(_free_subnets(2), start=1):
-            pcs.append(_add_pc(tag, i, octet))
-        yield pcs
-    finally:
-        for pc in pcs:
-            for proc in pc.procs:
-                _stop(proc)
-        for i, netns in enumerate(made, start=1):
-            _ip("netns", "del", netns)  # takes its end of the veth pair, and so the pair
-            _ip("link", "del", f"sdl{tag}h{i}")  # in case it outlived the namespace
-
-
-# ------------------------------------------------------------------ files
-
-
-@dataclass(frozen=True)
-class Keys:
-    """CURVE key files: one pair per gateway, one for the controller."""
-
-    root: Path
-
-    def public(self, name: str) -> Path:
-        return self.root / f"{name}.key"
-
-    def secret(self, name: str) -> Path:
-        return self.root / f"{name}.key_secret"
-
-    @property
-    def allowed(self) -> Path:
-        return self.root / "allowed"
-
-
-def _keys(root: Path) -> Keys:
-    keys = Keys(root)
-    for name in ("pc1", "pc2", "controller"):
-        generate_keys(root, name)
-    keys.allowed.mkdir()
-    shutil.copy(keys.public("controller"), keys.allowed / "controller.key")
-    return keys
-
-
 @dataclass(frozen=True)
 class Instrument:
     name: str
@@ -233,7 +117,7 @@ INSTRUMENTS = [
 ]
 
 
-def _lab_file(path: Path, pc: int, ip: str, keys: Keys) -> Path:
+def _lab_file(path: Path, pc: int, address: str, keys: Keys) -> Path:
     """The gateway file of one PC: its instruments, bound to its address, over CURVE."""
     text = ""
     for inst in INSTRUMENTS:
@@ -243,7 +127,7 @@ def _lab_file(path: Path, pc: int, ip: str, keys: Keys) -> Path:
 [[instruments]]
 name = "{inst.name}"
 kind = "{inst.kind}"
-address = "tcp://{ip}:{inst.port}"
+address = "tcp://{address}:{inst.port}"
 curve.server_secret_key = "{keys.secret(f"pc{pc}")}"
 curve.allowed_clients = "{keys.allowed}"
 [instruments.simulated]
@@ -308,23 +192,6 @@ max_failures = {BUDGET}
 {RELIABILITY}"""
     )
     return path
-
-
-def _start_gateway(pc: LabPC, lab: Path, journal_dir: Path) -> subprocess.Popen[str]:
-    """Start ``sdlab instruments serve LAB.toml`` inside the PC's namespace."""
-    cmd = ["ip", "netns", "exec", pc.netns, sys.executable, "-m", "controller.cli"]
-    cmd += ["instruments", "serve", str(lab), "--journal-dir", str(journal_dir)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    pc.procs.append(proc)
-    return proc
-
-
-def _ready(pc: LabPC, proc: subprocess.Popen[str]) -> None:
-    """Wait for a gateway's ready line; it must serve on the PC's own address."""
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert '"ready": true' in line, proc.stderr.read() if proc.stderr else line
-    assert f"tcp://{pc.ip}:" in line, line
 
 
 # ------------------------------------------------------------------ the store
@@ -394,15 +261,16 @@ def _running_on(db: str, names: set[str]) -> dict[int, str]:
 # ------------------------------------------------------------------ the test
 
 
+@pytest.mark.usefixtures("ray_address")
 def test_a_cut_link_to_a_gateway_loses_nothing_and_repeats_nothing(
     tmp_path: Path, lab_pcs: list[LabPC]
 ) -> None:
-    keys = _keys(tmp_path / "keys")
+    keys = make_keys(tmp_path / "keys")
     journal_dir = tmp_path / "journals"
     # The gateways start up (imports take seconds) while the controller does; it keeps
     # trying to reach its instruments for connect_timeout_s.
     gateways = [
-        _start_gateway(pc, _lab_file(tmp_path / f"pc{i}.toml", i, pc.ip, keys), journal_dir)
+        start_gateway(pc, _lab_file(tmp_path / f"pc{i}.toml", i, pc.ip, keys), journal_dir)
         for i, pc in enumerate(lab_pcs, start=1)
     ]
     path = _campaign_file(tmp_path / "campaign.toml", lab_pcs, keys)
@@ -432,14 +300,14 @@ def test_a_cut_link_to_a_gateway_loses_nothing_and_repeats_nothing(
     seen = Seen()
     try:
         for pc, proc in zip(lab_pcs, gateways, strict=True):
-            _ready(pc, proc)
+            ready(pc, proc)
         _wait(
             f"{DONE_BEFORE_CUT} experiments done",
             lambda: _done(db) >= DONE_BEFORE_CUT,
             thread=runner,
         )
         seen.in_flight.update(_running_on(db, furnaces))
-        _must(_ip("link", "set", cut.host_if, "down"))
+        must(ip("link", "set", cut.host_if, "down"))
         cut_at = time.monotonic()
         try:
 
@@ -460,7 +328,7 @@ def test_a_cut_link_to_a_gateway_loses_nothing_and_repeats_nothing(
             assert seen.silent == furnaces, "only the cut PC's instruments may go silent"
             assert store.instruments()["station-1"] != InstrumentState.UNKNOWN
         finally:
-            _must(_ip("link", "set", cut.host_if, "up"))
+            must(ip("link", "set", cut.host_if, "up"))
         cut_s = time.monotonic() - cut_at
         runner.join(timeout=180)
         assert not runner.is_alive(), "the campaign did not finish after the link came back"
@@ -525,3 +393,79 @@ def test_a_cut_link_to_a_gateway_loses_nothing_and_repeats_nothing(
         "gateway-link-cut",
         {"cut_s": round(cut_s, 1), "collected": collected, "rerun_in_flight": rerun, **figures},
     )
+
+
+# ------------------------------------------------------------------ a delayed submit
+
+LATE_CUT_S = 3.0
+"""How long the link stays down after the client gave up on its submit, in seconds: long
+enough that TCP's next retransmission of the submit comes after the cancel."""
+
+
+def test_a_submit_delayed_by_a_cut_link_does_not_run_after_its_cancel(
+    tmp_path: Path, lab_pcs: list[LabPC]
+) -> None:
+    """A submit written just after the link went down waits in this host's TCP stack. The
+    client gives up on it, and cancels it once the link is back (as the controller cancels
+    a request it gave up on when the instrument answers again); the cancel finds nothing.
+    Then TCP delivers the old submit: the gateway must record it cancelled, not run it."""
+    keys = make_keys(tmp_path / "keys")
+    pc = lab_pcs[0]
+    lab = tmp_path / "pc1.toml"
+    lab.write_text(
+        f"""
+[[instruments]]
+name = "station-1"
+kind = "station"
+address = "tcp://{pc.ip}:{PORTS[0]}"
+curve.server_secret_key = "{keys.secret("pc1")}"
+curve.allowed_clients = "{keys.allowed}"
+[instruments.simulated]
+world = "branin"
+duration_s = 0.2
+"""
+    )
+    journal_dir = tmp_path / "journals"
+    ready(pc, start_gateway(pc, lab, journal_dir))
+    curve = CurveClientKeys.load(keys.secret("controller"), keys.public("pc1"))
+    rid = "late-1"
+
+    async def go() -> RequestState:
+        async with InstrumentClient(
+            f"tcp://{pc.ip}:{PORTS[0]}", name="station-1", timeout_s=1.0, curve=curve
+        ) as client:
+            await client.describe()  # the connection is up
+            must(ip("link", "set", pc.host_if, "down"))
+            try:
+                with pytest.raises(InstrumentTimeoutError):
+                    await client.submit(rid, "measure", {"x1": 1.0, "x2": 2.0})
+                await asyncio.sleep(LATE_CUT_S)
+            finally:
+                must(ip("link", "set", pc.host_if, "up"))
+            # give up on it; the first call after the cut may meet a socket the cut broke
+            for _ in range(10):
+                try:
+                    await client.cancel(rid)
+                except InstrumentError as exc:
+                    if exc.code == UNKNOWN_REQUEST:
+                        break
+                    continue
+                raise AssertionError("the submit arrived before the cancel")
+            else:
+                raise AssertionError("the cancel was never answered")
+            # the delayed copy arrives when TCP sends it again
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                try:
+                    return await client.status(rid, wait_s=1.0)
+                except InstrumentError as exc:
+                    if exc.code != UNKNOWN_REQUEST:
+                        raise
+                await asyncio.sleep(0.2)
+            raise AssertionError("the delayed submit never arrived")
+
+    state = asyncio.run(go())
+    assert state.state is RequestStatus.CANCELLED, state
+    assert state.started_at is None
+    lines = journal(journal_dir / "station-1.jsonl")
+    assert [j["state"] for j in lines if j["request_id"] == rid] == ["cancelled"]
