@@ -306,13 +306,17 @@ def test_a_cut_link_to_a_gateway_loses_nothing_and_repeats_nothing(
             lambda: _done(db) >= DONE_BEFORE_CUT,
             thread=runner,
         )
-        seen.in_flight.update(_running_on(db, furnaces))
         must(ip("link", "set", cut.host_if, "down"))
         cut_at = time.monotonic()
         try:
 
+            def look() -> None:
+                # RUNNING a second into the cut: no answer can have reached the controller
+                if time.monotonic() > cut_at + 1.0:
+                    seen.in_flight.update(_running_on(db, furnaces))
+
             def both_unknown() -> bool:
-                seen.in_flight.update(_running_on(db, furnaces))
+                look()
                 alarms = store.events("alarm.instrument_silent")
                 seen.silent = {e.instrument or "" for e in alarms}
                 states = store.instruments()
@@ -323,7 +327,7 @@ def test_a_cut_link_to_a_gateway_loses_nothing_and_repeats_nothing(
             _wait("both furnaces UNKNOWN with an alarm", both_unknown, thread=runner)
             until = max(cut_at + CUT_S, time.monotonic() + HOLD_S)
             while time.monotonic() < until:
-                seen.in_flight.update(_running_on(db, furnaces))
+                look()
                 time.sleep(0.1)
             assert seen.silent == furnaces, "only the cut PC's instruments may go silent"
             assert store.instruments()["station-1"] != InstrumentState.UNKNOWN
