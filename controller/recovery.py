@@ -9,7 +9,9 @@ For every experiment the store holds as not finished:
 - a step sent (RUNNING): ask its instrument. Finished there: collect the result, do not run
   it again. Still running: wait for it. Unknown (the instrument lost it): the step becomes
   INTERRUPTED; if its action is declared safe to re-run it is run again as a new attempt
-  flagged ``rerun``, otherwise the experiment waits as INTERRUPTED for an operator;
+  flagged ``rerun``, otherwise the experiment waits as INTERRUPTED for an operator. Either
+  way the lost request is cancelled at its instrument when that answers (a delayed copy of
+  the submit is then never run);
 - no step in flight: its next step (or its first) is queued;
 - PROPOSED (written, never gated): it goes through the safety gate now, and waits for an
   operator's approval again if the campaign requires one.
@@ -185,6 +187,11 @@ class Recovery:
             self._count("resent")
             return
         # Its fate is unknown: the step is interrupted.
+        if slot is not None and step.status == StepStatus.RUNNING:
+            # A copy of its submit may still be on the way (delayed in a network that was
+            # down, or sent while the instrument was unreachable): cancel the request as
+            # soon as the instrument answers, so that it never runs after the step moved on.
+            slot.orphans.add(step.request_id)
         able = ctl.gate.instruments_for(step.index) if ctl.gate else []
         action = ctl.gate.action(able[0], step.index) if ctl.gate and able else None
         where = step.instrument or "its instrument"

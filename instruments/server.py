@@ -66,6 +66,9 @@ _TRANSITIONS: dict[RequestStatus, frozenset[RequestStatus]] = {
 
 Frames = list[bytes]
 
+MAX_CANCELLED_UNKNOWN = 10_000
+"""How many ids of requests cancelled before they arrived a server remembers (the newest)."""
+
 
 @dataclass
 class _Entry:
@@ -117,6 +120,8 @@ class InstrumentServer:
         self._socket: zmq.asyncio.Socket | None = None
         self._endpoint: str | None = None
         self._entries: dict[str, _Entry] = {}
+        # ids cancelled before they arrived, oldest first: a late copy of one is not run
+        self._cancelled_unknown: dict[str, None] = {}
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._n_queued = 0
         self._running: _Entry | None = None
@@ -488,7 +493,9 @@ class InstrumentServer:
     async def _on_submit(self, envelope: Frames, msg: Message) -> None:
         sub = parse_submit(msg.body)
         entry = self._entries.get(sub.request_id)
-        if entry is not None:
+        if entry is None and sub.request_id in self._cancelled_unknown:
+            entry = self._arrived_cancelled(sub.request_id, sub.action, sub.parameters)
+        elif entry is not None:
             if entry.state.action != sub.action or entry.state.parameters != sub.parameters:
                 raise MessageError(
                     REQUEST_ID_CONFLICT,
@@ -526,11 +533,40 @@ class InstrumentServer:
             raise MessageError(UNKNOWN_REQUEST, f"no request {request_id!r}", "request_id")
         return entry
 
+    def _arrived_cancelled(
+        self, request_id: str, action: str, parameters: dict[str, Any]
+    ) -> _Entry:
+        """Record a submit whose id was cancelled before it arrived: CANCELLED, never run."""
+        del self._cancelled_unknown[request_id]
+        now = utc_now()
+        state = RequestState(
+            request_id, action, parameters, RequestStatus.CANCELLED, now, finished_at=now
+        )
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        entry = _Entry(state, done)
+        self._entries[request_id] = entry
+        self._append_journal(state)
+        logger.warning(
+            "instrument %s: request %s arrived after it was cancelled: not run",
+            self.name,
+            request_id,
+        )
+        return entry
+
     async def _on_status(self, envelope: Frames, msg: Message) -> None:
         wait_s = parse_wait_s(msg.body)
         await self._reply_state(envelope, msg, self._known(msg), wait_s)
 
     async def _on_cancel(self, envelope: Frames, msg: Message) -> None:
+        request_id = parse_request_id(msg.body)
+        if request_id not in self._entries:
+            # Not here (yet): a copy of its submit may still be on the way, delayed in a
+            # network that was down (TCP sends it again when the link is back). Remember
+            # the id, so that such a copy is not run after its client gave up on it.
+            self._cancelled_unknown[request_id] = None
+            while len(self._cancelled_unknown) > MAX_CANCELLED_UNKNOWN:
+                del self._cancelled_unknown[next(iter(self._cancelled_unknown))]
         entry = self._known(msg)
         if entry.state.state is RequestStatus.QUEUED:
             self._advance(entry, RequestStatus.CANCELLED)

@@ -47,6 +47,7 @@ class SimulatedFurnaceDriver(ObjectiveStationDriver):
         spec: As for the objective station; ``spec.options`` may also hold the furnace's
             own options (module docstring).
         world: A ready world to measure (for tests).
+        simulated: Always true (the gateway passes it to every driver it builds).
 
     Raises:
         InvalidCampaignError: An own option that is not a number (key ``options.<key>``),
@@ -56,7 +57,12 @@ class SimulatedFurnaceDriver(ObjectiveStationDriver):
     version = "1"
 
     def __init__(
-        self, name: str, spec: SimulatedInstrumentSpec, *, world: World | None = None
+        self,
+        name: str,
+        spec: SimulatedInstrumentSpec,
+        *,
+        world: World | None = None,
+        simulated: bool = True,
     ) -> None:
         own: dict[str, float] = {}
         for key, default in _OWN_OPTIONS.items():
@@ -69,7 +75,12 @@ class SimulatedFurnaceDriver(ObjectiveStationDriver):
         if own["cooling_c_per_s"] <= 0:
             raise InvalidCampaignError(None, [("options.cooling_c_per_s", "must be > 0")])
         world_options = {k: v for k, v in spec.options.items() if k not in _OWN_OPTIONS}
-        super().__init__(name, spec.model_copy(update={"options": world_options}), world=world)
+        super().__init__(
+            name,
+            spec.model_copy(update={"options": world_options}),
+            world=world,
+            simulated=simulated,
+        )
         self.spec = spec
         self.setpoint_c = own["setpoint_c"]
         self.ambient_c = own["ambient_c"]

@@ -272,6 +272,34 @@ def test_cancel_running_and_queued() -> None:
     run(body)
 
 
+def test_a_submit_that_arrives_after_its_cancel_never_runs(tmp_path: Path) -> None:
+    # A client gave up on a request whose submit sat in a dead link and cancelled it when
+    # the link came back; TCP then delivered the old submit. It must not run.
+    journal = tmp_path / "adder.jsonl"
+
+    async def body() -> None:
+        driver = AdderDriver()
+        async with serving(driver, journal_path=journal) as (_, client):
+            with pytest.raises(InstrumentReplyError) as unknown:
+                await client.cancel("late")
+            assert unknown.value.code == "unknown_request"  # the reply is unchanged
+            late = await client.submit("late", "add", {"a": 1, "b": 2}, wait_s=5)
+            assert late.state is RequestStatus.CANCELLED
+            assert late.started_at is None
+            assert (await client.status("late")) == late
+            assert (await client.submit("late", "add", {"a": 1, "b": 2})) == late
+            # only that id: others run as ever, and the id is forgotten once used
+            other = await client.submit("other", "add", {"a": 2, "b": 2}, wait_s=5)
+            assert other.state is RequestStatus.COMPLETED
+            assert driver.executed == ["add"]
+        lines = [json.loads(line) for line in journal.read_text().splitlines()]
+        assert [(j["request_id"], j["state"]) for j in lines if j["request_id"] == "late"] == [
+            ("late", "cancelled")
+        ]
+
+    run(body)
+
+
 def test_heartbeat_idle() -> None:
     async def body() -> None:
         async with serving(AdderDriver("hb")) as (_, client):

@@ -91,6 +91,24 @@ def test_serve_instruments_in_process(tmp_path: Path) -> None:
     assert (tmp_path / "j" / "b.jsonl").exists()
 
 
+@pytest.mark.parametrize("driver", ["objective-station", "sim-furnace"])
+def test_the_gateway_hosts_each_measuring_simulator(driver: str) -> None:
+    # the gateway builds every driver with simulated=...; the furnace once refused it
+    spec = _spec("a", "branin", driver=driver)
+
+    async def go() -> None:
+        running = await serve_instruments([spec])
+        async with running, InstrumentClient(running.endpoints["a"], timeout_s=5) as client:
+            desc = await client.describe()
+            assert desc.driver == driver
+            state = await client.submit("r1", "measure", B_POINT, wait_s=5)
+            assert state.state == "completed"
+            y = {m.name: m.value for m in state.measurements}["y"]
+            assert y == get_world("branin").evaluate_true(B_POINT)["y"]
+
+    asyncio.run(go())
+
+
 def test_bad_world_names_key_path() -> None:
     specs = [_spec("a", "hartmann6"), _spec("b", "no-such-world")]
 
