@@ -275,8 +275,17 @@ class RayPlanner:
 
     def __init__(self, spec: CampaignSpec, seed: int, store: StoreRef | None = None) -> None:
         placement = spec.planner.placement
-        gpus = ray.cluster_resources().get("GPU", 0) if ray.is_initialized() else 0
+        offered = ray.cluster_resources() if ray.is_initialized() else {}
+        gpus = offered.get("GPU", 0)
         self._placement = placement
+        missing = {k: v for k, v in placement.resources.items() if offered.get(k, 0) < v}
+        if missing:
+            logger.warning(
+                "campaign %s: no node offers the planner's resources %s yet; the planner "
+                "waits until one joins the cluster",
+                spec.campaign.name,
+                missing,
+            )
         actor_cls: Any = ray.remote(PlannerHost)
         self._actor: Any = actor_cls.options(
             num_cpus=placement.num_cpus,
