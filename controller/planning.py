@@ -321,7 +321,8 @@ class RayPlanner:
 
         Raises:
             PlannerUnavailableError: If the actor did not answer within
-                ``placement.restart_timeout_s`` (at once with ``max_restarts = 0``).
+                ``placement.restart_timeout_s`` (at once with ``max_restarts = 0``, or when
+                its constructor failed).
         """
         t0 = time.monotonic()
         attempts = 0
@@ -333,7 +334,12 @@ class RayPlanner:
                 return await getattr(self._actor, method).remote(*args)
             except ACTOR_GONE as exc:
                 waited = time.monotonic() - t0
-                if self._placement.max_restarts == 0 or waited > self._placement.restart_timeout_s:
+                # A constructor that raised (the store unreachable from the planner's node)
+                # is not retried by Ray: neither is the call.
+                gone_for_good = self._placement.max_restarts == 0 or bool(
+                    getattr(exc, "actor_init_failed", False)
+                )
+                if gone_for_good or waited > self._placement.restart_timeout_s:
                     raise PlannerUnavailableError(
                         method, waited, attempts, f"{type(exc).__name__}: {exc}"
                     ) from exc

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -142,6 +143,25 @@ def test_a_planner_actor_without_restarts_fails_its_next_call(
                 await planner.ask(1, [])
             assert info.value.call == "ask"
             assert info.value.attempts == 1
+        finally:
+            planner.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.slow
+def test_a_planner_actor_that_cannot_read_the_store_fails_at_once(
+    ray_address: str, tmp_path: Path
+) -> None:
+    missing = f"sqlite:///{tmp_path / 'nowhere' / 'sdlab.db'}"  # its directory does not exist
+
+    async def scenario() -> None:
+        planner = RayPlanner(_spec(num_cpus=0.5, max_restarts=3), 3, StoreRef(missing, 1))
+        try:
+            with pytest.raises(PlannerUnavailableError) as info:
+                await planner.ask(1, [])
+            assert info.value.attempts == 1
+            assert "sdlab.db" in info.value.reason or "unable to open" in info.value.reason
         finally:
             planner.close()
 
