@@ -40,6 +40,10 @@ FAST_HEALTH_CHECKS = {
 }
 
 
+# Nothing a test reads: no usage reports, no log monitor process per node.
+QUIET = ["--disable-usage-stats", "--include-log-monitor=false"]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -111,7 +115,7 @@ class LocalRayCluster:
         log = self.temp_dir / f"{name}.log"
         with open(log, "wb") as out:
             proc = subprocess.Popen(
-                [RAY, "start", "--block", "--disable-usage-stats", *args],
+                [RAY, "start", "--block", *QUIET, *args],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=self.env(),
