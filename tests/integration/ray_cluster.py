@@ -152,9 +152,19 @@ class LocalRayCluster:
         raise AssertionError(f"the head node did not start:\n{node.log.read_text()}")
 
     def add_worker(
-        self, name: str, ip: str, *, resources: dict[str, float], num_cpus: int = 1
+        self,
+        name: str,
+        ip: str,
+        *,
+        resources: dict[str, float],
+        num_cpus: int = 1,
+        num_gpus: int = 0,
     ) -> Node:
-        """Start a worker node at loopback address ``ip`` offering ``resources``."""
+        """Start a worker node at loopback address ``ip`` offering ``resources``.
+
+        ``num_gpus`` declares GPUs to Ray's accounting whether or not the machine has them
+        (a planner given a GPU that is not there falls back to the CPU).
+        """
         assert self.address, "start the head first"
         return self._start(
             name,
@@ -162,6 +172,7 @@ class LocalRayCluster:
                 f"--address={self.address}",
                 f"--node-ip-address={ip}",
                 f"--num-cpus={num_cpus}",
+                f"--num-gpus={num_gpus}",
                 f"--resources={json.dumps(resources)}",
                 "--dashboard-agent-listen-port=0",
             ],

@@ -3,7 +3,8 @@
 The cluster is started as an operator starts one (``ray start --head``, then ``ray start
 --address=...`` on the model node with its custom resource); ``sdlab run --ray-address``
 joins it from a subprocess (the test session has its own local Ray). The campaign's
-``[planner.placement]`` puts the planner on the model node. That node is killed while
+``[planner.placement]`` puts the planner on the model node (its custom resource, and the GPU
+it declares to Ray: this machine has none, the planner runs on the CPU). That node is killed while
 experiments are in flight, a replacement model node joins, and Ray restarts the planner
 actor there; the actor rebuilds from the store and the campaign completes with nothing lost
 and nothing run twice.
@@ -24,7 +25,7 @@ from sqlalchemy import select
 from controller.simproc import default_journal_dir
 from controller.store import make_engine, session_factory, transaction
 from models.status import ExperimentStatus, StepStatus
-from models.tables import EventRow
+from models.tables import DecisionRow, EventRow
 from tests.integration.helpers import branin_campaign, check_history, experiments
 from tests.integration.ray_cluster import LocalRayCluster
 
@@ -34,6 +35,7 @@ BUDGET = 12
 PLACEMENT = """
 [planner.placement]
 num_cpus = 1
+num_gpus = 1
 resources = { model_node = 1 }
 restart_timeout_s = 90
 """
@@ -48,6 +50,17 @@ def _planner_starts(db: str) -> list[dict[str, Any]]:
                 select(EventRow).where(EventRow.kind == "planner.started").order_by(EventRow.id)
             )
             return [{**r.data, "at": r.created_at} for r in rows]
+    finally:
+        engine.dispose()
+
+
+def _decided_after(db: str, when: datetime) -> int:
+    """How many planner decisions were recorded after ``when``."""
+    engine = make_engine(db)
+    try:
+        with transaction(session_factory(engine), read_only=True) as s:
+            times = s.scalars(select(DecisionRow.created_at))
+            return sum(t > when for t in times)
     finally:
         engine.dispose()
 
@@ -91,7 +104,8 @@ def test_the_campaign_survives_losing_the_planner_node(tmp_path: Path) -> None:
     try:
         address = cluster.start_head()
         phases["head up"] = time.monotonic() - t0
-        first = cluster.add_worker("model-1", "127.0.0.2", resources={"model_node": 1})
+        model = {"model_node": 1.0}
+        first = cluster.add_worker("model-1", "127.0.0.2", resources=model, num_gpus=1)
         run = ["run", str(path), "--db", db, "--no-progress", "--ray-address", address]
         proc = subprocess.Popen(
             [sys.executable, "-m", "controller.cli", *run],
@@ -105,7 +119,7 @@ def test_the_campaign_survives_losing_the_planner_node(tmp_path: Path) -> None:
         phases["planner started, 3 done"] = time.monotonic() - t0
         killed_at = datetime.now(UTC)
         first.kill()  # the planner's node dies while experiments are in flight
-        cluster.add_worker("model-2", "127.0.0.3", resources={"model_node": 1})
+        cluster.add_worker("model-2", "127.0.0.3", resources=model, num_gpus=1)
         out, _ = proc.communicate(timeout=300)
         phases["campaign done"] = time.monotonic() - t0
         assert proc.returncode == 0, out
@@ -121,9 +135,10 @@ def test_the_campaign_survives_losing_the_planner_node(tmp_path: Path) -> None:
     assert [s["node_ip"] for s in starts] == ["127.0.0.2", "127.0.0.3"], starts
     assert [s["restarted"] for s in starts] == [False, True]
     assert starts[0]["node_id"] != starts[1]["node_id"]
-    assert all(s["resources"] == {"CPU": 1.0, "model_node": 1.0} for s in starts)
+    assert all(s["resources"] == {"CPU": 1.0, "GPU": 1.0, "model_node": 1.0} for s in starts)
     done_at_kill = sum(r["status"] == ExperimentStatus.COMPLETED for r in snapshot)
     assert starts[1]["observations"] >= done_at_kill
+    assert _decided_after(db, starts[1]["at"]) > 0  # the restarted planner went on planning
 
     # Nothing lost, nothing run twice: every experiment recorded before the kill is still
     # there, every proposal became one experiment, every request id is unique and no server
