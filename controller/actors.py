@@ -4,7 +4,10 @@ A campaign runs as one async :class:`CampaignActor` (a
 :class:`~controller.loop.CampaignController` in its own worker process); its planner runs
 in another actor (:class:`~controller.planning.RayPlanner`), so model fitting never blocks
 dispatching. The actor takes no CPU of its own from Ray's accounting: it mostly waits on
-sockets.
+sockets. On a cluster it runs on the node of the process that started it
+(:func:`start_campaign_actor`): the instrument servers that process hosts listen there, and
+the controller is not restarted by Ray (a restarted ``sdlab run`` resumes it from the
+store); the planner actor goes wherever its placement asks.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from controller.loop import CampaignController, ControllerOptions
 
@@ -50,6 +54,28 @@ class _CampaignActorImpl:
 
 
 CampaignActor = ray.remote(num_cpus=0, max_restarts=0)(_CampaignActorImpl)
+
+
+def start_campaign_actor(
+    db_url: str,
+    campaign_name: str,
+    endpoints: Mapping[str, str],
+    options: ControllerOptions,
+) -> Any:
+    """Start the campaign's actor on this process's Ray node (Ray must be initialised).
+
+    Pinned, not merely preferred: the endpoints of locally hosted instrument servers are
+    loopback addresses of this machine.
+
+    Returns:
+        The actor handle.
+    """
+    here = ray.get_runtime_context().get_node_id()
+    logger.info("campaign %s: controller actor on node %s", campaign_name, here[:12])
+    strategy = NodeAffinitySchedulingStrategy(node_id=here, soft=False)
+    return CampaignActor.options(scheduling_strategy=strategy).remote(
+        db_url, campaign_name, endpoints, options
+    )
 
 
 def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> None:

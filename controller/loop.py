@@ -37,7 +37,13 @@ from controller.health import HealthMonitor
 from controller.intake import ProposalIntake
 from controller.leasing import CampaignLease
 from controller.operator import OperatorCommands
-from controller.planning import PlannerClient, RayPlanner, ThreadPlanner, build_planner
+from controller.planning import (
+    PlannerClient,
+    RayPlanner,
+    StoreRef,
+    ThreadPlanner,
+    build_planner,
+)
 from controller.recovery import Recovery
 from controller.safety import SafetyGate
 from controller.scheduling import Dispatcher
@@ -97,6 +103,7 @@ class CampaignController(ProposalIntake):
         options: ControllerOptions | None = None,
     ) -> None:
         self.options = options or ControllerOptions()
+        self._db_url = db_url
         self._engine = make_engine(db_url)
         migrate(self._engine)
         self._sessions: sessionmaker[Session] = session_factory(self._engine)
@@ -430,7 +437,9 @@ class CampaignController(ProposalIntake):
 
     def _make_planner(self) -> PlannerClient:
         if self.options.use_ray_planner:
-            return RayPlanner(self.spec, self.seed)
+            # A restarted planner actor reads the campaign's history back from the store.
+            store = StoreRef.for_campaign(self._db_url, self.campaign_id)
+            return RayPlanner(self.spec, self.seed, store)
         return ThreadPlanner(build_planner(self.spec, self.seed))
 
     async def _connect(self) -> None:

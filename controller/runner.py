@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controller.actors import CampaignActor, ensure_ray
+from controller.actors import ensure_ray, start_campaign_actor
 from controller.loop import ControllerOptions
 from controller.planning import build_planner
 from controller.report import render_groups, render_summary, summarize
@@ -313,7 +313,7 @@ def run(path: Path, opts: RunOptions, console: Console | None = None) -> int:
         ensure_ray(opts.ray_address)
         if sims is not None:
             endpoints = sims.wait_ready()
-        actor = CampaignActor.remote(
+        actor = start_campaign_actor(
             opts.db_url, name, endpoints, opts.controller or ControllerOptions()
         )
         result = _follow(actor, opts.progress, console)

@@ -35,6 +35,7 @@ from models.costs import NonNegativeCost
 from models.errors import InvalidCampaignError, Problem
 from models.objectives import Objective
 from models.params import NAME_PATTERN, Parameter, SearchSpace, constraint_problem
+from models.placement import PlannerPlacement
 from models.resources import ResourceSpec, resource_problems
 
 if TYPE_CHECKING:  # the loader imports this module; it is loaded on first use from here
@@ -114,11 +115,14 @@ class PlannerSpec(_Spec):
             for the planner. Each is planned before the results still to come are known
             (they are passed as pending); 0 plans when an instrument frees, with every
             result so far.
+        placement: Where its Ray actor runs and how often it is restarted
+            (:class:`~models.placement.PlannerPlacement`); not part of the campaign's hash.
     """
 
     name: str
     options: dict[str, Any] = Field(default_factory=dict)
     prefetch: int = Field(default=0, ge=0, le=64)
+    placement: PlannerPlacement = Field(default_factory=PlannerPlacement)
 
 
 class FaultSpec(_Spec):
@@ -580,9 +584,10 @@ class CampaignSpec(_Spec):
     def spec_hash(self) -> str:
         """A stable hash of the spec, to tell whether a resumed campaign's file changed.
 
-        The budget is left out: raising it is how a finished campaign is continued.
+        The budget is left out: raising it is how a finished campaign is continued; so is
+        the planner's placement: where the planner runs changes no decision.
         """
-        data = self.model_dump(mode="json", exclude={"budget"})
+        data = self.model_dump(mode="json", exclude={"budget": True, "planner": {"placement"}})
         _drop_later_defaults(data)
         text = json.dumps(data, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()

@@ -259,6 +259,29 @@ class PlannerError(SdlabError, RuntimeError):
     """A planner could not produce proposals."""
 
 
+class PlannerUnavailableError(PlannerError, ConnectionError):
+    """The planner's actor died and did not come back in time (or may not come back).
+
+    Attributes:
+        call: The planner call that could not be made (``"ask"``, ``"tell_related"``).
+        waited_s: How long the call waited for the actor to be restarted, in seconds.
+        attempts: How many times the call was sent.
+    """
+
+    def __init__(self, call: str, waited_s: float, attempts: int, reason: str) -> None:
+        super().__init__(
+            f"planner actor unavailable for {call!r} after {attempts} attempts over "
+            f"{waited_s:.1f} s: {reason}"
+        )
+        self.call = call
+        self.waited_s = waited_s
+        self.attempts = attempts
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.call, self.waited_s, self.attempts, self.reason))
+
+
 class StoreError(SdlabError, RuntimeError):
     """The experiment store is unreachable, inconsistent or at an unknown schema version."""
 

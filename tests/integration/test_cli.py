@@ -46,6 +46,11 @@ def test_invalid_campaign_exits_2_with_key_path_and_writes_nothing(tmp_path: Pat
         ('kind = "station"\naction', 'kind = "oven"\naction', "workflow[0].kind"),
         ("[campaign]", "[campaign]\ncolour = 1", "campaign.colour: unknown key"),
         ("[[objectives]]", "[[objectives]", "invalid TOML"),
+        (
+            "[budget]",
+            "[planner.placement]\nresources = { model_node = -1 }\n[budget]",
+            "planner.placement.resources.model_node",
+        ),
     ],
 )
 def test_each_kind_of_bad_file_names_its_key(tmp_path: Path, old: str, new: str, key: str) -> None:

@@ -81,3 +81,56 @@ def test_the_budget_does_not_change_the_spec_hash(tmp_path: Path) -> None:
     (tmp_path / "c.toml").write_text(text.replace("noise_std = 0.01", "noise_std = 0.02", 1))
     assert load_campaign(tmp_path / "b.toml").spec_hash() == a.spec_hash()
     assert load_campaign(tmp_path / "c.toml").spec_hash() != a.spec_hash()
+
+
+def _placed(tmp_path: Path, placement: str) -> Path:
+    """hartmann6.toml with a ``[planner.placement]`` table."""
+    text = (EXAMPLES / "hartmann6.toml").read_text()
+    old = "options = { initial_points = 8 }\n"
+    assert old in text
+    path = tmp_path / "placed.toml"
+    path.write_text(text.replace(old, old + "\n[planner.placement]\n" + placement + "\n", 1))
+    return path
+
+
+def test_the_planner_placement_is_read_and_left_out_of_the_spec_hash(tmp_path: Path) -> None:
+    plain = load_campaign(EXAMPLES / "hartmann6.toml")
+    assert plain.planner.placement.resources == {}
+    assert plain.planner.placement.gpus(cluster_gpus=0) == 0
+    assert plain.planner.placement.gpus(cluster_gpus=2) == 1
+    spec = load_campaign(
+        _placed(
+            tmp_path,
+            "num_cpus = 2\nnum_gpus = 0.5\nresources = { model_node = 1 }\nmax_restarts = -1",
+        )
+    )
+    placement = spec.planner.placement
+    assert (placement.num_cpus, placement.num_gpus, placement.max_restarts) == (2, 0.5, -1)
+    assert placement.resources == {"model_node": 1.0}
+    assert placement.gpus(cluster_gpus=0) == 0.5
+    # Where the planner runs changes no decision: a resumed campaign may move it.
+    assert spec.spec_hash() == plain.spec_hash()
+
+
+@pytest.mark.parametrize(
+    ("placement", "path", "message"),
+    [
+        ("resources = { model_node = 0 }", "planner.placement.resources.model_node",
+         "greater than 0"),
+        ('resources = { "bad name" = 1 }', 'planner.placement.resources."bad name"', "pattern"),
+        ("resources = { GPU = 1 }", "planner.placement.resources", "ask for it with num_gpus"),
+        ("num_gpus = -1", "planner.placement.num_gpus", "greater than or equal to 0"),
+        ("num_cpus = 'two'", "planner.placement.num_cpus", "number"),
+        ("max_restarts = -2", "planner.placement.max_restarts", "greater than or equal to -1"),
+        ("restart_timeout_s = 0", "planner.placement.restart_timeout_s", "greater than 0"),
+        ("gpus = 1", "planner.placement.gpus", "unknown key"),
+    ],
+)  # fmt: skip
+def test_a_bad_planner_placement_names_its_key(
+    tmp_path: Path, placement: str, path: str, message: str
+) -> None:
+    with pytest.raises(InvalidCampaignError) as info:
+        load_campaign(_placed(tmp_path, placement))
+    found = info.value.by_key()
+    assert path in found, info.value.problems
+    assert message in found[path]
