@@ -277,7 +277,10 @@ def resolve_campaign_data(
     table = data["lab"]
     if not isinstance(table, dict):
         raise InvalidCampaignError(source, [Problem(("lab",), "expected a table")])
-    want = parse_spec(table, CampaignLabSpec, source)
+    try:
+        want = parse_spec(table, CampaignLabSpec, source)
+    except InvalidCampaignError as exc:
+        raise InvalidCampaignError(source, [p.under("lab") for p in exc.problems]) from exc
     if lab is None or lab.lab.name != want.name:
         raise InvalidCampaignError(
             source,

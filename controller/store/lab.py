@@ -252,16 +252,20 @@ def snapshot(s: Session, lab_id: int, now: datetime | None = None) -> LabSnapsho
     """Read the lab's units, live grants, waits and instrument states."""
     now = now or utcnow()
     snap = LabSnapshot()
-    names = dict(s.execute(select(CampaignRow.id, CampaignRow.name)).tuples().all())
-    prio = dict(s.execute(select(CampaignRow.id, CampaignRow.priority)).tuples().all())
+    names: dict[int, str] = {}
+    prio: dict[int, int] = {}
+    for cid, cname, cprio in s.execute(
+        select(CampaignRow.id, CampaignRow.name, CampaignRow.priority)
+    ):
+        names[cid], prio[cid] = cname, cprio
     for u in s.scalars(
         select(LabUnitRow).where(LabUnitRow.lab_id == lab_id).order_by(LabUnitRow.id)
     ):
         snap.units[u.unit] = u.pool
         if u.holder is not None and u.expires_at is not None and u.expires_at > now:
-            cid = u.campaign_id
-            label = names.get(cid, "?") if cid is not None else "?"
-            snap.held[u.unit] = UnitHolder(cid, label, u.experiment_id, u.holder)
+            owner = u.campaign_id
+            label = names.get(owner, "?") if owner is not None else "?"
+            snap.held[u.unit] = UnitHolder(owner, label, u.experiment_id, u.holder)
     for w in s.scalars(select(LabWaitRow).where(LabWaitRow.lab_id == lab_id)):
         if w.expires_at > now:
             p = prio.get(w.campaign_id, 0)
@@ -428,8 +432,8 @@ def adopt_campaign_units(
         select(LabUnitRow.unit, LabUnitRow.experiment_id).where(
             and_(LabUnitRow.lab_id == lab_id, LabUnitRow.holder == holder)
         )
-    ).tuples()
-    return dict(rows.all())
+    )
+    return {unit: exp for unit, exp in rows}
 
 
 # ---------------------------------------------------------------------- waits
