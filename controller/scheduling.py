@@ -104,9 +104,6 @@ class Dispatcher:
                     self.manager.adopt_container(exp_id, label)
         if self.lab is not None:
             resumed = [w.experiment_id for slot in ctl.instruments.values() for w in slot.resume]
-            for slot in ctl.instruments.values():
-                if slot.resume and slot.name in self.lab.instruments:
-                    self._running[slot.name] = slot.resume[0].experiment_id
             dropped = self.manager.adopt_lab(self.lab.adopt(), resumed)
             if dropped:
                 logger.info("campaign %s: gave back lab units %s", ctl.name, dropped)
@@ -159,6 +156,8 @@ class Dispatcher:
         taken: Work | None = None
         if ctl._paused:
             waiting.update(dict.fromkeys(ready, "paused"))
+            if self.lab is not None:  # a paused campaign claims nothing of the lab
+                self.lab.wait_on([], None)
         else:
             if self.lab is not None:
                 self.lab.refresh()

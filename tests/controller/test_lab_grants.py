@@ -19,12 +19,14 @@ from controller.store.lab import (
     release_holder,
     release_units,
     renew_holder,
+    set_instrument_state,
     set_priority,
     snapshot,
     take_units,
 )
 from models.campaign import CampaignSpec
 from models.lab import LabSpec, resolve_campaign_data
+from models.status import LabInstrumentState
 from models.tables import LabUnitRow, LabWaitRow, utcnow
 
 LAB = LabSpec.model_validate(
@@ -193,3 +195,26 @@ def test_a_live_grant_is_not_taken_even_when_the_plan_was_stale(
     with transaction(factory) as s:
         assert s.get(LabWaitRow, lab["B"]) is None
     assert a.held() == {}
+
+
+def test_a_lab_instrument_out_of_service_or_quarantined_is_down_for_every_campaign(
+    factory: sessionmaker[Session], lab: dict[str, int]
+) -> None:
+    a, b = manager(factory, lab, "A"), manager(factory, lab, "B")
+    assert a.lab is not None
+    assert b.lab is not None
+    with transaction(factory) as s:
+        set_instrument_state(
+            s, lab["lab"], "station-1", LabInstrumentState.OUT_OF_SERVICE, reason="cleaning"
+        )
+        a.lab.record_state(s, "station-2", LabInstrumentState.QUARANTINED, "3 faults", 60.0)
+    b.lab.refresh(force=True)
+    assert b.lab.free_units("kind:station") == ["station-3"]
+    assert b.lab.elsewhere("kind:station") == [
+        "station-1, out of service (cleaning)",
+        "station-2, quarantined (3 faults)",
+    ]
+    with transaction(factory) as s:  # a quarantine ends by itself
+        a.lab.record_state(s, "station-2", LabInstrumentState.QUARANTINED, "3 faults", 0.0)
+    b.lab.refresh(force=True)
+    assert b.lab.free_units("kind:station") == ["station-2", "station-3"]

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import psutil
@@ -124,7 +125,7 @@ max_experiments = {BUDGET}
     return path
 
 
-def sdlab(*args: str, cwd: Path, **kw: object) -> subprocess.Popen[str]:
+def sdlab(*args: str, cwd: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "controller.cli", *args],
         cwd=cwd,
@@ -133,7 +134,6 @@ def sdlab(*args: str, cwd: Path, **kw: object) -> subprocess.Popen[str]:
         text=True,
         start_new_session=True,
         env=dict(os.environ),
-        **kw,  # type: ignore[call-overload]
     )
 
 
@@ -192,7 +192,10 @@ def _finish(proc: subprocess.Popen[str], timeout_s: float = 180) -> str:
     return out
 
 
-def _steps(db: str) -> list[tuple[str, str, StepStatus, object, object]]:
+Step = tuple[str | None, str, StepStatus, datetime | None, datetime | None]
+
+
+def _steps(db: str) -> list[Step]:
     engine = make_engine(db)
     try:
         with transaction(session_factory(engine)) as s:
@@ -207,7 +210,7 @@ def _steps(db: str) -> list[tuple[str, str, StepStatus, object, object]]:
                 .join(ExperimentRow, ExperimentRow.id == StepRow.experiment_id)
                 .join(CampaignRow, CampaignRow.id == ExperimentRow.campaign_id)
             )
-            return [tuple(r) for r in rows]  # type: ignore[misc]
+            return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
     finally:
         engine.dispose()
 
@@ -246,17 +249,17 @@ def _grants(db: str) -> dict[str, str | None]:
 
 def assert_no_instrument_ran_two_steps_at_once(db: str) -> dict[str, set[str]]:
     """Check the recorded step times; returns which campaigns used each instrument."""
-    by_instrument: dict[str, list[tuple[object, object, str]]] = {}
+    by_instrument: dict[str, list[tuple[datetime, datetime | None, str]]] = {}
     for inst, campaign, status, started, finished in _steps(db):
         if started is None:
             continue
         assert finished is not None or status != StepStatus.COMPLETED
         by_instrument.setdefault(str(inst), []).append((started, finished, campaign))
     for inst, spans in by_instrument.items():
-        spans.sort(key=lambda s: s[0])  # type: ignore[arg-type,return-value]
+        spans.sort(key=lambda s: s[0])
         for (_s0, f0, c0), (s1, _, c1) in itertools.pairwise(spans):
             assert f0 is not None, f"{inst}: a step of {c0} never ended before {c1} started"
-            assert f0 <= s1, f"{inst}: a step of {c1} started at {s1} while {c0} ran until {f0}"  # type: ignore[operator]
+            assert f0 <= s1, f"{inst}: a step of {c1} started at {s1} while {c0} ran until {f0}"
     return {inst: {c for _, _, c in spans} for inst, spans in by_instrument.items()}
 
 
