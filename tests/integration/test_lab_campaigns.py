@@ -234,13 +234,18 @@ def _campaigns(db: str) -> dict[str, tuple[CampaignStatus, int]]:
 
 
 def _grants(db: str) -> dict[str, str | None]:
-    """Each lab unit's holder under a live grant (``None``: free)."""
+    """Each lab unit's campaign under a live grant (``None``: free)."""
     engine = make_engine(db)
     try:
         with transaction(session_factory(engine)) as s:
             now = utcnow()
+            names: dict[int | None, str] = {
+                cid: name for cid, name in s.execute(select(CampaignRow.id, CampaignRow.name))
+            }
             return {
-                u.unit: u.holder if u.expires_at is not None and u.expires_at > now else None
+                u.unit: names.get(u.campaign_id)
+                if u.holder is not None and u.expires_at is not None and u.expires_at > now
+                else None
                 for u in s.scalars(select(LabUnitRow))
             }
     finally:
@@ -289,16 +294,16 @@ def test_a_killed_controllers_grants_return_after_its_lease_and_the_other_campai
 ) -> None:
     _apply(lab_servers, pg_url, tmp_path)
     a = _run(write_campaign(tmp_path, "campaign-a", 1), pg_url, ray_address, tmp_path, 4.0)
-    deadline = time.monotonic() + 120
-    while not any(h is not None for h in _grants(pg_url).values()):  # A holds the arm
+    b = _run(write_campaign(tmp_path, "campaign-b", 2), pg_url, ray_address, tmp_path)
+    deadline = time.monotonic() + 150
+    while "campaign-a" not in _grants(pg_url).values():  # wait until A holds the arm
         assert a.poll() is None, a.communicate()[0]
         assert time.monotonic() < deadline, "campaign-a never held a lab unit"
         time.sleep(0.05)
     _kill_tree(a)
-    held = {u: h for u, h in _grants(pg_url).items() if h is not None}
-    assert "arm-1" in held, held  # the dead controller's grants are still recorded ...
-    b = _run(write_campaign(tmp_path, "campaign-b", 2), pg_url, ray_address, tmp_path)
-    _finish(b)  # ... and return to the lab once its lease expires: B gets the arm
+    held = {u: c for u, c in _grants(pg_url).items() if c is not None}
+    assert held.get("arm-1") == "campaign-a", held  # the dead controller's grant stays ...
+    _finish(b)  # ... until its lease expires; then the arm returns to the lab and B gets it
     status = _campaigns(pg_url)
     assert status["campaign-b"] == (CampaignStatus.COMPLETED, BUDGET)
     assert status["campaign-a"][1] < BUDGET
