@@ -218,3 +218,46 @@ def test_a_lab_instrument_out_of_service_or_quarantined_is_down_for_every_campai
         a.lab.record_state(s, "station-2", LabInstrumentState.QUARANTINED, "3 faults", 0.0)
     b.lab.refresh(force=True)
     assert b.lab.free_units("kind:station") == ["station-2", "station-3"]
+
+
+def test_a_step_waiting_for_lab_stations_says_which_campaign_holds_each(
+    factory: sessionmaker[Session], lab: dict[str, int]
+) -> None:
+    a = manager(factory, lab, "A")
+    assert a.lab is not None
+    take(factory, lab, "B", ["station-1"], exp=7)
+    take(factory, lab, "B", ["station-2"], exp=8)
+    with transaction(factory) as s:
+        set_instrument_state(
+            s, lab["lab"], "station-3", LabInstrumentState.OUT_OF_SERVICE, reason="cleaning"
+        )
+    a.lab.refresh(force=True)
+    kinds = {"station": KindState(idle=0, elsewhere=tuple(a.lab.elsewhere("kind:station")))}
+    waiting = a.plan([Request(1, "station", ("arm",))], kinds).waiting[1]
+    assert waiting == (
+        "instrument kind station: station-1, held by campaign B; station-2, held by campaign "
+        "B; station-3, out of service (cleaning)"
+    )
+
+
+def test_a_restarted_controller_keeps_the_grants_of_steps_still_running_and_frees_the_rest(
+    factory: sessionmaker[Session], lab: dict[str, int]
+) -> None:
+    take(factory, lab, "A", ["station-1", "arm-1"], exp=1)  # still running on station-1
+    take(factory, lab, "A", ["station-2"], exp=2)  # its step ended while A was down
+    take(factory, lab, "B", ["station-3"], exp=3)
+    spec = campaign_spec("A")
+    grants = LabGrants(factory, spec, lab["A"], "ctl-A2", ttl_s=60)  # the new controller
+    m = ResourceManager(spec.resources, None, grants)
+    m.adopt_step(1, ["arm"])
+    dropped = m.adopt_lab(grants.adopt(), resumed=[1])
+    assert dropped == ["station-2"]
+    assert holders(factory, lab["lab"]) == {
+        "station-1": "ctl-A2",
+        "arm-1": "ctl-A2",
+        "station-2": None,
+        "station-3": "ctl-B",
+    }
+    m.release_step(1)
+    assert holders(factory, lab["lab"])["arm-1"] is None
+    assert holders(factory, lab["lab"])["station-1"] is None
