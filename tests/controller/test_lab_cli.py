@@ -1,4 +1,5 @@
-"""``sdlab lab``: apply (exit 2 naming file and key path), show, priority, instrument."""
+"""``sdlab lab``: apply (exit 2 naming file and key path), show, priority, instrument; and
+a dashboard upload of a campaign that names lab instruments."""
 
 from __future__ import annotations
 
@@ -9,8 +10,12 @@ from sqlalchemy import select
 
 from controller.cli import cli
 from controller.store import create_campaign, make_engine, migrate, session_factory, transaction
+from controller.store.lab import apply_lab
+from models.lab import load_lab
 from models.status import LabInstrumentState
 from models.tables import CampaignRow, LabInstrumentRow
+from tests.controller.api_store import bearer
+from tests.controller.conftest import Dashboard
 from tests.controller.test_lab_grants import campaign_spec
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "lab" / "lab.toml"
@@ -74,3 +79,19 @@ def test_priority_and_service_state_are_recorded_for_every_campaign(tmp_path: Pa
             "cli",
         )
     engine.dispose()
+
+
+def test_the_dashboard_accepts_an_upload_naming_lab_instruments(dash: Dashboard) -> None:
+    campaign = (EXAMPLE.parent / "campaign-a.toml").read_bytes()
+    headers = bearer(dash.tokens["admin"])
+    res = dash.client.post("/api/campaigns", headers=headers, files={"file": ("a.toml", campaign)})
+    assert res.status_code == 422
+    assert res.json()["detail"]["problems"][0]["key"] == "lab.name"
+    with transaction(dash.factory) as s:
+        apply_lab(s, load_lab(EXAMPLE))
+    res = dash.client.post("/api/campaigns", headers=headers, files={"file": ("a.toml", campaign)})
+    assert res.status_code == 201, res.text
+    with transaction(dash.factory) as s:
+        row = s.scalars(select(CampaignRow).where(CampaignRow.name == "lab-demo-a")).one()
+        names = [i["name"] for i in row.spec["instruments"]]
+    assert names == ["station-1", "station-2", "station-3"]
