@@ -50,6 +50,7 @@ __all__ = [
     "apply_lab",
     "clear_wait",
     "get_lab",
+    "lab_priority",
     "lab_row",
     "release_holder",
     "release_units",
@@ -154,6 +155,12 @@ def apply_lab(s: Session, spec: LabSpec, source: str | None = None) -> tuple[Lab
         irow.kind, irow.address, irow.gateway = inst.kind, str(inst.address), inst.gateway
     s.flush()
     return row, changes
+
+
+def lab_priority(s: Session, name: str) -> int:
+    """The priority a campaign joining lab ``name`` starts with (its ``defaults.priority``)."""
+    row = lab_row(s, name)
+    return 0 if row is None else int(row.spec.get("defaults", {}).get("priority", 0))
 
 
 # ---------------------------------------------------------------------- operators

@@ -261,3 +261,12 @@ def test_a_restarted_controller_keeps_the_grants_of_steps_still_running_and_free
     m.release_step(1)
     assert holders(factory, lab["lab"])["arm-1"] is None
     assert holders(factory, lab["lab"])["station-1"] is None
+
+
+def test_a_campaign_joining_a_lab_starts_with_the_labs_default_priority(
+    factory: sessionmaker[Session],
+) -> None:
+    lab = LAB.model_copy(update={"defaults": LAB.defaults.model_copy(update={"priority": 3})})
+    with transaction(factory) as s:
+        apply_lab(s, lab)
+        assert create_campaign(s, campaign_spec("A"), seed=0, max_experiments=1).priority == 3
