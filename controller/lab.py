@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from controller.store import transaction
 from controller.store.lab import (
+    GrantConflictError,
     LabSnapshot,
     WaitEntry,
     adopt_campaign_units,
@@ -108,8 +109,12 @@ class LabGrants:
     def refresh(self, force: bool = False) -> LabSnapshot:
         """Read the lab again if the last view is older than :data:`SNAPSHOT_MAX_AGE_S`."""
         if force or time.monotonic() - self._read_at >= SNAPSHOT_MAX_AGE_S:
-            with transaction(self._sessions, read_only=True) as s:
-                self._snap = snapshot(s, self.lab_id)
+            try:
+                with transaction(self._sessions, read_only=True) as s:
+                    self._snap = snapshot(s, self.lab_id)
+            except Exception as exc:  # a stale view only makes takes fail; try again soon
+                logger.warning("campaign %d: cannot read the lab: %s", self.campaign_id, exc)
+                return self._snap
             self._read_at = time.monotonic()
         return self._snap
 
@@ -160,7 +165,8 @@ class LabGrants:
         """Grant ``units`` to the experiment's step, all or none.
 
         Raises:
-            GrantConflictError: If one is held by another live grant; nothing is taken.
+            GrantConflictError: If one is held by another live grant, or the store cannot
+                be reached; nothing is taken.
         """
         try:
             if units:
@@ -175,6 +181,11 @@ class LabGrants:
                         ttl_s=self.ttl_s,
                     )
                 logger.debug("campaign %d: lab units %s granted", self.campaign_id, units)
+        except GrantConflictError:
+            raise
+        except Exception as exc:  # the step waits; the next plan tries again
+            logger.warning("campaign %d: cannot take lab units: %s", self.campaign_id, exc)
+            raise GrantConflictError(units[0], None, f"store unreachable: {exc}") from exc
         finally:
             self._read_at = float("-inf")
 

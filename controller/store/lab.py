@@ -69,16 +69,20 @@ class GrantConflictError(CampaignStateError):
     Attributes:
         unit: The unit.
         campaign: The campaign holding it, if known.
+        why: Another reason it could not be taken (the store could not be reached).
     """
 
-    def __init__(self, unit: str, campaign: str | None) -> None:
+    def __init__(self, unit: str, campaign: str | None, why: str | None = None) -> None:
         self.unit = unit
         self.campaign = campaign
+        self.why = why
         by = f"held by campaign {campaign}" if campaign else "held by another campaign"
-        super().__init__(f"lab unit {unit}: {by}")
+        super().__init__(f"lab unit {unit}: {why or by}")
 
-    def __reduce__(self) -> tuple[type[GrantConflictError], tuple[str, str | None]]:
-        return (type(self), (self.unit, self.campaign))
+    def __reduce__(
+        self,
+    ) -> tuple[type[GrantConflictError], tuple[str, str | None, str | None]]:
+        return (type(self), (self.unit, self.campaign, self.why))
 
 
 # ---------------------------------------------------------------------- the lab file

@@ -270,3 +270,14 @@ def test_a_campaign_joining_a_lab_starts_with_the_labs_default_priority(
     with transaction(factory) as s:
         apply_lab(s, lab)
         assert create_campaign(s, campaign_spec("A"), seed=0, max_experiments=1).priority == 3
+
+
+def test_a_grant_conflict_keeps_its_data_through_pickling() -> None:
+    import pickle
+
+    err = pickle.loads(pickle.dumps(GrantConflictError("arm-1", "B")))
+    assert (err.unit, err.campaign, str(err)) == (
+        "arm-1",
+        "B",
+        "lab unit arm-1: held by campaign B",
+    )
