@@ -3,6 +3,7 @@ lab side of controller/resources.py), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import pickle
 from datetime import timedelta
 from typing import Any
 
@@ -273,8 +274,6 @@ def test_a_campaign_joining_a_lab_starts_with_the_labs_default_priority(
 
 
 def test_a_grant_conflict_keeps_its_data_through_pickling() -> None:
-    import pickle
-
     err = pickle.loads(pickle.dumps(GrantConflictError("arm-1", "B")))
     assert (err.unit, err.campaign, str(err)) == (
         "arm-1",
