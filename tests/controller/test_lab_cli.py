@@ -82,7 +82,7 @@ def test_priority_and_service_state_are_recorded_for_every_campaign(tmp_path: Pa
     engine.dispose()
 
 
-@pytest.mark.slow  # building the planner to check the upload imports BoTorch
+@pytest.mark.slow  # the upload check builds the campaign's planner (13-16 s here)
 def test_the_dashboard_accepts_an_upload_naming_lab_instruments(dash: Dashboard) -> None:
     campaign = (EXAMPLE.parent / "campaign-a.toml").read_bytes()
     headers = bearer(dash.tokens["admin"])
