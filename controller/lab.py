@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -45,6 +46,9 @@ from models.errors import CampaignStateError
 from models.lab import LabSpec
 from models.status import LabInstrumentState
 from models.tables import utcnow
+
+if TYPE_CHECKING:
+    from controller.work import InstrumentSlot
 
 logger = logging.getLogger(__name__)
 
@@ -225,6 +229,17 @@ class LabGrants:
             else:
                 clear_wait(s, self.campaign_id)
         self._wait_written = key
+
+    def record_slot(self, s: Session, slot: InstrumentSlot) -> None:
+        """Record what the controller made of a lab instrument (an operator took it out of
+        service or put it back, its breaker quarantined it) for every campaign of the lab."""
+        if not slot.in_service:
+            self.record_state(s, slot.name, LabInstrumentState.OUT_OF_SERVICE, slot.reason)
+        elif slot.quarantined_until is not None:
+            left = max(0.0, slot.quarantined_until - time.monotonic())
+            self.record_state(s, slot.name, LabInstrumentState.QUARANTINED, slot.reason, left)
+        else:
+            self.record_state(s, slot.name, LabInstrumentState.IN_SERVICE, None)
 
     def record_state(
         self,

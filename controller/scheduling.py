@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
@@ -34,7 +33,7 @@ from controller.store.samples import (
     set_waiting,
 )
 from controller.work import InstrumentSlot, Work
-from models.status import ExperimentStatus, LabInstrumentState
+from models.status import ExperimentStatus
 
 if TYPE_CHECKING:
     from controller.loop import CampaignController
@@ -191,15 +190,8 @@ class Dispatcher:
 
     def lab_state(self, s: Session, slot: InstrumentSlot) -> None:
         """Record a lab instrument's service state for every campaign (in ``s``)."""
-        if self.lab is None or slot.name not in self.lab.instruments:
-            return
-        if not slot.in_service:
-            self.lab.record_state(s, slot.name, LabInstrumentState.OUT_OF_SERVICE, slot.reason)
-        elif slot.quarantined_until is not None:
-            left = max(0.0, slot.quarantined_until - time.monotonic())
-            self.lab.record_state(s, slot.name, LabInstrumentState.QUARANTINED, slot.reason, left)
-        else:
-            self.lab.record_state(s, slot.name, LabInstrumentState.IN_SERVICE, None)
+        if self.lab is not None and slot.name in self.lab.instruments:
+            self.lab.record_slot(s, slot)
 
     def _started(self, slot: InstrumentSlot, work: Work) -> None:
         slot.busy = True

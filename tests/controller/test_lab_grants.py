@@ -3,7 +3,9 @@ lab side of controller/resources.py), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import pickle
+from collections.abc import Coroutine
 from datetime import timedelta
 from typing import Any
 
@@ -11,6 +13,8 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from controller.alarms import Alarms
+from controller.health import HealthMonitor
 from controller.lab import LabGrants
 from controller.resources import KindState, Request, ResourceManager
 from controller.store import create_campaign, transaction
@@ -25,7 +29,9 @@ from controller.store.lab import (
     snapshot,
     take_units,
 )
-from models.campaign import CampaignSpec
+from controller.work import InstrumentSlot
+from instruments.client import InstrumentClient
+from models.campaign import AlarmSpec, CampaignSpec, ReliabilitySpec
 from models.lab import LabSpec, resolve_campaign_data
 from models.status import LabInstrumentState
 from models.tables import LabUnitRow, LabWaitRow, utcnow
@@ -280,3 +286,42 @@ def test_a_grant_conflict_keeps_its_data_through_pickling() -> None:
         "B",
         "lab unit arm-1: held by campaign B",
     )
+
+
+def test_a_quarantine_by_one_campaigns_health_monitor_is_seen_by_the_other(
+    factory: sessionmaker[Session], lab: dict[str, int]
+) -> None:
+    a, b = manager(factory, lab, "A"), manager(factory, lab, "B")
+    assert a.lab is not None
+    assert b.lab is not None
+    grants_a, grants_b = a.lab, b.lab
+
+    async def scenario() -> None:
+        client = InstrumentClient("tcp://127.0.0.1:5810", name="station-1", timeout_s=1.0)
+        slot = InstrumentSlot("station-1", "station", "tcp://127.0.0.1:5810", client)
+
+        async def changed() -> None:
+            pass
+
+        def spawn(coro: Coroutine[Any, Any, None]) -> None:
+            asyncio.get_running_loop().create_task(coro)
+
+        alarms = Alarms(AlarmSpec(), "A", lab["A"], factory, spawn)
+        spec = ReliabilitySpec(quarantine_after=2, quarantine_s=60.0)
+        monitor = HealthMonitor(
+            {"station-1": slot}, spec, lab["A"], factory, alarms, changed, print
+        )
+        monitor.lab_state = grants_a.record_slot
+        for _ in range(2):
+            monitor.fault(slot, "sim_fault", "boom")
+        grants_b.refresh(force=True)
+        assert grants_b.down("station-1") == "quarantined (2 faults in a row, last sim_fault: boom)"
+        await monitor.set_service(slot, False, "cleaning")
+        grants_b.refresh(force=True)
+        assert grants_b.down("station-1") == "out of service (cleaning)"
+        await monitor.set_service(slot, True, "")
+        grants_b.refresh(force=True)
+        assert grants_b.down("station-1") is None
+        await client.close()
+
+    asyncio.run(scenario())
