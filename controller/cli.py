@@ -66,6 +66,12 @@ def _invalid(exc: InvalidCampaignError) -> None:
     is_flag=True,
     help="Run every instrument that names a driver on its driver's simulated backend.",
 )
+@click.option(
+    "--lease-s",
+    type=click.FloatRange(min=1.0, max=3600.0),
+    default=None,
+    help="Lifetime of the controller's lease and of its lab grants (default 30 s).",
+)
 def run(
     campaign: Path,
     db_url: str,
@@ -74,11 +80,14 @@ def run(
     no_progress: bool,
     ray_address: str | None,
     simulate: bool,
+    lease_s: float | None,
 ) -> None:
     """Run CAMPAIGN (a TOML file) to its budget; the same command resumes it."""
     from controller.runner import run as run_campaign
+    from controller.work import ControllerOptions
 
     opts = RunOptions(
+        controller=ControllerOptions(lease_s=lease_s) if lease_s is not None else None,
         db_url=db_url,
         budget=budget,
         seed=seed,
@@ -569,6 +578,15 @@ def generate(directory: Path, name: str) -> None:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_FAILED)
     click.echo(f"public key: {public}\nsecret key: {secret} (keep it private)")
+
+
+def _add_lab_commands() -> None:
+    from controller.lab_cli import lab
+
+    cli.add_command(lab)
+
+
+_add_lab_commands()
 
 
 def main() -> None:

@@ -90,6 +90,8 @@ class HealthMonitor:
         self._described = described
         self.max_clock_skew_s = max_clock_skew_s
         self._written: dict[str, tuple[InstrumentState, int, float]] = {}
+        self.lab_state: Callable[[Session, InstrumentSlot], None] | None = None
+        """Records a lab instrument's quarantine or service change for the whole lab."""
         self._uptime_s: dict[str, float] = {}  # last uptime each instrument reported
         self._boot_id: dict[str, str] = {}  # last boot id each instrument reported
         self._skewed: set[str] = set()  # instruments whose clock skew is alarmed
@@ -133,6 +135,8 @@ class HealthMonitor:
                     session=s,
                 )
                 self._write(s, slot)
+                if self.lab_state is not None:
+                    self.lab_state(s, slot)
 
     # ------------------------------------------------------------------ operator
 
@@ -145,6 +149,8 @@ class HealthMonitor:
             slot.faults = 0
         with transaction(self._sessions) as s:
             self._write(s, slot)
+            if self.lab_state is not None:
+                self.lab_state(s, slot)
         await self._changed()
 
     # ------------------------------------------------------------------ probing

@@ -6,6 +6,10 @@ it sends a step: ``False`` once another controller has taken the campaign over (
 was found held by someone else), or once the last successful renewal is older than the
 lease itself (the store could not be reached, so another controller may already have taken
 over). Either way the controller stops sending, and the operator is told through an alarm.
+
+The controller's grants of lab units (:mod:`controller.store.lab`) share the lease's
+lifetime: each renewal extends them in the same transaction, and giving the lease back
+gives them back, so a controller that stops renewing (killed, hung) loses both together.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.store import transaction
+from controller.store.lab import release_holder, renew_holder
 from controller.store.lease import LeaseHolder, acquire_lease, release_lease, renew_lease
 
 logger = logging.getLogger(__name__)
@@ -79,6 +84,8 @@ class CampaignLease:
             try:
                 with transaction(self._sessions) as s:
                     held = renew_lease(s, self.campaign_id, self.me, self.ttl_s)
+                    if held:
+                        renew_holder(s, self.me.holder, self.ttl_s)
             except Exception as exc:  # the store may be briefly unreachable; retry
                 logger.warning("campaign %d: lease renewal failed: %s", self.campaign_id, exc)
                 if not self.valid:
@@ -97,6 +104,7 @@ class CampaignLease:
             return
         try:
             with transaction(self._sessions) as s:
+                release_holder(s, self.me.holder)
                 release_lease(s, self.campaign_id, self.me)
         except Exception as exc:  # it then expires by itself
             logger.warning("campaign %d: could not release the lease: %s", self.campaign_id, exc)

@@ -264,6 +264,9 @@ class CampaignController(ProposalIntake):
                 self._spawn(self.health.watch(slot))
             await self.estop.restore()  # an ESTOPPED campaign stays stopped
             self._spawn(self.commands.poll_forever())
+            if self.dispatch.lab is not None:
+                self.health.lab_state = self.dispatch.lab_state
+                self._spawn(self.dispatch.poll_lab())
             workers = self._workers = [
                 asyncio.create_task(self._worker(slot), name=f"worker-{slot.name}")
                 for slot in self.instruments.values()

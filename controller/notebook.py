@@ -34,7 +34,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.planning import build_planner
-from controller.runner import RunOptions, absolute_db_url, validate
+from controller.runner import RunOptions, absolute_db_url, lab_of, validate
 from controller.runner import run as run_file
 from controller.store import (
     add_decision,
@@ -133,7 +133,7 @@ class Campaign:
     @classmethod
     def from_file(cls, path: str | Path, db: str = "sqlite:///sdlab.db") -> Campaign:
         """Open (or create) the campaign of a campaign file, validated as ``sdlab run`` does."""
-        return cls(validate(Path(path)), db, source=path)
+        return cls(validate(Path(path), lab=lab_of(Path(path), db)), db, source=path)
 
     @classmethod
     def open(cls, name: str, db: str = "sqlite:///sdlab.db") -> Campaign:

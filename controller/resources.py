@@ -23,6 +23,15 @@ experiment starves and none deadlocks (``docs/resources.md`` gives the argument 
 
 The manager is plain Python and knows nothing of the event loop: the controller tells it
 which instruments are idle and asks it for a :class:`Plan`.
+
+**Across campaigns.** Instruments and resources a campaign shares with others through a lab
+(:mod:`models.lab`) are granted by the same rules, with the lab's view (a
+:class:`~controller.lab.LabGrants`) deciding what of them is free: a unit held by another
+campaign's live grant is not, and free units that campaigns waiting longer (or with a
+higher priority) have a claim on are reserved for them, as an older experiment's needs are
+within a campaign. A grant takes the step's lab units, with its instrument if that is a lab
+instrument, by compare-and-set in one transaction (all or nothing); a take that loses a race
+takes nothing and the step waits for the next plan.
 """
 
 from __future__ import annotations
@@ -31,9 +40,15 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from models.errors import CampaignStateError
 from models.resources import ResourceSpec
+from models.tables import utcnow
+
+if TYPE_CHECKING:
+    from controller.lab import LabGrants
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +76,14 @@ class KindState:
         idle: Instruments of the kind that may take a step now.
         busy: The experiments whose steps run on the others that are in use.
         unavailable: Instruments quarantined, silent or out of service.
+        elsewhere: Lab instruments of the kind held by other campaigns or down in the
+            lab, in words (``"station-2, held by campaign B"``).
     """
 
     idle: int
     busy: tuple[int, ...] = ()
     unavailable: int = 0
+    elsewhere: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,12 +121,18 @@ class ResourceManager:
     Args:
         resources: The campaign's ``[[resources]]``.
         container: The resource that holds each experiment's sample (``None``: none).
+        lab: The lab the campaign shares instruments and resources with (``None``: none).
 
     Raises:
         CampaignStateError: If ``container`` is not one of ``resources``.
     """
 
-    def __init__(self, resources: Sequence[ResourceSpec], container: str | None = None) -> None:
+    def __init__(
+        self,
+        resources: Sequence[ResourceSpec],
+        container: str | None = None,
+        lab: LabGrants | None = None,
+    ) -> None:
         self.units: dict[str, list[str]] = {r.name: r.unit_names for r in resources}
         if container is not None and container not in self.units:
             raise CampaignStateError(f"sample_container: unknown resource {container!r}")
@@ -117,6 +141,9 @@ class ResourceManager:
         self._holder: dict[str, int] = {}
         self._step: dict[int, list[str]] = {}
         self._containers: dict[int, str] = {}
+        self.lab = lab
+        self._lab_step: dict[int, list[str]] = {}  # lab units of each running step
+        self._since: dict[Request, datetime] = {}  # when each waiting lab request arrived
 
     # ------------------------------------------------------------------ state
 
@@ -157,20 +184,26 @@ class ResourceManager:
             The steps to grant, in priority order, and the reason each other step waits.
         """
         plan = Plan()
-        free = {name: len(self.free(name)) for name in self.units}
+        requests = sorted(requests, key=self.priority)
+        since = self._lab_since(requests)
+        free = {name: len(self._free_here(name, since)) for name in self.units}
         idle = {k: st.idle for k, st in kinds.items()}
+        if self.lab is not None:
+            for k in idle:
+                if self.lab.shares(f"kind:{k}"):
+                    idle[k] = min(idle[k], self.lab.available(f"kind:{k}", since))
         ahead: dict[str, int] = {}  # per pool: the first experiment granted or reserving
-        for req in sorted(requests, key=self.priority):
+        for req in requests:
             needs = Counter(req.needs)
             if self.needs_container(req.experiment_id):
                 assert self.container is not None
                 needs[self.container] += 1
             why: list[str] = []
             if idle.get(req.kind, 0) < 1:
-                why.append(self._kind_reason(req.kind, kinds.get(req.kind), ahead))
+                why.append(self._kind_reason(req.kind, kinds.get(req.kind), ahead, since))
             for name, n in needs.items():
                 if free.get(name, 0) < n:
-                    why.append(self._resource_reason(name, ahead))
+                    why.append(self._resource_reason(name, ahead, since))
             ahead.setdefault(f"kind:{req.kind}", req.experiment_id)
             for name in needs:
                 ahead.setdefault(name, req.experiment_id)
@@ -185,33 +218,113 @@ class ResourceManager:
             idle[req.kind] = max(0, idle.get(req.kind, 0) - 1)
             for name, n in needs.items():
                 free[name] = max(0, free.get(name, 0) - n)
+        if self.lab is not None:
+            self._record_lab_waits(requests, plan, since)
         return plan
 
-    def _kind_reason(self, kind: str, st: KindState | None, ahead: Mapping[str, int]) -> str:
+    # ------------------------------------------------------------------ the lab's share
+
+    def _lab_pools(self, req: Request) -> set[str]:
+        """The lab pools a request takes from (none without a lab)."""
+        if self.lab is None:
+            return set()
+        pools = {f"kind:{req.kind}", *req.needs}
+        if self.needs_container(req.experiment_id) and self.container is not None:
+            pools.add(self.container)
+        return {p for p in pools if self.lab.shares(p)}
+
+    def _lab_since(self, requests: Sequence[Request]) -> datetime | None:
+        """Since when this campaign's oldest waiting lab request has waited (and refresh
+        the view of the lab)."""
+        if self.lab is None:
+            return None
+        self.lab.refresh()
+        now = utcnow()
+        lab_requests = [r for r in requests if self._lab_pools(r)]
+        self._since = {r: self._since.get(r, now) for r in lab_requests}
+        return min(self._since.values(), default=None)
+
+    def _record_lab_waits(
+        self, requests: Sequence[Request], plan: Plan, since: datetime | None
+    ) -> None:
+        assert self.lab is not None
+        waiting = [r for r in requests if r.experiment_id in plan.waiting]
+        pools: set[str] = set()
+        for r in waiting:
+            pools |= self._lab_pools(r)
+        first = min((self._since[r] for r in waiting if r in self._since), default=since)
+        try:
+            self.lab.wait_on(pools, first)
+        except Exception:  # the claim is renewed at the next plan
+            logger.exception("could not record the lab units this campaign waits for")
+
+    def _free_here(self, name: str, since: datetime | None) -> list[str]:
+        """Units of ``name`` this campaign may take now (lab claims ahead counted)."""
+        free = self.free(name)
+        if self.lab is None or not self.lab.shares(name):
+            return free
+        free = [u for u in free if self.lab.unit_free(u)]
+        return free[: self.lab.available(name, since)]
+
+    # ------------------------------------------------------------------ reasons
+
+    def _kind_reason(
+        self,
+        kind: str,
+        st: KindState | None,
+        ahead: Mapping[str, int],
+        since: datetime | None = None,
+    ) -> str:
+        pool = f"kind:{kind}"
+        if self.lab is not None and self.lab.shares(pool):
+            reserved = self.lab.reserved_reason(pool, since)
+            if reserved is not None and (st is None or st.idle > 0):
+                return f"instrument kind {kind}: {reserved}"
         if st is not None and st.idle > 0:
             return f"instrument kind {kind}: reserved for older exp {ahead[f'kind:{kind}']}"
+        others = list(st.elsewhere) if st is not None else []
         if st is None or not st.busy:
+            if others:
+                return f"instrument kind {kind}: {'; '.join(others)}"
             down = st.unavailable if st is not None else 0
             return f"instrument kind {kind}: none available ({down} out of service or silent)"
-        running = ", ".join(f"exp {e}" for e in st.busy)
-        return f"instrument kind {kind}: all {len(st.busy)} busy ({running})"
+        running = ", ".join([f"exp {e}" for e in st.busy] + others)
+        return f"instrument kind {kind}: all {len(st.busy) + len(others)} busy ({running})"
 
-    def _resource_reason(self, name: str, ahead: Mapping[str, int]) -> str:
-        if self.free(name):
+    def _resource_reason(
+        self, name: str, ahead: Mapping[str, int], since: datetime | None = None
+    ) -> str:
+        shared = self.lab is not None and self.lab.shares(name)
+        if shared:
+            assert self.lab is not None
+            reserved = self.lab.reserved_reason(name, since)
+            if reserved is not None:
+                return f"resource {name} {reserved}"
+        if self._free_here(name, since):
             return f"resource {name} reserved for older exp {ahead[name]}"
-        if name == self.container:
+        held = [f"exp {e}" for e in dict.fromkeys(self.holders(name))]
+        if shared:
+            assert self.lab is not None
+            held += self.lab.elsewhere(name)
+        if name == self.container and not shared:
             return f"{name}: none free"
-        held = ", ".join(f"exp {e}" for e in dict.fromkeys(self.holders(name)))
-        return f"resource {name} held by {held}"
+        return f"resource {name} held by {', '.join(held)}" if held else f"{name}: none free"
 
     # ------------------------------------------------------------------ grants
 
-    def grant(self, request: Request) -> Grant:
+    def grant(self, request: Request, instrument: str | None = None) -> Grant:
         """Take the units a step needs (and its container, if it is being admitted).
+
+        Args:
+            request: The step.
+            instrument: The instrument it runs on; a lab instrument is granted together
+                with the step's lab units.
 
         Raises:
             CampaignStateError: If a unit is not free (the plan was not followed), or the
                 experiment already holds step resources; nothing is taken then.
+            GrantConflictError: If another campaign holds one of the lab units (it took it
+                since the lab was last read); nothing is taken then.
         """
         exp = request.experiment_id
         if exp in self._step:
@@ -227,16 +340,26 @@ class ResourceManager:
             if name not in self.units:
                 raise CampaignStateError(f"needs: unknown resource {name!r}")
             free = [u for u in self.free(name) if u not in picked]
+            if self.lab is not None and self.lab.shares(name):
+                free = [u for u in free if self.lab.unit_free(u)]
             if not free:
                 raise CampaignStateError(f"resource {name}: no unit free for experiment {exp}")
             picked.append(free[0])
             taken[name] = free[0]
         container = taken.pop(self.container) if admit and self.container else None
+        lab_units: list[str] = []
+        if self.lab is not None:
+            if instrument is not None and instrument in self.lab.instruments:
+                lab_units.append(instrument)
+            lab_units += [u for u in picked if self.lab.shares(self._pool_of[u])]
+            self.lab.take(lab_units, exp)  # all or nothing, or raise before anything is held
         for unit in picked:
             self._holder[unit] = exp
         if container is not None:
             self._containers[exp] = container
         self._step[exp] = list(taken.values())
+        self._lab_step[exp] = [u for u in lab_units if u != container]
+        self._since.pop(request, None)
         return Grant(request, taken, container)
 
     def release_step(self, experiment_id: int) -> list[str]:
@@ -244,6 +367,8 @@ class ResourceManager:
         units = self._step.pop(experiment_id, [])
         for unit in units:
             self._holder.pop(unit, None)
+        if self.lab is not None:
+            self.lab.release(self._lab_step.pop(experiment_id, []))
         return units
 
     def release_container(self, experiment_id: int) -> str | None:
@@ -251,6 +376,8 @@ class ResourceManager:
         unit = self._containers.pop(experiment_id, None)
         if unit is not None:
             self._holder.pop(unit, None)
+            if self.lab is not None and self.container and self.lab.shares(self.container):
+                self.lab.release([unit])
         return unit
 
     def release(self, experiment_id: int) -> None:
@@ -302,3 +429,40 @@ class ResourceManager:
             self._holder[free[0]] = experiment_id
         self._step[experiment_id] = units
         return units
+
+    def adopt_lab(self, held: Mapping[str, int | None], resumed: Iterable[int]) -> list[str]:
+        """Keep the lab grants of steps found running and of containers held; free the rest.
+
+        Called after :meth:`adopt_step` and :meth:`adopt_container` with the grants an
+        earlier controller of the campaign left (:meth:`controller.lab.LabGrants.adopt`).
+
+        Returns:
+            The lab units given back.
+        """
+        if self.lab is None:
+            return []
+        running = set(resumed)
+        keep: list[str] = []
+        for unit, exp in held.items():
+            if exp is None:
+                continue
+            if self._containers.get(exp) == unit:
+                keep.append(unit)
+                continue
+            if exp not in running:
+                continue
+            pool = self._pool_of.get(unit)
+            local = self._step.get(exp, [])
+            if pool is not None and unit not in local:
+                # hold the unit the lab granted, not the one adopt_step picked
+                for i, other in enumerate(local):
+                    if self._pool_of.get(other) == pool and unit not in self._holder:
+                        self._holder.pop(other, None)
+                        local[i] = unit
+                        self._holder[unit] = exp
+                        break
+            self._lab_step.setdefault(exp, []).append(unit)
+            keep.append(unit)
+        drop = [u for u in held if u not in keep]
+        self.lab.release(drop)
+        return drop

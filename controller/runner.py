@@ -38,13 +38,14 @@ from controller.store import (
     set_campaign_status,
     transaction,
 )
+from controller.store.lab import get_lab
 from controller.store.lease import LeaseHeldError, lease_is_live, lease_of
 from controller.store.queries import cost_spent, related_observations
 from instruments.driver import InstrumentDescription
 from instruments.gateway import build_drivers
 from instruments.security import CurveClientKeys
 from models.campaign import CampaignSpec
-from models.campaign_file import load_campaign
+from models.campaign_file import load_campaign, read_toml
 from models.errors import (
     CampaignStateError,
     InvalidCampaignError,
@@ -54,6 +55,7 @@ from models.errors import (
     SdlabError,
 )
 from models.gateway import GatewayFile, hosted_entries
+from models.lab import LabSpec
 from models.status import CampaignStatus, ExperimentStatus
 from models.tables import CampaignRow, EventRow
 
@@ -101,15 +103,23 @@ def absolute_db_url(url: str) -> str:
     return url
 
 
-def validate(path: Path, seed: int | None = None, simulate: bool = False) -> CampaignSpec:
+def validate(
+    path: Path, seed: int | None = None, simulate: bool = False, lab: LabSpec | None = None
+) -> CampaignSpec:
     """Load a campaign file and check that its planner can be built, its CURVE key files
     read, the drivers it hosts built from their options, and that its simulated
     instruments can run its workflow.
 
+    Args:
+        path: The campaign file.
+        seed: Overrides its seed.
+        simulate: Run drivers on their simulated backends.
+        lab: The lab its ``[lab]`` table names (see :func:`lab_of`).
+
     Raises:
         InvalidCampaignError: For any problem, with the key path.
     """
-    spec = load_campaign(path)
+    spec = load_campaign(path, lab)
     _check_drivers(spec, str(path), simulate)
     keys: list[tuple[str, str]] = []
     for i, inst in enumerate(spec.instruments):
@@ -131,6 +141,30 @@ def validate(path: Path, seed: int | None = None, simulate: bool = False) -> Cam
     except SdlabError as exc:
         raise InvalidCampaignError(str(path), [("planner", str(exc))]) from exc
     return spec
+
+
+def lab_of(path: Path, db_url: str) -> LabSpec | None:
+    """The lab a campaign file's ``[lab]`` table names, as recorded in the store.
+
+    Returns:
+        ``None`` if the file names no lab, or the store does not have it (loading the file
+        then reports ``lab.name``).
+
+    Raises:
+        InvalidCampaignError: If the file cannot be read or is not TOML.
+    """
+    table = read_toml(path).get("lab")
+    name = table.get("name") if isinstance(table, dict) else None
+    if not isinstance(name, str):
+        return None
+    engine = make_engine(db_url)
+    try:
+        migrate(engine)
+        with transaction(session_factory(engine), read_only=True) as s:
+            found = get_lab(s, name)
+    finally:
+        engine.dispose()
+    return None if found is None else found[1]
 
 
 def simulated_workflow_problems(spec: CampaignSpec) -> list[Problem]:
@@ -293,7 +327,7 @@ def run(path: Path, opts: RunOptions, console: Console | None = None) -> int:
         LeaseHeldError: If another controller is running the campaign (the caller exits 1).
     """
     console = console or Console()
-    spec = validate(path, opts.seed, opts.simulate)
+    spec = validate(path, opts.seed, opts.simulate, lab_of(path, opts.db_url))
     # The campaign actor runs in a Ray worker whose working directory is not ours.
     opts = replace(opts, db_url=absolute_db_url(opts.db_url))
     name = _prepare(spec, path, opts, console)

@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
+from controller.lab import LabGrants
 from controller.resources import KindState, Request, ResourceManager
 from controller.store import transaction
+from controller.store.lab import GrantConflictError
 from controller.store.samples import (
     SampleNow,
     active_samples,
@@ -40,6 +42,9 @@ logger = logging.getLogger(__name__)
 
 WAITING_FLUSH_S = 0.25
 """How long changes of waiting reasons gather before they are written to the store."""
+
+LAB_POLL_S = 0.25
+"""How often a campaign whose steps wait looks whether the lab has freed what they need."""
 
 _ENDED = frozenset(
     {
@@ -61,7 +66,12 @@ class Dispatcher:
     def __init__(self, ctl: CampaignController) -> None:
         self.ctl = ctl
         spec = ctl.spec
-        self.manager = ResourceManager(spec.resources, spec.sample_container)
+        self.lab: LabGrants | None = None
+        if spec.lab is not None:
+            self.lab = LabGrants(
+                ctl._sessions, spec, ctl.campaign_id, ctl.lease.me.holder, ctl.lease.ttl_s
+            )
+        self.manager = ResourceManager(spec.resources, spec.sample_container, self.lab)
         self.needs = [tuple(step.needs) for step in spec.workflow]
         self.waiting: dict[int, str] = {}
         self._written: dict[int, str] = {}
@@ -91,6 +101,11 @@ class Dispatcher:
                     finish_sample(s, ctl.campaign_id, exp_id, ExperimentStatus.INTERRUPTED)
                 elif container is not None and container == self.manager.container:
                     self.manager.adopt_container(exp_id, label)
+        if self.lab is not None:
+            resumed = [w.experiment_id for slot in ctl.instruments.values() for w in slot.resume]
+            dropped = self.manager.adopt_lab(self.lab.adopt(), resumed)
+            if dropped:
+                logger.info("campaign %s: gave back lab units %s", ctl.name, dropped)
 
     # ------------------------------------------------------------------ grants
 
@@ -100,11 +115,24 @@ class Dispatcher:
             by_kind.setdefault(slot.kind, []).append(slot)
         out: dict[str, KindState] = {}
         for kind, slots in by_kind.items():
-            idle = sum(1 for s in slots if s.available and not s.busy and not s.resume)
+            idle = sum(
+                1
+                for s in slots
+                if s.available and not s.busy and not s.resume and self._lab_free(s)
+            )
             busy = tuple(self._running[s.name] for s in slots if s.busy and s.name in self._running)
             down = sum(1 for s in slots if not s.available)
-            out[kind] = KindState(idle, busy, down)
+            elsewhere: tuple[str, ...] = ()
+            if self.lab is not None and self.lab.shares(f"kind:{kind}"):
+                elsewhere = tuple(self.lab.elsewhere(f"kind:{kind}"))
+            out[kind] = KindState(idle, busy, down, elsewhere)
         return out
+
+    def _lab_free(self, slot: InstrumentSlot) -> bool:
+        """Whether the lab lets us send to ``slot`` (always, if it is not a lab instrument)."""
+        if self.lab is None or slot.name not in self.lab.instruments:
+            return True
+        return self.lab.unit_free(slot.name)
 
     def take(self, slot: InstrumentSlot) -> Work | None:
         """The step ``slot`` runs next, with its resources granted; ``None``: none now.
@@ -127,15 +155,23 @@ class Dispatcher:
         taken: Work | None = None
         if ctl._paused:
             waiting.update(dict.fromkeys(ready, "paused"))
+            if self.lab is not None:  # a paused campaign claims nothing of the lab
+                self.lab.wait_on([], None)
         else:
+            if self.lab is not None:
+                self.lab.refresh()
             plan = self.manager.plan(requests, self._kinds())
             waiting.update(plan.waiting)
-            if slot.available and not slot.busy:
+            if slot.available and not slot.busy and self._lab_free(slot):
                 for req in plan.grants:
                     if req.kind == slot.kind:
+                        try:
+                            self.manager.grant(req, instrument=slot.name)
+                        except GrantConflictError as exc:  # another campaign was quicker
+                            waiting[req.experiment_id] = str(exc)
+                            break
                         taken = ready[req.experiment_id]
                         ctl._ready[req.kind].remove(taken)
-                        self.manager.grant(req)
                         self._started(slot, taken)
                         break
             for req in plan.grants:
@@ -143,6 +179,19 @@ class Dispatcher:
                     waiting[req.experiment_id] = f"a free instrument of kind {req.kind} to pick it"
         self._set_waiting(waiting)
         return taken
+
+    async def poll_lab(self) -> None:
+        """While steps wait, wake the workers every :data:`LAB_POLL_S` to look at the lab
+        again: other campaigns' controllers free lab units without telling us."""
+        while True:
+            await asyncio.sleep(LAB_POLL_S)
+            if self.waiting and not self.ctl._paused:
+                await self.ctl._notify()
+
+    def lab_state(self, s: Session, slot: InstrumentSlot) -> None:
+        """Record a lab instrument's service state for every campaign (in ``s``)."""
+        if self.lab is not None and slot.name in self.lab.instruments:
+            self.lab.record_slot(s, slot)
 
     def _started(self, slot: InstrumentSlot, work: Work) -> None:
         slot.busy = True

@@ -431,6 +431,23 @@ class SafetySpec(_Spec):
     require_approval: bool = False
 
 
+class CampaignLabSpec(_Spec):
+    """The ``[lab]`` table of a campaign file: which lab instruments and resources it uses.
+
+    Attributes:
+        name: The lab (as recorded by ``sdlab lab apply``).
+        instruments: Lab instruments by name.
+        kinds: Every lab instrument of these kinds.
+        resources: Lab resources the campaign's steps may list in ``needs`` (or name as
+            ``sample_container``).
+    """
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=128)
+    instruments: list[str] = Field(default_factory=list, max_length=1024)
+    kinds: list[str] = Field(default_factory=list, max_length=256)
+    resources: list[str] = Field(default_factory=list, max_length=256)
+
+
 class CampaignSpec(_Spec):
     """A whole campaign file.
 
@@ -452,6 +469,8 @@ class CampaignSpec(_Spec):
             (``[[resources]]``, see :mod:`models.resources`).
         sample_container: The resource whose unit (a crucible) each experiment holds from
             its first step to its last; ``None``: samples are not held in containers.
+        lab: The lab whose instruments and resources the campaign shares with others
+            (``None``: it has its own only); see :mod:`models.lab`.
     """
 
     campaign: CampaignInfo
@@ -468,6 +487,7 @@ class CampaignSpec(_Spec):
     report: ReportSpec = Field(default_factory=ReportSpec)
     resources: list[ResourceSpec] = Field(default_factory=list, max_length=256)
     sample_container: str | None = None
+    lab: CampaignLabSpec | None = None
 
     @model_validator(mode="after")
     def _cross_checks(self) -> CampaignSpec:
@@ -613,6 +633,8 @@ def _drop_later_defaults(data: dict[str, Any]) -> None:
         data.pop("resources", None)
     if data.get("sample_container") is None:
         data.pop("sample_container", None)
+    if data.get("lab") is None:
+        data.pop("lab", None)
     for obj in data.get("objectives", []):
         for key, default in _LATER_OBJECTIVE_KEYS.items():
             if key in obj and obj[key] == default:

@@ -13,12 +13,15 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from models.campaign import CampaignSpec, SimulationFile
 from models.errors import InvalidCampaignError, KeyPath, Problem
+
+if TYPE_CHECKING:
+    from models.lab import LabSpec
 
 __all__ = ["load_campaign", "load_simulation", "parse_spec", "read_toml"]
 
@@ -159,11 +162,13 @@ def _anchor_key_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     return data
 
 
-def load_campaign(path: str | Path) -> CampaignSpec:
+def load_campaign(path: str | Path, lab: LabSpec | None = None) -> CampaignSpec:
     """Load and validate a campaign file.
 
     Args:
         path: Path to the campaign TOML file.
+        lab: The lab its ``[lab]`` table names, as recorded in the store (see
+            :func:`models.lab.resolve_campaign_data`); ``None`` for a campaign of its own.
 
     Returns:
         The validated campaign spec.
@@ -172,8 +177,11 @@ def load_campaign(path: str | Path) -> CampaignSpec:
         InvalidCampaignError: If the file cannot be read, is not TOML, or violates the schema;
             the error's ``problems`` name the key path of each problem.
     """
+    from models.lab import resolve_campaign_data  # it imports this module
+
     base = Path(path).resolve().parent
-    return parse_spec(_anchor_key_paths(read_toml(path), base), CampaignSpec, str(path))
+    data = resolve_campaign_data(_anchor_key_paths(read_toml(path), base), lab, str(path))
+    return parse_spec(data, CampaignSpec, str(path))
 
 
 def load_simulation(path: str | Path) -> SimulationFile:

@@ -16,8 +16,9 @@ Example::
     options = { port = "/dev/ttyUSB0", baudrate = 9600 }
 
 A campaign file is accepted too: its hosted entries (with a driver or a simulator table)
-are the gateway's. The driver-specific ``options`` are checked by the gateway, which knows
-the drivers (:mod:`instruments.gateway`); this module checks the file's shape only.
+are the gateway's; so is a lab file (:mod:`models.lab`), whose hosted instruments are.
+The driver-specific ``options`` are checked by the gateway, which knows the drivers
+(:mod:`instruments.gateway`); this module checks the file's shape only.
 """
 
 from __future__ import annotations
@@ -102,6 +103,20 @@ def load_gateway(path: str | Path) -> GatewayFile:
     """
     source = str(path)
     data = _anchor_key_paths(read_toml(path), Path(path).resolve().parent)
+    if "lab" in data and "campaign" not in data:
+        from models.lab import load_lab  # it imports models.campaign_file, as this does
+
+        lab = load_lab(path)
+        specs = [
+            InstrumentSpec.model_validate(i.model_dump(exclude={"gateway"}))
+            for i in lab.instruments
+        ]
+        hosted = hosted_entries(specs)
+        if not hosted:
+            raise InvalidCampaignError(
+                source, [("instruments", "no lab instrument with a driver or a simulator")]
+            )
+        return GatewayFile(source=source, entries=hosted)
     parsed = parse_spec({"instruments": data.get("instruments", [])}, _InstrumentsFile, source)
     specs = list(parsed.instruments)
     problems: list[tuple[str, str]] = []

@@ -66,6 +66,18 @@ class InstrumentState(StrEnum):
     OUT_OF_SERVICE = "OUT_OF_SERVICE"  # taken out by an operator
 
 
+class LabInstrumentState(StrEnum):
+    """Whether a lab instrument may take steps, as every campaign of the lab sees it.
+
+    Any state may follow any other: an operator takes an instrument out of service or puts
+    it back, a controller quarantines it after repeated faults (until ``until``).
+    """
+
+    IN_SERVICE = "IN_SERVICE"
+    QUARANTINED = "QUARANTINED"  # a controller's circuit breaker opened; ends at ``until``
+    OUT_OF_SERVICE = "OUT_OF_SERVICE"  # taken out by an operator
+
+
 class CommandStatus(StrEnum):
     """Where an operator command sent to a running controller is."""
 

@@ -36,6 +36,7 @@ from models.status import (
     CommandStatus,
     ExperimentStatus,
     InstrumentState,
+    LabInstrumentState,
     SampleState,
     StepStatus,
     TaskStatus,
@@ -95,6 +96,7 @@ def _status(
         | ExperimentStatus
         | StepStatus
         | InstrumentState
+        | LabInstrumentState
         | CommandStatus
         | SampleState
         | TaskStatus
@@ -117,6 +119,8 @@ class CampaignRow(Base):
     spec_hash: Mapped[str] = mapped_column(String(64))
     max_experiments: Mapped[int] = mapped_column(Integer)
     seed: Mapped[int] = mapped_column(Integer)
+    # Higher goes first when campaigns wait for the same lab instruments or resources.
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -349,6 +353,82 @@ class ControllerLeaseRow(Base):
     pid: Mapped[int] = mapped_column(Integer)
     acquired_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     renewed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LabRow(Base):
+    """A lab file as ``sdlab lab apply`` recorded it (see :mod:`models.lab`)."""
+
+    __tablename__ = "labs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    spec_hash: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class LabInstrumentRow(Base):
+    """The state of one lab instrument, recorded once and seen by every campaign."""
+
+    __tablename__ = "lab_instruments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    lab_id: Mapped[int] = mapped_column(ForeignKey("labs.id"))
+    name: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(128))
+    address: Mapped[str] = mapped_column(String(256))
+    gateway: Mapped[str | None] = mapped_column(String(128))
+    state: Mapped[LabInstrumentState] = mapped_column(_status(LabInstrumentState))
+    reason: Mapped[str | None] = mapped_column(Text)
+    until: Mapped[datetime | None] = mapped_column(UTCDateTime)  # a quarantine's end
+    changed_by: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (UniqueConstraint("lab_id", "name"),)
+
+
+class LabUnitRow(Base):
+    """One grantable unit of a lab (an instrument, or a unit of a resource) and its grant.
+
+    A grant is taken by compare-and-set: the row is updated only if nobody holds it or its
+    holder's lease has expired (``expires_at``), so two controllers cannot both take it.
+    ``holder`` is the controller's lease id; the controller renews ``expires_at`` with its
+    campaign lease and clears the row when the step (or, for a container, the experiment)
+    ends. See :mod:`controller.store.lab`.
+    """
+
+    __tablename__ = "lab_units"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    lab_id: Mapped[int] = mapped_column(ForeignKey("labs.id"))
+    unit: Mapped[str] = mapped_column(String(128))
+    pool: Mapped[str] = mapped_column(String(160))  # "kind:<kind>" or the resource name
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id"))
+    holder: Mapped[str | None] = mapped_column(String(200))
+    experiment_id: Mapped[int | None] = mapped_column(Integer)
+    granted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (UniqueConstraint("lab_id", "unit"),)
+
+
+class LabWaitRow(Base):
+    """A campaign that waits for lab units: the pools it waits on, and since when.
+
+    Campaigns waiting on a pool are served by priority, then by how long they have waited:
+    a campaign takes a unit only if the free units outnumber the campaigns ahead of it.
+    """
+
+    __tablename__ = "lab_waits"
+
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"), primary_key=True)
+    lab_id: Mapped[int] = mapped_column(ForeignKey("labs.id"))
+    holder: Mapped[str] = mapped_column(String(200))
+    pools: Mapped[list[Any]] = mapped_column(JSONType)
+    since: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 

@@ -33,10 +33,12 @@ from controller.api.views import (
 )
 from controller.store import add_event, create_campaign, set_campaign_status, submit_command
 from controller.store.dashboard import best_results
+from controller.store.lab import get_lab
 from controller.store.lease import LeaseHeldError, lease_is_live, lease_of
 from models.campaign import CampaignSpec
 from models.campaign_file import parse_spec
 from models.errors import CampaignStateError, InvalidCampaignError
+from models.lab import LabSpec, resolve_campaign_data
 from models.status import CampaignStatus, ExperimentStatus
 from models.tables import CampaignRow, CommandRow, ExperimentRow
 
@@ -158,7 +160,17 @@ def campaign_charts(campaign_id: CampaignId, s: DbSession, _: Viewer) -> dict[st
     return chart_data(s, get_campaign_or_404(s, campaign_id))
 
 
-def _parse_upload(raw: bytes, filename: str) -> tuple[CampaignSpec, str]:
+def _lab_of_upload(s: Session, data: dict[str, Any]) -> LabSpec | None:
+    """The lab an uploaded campaign's ``[lab]`` table names, if the store has it."""
+    table = data.get("lab")
+    name = table.get("name") if isinstance(table, dict) else None
+    found = get_lab(s, name) if isinstance(name, str) else None
+    return None if found is None else found[1]
+
+
+def _parse_upload(
+    raw: bytes, filename: str, s: Session
+) -> tuple[CampaignSpec, str, LabSpec | None]:
     if len(raw) > MAX_UPLOAD_BYTES:
         raise InvalidCampaignError(filename, [("", f"file is larger than {MAX_UPLOAD_BYTES} B")])
     try:
@@ -168,17 +180,19 @@ def _parse_upload(raw: bytes, filename: str) -> tuple[CampaignSpec, str]:
         raise InvalidCampaignError(filename, [("", "file is not UTF-8 text")]) from exc
     except tomllib.TOMLDecodeError as exc:
         raise InvalidCampaignError(filename, [("", f"invalid TOML: {exc}")]) from exc
-    return parse_spec(data, CampaignSpec, filename), text
+    lab = _lab_of_upload(s, data)
+    spec = parse_spec(resolve_campaign_data(data, lab, filename), CampaignSpec, filename)
+    return spec, text, lab
 
 
-def _check_planner(text: str, filename: str, seed: int | None) -> None:
+def _check_planner(text: str, filename: str, seed: int | None, lab: LabSpec | None) -> None:
     from controller.runner import validate
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "campaign.toml"
         path.write_text(text, encoding="utf-8")
         try:
-            validate(path, seed)
+            validate(path, seed, lab=lab)
         except InvalidCampaignError as exc:
             raise InvalidCampaignError(filename, exc.problems) from exc
 
@@ -200,8 +214,8 @@ def create_from_upload(
     raw = file.file.read(MAX_UPLOAD_BYTES + 1)
     filename = file.filename or "upload.toml"
     try:
-        spec, text = _parse_upload(raw, filename)
-        _check_planner(text, filename, seed)
+        spec, text, lab = _parse_upload(raw, filename, s)
+        _check_planner(text, filename, seed, lab)
     except InvalidCampaignError as exc:
         raise HTTPException(
             422,

@@ -22,6 +22,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from controller.store.lab import lab_priority
 from controller.store.queries import (
     count_by_status,
     events,
@@ -126,6 +127,7 @@ def create_campaign(
         spec_hash=spec.spec_hash(),
         max_experiments=max_experiments,
         seed=seed,
+        priority=lab_priority(s, spec.lab.name) if spec.lab is not None else 0,
     )
     s.add(row)
     s.flush()
