@@ -7,6 +7,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.sdlab-installed
 PYTEST_ARGS ?=
+# Test processes: most tests wait on sockets, subprocesses and simulated instruments, so two
+# workers take about half the time on two cores. Each worker is a pytest session with its
+# own Ray instance; a module's tests stay on one worker (--dist loadfile), so module
+# fixtures are built once. PYTEST_WORKERS=0 runs in one process.
+PYTEST_WORKERS ?= 2
 
 .PHONY: venv demo test lint typecheck unit bench bench-planners clean
 
@@ -30,7 +35,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test: lint typecheck unit
 

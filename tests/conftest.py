@@ -19,6 +19,26 @@ with contextlib.suppress(ImportError):
     import sila2.framework  # noqa: F401
 
 # =====================================================================================
+# Threads: one torch (and BLAS/OpenMP) thread in every test process, so that a test's
+# numbers do not depend on which tests ran before it in the same process (a module that set
+# the thread count changed the float reductions of those after it), and two test workers on
+# two cores do not oversubscribe them.
+# =====================================================================================
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_compute_thread() -> Iterator[None]:
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):  # OpenMP/BLAS too (histogram gradient boosting, SVR)
+        yield
+    torch.set_num_threads(before)
+
+
+# =====================================================================================
 # Store: database URLs (controller/store). ``db_url`` runs a test on SQLite and, when a
 # server answers, on PostgreSQL (marked ``postgres``; deselect with ``-m 'not postgres'``).
 # =====================================================================================

@@ -175,9 +175,15 @@ def _apply(lab: Path, db: str, cwd: Path) -> None:
     assert "unit arm-1 (arm) added" in res.stdout
 
 
-def _run(path: Path, db: str, ray: str, cwd: Path, lease_s: float = 30.0) -> subprocess.Popen[str]:
+def _run(
+    path: Path, db: str, ray: str | None, cwd: Path, lease_s: float = 30.0
+) -> subprocess.Popen[str]:
+    """``sdlab run`` on the session's Ray, or (``ray=None``) on a Ray of its own, which a
+    SIGKILL of its process tree takes down with it, as a power cut would: the controller
+    actor of a run on the shared Ray outlives its killed driver until Ray notices."""
+    joins = ["--ray-address", ray] if ray is not None else []
     return sdlab(
-        "run", str(path), "--db", db, "--no-progress", "--ray-address", ray,
+        "run", str(path), "--db", db, "--no-progress", *joins,
         "--lease-s", str(lease_s), cwd=cwd,
     )  # fmt: skip
 
@@ -293,7 +299,7 @@ def test_a_killed_controllers_grants_return_after_its_lease_and_the_other_campai
     tmp_path: Path, pg_url: str, ray_address: str, lab_servers: Path
 ) -> None:
     _apply(lab_servers, pg_url, tmp_path)
-    a = _run(write_campaign(tmp_path, "campaign-a", 1), pg_url, ray_address, tmp_path, 4.0)
+    a = _run(write_campaign(tmp_path, "campaign-a", 1), pg_url, None, tmp_path, 4.0)
     b = _run(write_campaign(tmp_path, "campaign-b", 2), pg_url, ray_address, tmp_path)
     deadline = time.monotonic() + 150
     while "campaign-a" not in _grants(pg_url).values():  # wait until A holds the arm

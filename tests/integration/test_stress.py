@@ -3,7 +3,7 @@ the controller, Ray's GCS, raylet and actor workers, the simulated servers), res
 time, on SQLite and on PostgreSQL; then check that nothing recorded before a kill was lost,
 no action ran twice unless flagged as a re-run, and the campaign reached its budget.
 
-The suite kills it 6 times on each database (each restart costs the start of ``sdlab run``:
+The suite kills it 4 times on each database (each restart costs the start of ``sdlab run``:
 imports, Ray, the servers); ``python -m benchmarks.reliability`` sets
 ``SDLAB_STRESS_KILLS=20`` for the figures ``docs/reliability.md`` quotes."""
 
@@ -29,7 +29,7 @@ from tests.integration.test_crash_recovery import _kill_everything, _start_run
 
 pytestmark = pytest.mark.slow
 
-KILLS = int(os.environ.get("SDLAB_STRESS_KILLS", "6"))
+KILLS = int(os.environ.get("SDLAB_STRESS_KILLS", "4"))
 BUDGET = 60 if KILLS >= 20 else 30
 
 

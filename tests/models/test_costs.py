@@ -128,7 +128,7 @@ def test_campaigns_without_costs_keep_their_spec_hash(tmp_path: Path) -> None:
     """A campaign written before costs existed still resumes: the new keys, at their
     defaults, are left out of the hash."""
     hartmann = load_campaign(EXAMPLE.parent / "hartmann6.toml")
-    data = hartmann.model_dump(mode="json", exclude={"budget"})
+    data = hartmann.model_dump(mode="json", exclude={"budget": True, "planner": {"placement"}})
     for step in data["workflow"]:
         assert step.pop("cost") is None
         assert step.pop("cost_per") is None

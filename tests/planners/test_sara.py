@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 from models.errors import InvalidCampaignError
 from models.objectives import Objective
@@ -21,15 +19,6 @@ from sim.sara import BANDS, SaraWorld
 
 WORLD = SaraWorld()
 NAMES = [name for name, _, _ in BANDS]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny GPs: one torch thread is faster on a shared machine; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _space() -> SearchSpace:

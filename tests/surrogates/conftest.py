@@ -1,25 +1,10 @@
-"""Fixtures of the surrogate tests: one torch thread, small materials data sets."""
+"""Fixtures of the surrogate tests: small materials data sets."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
-import torch
 from pymatgen.core import Composition, Lattice, Structure
-from threadpoolctl import threadpool_limits
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _one_torch_thread() -> Iterator[None]:
-    """Two CPU cores are shared by several developers: one thread avoids oversubscription."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):  # OpenMP/BLAS too (histogram gradient boosting, SVR)
-        yield
-    torch.set_num_threads(before)
-
 
 ELEMENTS = ["Li", "Na", "K", "Mg", "Ca", "Al", "Fe", "Ni", "Cu", "Zn", "O", "S", "Cl", "F"]
 
