@@ -30,7 +30,7 @@ from controller.store.queries import COST_KEY
 from controller.work import InstrumentSlot, Work
 from models.errors import InvalidCampaignError, ParameterLimitError
 from models.params import ParamValue
-from models.records import Observation, Proposal
+from models.records import Proposal
 from models.status import CampaignStatus, ExperimentStatus
 
 logger = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ class ProposalIntake(StepRunner):
     _planner_errors: int
     _exhausted_at: int | None
     _awaiting: dict[int, dict[str, ParamValue]]
+    _refused_in_a_row: int
 
     def _may_start_new(self) -> bool:
         """Whether new experiments may be started (the controller decides)."""
@@ -90,6 +91,7 @@ class ProposalIntake(StepRunner):
             seen = self._completed + self._failed + self._abandoned
             pending = list(self._in_flight.values())
             try:
+                await self._teach()  # the planner knows what the store says it knows
                 decision = await self._planner.ask(n, pending)
                 self._planner_errors = 0
             except Exception as exc:
@@ -154,6 +156,7 @@ class ProposalIntake(StepRunner):
                     accepted,
                     [(k, p, f"safety gate: {why}") for k, p, why in refusals] + over,
                     hold=hold,
+                    infeasible={k for k, _, _ in refusals},
                 )
                 if over:
                     add_event(
@@ -192,12 +195,35 @@ class ProposalIntake(StepRunner):
             self._abandoned += len(over)
             if over:
                 self._stop(CampaignStatus.COMPLETED, "cost budget reached")
-            refused = [Observation(dict(p.parameters), {}, False, ids[k]) for k, p, _ in refusals]
-            if refused:
-                await self._planner.tell(refused)
+            for _, _, why in refusals:
+                self._refused(str(why))
+            if refusals:
+                await self._teach()
         finally:
             self._planning = False
             await self._notify()
+
+    def _refused(self, message: str) -> None:
+        """Count a proposal the safety gate refused; stop the campaign after
+        ``reliability.max_refused_in_a_row`` in a row (it cannot make progress).
+
+        The streak ends when an experiment's first step is sent (see
+        :meth:`~controller.steps.StepRunner._execute`).
+        """
+        self._refused_in_a_row += 1
+        limit = self.spec.reliability.max_refused_in_a_row
+        if self._refused_in_a_row < limit or self._final is not None:
+            return
+        reason = (
+            f"no progress: the last {self._refused_in_a_row} proposals were all refused "
+            f"by the safety gate; last refusal: {message}"
+        )
+        self.alarms.raise_(
+            "no_progress",
+            f"campaign {self.name} stopped: {reason}",
+            data={"refused_in_a_row": self._refused_in_a_row, "last_refusal": message},
+        )
+        self._stop(CampaignStatus.FAILED, reason)
 
     def _proposal_costs(self, proposals: list[Proposal]) -> list[float | None]:
         """The cost of each proposal (``None`` where it cannot be computed: the point is

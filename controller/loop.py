@@ -53,7 +53,6 @@ from controller.store import (
     get_campaign,
     make_engine,
     migrate,
-    observations,
     session_factory,
     set_campaign_status,
     set_experiment_status,
@@ -74,7 +73,6 @@ from models.errors import (
     ParameterLimitError,
 )
 from models.params import ParamValue
-from models.records import Observation
 from models.status import CampaignStatus, ExperimentStatus
 from models.tables import CampaignRow, ExperimentRow
 
@@ -184,6 +182,10 @@ class CampaignController(ProposalIntake):
         # Completed + failed + abandoned when the planner last had nothing to propose: it
         # is asked again only once one of them has changed.
         self._exhausted_at: int | None = None
+        # The last known_seq taught to the planner (see StepRunner._teach), and the
+        # proposals refused in a row (see ProposalIntake._refused).
+        self._known_seq = 0
+        self._refused_in_a_row = 0
 
     # ------------------------------------------------------------------ public API
 
@@ -238,7 +240,6 @@ class CampaignController(ProposalIntake):
                         "controller": self.lease.me.holder,
                     },
                 )
-                history = observations(s, self.campaign_id, list(self.spec.objectives))
                 related = related_observations(
                     s,
                     self.spec.planner.options.get("related_campaigns", []),
@@ -248,8 +249,7 @@ class CampaignController(ProposalIntake):
                 await self._planner.tell_related(task, told)
             await Recovery(self).reconcile()
             self.dispatch.restore()
-            if history:
-                await self._planner.tell(history)
+            await self._teach()  # everything the store says the planner knows (see _teach)
             self.health = HealthMonitor(
                 self.instruments,
                 self.spec.reliability,
@@ -370,16 +370,19 @@ class CampaignController(ProposalIntake):
             CampaignStateError: If one of them is not waiting for approval (none is rejected).
         """
         self._check_awaiting(experiment_ids)
-        told: list[Observation] = []
         with transaction(self._sessions) as s:
             for exp_id in experiment_ids:
                 work = Work(exp_id, 0, self._awaiting.pop(exp_id))
-                self._move(s, work, ExperimentStatus.ABANDONED, f"rejected by {actor}: {reason}")
+                self._move(
+                    s,
+                    work,
+                    ExperimentStatus.ABANDONED,
+                    f"rejected by {actor}: {reason}",
+                    infeasible=True,
+                )
                 self._forget(work)
-                told.append(Observation(dict(work.point), {}, False, exp_id))
         self._abandoned += len(experiment_ids)
-        if self._planner is not None:
-            await self._planner.tell(told)
+        await self._teach()
         await self._notify()
         return experiment_ids
 
@@ -424,8 +427,7 @@ class CampaignController(ProposalIntake):
             return f"experiment {experiment_id} step {index} runs again as attempt {attempt}"
         self._status.pop(experiment_id, None)
         self._failed += 1
-        if self._planner is not None:
-            await self._planner.tell([Observation(point, {}, False, experiment_id)])
+        await self._teach()
         return f"experiment {experiment_id} marked FAILED"
 
     # ------------------------------------------------------------------ start-up
@@ -581,8 +583,11 @@ class CampaignController(ProposalIntake):
 
     def _refuse(self, s: Session, exp: ExperimentRow, exc: ParameterLimitError) -> None:
         """Abandon an experiment the safety gate refused (cold paths: ORM row at hand)."""
-        set_experiment_status(s, exp, ExperimentStatus.ABANDONED, reason=f"safety gate: {exc}")
+        set_experiment_status(
+            s, exp, ExperimentStatus.ABANDONED, reason=f"safety gate: {exc}", infeasible=True
+        )
         self._log_refusal(s, exp.id, exc)
+        self._refused(str(exc))
 
     # ------------------------------------------------------------------ shutdown
 

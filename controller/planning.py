@@ -132,7 +132,8 @@ class PlannerHost:
     """The object a Ray planner actor holds: a planner built from the campaign spec.
 
     With a ``store`` the constructor teaches the planner everything the store says it has
-    learned so far (related campaigns first, then the campaign's own finished experiments),
+    learned so far (related campaigns first, then what
+    :func:`~controller.store.queries.known_observations` says the campaign's planner knows),
     as a restarted controller does: Ray restarts an actor by calling its constructor again,
     so an actor rebuilt on another node after its node died knows what the lost one knew.
     An observation it already holds (same experiment, same values) is not taught twice, so

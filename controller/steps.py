@@ -32,6 +32,7 @@ from controller.safety import SafetyGate
 from controller.scheduling import Dispatcher
 from controller.store import add_event, transaction
 from controller.store.hot import finish_step, move_experiment, start_step
+from controller.store.queries import known_observations
 from controller.work import ControllerOptions, InstrumentSlot, Work
 from instruments.client import RequestState
 from instruments.driver import ActionSpec
@@ -47,7 +48,6 @@ from instruments.protocol import (
 from models.campaign import CampaignSpec
 from models.errors import InstrumentError, ParameterLimitError
 from models.params import ParamValue
-from models.records import Observation
 from models.status import CampaignStatus, ExperimentStatus, StepStatus
 from models.tables import ExperimentRow
 
@@ -78,6 +78,8 @@ class StepRunner:
     _failed: int
     _abandoned: int
     _final: CampaignStatus | None
+    _known_seq: int
+    _refused_in_a_row: int
     health: HealthMonitor | None
     alarms: Alarms
     dispatch: Dispatcher
@@ -94,6 +96,37 @@ class StepRunner:
     async def _notify(self) -> None:
         """Wake the workers (the controller owns the condition)."""
         raise NotImplementedError
+
+    def _refused(self, message: str) -> None:
+        """Count a proposal refused by the safety gate (the intake keeps the streak)."""
+        raise NotImplementedError
+
+    async def _teach(self) -> None:
+        """Tell the planner what the store records as known since it was last taught.
+
+        What the planner knows is defined by one function,
+        :func:`~controller.store.queries.known_observations`, read here after every write
+        that adds to it and before every ask, and read from the start by a restarted
+        controller or planner actor: a restarted campaign holds the same observations in
+        the same order, and so makes the decisions the uninterrupted one would have made.
+        The cursor moves before the tell is sent, so overlapping calls never tell an
+        observation twice, and tells reach the planner in order.
+        """
+        if self._planner is None:
+            return
+        with transaction(self._sessions, read_only=True) as s:
+            new, last = known_observations(
+                s, self.campaign_id, list(self.spec.objectives), after=self._known_seq
+            )
+        if not new:
+            return
+        self._known_seq = last
+        try:
+            await self._planner.tell(new)
+        except Exception:  # a planner that refuses an observation must not stop the loop
+            logger.exception(
+                "campaign %d: the planner refused %d observations", self.campaign_id, len(new)
+            )
 
     def _log_refusal(self, s: Session, experiment_id: int, exc: ParameterLimitError) -> None:
         add_event(
@@ -133,11 +166,13 @@ class StepRunner:
             self.gate.check_dispatch(slot.name, work.index, params)
         except ParameterLimitError as exc:
             with transaction(self._sessions) as s:
-                self._move(s, work, ExperimentStatus.ABANDONED, f"safety gate: {exc}")
+                self._move(
+                    s, work, ExperimentStatus.ABANDONED, f"safety gate: {exc}", infeasible=True
+                )
                 self._log_refusal(s, work.experiment_id, exc)
             self._forget(work)
-            assert self._planner is not None
-            await self._planner.tell([Observation(work.point, {}, False, work.experiment_id)])
+            self._refused(str(exc))
+            await self._teach()
             return
         if work.step_id is None:
             rid = self.request_id(work.experiment_id, work.index, work.attempt)
@@ -174,6 +209,8 @@ class StepRunner:
                         data={"request_id": rid, "attempt": work.attempt},
                     )
             work.step_id, work.request_id = step_id, rid
+            if work.index == 0:
+                self._refused_in_a_row = 0  # an experiment got through: progress
         assert work.request_id is not None
         action = self.gate.action(slot.name, work.index)
         timeout_s = self._timeouts.get(slot.name) or action.timeout_s
@@ -299,33 +336,20 @@ class StepRunner:
             return
         self.health.succeeded(slot)
         last = work.index == len(self.spec.workflow) - 1
-        obs: Observation | None = None
         if last:
+            # The planner learns the result from the store (see _teach), as a restarted one does.
             values = self._objective_values(work, state)
             missing = [o.name for o in self.spec.objectives if o.name not in values]
             if missing:
                 raise InstrumentError(
                     slot.name, "bad_result", f"objectives missing from the result: {missing}"
                 )
-            sigma = {
-                m.name: m.uncertainty
-                for m in state.measurements
-                if m.uncertainty is not None and m.name in values
-            }
-            obs = Observation(
-                work.point,
-                {o.name: values[o.name] for o in self.spec.objectives},
-                True,
-                work.experiment_id,
-                {o.name: sigma[o.name] for o in self.spec.objectives if o.name in sigma},
-                values,
-            )
         assert work.step_id is not None
         with transaction(self._sessions) as s:
             self._end_step(s, work, StepStatus.COMPLETED, state=state)
             if last:
                 self._move(s, work, ExperimentStatus.COMPLETED)
-        if obs is None:
+        if not last:
             earlier = self._earlier.setdefault(work.experiment_id, {})
             earlier.update({m.name: m.value for m in state.measurements if m.value is not None})
             nxt = Work(work.experiment_id, work.index + 1, work.point)
@@ -333,8 +357,7 @@ class StepRunner:
             return
         self._forget(work)
         self._completed += 1
-        assert self._planner is not None
-        await self._planner.tell([obs])
+        await self._teach()
 
     @staticmethod
     def _end_step(
@@ -367,12 +390,19 @@ class StepRunner:
         return {k: float(v) for k, v in values.items()}
 
     def _move(
-        self, s: Session, work: Work, target: ExperimentStatus, reason: str | None = None
+        self,
+        s: Session,
+        work: Work,
+        target: ExperimentStatus,
+        reason: str | None = None,
+        *,
+        infeasible: bool = False,
     ) -> None:
-        """Change an in-flight experiment's status (compare-and-set in the store)."""
+        """Change an in-flight experiment's status (compare-and-set in the store);
+        ``infeasible``: it is ABANDONED as infeasible, and the planner learns it."""
         current = self._current(s, work.experiment_id)
         self._status[work.experiment_id] = move_experiment(
-            s, work.experiment_id, current, target, reason=reason
+            s, work.experiment_id, current, target, reason=reason, infeasible=infeasible
         )
         self.dispatch.record_end(s, work.experiment_id, target)
 
@@ -510,12 +540,9 @@ class StepRunner:
                 instrument=instrument,
                 data={"code": code},
             )
-        measured = dict(self._earlier.get(work.experiment_id, {}))
         self._forget(work)
         self._failed += 1
-        if self._planner is not None:
-            failed = Observation(work.point, {}, False, work.experiment_id, measurements=measured)
-            self._spawn(self._planner.tell([failed]))
+        self._spawn(self._teach())
         if self._failed >= self.max_failures:
             self._stop(CampaignStatus.FAILED, f"{self._failed} experiments failed")
 

@@ -391,6 +391,10 @@ class ReliabilitySpec(_Spec):
         heartbeat_s: Interval of the heartbeats sent to each instrument, in seconds.
         silent_after_s: An instrument that has not answered for this long is UNKNOWN.
         command_poll_s: How often the controller looks for operator commands.
+        max_refused_in_a_row: Proposals refused in a row (by the safety gate: limits,
+            constraints, or at dispatch) after which the campaign cannot make progress and
+            stops as FAILED, with a ``no_progress`` alarm naming the last refusal. The
+            streak ends when an experiment's first step is sent.
     """
 
     max_attempts: int = Field(default=3, ge=1, le=20)
@@ -401,6 +405,7 @@ class ReliabilitySpec(_Spec):
     heartbeat_s: float = Field(default=2.0, gt=0.0, le=3600.0)
     silent_after_s: float = Field(default=10.0, gt=0.0, le=86400.0)
     command_poll_s: float = Field(default=0.5, gt=0.0, le=60.0)
+    max_refused_in_a_row: int = Field(default=50, ge=1, le=1_000_000)
 
 
 class AlarmSpec(_Spec):

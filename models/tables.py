@@ -165,6 +165,11 @@ class ExperimentRow(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # What a waiting experiment waits for, in words (written by the controller on change).
     waiting_for: Mapped[str | None] = mapped_column(Text)
+    # Position of the experiment in what the campaign's planner knows (see
+    # ``controller.store.queries.known_observations``): set when it is COMPLETED or FAILED,
+    # or ABANDONED as infeasible (refused by the safety gate, rejected by an operator);
+    # ``None`` while the planner is not to learn from it.
+    known_seq: Mapped[int | None] = mapped_column(Integer)
 
     campaign: Mapped[CampaignRow] = relationship(back_populates="experiments")
     steps: Mapped[list[StepRow]] = relationship(back_populates="experiment", order_by="StepRow.id")
@@ -172,7 +177,10 @@ class ExperimentRow(Base):
         back_populates="experiment", order_by="MeasurementRow.id"
     )
 
-    __table_args__ = (Index("ix_experiments_campaign_status", "campaign_id", "status"),)
+    __table_args__ = (
+        Index("ix_experiments_campaign_status", "campaign_id", "status"),
+        Index("ix_experiments_campaign_known", "campaign_id", "known_seq"),
+    )
 
 
 class StepRow(Base):

@@ -12,13 +12,14 @@ rather than silently overwritten.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, func, insert, literal, update
+from sqlalchemy import Table, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
+from controller.store.queries import learns_from, next_known_seq
 from controller.store.repo import measurement_values
 from models.errors import StoreError
 from models.params import ParamValue
@@ -51,6 +52,7 @@ def insert_decision(
     refused: Sequence[tuple[int, Proposal, str]],
     *,
     hold: bool = False,
+    infeasible: Collection[int] = (),
 ) -> tuple[int, dict[int, int]]:
     """Write a decision and its experiments: accepted ones QUEUED, refused ones ABANDONED.
 
@@ -61,6 +63,9 @@ def insert_decision(
         accepted: ``(proposal index, proposal, normalised point)`` that passed the gate.
         refused: ``(proposal index, proposal, reason)`` that the gate refused.
         hold: Keep accepted experiments PROPOSED (waiting for an operator's approval).
+        infeasible: Proposal indexes of ``refused`` that the planner learns as infeasible
+            (refused by the safety gate); they are numbered into what the planner knows in
+            the order of ``refused`` (see :func:`controller.store.queries.learns_from`).
 
     Returns:
         The decision id, and the new experiment id of each proposal index.
@@ -92,13 +97,16 @@ def insert_decision(
         )
         rows.append(_experiment(campaign_id, decision_id, k, prop, dict(point), status, None, now))
         order.append(k)
+    seq = next_known_seq(s, campaign_id) if infeasible else 0
     for k, prop, reason in refused:
         status = transition(ExperimentStatus.PROPOSED, ExperimentStatus.ABANDONED)
-        rows.append(
-            _experiment(
-                campaign_id, decision_id, k, prop, dict(prop.parameters), status, reason, now
-            )
+        row = _experiment(
+            campaign_id, decision_id, k, prop, dict(prop.parameters), status, reason, now
         )
+        if k in infeasible:
+            row["known_seq"] = seq
+            seq += 1
+        rows.append(row)
         order.append(k)
     ids: dict[int, int] = {}
     if rows:
@@ -131,6 +139,7 @@ def _experiment(
         "created_at": now,
         "started_at": None,
         "finished_at": now if status in _FINISHED else None,
+        "known_seq": None,
     }
 
 
@@ -141,8 +150,13 @@ def move_experiment(
     target: ExperimentStatus,
     *,
     reason: str | None = None,
+    infeasible: bool = False,
 ) -> ExperimentStatus:
     """Change an experiment's status from ``current`` to ``target``.
+
+    An experiment that becomes COMPLETED or FAILED, or ABANDONED with ``infeasible`` (the
+    safety gate refused it, an operator rejected it), is numbered into what the planner
+    knows (``known_seq``, see :func:`controller.store.queries.known_observations`).
 
     Returns:
         ``target``.
@@ -162,6 +176,8 @@ def move_experiment(
         values["finished_at"] = None
     if reason is not None:
         values["reason"] = reason
+    if learns_from(new, infeasible=infeasible):
+        values["known_seq"] = _next_seq()
     _cas(s, _experiments, experiment_id, current, values, "experiment")
     return new
 
@@ -245,6 +261,16 @@ def finish_step(
             for m in measurements
         ]
         s.execute(insert(_measurements), rows)
+
+
+def _next_seq() -> Any:
+    """The next ``known_seq`` of the updated experiment's campaign, as a subquery."""
+    other = _experiments.alias("known")
+    return (
+        select(func.coalesce(func.max(other.c.known_seq), 0) + 1)
+        .where(other.c.campaign_id == _experiments.c.campaign_id)
+        .scalar_subquery()
+    )
 
 
 def _coalesce(column: Any, value: datetime) -> Any:

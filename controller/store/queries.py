@@ -97,43 +97,102 @@ def _latest_values(
     return out
 
 
+KNOWN_STATUSES = (
+    ExperimentStatus.COMPLETED,
+    ExperimentStatus.FAILED,
+    ExperimentStatus.ABANDONED,
+)
+"""Statuses of experiments a planner may know (see :func:`learns_from`)."""
+
+
+def learns_from(status: ExperimentStatus, *, infeasible: bool = False) -> bool:
+    """Whether an experiment moving to ``status`` becomes part of what the planner knows.
+
+    The rule, the same for the live loop and for a planner rebuilt after a restart: a
+    COMPLETED or FAILED experiment is known; an ABANDONED one only when it was abandoned
+    *as infeasible* (``infeasible``: refused by the safety gate or rejected by an
+    operator), not when it was abandoned for a reason unrelated to the point (cost budget,
+    a stopping or aborted campaign).
+    """
+    if status in (ExperimentStatus.COMPLETED, ExperimentStatus.FAILED):
+        return True
+    return status is ExperimentStatus.ABANDONED and infeasible
+
+
+def next_known_seq(s: Session, campaign_id: int) -> int:
+    """The ``known_seq`` the campaign's next known experiment gets (1 for the first)."""
+    stmt = select(func.coalesce(func.max(ExperimentRow.known_seq), 0)).where(
+        ExperimentRow.campaign_id == campaign_id
+    )
+    return int(s.scalar(stmt) or 0) + 1
+
+
 def observations(
     s: Session, campaign_id: int, objectives: Sequence[Objective]
 ) -> list[Observation]:
-    """What a planner learns from: the campaign's finished experiments, by id.
+    """What a planner learns from: every experiment it knows, in the order it learned them.
+
+    See :func:`known_observations` (this is all of them, from the first).
+    """
+    return known_observations(s, campaign_id, objectives)[0]
+
+
+def known_observations(
+    s: Session, campaign_id: int, objectives: Sequence[Objective], *, after: int = 0
+) -> tuple[list[Observation], int]:
+    """What the planner knows of a campaign: the one definition, live and after a restart.
+
+    An experiment is known once its row has a ``known_seq`` (given by the store when it
+    becomes COMPLETED or FAILED, or ABANDONED as infeasible; see :func:`learns_from`), and
+    the planner learns them in ``known_seq`` order. The live controller teaches its planner
+    by reading this function (everything after what it already taught) before every ask, and
+    a planner rebuilt from the store reads it from the start, so both hold the same
+    observations in the same order and derive the same decision seeds
+    (:meth:`planners.base.Planner.decision_seed`).
 
     A COMPLETED experiment is feasible and carries each objective's value, taken from the
-    measurement of that name (of the latest step that measured it). A FAILED experiment is
-    infeasible with no objective values. Each carries every scalar measurement of its
-    completed steps in ``measurements`` (the latest step's value of each name). A COMPLETED
-    experiment that lacks an objective's measurement (an instrument that did not report it)
-    is returned infeasible with the values it has, and a warning is logged.
+    measurement of that name (of the latest step that measured it). A FAILED or ABANDONED
+    experiment is infeasible with no objective values. Each carries every scalar measurement
+    of its completed steps in ``measurements`` (the latest step's value of each name). A
+    COMPLETED experiment that lacks an objective's measurement (an instrument that did not
+    report it) is returned infeasible with the values it has, and a warning is logged.
 
     Args:
         s: The session.
         campaign_id: The campaign.
         objectives: The campaign's objectives.
+        after: Only experiments with a larger ``known_seq`` (the last one already taught).
 
     Returns:
-        One observation per COMPLETED or FAILED experiment, ordered by experiment id.
+        The observations in ``known_seq`` order, and the largest ``known_seq`` among them
+        (``after`` when there is none).
     """
     names = [o.name for o in objectives]
     completed = ExperimentStatus.COMPLETED.value
+    known = [
+        ExperimentRow.campaign_id == campaign_id,
+        ExperimentRow.known_seq.is_not(None),
+        ExperimentRow.known_seq > after,
+    ]
     stmt = (
-        select(ExperimentRow.id, ExperimentRow.status, ExperimentRow.parameters)
-        .where(
-            ExperimentRow.campaign_id == campaign_id,
-            ExperimentRow.status.in_([completed, ExperimentStatus.FAILED.value]),
+        select(
+            ExperimentRow.id,
+            ExperimentRow.status,
+            ExperimentRow.parameters,
+            ExperimentRow.known_seq,
         )
-        .order_by(ExperimentRow.id)
+        .where(*known, ExperimentRow.status.in_(_values(KNOWN_STATUSES)))
+        .order_by(ExperimentRow.known_seq, ExperimentRow.id)
     )
     rows = s.execute(stmt).all()
-    where = [ExperimentRow.campaign_id == campaign_id, ExperimentRow.status == completed]
+    if not rows:
+        return [], after
+    where = [*known, ExperimentRow.status == completed]
     values = _latest_values(s, where, names)
     sigmas = _latest_values(s, where, names, MeasurementRow.uncertainty)
-    scalars = _all_scalars(s, campaign_id)
+    scalars = _all_scalars(s, campaign_id, after)
     out: list[Observation] = []
-    for experiment_id, status, parameters in rows:
+    for experiment_id, status, parameters, _ in rows:
         if status != completed:
             out.append(
                 Observation(
@@ -167,19 +226,20 @@ def observations(
                 scalars.get(experiment_id, {}),
             )
         )
-    return out
+    return out, int(rows[-1][3])
 
 
-def _all_scalars(s: Session, campaign_id: int) -> dict[int, dict[str, float]]:
-    """Every scalar measurement of the campaign's COMPLETED and FAILED experiments, by
-    experiment id and name (the latest step's value of each name)."""
-    finished = [ExperimentStatus.COMPLETED.value, ExperimentStatus.FAILED.value]
+def _all_scalars(s: Session, campaign_id: int, after: int = 0) -> dict[int, dict[str, float]]:
+    """Every scalar measurement of the campaign's known experiments with a ``known_seq``
+    after ``after``, by experiment id and name (the latest step's value of each name)."""
     stmt = (
         select(MeasurementRow.experiment_id, MeasurementRow.name, MeasurementRow.value)
         .join(ExperimentRow, MeasurementRow.experiment_id == ExperimentRow.id)
         .where(
             ExperimentRow.campaign_id == campaign_id,
-            ExperimentRow.status.in_(finished),
+            ExperimentRow.known_seq.is_not(None),
+            ExperimentRow.known_seq > after,
+            ExperimentRow.status.in_(_values(KNOWN_STATUSES)),
             MeasurementRow.value.is_not(None),
         )
         .order_by(MeasurementRow.step_id, MeasurementRow.id)

@@ -28,6 +28,8 @@ from controller.store.queries import (
     events,
     experiments_in_status,
     export_rows,
+    learns_from,
+    next_known_seq,
     observations,
     pending_parameters,
     steps_in_status,
@@ -251,6 +253,7 @@ def set_experiment_status(
     *,
     reason: str | None = None,
     now: datetime | None = None,
+    infeasible: bool = False,
 ) -> None:
     """Move an experiment to ``target``.
 
@@ -268,6 +271,9 @@ def set_experiment_status(
         target: The new status.
         reason: Why (shown to the operator), e.g. the error of the failed step.
         now: The time of the change (timezone-aware); the current UTC time by default.
+        infeasible: An ABANDONED experiment is abandoned as infeasible (refused by the
+            safety gate, rejected by an operator): the planner learns it (see
+            :func:`controller.store.queries.learns_from`).
 
     Raises:
         IllegalTransitionError: If the lifecycle forbids the move; nothing is changed.
@@ -284,6 +290,8 @@ def set_experiment_status(
         experiment.finished_at = None
     if reason is not None:
         experiment.reason = reason
+    if learns_from(new, infeasible=infeasible):
+        experiment.known_seq = next_known_seq(s, experiment.campaign_id)
     if (current, new) in _ROUTINE:
         return
     add_event(

@@ -8,10 +8,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from controller.store import transaction
 from controller.store.hot import finish_step, insert_decision, move_experiment, start_step
+from controller.store.queries import known_observations
 from models.errors import IllegalTransitionError, StoreError
 from models.records import Decision, Measurement, Proposal
 from models.status import ExperimentStatus, StepStatus
 from models.tables import DecisionRow, ExperimentRow, MeasurementRow, StepRow
+from tests.controller.conftest import make_spec
 
 ES = ExperimentStatus
 
@@ -118,3 +120,37 @@ def test_step_lifecycle_with_measurements_and_compare_and_set(
     with transaction(factory) as s:
         assert s.get_one(ExperimentRow, exp_id).status is ES.COMPLETED
         assert s.get_one(StepRow, step_id).status is StepStatus.COMPLETED
+
+
+def test_the_planner_knows_what_ended_in_the_order_it_ended(
+    factory: sessionmaker[Session], campaign_id: int
+) -> None:
+    """COMPLETED, FAILED and ABANDONED-as-infeasible experiments are known, in the order
+    of the writes that ended them; other abandoned ones are not; reads resume after a cursor."""
+    objectives = list(make_spec().objectives)
+    d = decision(3)
+    props = list(d.proposals)
+    with transaction(factory) as s:
+        _, ids = insert_decision(
+            s,
+            campaign_id,
+            d,
+            [(0, props[0], dict(props[0].parameters))],
+            [(1, props[1], "safety gate: too hot"), (2, props[2], "cost budget: spent")],
+            infeasible={1},
+        )
+    with transaction(factory) as s:
+        first, last = known_observations(s, campaign_id, objectives)
+        assert [(o.experiment_id, o.feasible) for o in first] == [(ids[1], False)]
+        move_experiment(s, ids[0], ExperimentStatus.QUEUED, ExperimentStatus.RUNNING)
+        move_experiment(s, ids[0], ExperimentStatus.RUNNING, ExperimentStatus.FAILED)
+        later, _ = known_observations(s, campaign_id, objectives, after=last)
+        assert [o.experiment_id for o in later] == [ids[0]]
+    with transaction(factory) as s:
+        _, again = insert_decision(s, campaign_id, decision(1), [(0, props[0], {"x1": 0.5})], [])
+        move_experiment(s, again[0], ExperimentStatus.QUEUED, ExperimentStatus.ABANDONED)
+    with transaction(factory) as s:
+        known, _ = known_observations(s, campaign_id, objectives)
+        # the cost-budget refusal and the plainly abandoned one are not known
+        assert [o.experiment_id for o in known] == [ids[1], ids[0]]
+        assert known_observations(s, campaign_id, objectives, after=last + 1) == ([], last + 1)
