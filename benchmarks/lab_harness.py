@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
@@ -247,11 +247,15 @@ def run_campaign(
     cwd: Path,
     lease_s: float = 30.0,
     env: Mapping[str, str] | None = None,
+    extra: Sequence[str] = (),
 ) -> subprocess.Popen[str]:
-    """Start ``sdlab run`` of campaign file ``path`` on Ray cluster ``ray``."""
+    """Start ``sdlab run`` of campaign file ``path`` on Ray cluster ``ray``.
+
+    ``extra`` are more options of ``sdlab run``; ``env`` the process's environment.
+    """
     return sdlab(
         "run", str(path), "--db", db, "--no-progress", "--ray-address", ray,
-        "--lease-s", str(lease_s), cwd=cwd, env=env,
+        "--lease-s", str(lease_s), *extra, cwd=cwd, env=env,
     )  # fmt: skip
 
 

@@ -197,6 +197,7 @@ def overlap_s(xs: Sequence[Span], ys: Sequence[Span]) -> float:
 class Utilisation:
     """One instrument's share of the time work waited (times in s, gaps in ms)."""
 
+    lab_poll_s: float
     instrument: str
     steps: int
     campaigns: int
@@ -208,7 +209,7 @@ class Utilisation:
     handoffs: int
 
 
-def utilisation(record: Record) -> list[Utilisation]:
+def utilisation(record: Record, lab_poll_s: float) -> list[Utilisation]:
     """Each instrument's busy time while some campaign had an experiment waiting to start.
 
     An experiment waits from the moment it is written (``created_at``) until its step
@@ -229,6 +230,7 @@ def utilisation(record: Record) -> list[Utilisation]:
             (same if c0 == c1 else other).append((a1 - b0).total_seconds())
         out.append(
             Utilisation(
+                lab_poll_s=lab_poll_s,
                 instrument=inst,
                 steps=len(steps),
                 campaigns=len({c for _, _, c in steps}),
@@ -269,6 +271,7 @@ def run_lab(
     planner: str,
     on_planner_node: bool,
     timeout_s: float,
+    lab_poll_s: float | None = None,
 ) -> Record:
     """Run ``campaigns`` controllers on one lab to their budgets; returns what they stored.
 
@@ -294,7 +297,10 @@ def run_lab(
         procs: list[subprocess.Popen[str]] = []
         try:
             for f in files:
-                procs.append(run_campaign(f, db, cluster.address, work, env=cluster.env()))
+                extra = ["--lab-poll-s", str(lab_poll_s)] if lab_poll_s is not None else []
+                procs.append(
+                    run_campaign(f, db, cluster.address, work, env=cluster.env(), extra=extra)
+                )
             for p in procs:
                 finish(p, timeout_s)
         finally:
@@ -325,21 +331,23 @@ def throughput_table(rows: list[Throughput]) -> str:
 
 
 def utilisation_table(rows: list[Utilisation]) -> str:
-    """The markdown table of the utilisation run, one row per instrument and a mean."""
+    """The markdown table of the utilisation runs: a row per instrument, a mean per run."""
     lines = [
-        "| instrument | steps | campaigns | busy (s) | work waiting (s) | utilisation "
-        "| idle gap p50, same campaign (ms) | idle gap p50, other campaign (ms) "
-        "| hand-overs |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| lab poll (s) | instrument | steps | campaigns | busy (s) | work waiting (s) "
+        "| utilisation | idle gap p50, same campaign (ms) "
+        "| idle gap p50, other campaign (ms) | hand-overs |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for u in rows:
-        lines.append(
-            f"| {u.instrument} | {u.steps} | {u.campaigns} | {u.busy_s:.1f} | {u.waiting_s:.1f} "
-            f"| {u.fraction:.1%} | {u.gap_same_p50_ms:.0f} | {u.gap_other_p50_ms:.0f} "
-            f"| {u.handoffs} |"
-        )
-    mean = statistics.fmean(u.fraction for u in rows) if rows else float("nan")
-    lines.append(f"| mean | | | | | {mean:.1%} | | | |")
+    for poll in dict.fromkeys(u.lab_poll_s for u in rows):
+        run = [u for u in rows if u.lab_poll_s == poll]
+        for u in run:
+            lines.append(
+                f"| {poll:g} | {u.instrument} | {u.steps} | {u.campaigns} | {u.busy_s:.1f} "
+                f"| {u.waiting_s:.1f} | {u.fraction:.1%} | {u.gap_same_p50_ms:.0f} "
+                f"| {u.gap_other_p50_ms:.0f} | {u.handoffs} |"
+            )
+        mean = statistics.fmean(u.fraction for u in run)
+        lines.append(f"| {poll:g} | mean | | | | | {mean:.1%} | | | |")
     return "\n".join(lines)
 
 
@@ -353,6 +361,16 @@ def _ints(text: str) -> list[int]:
     return values
 
 
+def _floats(text: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected seconds like 0.25,0.02: {text!r}") from exc
+    if not values or min(values) < 0.005:
+        raise argparse.ArgumentTypeError(f"expected seconds of at least 0.005: {text!r}")
+    return values
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark and print its tables; returns the exit status."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -363,6 +381,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--planner", default="random", help="a cheap planner: random or sobol")
     ap.add_argument("--util-experiments", type=int, default=40, help="per campaign")
     ap.add_argument("--step-s", type=float, default=0.2, help="step time in the utilisation run")
+    ap.add_argument(
+        "--lab-poll-s",
+        type=_floats,
+        default=[0.25, 0.02],
+        help="sdlab run --lab-poll-s of each utilisation run (0.25: the poll before 0.02)",
+    )
     ap.add_argument("--db", default=DEFAULT_DB, help="PostgreSQL server (a schema per run)")
     ap.add_argument("--quick", action="store_true", help="a small run (for the smoke test)")
     args = ap.parse_args(argv)
@@ -383,12 +407,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     on_planner_node=False, planner=args.planner, timeout_s=timeout_s,
                 )  # fmt: skip
                 rows.append(throughput(rec, 1, n))
-            rec = run_lab(
-                cluster, Path(tmp) / "util", args.db, campaigns=3,
-                experiments=args.util_experiments, stations=4, step_s=args.step_s,
-                on_planner_node=False, planner=args.planner, timeout_s=timeout_s,
-            )  # fmt: skip
-            util = utilisation(rec)
+            for poll in args.lab_poll_s:
+                rec = run_lab(
+                    cluster, Path(tmp) / f"util-{poll:g}", args.db, campaigns=3,
+                    experiments=args.util_experiments, stations=4, step_s=args.step_s,
+                    on_planner_node=False, planner=args.planner, timeout_s=timeout_s,
+                    lab_poll_s=poll,
+                )  # fmt: skip
+                util += utilisation(rec, poll)
         if 2 in args.nodes:
             cluster.add_worker("planners", "127.0.0.2", resources={PLANNER_NODE: 64}, num_cpus=32)
             for n in args.campaigns:
@@ -406,7 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if util:
         print(
             f"\n## Utilisation: 3 campaigns share 4 lab stations, steps of {args.step_s:g} s, "
-            f"{args.util_experiments} experiments per campaign\n"
+            f"{args.util_experiments} experiments per campaign, for each --lab-poll-s\n"
         )
         print(utilisation_table(util))
     sys.stdout.flush()
