@@ -35,10 +35,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,7 +49,6 @@ from pathlib import Path
 from sqlalchemy import select
 
 from benchmarks.lab_harness import (
-    apply_lab,
     finish,
     fresh_schema,
     kill_tree,
@@ -56,7 +57,9 @@ from benchmarks.lab_harness import (
     write_campaign,
     write_lab,
 )
-from controller.store import make_engine, session_factory, transaction
+from controller.store import make_engine, migrate, session_factory, transaction
+from controller.store.lab import apply_lab
+from models.lab import load_lab
 from models.status import ExperimentStatus
 from models.tables import CampaignRow, DecisionRow, ExperimentRow, StepRow
 from tests.integration.ray_cluster import LocalRayCluster
@@ -259,6 +262,17 @@ def ray_cluster(num_cpus: int) -> Iterator[LocalRayCluster]:
         cluster.shutdown()
 
 
+def record_lab(lab: Path, db: str) -> None:
+    """Record the lab file in the store, as ``sdlab lab apply`` does (without its start-up)."""
+    engine = make_engine(db)
+    try:
+        migrate(engine)
+        with transaction(session_factory(engine)) as s:
+            apply_lab(s, load_lab(lab), str(lab))
+    finally:
+        engine.dispose()
+
+
 def run_lab(
     cluster: LocalRayCluster,
     work: Path,
@@ -278,6 +292,7 @@ def run_lab(
     Raises:
         RuntimeError: If a controller or the gateway failed (its output is in the message).
     """
+    started = time.monotonic()
     work.mkdir(parents=True)
     lab = write_lab(work, None, stations=stations, duration_s=step_s)
     files = [
@@ -293,7 +308,7 @@ def run_lab(
         for i in range(campaigns)
     ]
     with fresh_schema(db_server) as db, serve_lab(lab, work):
-        apply_lab(lab, db, work)
+        record_lab(lab, db)
         procs: list[subprocess.Popen[str]] = []
         try:
             for f in files:
@@ -307,7 +322,14 @@ def run_lab(
             for p in procs:
                 if p.poll() is None:
                     kill_tree(p)
-        return read_record(db)
+        record = read_record(db)
+    print(
+        f"{work.name}: {campaigns} campaign(s), {len(record.experiments)} experiments, "
+        f"{time.monotonic() - started:.0f} s with start-up",
+        file=sys.stderr,
+        flush=True,
+    )
+    return record
 
 
 def throughput_table(rows: list[Throughput]) -> str:
@@ -393,12 +415,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if set(args.nodes) - {1, 2}:
         ap.error("--nodes: only 1 and 2 Ray nodes are supported")
     if args.quick:
-        args.campaigns, args.nodes = [1, 2], [1, 2]
-        args.experiments, args.util_experiments = 6, 6
+        args.campaigns, args.nodes, args.lab_poll_s = [1], [1, 2], [0.02]
+        args.experiments, args.util_experiments = 4, 4
     timeout_s = 600.0
+    # A terminated benchmark still stops its controllers, gateways and Ray nodes.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     rows: list[Throughput] = []
     util: list[Utilisation] = []
-    with tempfile.TemporaryDirectory(prefix="labscale") as tmp, ray_cluster(32) as cluster:
+    # Each node offers one CPU per planner actor it may host (Ray starts worker processes up
+    # to its CPU count; more would only crowd the two cores).
+    cpus = max([*args.campaigns, 3]) + 1
+    with tempfile.TemporaryDirectory(prefix="labscale") as tmp, ray_cluster(cpus) as cluster:
         if 1 in args.nodes:
             for n in args.campaigns:
                 rec = run_lab(
@@ -416,7 +443,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )  # fmt: skip
                 util += utilisation(rec, poll)
         if 2 in args.nodes:
-            cluster.add_worker("planners", "127.0.0.2", resources={PLANNER_NODE: 64}, num_cpus=32)
+            planners = {PLANNER_NODE: float(cpus)}
+            cluster.add_worker("planners", "127.0.0.2", resources=planners, num_cpus=cpus)
             for n in args.campaigns:
                 rec = run_lab(
                     cluster, Path(tmp) / f"two-n{n}", args.db, campaigns=n,

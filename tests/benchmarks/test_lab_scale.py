@@ -70,15 +70,7 @@ def test_quick_run_prints_every_row(capsys: pytest.CaptureFixture[str]) -> None:
     header = [r for r in rows if r.startswith("| Ray nodes")]
     assert len(header) == 1
     figures = [r.split("|")[1:3] for r in rows if r.split("|")[1].strip() in {"1", "2"}]
-    assert [(n.strip(), c.strip()) for n, c in figures] == [
-        ("1", "1"),
-        ("1", "2"),
-        ("2", "1"),
-        ("2", "2"),
-    ]
-    util = [r.split("|")[1:3] for r in rows if r.split("|")[1].strip() in {"0.25", "0.02"}]
+    assert [(n.strip(), c.strip()) for n, c in figures] == [("1", "1"), ("2", "1")]
+    util = [r.split("|")[1:3] for r in rows if r.split("|")[1].strip() == "0.02"]
     stations = ["station-1", "station-2", "station-3", "station-4", "mean"]
-    assert [(p.strip(), i.strip()) for p, i in util] == [
-        *(("0.25", i) for i in stations),
-        *(("0.02", i) for i in stations),
-    ]
+    assert [i.strip() for _, i in util] == stations
