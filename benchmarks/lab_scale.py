@@ -393,33 +393,9 @@ def _floats(text: str) -> list[float]:
     return values
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the benchmark and print its tables; returns the exit status."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--campaigns", type=_ints, default=[1, 2, 4, 8], help="e.g. 1,2,4,8")
-    ap.add_argument("--nodes", type=_ints, default=[1, 2], help="Ray node counts: 1, 2 or 1,2")
-    ap.add_argument("--experiments", type=int, default=150, help="per campaign (throughput)")
-    ap.add_argument("--instruments", type=int, default=4, help="lab stations (throughput)")
-    ap.add_argument("--planner", default="random", help="a cheap planner: random or sobol")
-    ap.add_argument("--util-experiments", type=int, default=40, help="per campaign")
-    ap.add_argument("--step-s", type=float, default=0.2, help="step time in the utilisation run")
-    ap.add_argument(
-        "--lab-poll-s",
-        type=_floats,
-        default=[0.25, 0.02],
-        help="sdlab run --lab-poll-s of each utilisation run (0.25: the poll before 0.02)",
-    )
-    ap.add_argument("--db", default=DEFAULT_DB, help="PostgreSQL server (a schema per run)")
-    ap.add_argument("--quick", action="store_true", help="a small run (for the smoke test)")
-    args = ap.parse_args(argv)
-    if set(args.nodes) - {1, 2}:
-        ap.error("--nodes: only 1 and 2 Ray nodes are supported")
-    if args.quick:
-        args.campaigns, args.nodes, args.lab_poll_s = [1], [1, 2], [0.02]
-        args.experiments, args.util_experiments = 4, 4
+def measure(args: argparse.Namespace) -> tuple[list[Throughput], list[Utilisation]]:
+    """Run the throughput and utilisation runs that ``args`` ask for."""
     timeout_s = 600.0
-    # A terminated benchmark still stops its controllers, gateways and Ray nodes.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     rows: list[Throughput] = []
     util: list[Utilisation] = []
     # Each node offers one CPU per planner actor it may host (Ray starts worker processes up
@@ -452,6 +428,39 @@ def main(argv: Sequence[str] | None = None) -> int:
                     on_planner_node=True, planner=args.planner, timeout_s=timeout_s,
                 )  # fmt: skip
                 rows.append(throughput(rec, 2, n))
+    return rows, util
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark and print its tables; returns the exit status."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--campaigns", type=_ints, default=[1, 2, 4, 8], help="e.g. 1,2,4,8")
+    ap.add_argument("--nodes", type=_ints, default=[1, 2], help="Ray node counts: 1, 2 or 1,2")
+    ap.add_argument("--experiments", type=int, default=150, help="per campaign (throughput)")
+    ap.add_argument("--instruments", type=int, default=4, help="lab stations (throughput)")
+    ap.add_argument("--planner", default="random", help="a cheap planner: random or sobol")
+    ap.add_argument("--util-experiments", type=int, default=40, help="per campaign")
+    ap.add_argument("--step-s", type=float, default=0.2, help="step time in the utilisation run")
+    ap.add_argument(
+        "--lab-poll-s",
+        type=_floats,
+        default=[0.25, 0.02],
+        help="sdlab run --lab-poll-s of each utilisation run (0.25: the poll before 0.02)",
+    )
+    ap.add_argument("--db", default=DEFAULT_DB, help="PostgreSQL server (a schema per run)")
+    ap.add_argument("--quick", action="store_true", help="a small run (for the smoke test)")
+    args = ap.parse_args(argv)
+    if set(args.nodes) - {1, 2}:
+        ap.error("--nodes: only 1 and 2 Ray nodes are supported")
+    if args.quick:
+        args.campaigns, args.nodes, args.lab_poll_s = [1], [1, 2], [0.02]
+        args.experiments, args.util_experiments = 4, 4
+    # A terminated benchmark still stops its controllers, gateways and Ray nodes.
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        rows, util = measure(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(
         f"## Throughput: {args.instruments} instant lab stations shared by every campaign, "
         f"{args.planner} planner, {args.experiments} experiments per campaign\n"
