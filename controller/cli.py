@@ -93,15 +93,12 @@ def run(
     from controller.runner import run as run_campaign
     from controller.work import ControllerOptions
 
-    controller = None
-    if lease_s is not None or lab_poll_s is not None:
-        defaults = ControllerOptions()
-        controller = ControllerOptions(
+    defaults = ControllerOptions()
+    opts = RunOptions(
+        controller=ControllerOptions(
             lease_s=defaults.lease_s if lease_s is None else lease_s,
             lab_poll_s=defaults.lab_poll_s if lab_poll_s is None else lab_poll_s,
-        )
-    opts = RunOptions(
-        controller=controller,
+        ),
         db_url=db_url,
         budget=budget,
         seed=seed,
