@@ -72,6 +72,12 @@ def _invalid(exc: InvalidCampaignError) -> None:
     default=None,
     help="Lifetime of the controller's lease and of its lab grants (default 30 s).",
 )
+@click.option(
+    "--lab-poll-s",
+    type=click.FloatRange(min=0.005, max=60.0),
+    default=None,
+    help="How often waiting steps look whether the lab freed a unit (default 0.02 s).",
+)
 def run(
     campaign: Path,
     db_url: str,
@@ -81,13 +87,18 @@ def run(
     ray_address: str | None,
     simulate: bool,
     lease_s: float | None,
+    lab_poll_s: float | None,
 ) -> None:
     """Run CAMPAIGN (a TOML file) to its budget; the same command resumes it."""
     from controller.runner import run as run_campaign
     from controller.work import ControllerOptions
 
+    defaults = ControllerOptions()
     opts = RunOptions(
-        controller=ControllerOptions(lease_s=lease_s) if lease_s is not None else None,
+        controller=ControllerOptions(
+            lease_s=defaults.lease_s if lease_s is None else lease_s,
+            lab_poll_s=defaults.lab_poll_s if lab_poll_s is None else lab_poll_s,
+        ),
         db_url=db_url,
         budget=budget,
         seed=seed,

@@ -35,6 +35,7 @@ from controller.store.lab import (
     ahead_of,
     clear_wait,
     lab_row,
+    live_grants,
     release_units,
     set_instrument_state,
     set_wait,
@@ -103,6 +104,7 @@ class LabGrants:
         self._snap = LabSnapshot()
         self._read_at = float("-inf")
         self._wait_written: tuple[tuple[str, ...], datetime | None] = ((), None)
+        self._grants: frozenset[tuple[str, str]] = frozenset()
 
     # ------------------------------------------------------------------ reading
 
@@ -121,6 +123,25 @@ class LabGrants:
                 return self._snap
             self._read_at = time.monotonic()
         return self._snap
+
+    def grants_changed(self) -> bool:
+        """Whether any campaign took or gave back a lab unit since the last call.
+
+        One small query (:func:`~controller.store.lab.live_grants`), cheap enough to poll
+        often while steps wait; a change makes the next :meth:`refresh` read the lab again.
+        A store that cannot be reached counts as no change.
+        """
+        try:
+            with transaction(self._sessions, read_only=True) as s:
+                grants = live_grants(s, self.lab_id)
+        except Exception as exc:
+            logger.warning("campaign %d: cannot read the lab: %s", self.campaign_id, exc)
+            return False
+        if grants == self._grants:
+            return False
+        self._grants = grants
+        self._read_at = float("-inf")
+        return True
 
     def unit_free(self, unit: str) -> bool:
         """Whether nobody holds ``unit`` under a live grant and it is not down."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
@@ -44,7 +45,8 @@ WAITING_FLUSH_S = 0.25
 """How long changes of waiting reasons gather before they are written to the store."""
 
 LAB_POLL_S = 0.25
-"""How often a campaign whose steps wait looks whether the lab has freed what they need."""
+"""How often, at least, a campaign whose steps wait plans them again (the lab's waits and
+instrument states change without a grant changing)."""
 
 _ENDED = frozenset(
     {
@@ -181,11 +183,20 @@ class Dispatcher:
         return taken
 
     async def poll_lab(self) -> None:
-        """While steps wait, wake the workers every :data:`LAB_POLL_S` to look at the lab
-        again: other campaigns' controllers free lab units without telling us."""
+        """While steps wait, look at the lab's grants every ``lab_poll_s`` (one small
+        query) and wake the workers when another campaign took or freed a unit, and at
+        least every :data:`LAB_POLL_S`: other campaigns' controllers free lab units without
+        telling us."""
+        lab = self.lab
+        assert lab is not None
+        poll_s = min(self.ctl.options.lab_poll_s, LAB_POLL_S)
+        woke = time.monotonic()
         while True:
-            await asyncio.sleep(LAB_POLL_S)
-            if self.waiting and not self.ctl._paused:
+            await asyncio.sleep(poll_s)
+            if not self.waiting or self.ctl._paused:
+                continue
+            if lab.grants_changed() or time.monotonic() - woke >= LAB_POLL_S:
+                woke = time.monotonic()
                 await self.ctl._notify()
 
     def lab_state(self, s: Session, slot: InstrumentSlot) -> None:

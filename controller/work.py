@@ -109,6 +109,8 @@ class ControllerOptions:
         lease_s: Lifetime of the controller's lease on its campaign, renewed every
             ``lease_s / 6`` seconds; another controller may take the campaign over this long
             after this one stopped renewing (see :mod:`controller.store.lease`).
+        lab_poll_s: How often a campaign whose steps wait for lab units looks whether
+            another campaign took or freed one, in seconds (one small query each time).
     """
 
     use_ray_planner: bool = True
@@ -117,3 +119,4 @@ class ControllerOptions:
     submit_wait_s: float = 1.0
     max_planner_errors: int = 3
     lease_s: float = 30.0
+    lab_poll_s: float = 0.02

@@ -52,6 +52,7 @@ __all__ = [
     "get_lab",
     "lab_priority",
     "lab_row",
+    "live_grants",
     "release_holder",
     "release_units",
     "renew_holder",
@@ -290,6 +291,23 @@ def snapshot(s: Session, lab_id: int, now: datetime | None = None) -> LabSnapsho
             snap.down[i.name] = f"quarantined ({i.reason or 'repeated faults'})"
     snap.priority = prio
     return snap
+
+
+def live_grants(s: Session, lab_id: int, now: datetime | None = None) -> frozenset[tuple[str, str]]:
+    """The lab's live grants as ``(unit, holder)`` pairs: one small query.
+
+    What a waiting controller polls: the set changes when any campaign takes or gives back
+    a unit, or a grant expires, and not when a grant is merely renewed.
+    """
+    now = now or utcnow()
+    rows = s.execute(
+        select(LabUnitRow.unit, LabUnitRow.holder).where(
+            LabUnitRow.lab_id == lab_id,
+            LabUnitRow.holder.is_not(None),
+            LabUnitRow.expires_at > now,
+        )
+    )
+    return frozenset((unit, str(holder)) for unit, holder in rows)
 
 
 def ahead_of(

@@ -171,6 +171,27 @@ def test_two_campaigns_share_the_arm_in_turn_and_the_waiting_one_says_who_holds_
         assert [w.campaign for w in snapshot(s, lab["lab"]).waits] == ["A"]
 
 
+def test_a_waiting_campaign_sees_another_take_or_free_a_unit_and_not_a_renewal(
+    factory: sessionmaker[Session], lab: dict[str, int]
+) -> None:
+    b = LabGrants(factory, campaign_spec("B"), lab["B"], "ctl-B", ttl_s=60)
+    assert not b.grants_changed()  # nothing held: nothing changed
+    take(factory, lab, "A", ["station-1", "arm-1"], exp=1)
+    b.refresh(force=True)
+    assert b.grants_changed()
+    assert not b.grants_changed()
+    with transaction(factory) as s:  # A renews its grants: no need to plan again
+        assert renew_holder(s, "ctl-A", 120) == 2
+    assert not b.grants_changed()
+    assert not b.unit_free("arm-1")
+    with transaction(factory) as s:
+        release_units(s, lab["lab"], ["arm-1"], "ctl-A")
+    assert b.grants_changed()
+    b.refresh()  # the change made the next refresh read the lab again
+    assert b.unit_free("arm-1")
+    assert not b.unit_free("station-1")
+
+
 def test_an_operator_priority_puts_a_campaign_ahead_of_one_waiting_longer(
     factory: sessionmaker[Session], lab: dict[str, int]
 ) -> None:
