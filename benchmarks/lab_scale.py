@@ -48,6 +48,11 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from controller.store import make_engine, migrate, session_factory, transaction
+from controller.store.lab import apply_lab
+from models.lab import load_lab
+from models.status import ExperimentStatus
+from models.tables import CampaignRow, DecisionRow, ExperimentRow, StepRow
 from tests.integration.lab_harness import (
     finish,
     fresh_schema,
@@ -57,11 +62,6 @@ from tests.integration.lab_harness import (
     write_campaign,
     write_lab,
 )
-from controller.store import make_engine, migrate, session_factory, transaction
-from controller.store.lab import apply_lab
-from models.lab import load_lab
-from models.status import ExperimentStatus
-from models.tables import CampaignRow, DecisionRow, ExperimentRow, StepRow
 from tests.integration.ray_cluster import LocalRayCluster
 
 DEFAULT_DB = "postgresql://postgres@127.0.0.1:5432/test"

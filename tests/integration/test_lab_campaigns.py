@@ -16,6 +16,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from controller.store import make_engine, session_factory, transaction
+from models.status import CampaignStatus, ExperimentStatus, StepStatus
+from models.tables import CampaignRow, ExperimentRow, LabUnitRow, utcnow
+from tests.conftest import _postgres_schema_url, postgres_test_url
 from tests.integration.lab_harness import (
     apply_lab,
     finish,
@@ -26,10 +30,6 @@ from tests.integration.lab_harness import (
     write_campaign,
     write_lab,
 )
-from controller.store import make_engine, session_factory, transaction
-from models.status import CampaignStatus, ExperimentStatus, StepStatus
-from models.tables import CampaignRow, ExperimentRow, LabUnitRow, utcnow
-from tests.conftest import _postgres_schema_url, postgres_test_url
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
