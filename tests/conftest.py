@@ -122,3 +122,14 @@ def ray_address() -> Iterator[str]:
     ensure_ray(num_cpus=2)
     yield str(ray.get_runtime_context().gcs_address)
     ray.shutdown()
+
+
+# =====================================================================================
+# Order: the end-to-end modules (marked slow, minutes each) go to the workers first, so the
+# short tests fill the gaps beside them rather than leave one worker idle at the end.
+# =====================================================================================
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    slow_modules = {item.path for item in items if item.get_closest_marker("slow") is not None}
+    items.sort(key=lambda item: item.path not in slow_modules)  # stable: file order kept

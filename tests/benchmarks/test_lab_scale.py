@@ -58,6 +58,7 @@ def test_campaign_lists_are_checked() -> None:
         main(["--campaigns", "0,2"])
 
 
+@pytest.mark.slow
 @pytest.mark.benchmark  # five sdlab run processes, three gateways, two Ray nodes: minutes
 @pytest.mark.postgres
 def test_quick_run_prints_every_row(capsys: pytest.CaptureFixture[str]) -> None:

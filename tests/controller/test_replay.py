@@ -148,7 +148,10 @@ def run(db: str, campaign: CampaignSpec, kills: list[int], yields: list[int]) ->
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
-                    await operator
+                    # an approval or rejection under way dies with the controller: its
+                    # planner's worker is shut down, its tell cancelled
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await operator
                 finally:
                     ctl.dispose()
             raise AssertionError("unreachable")
