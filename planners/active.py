@@ -57,6 +57,7 @@ from planners.constraints import polytope_unit_samples
 from planners.encoding import SpaceEncoder, training_data
 from planners.random import sobol_unit
 from surrogates.gp import fit_single_task_gp, hyperparameters_of
+from surrogates.seeding import seeded
 
 logger = logging.getLogger(__name__)
 
@@ -140,9 +141,8 @@ class ActiveLearningPlanner(Planner):
                 Proposal(parameters=p, origin="sobol") for p in self.encoder.from_unit(unit)
             ]
             return self.decision(proposals, len(pending), t0, details)
-        with torch.random.fork_rng(), warnings.catch_warnings(record=True) as caught:
+        with seeded(seed), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            torch.manual_seed(seed % (2**63))
             points, scores = self.plan(n, pending, seed, details)
         for w in caught:
             logger.debug("%s: %s: %s", self.name, w.category.__name__, w.message)

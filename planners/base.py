@@ -25,7 +25,10 @@ Determinism: every random choice a planner makes in one ``ask`` is derived from
 :meth:`Planner.decision_seed`, a function of the campaign seed, the number of observations,
 the number of pending experiments and how often this planner instance was already asked in
 exactly that state (``repeat``, normally 0). A planner rebuilt from the store therefore
-replays the decisions the store records.
+replays the decisions the store records. Planners that draw from torch's global generator do
+so inside :func:`surrogates.seeding.seeded`, which runs seeded sections of different threads
+one after the other, so that two planners deciding at once in one process cannot draw from
+each other's sequences.
 """
 
 from __future__ import annotations

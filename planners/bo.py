@@ -80,6 +80,7 @@ from planners.random import sobol_unit
 from surrogates.classifier import FeasibilityClassifier, fit_feasibility_classifier
 from surrogates.gp import default_device, fit_single_task_gp, hyperparameters_of
 from surrogates.multitask import fit_multitask_gp, task_correlations
+from surrogates.seeding import seeded
 
 logger = logging.getLogger(__name__)
 
@@ -289,12 +290,8 @@ class BayesOptPlanner(Planner):
             return self.decision(proposals, len(pending), t0, details)
 
         dev = self.device
-        with (
-            torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []),
-            warnings.catch_warnings(record=True) as caught,
-        ):
+        with seeded(seed, dev), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            torch.manual_seed(seed)
             points, scores, joint = self._bayesopt(n, pending, data, seed, available, details)
         for w in caught:
             logger.debug("%s: %s: %s", self.name, w.category.__name__, w.message)
@@ -484,8 +481,7 @@ class BayesOptPlanner(Planner):
         x, y, yvar, _ = self._model_inputs(data, first)
         t0 = time.perf_counter()
         dev = self.device
-        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-            torch.manual_seed(anchor_seed(self.seed, m))
+        with seeded(anchor_seed(self.seed, m), dev):
             model = self._fit_outcome(x, y, yvar, None)
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         self._anchor = (m, state)

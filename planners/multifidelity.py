@@ -57,6 +57,7 @@ from planners.bo import MIN_TRAIN_POINTS, BayesOptOptions, BayesOptPlanner
 from planners.bo_speed import OptimiserSettings, optimiser_settings
 from planners.encoding import training_data
 from surrogates.mfgp import fit_multi_fidelity_gp
+from surrogates.seeding import seeded
 
 logger = logging.getLogger(__name__)
 
@@ -268,9 +269,8 @@ class MultiFidelityPlanner(BayesOptPlanner):
             "repeat": repeat,
             "acquisition": "qMultiFidelityMaxValueEntropy/InverseCostWeightedUtility",
         }
-        with torch.random.fork_rng(), warnings.catch_warnings(record=True) as caught:
+        with seeded(seed), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            torch.manual_seed(seed)
             x, scores = self._propose(n, pending, data.X, data.Y, data.Yvar, seed, details)
         details["warnings"] = len(caught)
         points = self.encoder.decode(x)

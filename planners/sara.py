@@ -54,6 +54,7 @@ from models.records import Decision, Proposal
 from planners.base import Planner, PlannerOptions, register_planner
 from planners.sara_map import GaussianProfile, infer_phase_map
 from surrogates.gp import fit_shared_hyperparameter_gp, fit_single_task_gp, hyperparameters_of
+from surrogates.seeding import seeded
 
 logger = logging.getLogger(__name__)
 
@@ -193,9 +194,8 @@ class SaraPlanner(Planner):
         }
         proposals: list[Proposal] = []
         scores: list[float] = []
-        with torch.random.fork_rng(), warnings.catch_warnings():
+        with seeded(seed % (2**31)), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.manual_seed(seed % (2**31))
             while len(proposals) < n:
                 current = stripes[-1] if stripes else None
                 if current is None or self._stripe_done(current, details):
@@ -344,8 +344,7 @@ class SaraPlanner(Planner):
             return None
         key = (stripe.tpeak, stripe.dwell, len(stripe.positions))
         if key not in self._indicator_cache:
-            with torch.random.fork_rng():
-                torch.manual_seed(self.seed % (2**31))
+            with seeded(self.seed % (2**31)):
                 model = self._fit_inner(stripe)
             t_obs = self._temps(stripe, stripe.positions)
             temps = np.linspace(t_obs.min(), t_obs.max(), self.opts.boundary_grid)

@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from surrogates.seeding import seeded
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["CompositionVAE", "TrainedVAE", "nearest_formula", "train_vae"]
@@ -165,8 +167,7 @@ def train_vae(
     mean = float(yv.mean())
     std = float(yv.std()) or 1.0
     y = torch.as_tensor(((yv - mean) / std)[:, None], dtype=torch.float32)
-    with torch.random.fork_rng(), _one_thread():
-        torch.manual_seed(seed)
+    with seeded(seed), _one_thread():
         model = CompositionVAE(x.shape[1], latent_dim, hidden)
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         loss = torch.tensor(0.0)

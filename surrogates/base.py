@@ -51,6 +51,7 @@ from models.errors import RegistryError
 from models.registry import Registry
 from surrogates.descriptors import Descriptor, make_descriptor, validate_options
 from surrogates.metrics import regression_report
+from surrogates.seeding import seeded
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +165,7 @@ class Surrogate(ABC):
             raise ValueError("a surrogate needs at least two training points")
         if not np.all(np.isfinite(t)):
             raise ValueError("targets contain NaN or infinite values")
-        with torch.random.fork_rng():  # seeding inside a fit leaves the caller's RNG alone
+        with seeded(None):  # alone on the generator; seeding inside leaves the caller's
             self._fit(x, t)
         self.n_features = x.shape[1]
         logger.debug("fitted surrogate %s on %d x %d", self.name, *x.shape)
