@@ -123,10 +123,9 @@ def test_declared_builtins_import_only_the_module_looked_up(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reg: Registry[Base] = Registry("widget")
-    for mod, name in (("decl_widgets_one", "one"), ("decl_widgets_two", "two")):
+    for mod in ("decl_widgets_one", "decl_widgets_two"):
         (tmp_path / f"{mod}.py").write_text(
-            "from tests.models.test_registry import Base\n"
-            f"class W(Base):\n    pass\n"
+            "from tests.models.test_registry import Base\nclass W(Base):\n    pass\n"
         )
     monkeypatch.syspath_prepend(str(tmp_path))
     reg.declare({"one": "decl_widgets_one", "two": "decl_widgets_two"})
