@@ -9,9 +9,13 @@ STAMP := $(VENV)/.sdlab-installed
 PYTEST_ARGS ?=
 # Test processes: most tests wait on sockets, subprocesses and simulated instruments, so two
 # workers take about half the time on two cores. Each worker is a pytest session with its
-# own Ray instance; a module's tests stay on one worker (--dist loadfile), so module
-# fixtures are built once. PYTEST_WORKERS=0 runs in one process.
+# own Ray instance. tests/conftest.py groups the tests: an end-to-end (slow) module's tests
+# are handed out one by one, longest modules first, so both workers share them; every other
+# module stays whole on one worker, so its module fixtures are built once (--dist loadgroup;
+# --no-loadscope-reorder keeps that order instead of sorting by tests per group).
+# PYTEST_WORKERS=0 runs in one process.
 PYTEST_WORKERS ?= 2
+PYTEST_DIST ?= --dist loadgroup --no-loadscope-reorder
 
 .PHONY: venv demo test lint typecheck unit bench bench-planners clean
 
@@ -35,7 +39,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_DIST) $(PYTEST_ARGS)
 
 test: lint typecheck unit
 

@@ -41,29 +41,17 @@ from controller.store import make_engine, session_factory, transaction
 from instruments.client import InstrumentClient
 from models.status import ExperimentStatus
 from models.tables import ExperimentRow, StepRow
+from sim.campaign_toml import problem_toml
 
-CAMPAIGN = """
+CAMPAIGN = (
+    """
 [campaign]
 name = "overhead"
 seed = 1
 
-[[parameters]]
-name = "x1"
-type = "continuous"
-lower = -5.0
-upper = 10.0
-
-[[parameters]]
-name = "x2"
-type = "continuous"
-lower = 0.0
-upper = 15.0
-
-[[objectives]]
-name = "y"
-direction = "maximize"
-
-[[workflow]]
+"""
+    + problem_toml("branin")
+    + """[[workflow]]
 kind = "station"
 action = "measure"
 
@@ -76,7 +64,7 @@ prefetch = {prefetch}
 [budget]
 max_experiments = {budget}
 """
-
+)
 INSTRUMENT = """
 [[instruments]]
 name = "station-{i}"

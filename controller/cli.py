@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.console import Console
 
-from controller.runner import EXIT_FAILED, EXIT_INVALID, RunOptions
-from models.errors import InvalidCampaignError, SdlabError
+from models.errors import EXIT_FAILED, EXIT_INVALID, InvalidCampaignError, SdlabError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -90,6 +89,7 @@ def run(
     lab_poll_s: float | None,
 ) -> None:
     """Run CAMPAIGN (a TOML file) to its budget; the same command resumes it."""
+    from controller.runner import RunOptions
     from controller.runner import run as run_campaign
     from controller.work import ControllerOptions
 

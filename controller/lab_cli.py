@@ -19,8 +19,7 @@ from pathlib import Path
 
 import click
 
-from controller.runner import EXIT_FAILED, EXIT_INVALID
-from models.errors import InvalidCampaignError, SdlabError
+from models.errors import EXIT_FAILED, EXIT_INVALID, InvalidCampaignError, SdlabError
 
 logger = logging.getLogger(__name__)
 

@@ -46,7 +46,9 @@ from instruments.gateway import build_drivers
 from instruments.security import CurveClientKeys
 from models.campaign import CampaignSpec
 from models.campaign_file import load_campaign, read_toml
-from models.errors import (
+from models.errors import (  # the exit statuses live there, so the CLI imports no Ray
+    EXIT_FAILED,
+    EXIT_OK,
     CampaignStateError,
     InvalidCampaignError,
     LinkSecurityError,
@@ -60,10 +62,6 @@ from models.status import CampaignStatus, ExperimentStatus
 from models.tables import CampaignRow, EventRow
 
 logger = logging.getLogger(__name__)
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_INVALID = 2
 
 
 @dataclass

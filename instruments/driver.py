@@ -15,7 +15,6 @@ loaded lazily (see :mod:`models.registry`). ``docs/drivers.md`` says how to writ
 from __future__ import annotations
 
 import asyncio
-import importlib
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -430,7 +429,12 @@ def _name_driver(name: str, cls: type[Driver]) -> None:
     cls.driver_name = name
 
 
-DRIVERS: Registry[Driver] = Registry("driver", _name_driver, group="sdlab.drivers")
+DRIVERS: Registry[Driver] = Registry(
+    "driver",
+    _name_driver,
+    group="sdlab.drivers",
+    builtins={"serial-hotplate": "instruments.hotplate"},
+)
 """Every registered driver class, by name; other packages' drivers come through the
 ``sdlab.drivers`` entry-point group, loaded on the first lookup of an unknown name."""
 
@@ -447,26 +451,15 @@ def register_driver(name: str) -> Callable[[_D], _D]:
     return DRIVERS.register(name)
 
 
-_BUILTIN_MODULES = ("instruments.hotplate",)
-"""Modules of the drivers that ship in this package; imported on the first lookup."""
-
-
-def _load_builtins() -> None:
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
-
-
 def get_driver(name: str) -> type[Driver]:
     """The driver class registered as ``name`` (built-in, or from an installed package).
 
     Raises:
         RegistryError: If no driver has that name (the message lists the known ones).
     """
-    _load_builtins()
     return DRIVERS.get(name)
 
 
 def driver_names() -> list[str]:
     """Names of every registered driver (the ``sdlab.drivers`` entry points loaded)."""
-    _load_builtins()
     return DRIVERS.names()

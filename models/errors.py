@@ -15,6 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+EXIT_OK = 0
+"""Exit status of a command line that did what it was asked."""
+EXIT_FAILED = 1
+"""Exit status of a command line that failed (a campaign that failed, an error)."""
+EXIT_INVALID = 2
+"""Exit status of a command line given a bad file or option (the message names the key)."""
+
 # Errors that carry data take it as constructor arguments, so ``pickle`` (which Ray uses to
 # send an exception from an actor to its caller) cannot rebuild them from the message alone:
 # each such class says in ``__reduce__`` how it was made.

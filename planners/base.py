@@ -33,7 +33,6 @@ each other's sequences.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -60,18 +59,22 @@ __all__ = [
 ]
 
 
-_BUILTIN_MODULES = (
-    "planners.random",
-    "planners.bo",
-    "planners.active",
-    "planners.boundary",
-    "planners.sara",
-    "planners.discovery",
-    "planners.multifidelity",
-    "planners.alab",
-    "planners.screening",
-)
-"""Modules whose import registers the built-in planners; loaded on first registry lookup."""
+_BUILTIN_PLANNERS = {
+    "random": "planners.random",
+    "sobol": "planners.random",
+    "bo": "planners.bo",
+    "qlognei": "planners.bo",
+    "qlognehvi": "planners.bo",
+    "uncertainty": "planners.active",
+    "boundary": "planners.boundary",
+    "sara": "planners.sara",
+    "discovery": "planners.discovery",
+    "mfbo": "planners.multifidelity",
+    "alab": "planners.alab",
+    "screening": "planners.screening",
+}
+"""The built-in planners: name -> the module whose import registers it, imported on the
+first lookup of that name (so a campaign of random points never imports BoTorch)."""
 
 
 class PlannerOptions(BaseModel):
@@ -302,7 +305,9 @@ def _name_planner(name: str, cls: type[Planner]) -> None:
     cls.name = name
 
 
-PLANNERS: Registry[Planner] = Registry("planner", _name_planner, group="sdlab.planners")
+PLANNERS: Registry[Planner] = Registry(
+    "planner", _name_planner, group="sdlab.planners", builtins=_BUILTIN_PLANNERS
+)
 """Every registered planner class, by name (the built-in ones once looked up)."""
 
 
@@ -328,14 +333,8 @@ def register_planner(name: str) -> Callable[[P], P]:
     return decorate
 
 
-def _load_builtins() -> None:
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
-
-
 def planner_names() -> list[str]:
     """Names of every registered planner, sorted (the built-in ones included)."""
-    _load_builtins()
     return PLANNERS.names()
 
 
@@ -345,7 +344,6 @@ def get_planner_class(name: str) -> type[Planner]:
     Raises:
         RegistryError: If no planner has that name; the message lists the known names.
     """
-    _load_builtins()
     return PLANNERS.get(name)
 
 

@@ -13,13 +13,12 @@ Simulated drivers are built from a :class:`~models.campaign.SimulatedInstrumentS
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from instruments.driver import ActionSpec, Driver, get_driver, register_driver
+from instruments.driver import DRIVERS, ActionSpec, Driver, get_driver, register_driver
 from models.campaign import SimulatedInstrumentSpec
 from models.errors import InstrumentError, InvalidCampaignError, RegistryError
 from models.records import Measurement
@@ -31,8 +30,17 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_DRIVER_MODULES = ("sim.sara", "sim.materials.drivers", "sim.alab.drivers", "sim.furnace")
-"""Modules of further built-in simulated drivers; imported when a driver is looked up."""
+_BUILTIN_DRIVERS = {
+    "sara-wafer": "sim.sara",
+    "materials-synthesis": "sim.materials.drivers",
+    "materials-xrd": "sim.materials.drivers",
+    "materials-property": "sim.materials.drivers",
+    "alab-dosing": "sim.alab.drivers",
+    "alab-furnace": "sim.alab.drivers",
+    "alab-xrd": "sim.alab.drivers",
+    "sim-furnace": "sim.furnace",
+}
+"""Further built-in simulated drivers: name -> module, imported on the name's first lookup."""
 
 MEASURE = "measure"
 """Name of the objective station's only action."""
@@ -206,13 +214,14 @@ class ObjectiveStationDriver(SimulatedDriver):
 
 
 def load_builtin_drivers() -> None:
-    """Import every module of sdlab's simulated drivers, so that they are registered.
+    """Declare sdlab's simulated drivers in the driver registry, so that they are found.
 
+    Nothing is imported here: a lookup imports only the module of the driver it looks up
+    (:meth:`models.registry.Registry.declare`), and listing the drivers imports them all.
     The ``sdlab.drivers`` entry points of an installed sdlab name them too; this finds them
     from a source checkout whose installed metadata predates those entry points.
     """
-    for module in _DRIVER_MODULES:
-        importlib.import_module(module)
+    DRIVERS.declare(_BUILTIN_DRIVERS)
 
 
 def make_driver(name: str, spec: SimulatedInstrumentSpec) -> Driver:

@@ -16,14 +16,17 @@ is always better:
   (outputs ``branin`` and ``currin``, both maximised); with BoTorch's reference point
   ``(-18, -6)`` the Pareto front's hypervolume is about 59.36.
 
-Both are evaluated with NumPy from the constants of BoTorch's own instance (a simulated
-instrument evaluates its world on every measurement; one call into torch costs about a
-hundred times more), and the tests check the result against BoTorch's ``forward``.
+Both are evaluated with NumPy from BoTorch's constants, copied here (a simulated instrument
+evaluates its world on every measurement; one call into torch costs about a hundred times
+more, and importing torch and BoTorch costs a simulated server seconds of CPU at start). The
+BoTorch problem itself (:attr:`BoTorchWorld.problem`) is built only when it is asked for;
+the tests check the constants against its buffers and the result against its ``forward``.
 
-Further built-in worlds live in their own modules, imported on first lookup: ``"table"``
-(:mod:`sim.table`, a lab's CSV data), ``"sara-anneal"`` (:mod:`sim.sara`, a
-lateral-gradient laser-anneal phase diagram with reflectance spectra) and ``"alab"``
-(:mod:`sim.alab.world`, solid-state synthesis from precursor powders).
+Further built-in worlds live in their own modules, each imported on the first lookup of its
+name (:data:`WORLDS` declares them): ``"table"`` (:mod:`sim.table`, a lab's CSV data),
+``"sara-anneal"`` (:mod:`sim.sara`, a lateral-gradient laser-anneal phase diagram with
+reflectance spectra), ``"alab"`` (:mod:`sim.alab.world`, solid-state synthesis from
+precursor powders) and the others named in :data:`_BUILTIN_WORLDS`.
 
 References:
     Belakaria, S., Deshwal, A. and Doppa, J. R. (2019). Max-value Entropy Search for
@@ -36,24 +39,24 @@ References:
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import logging
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 import numpy as np
-import torch
-from botorch.test_functions import Branin, Hartmann
-from botorch.test_functions.multi_objective import BraninCurrin
-from botorch.test_functions.synthetic import SyntheticTestFunction
 
 from instruments.driver import OutputSpec, ParameterLimit
 from models.errors import InvalidCampaignError, ParameterLimitError
 from models.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
+    from botorch.test_functions.multi_objective import BraninCurrin
+    from botorch.test_functions.synthetic import SyntheticTestFunction
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +145,8 @@ class World(ABC):
 
 def _buffer(module: torch.nn.Module, name: str) -> np.ndarray:
     """A tensor attribute of a BoTorch problem as a new float64 NumPy array."""
+    import torch
+
     t = getattr(module, name)
     if not isinstance(t, torch.Tensor):  # pragma: no cover - BoTorch always sets these
         raise TypeError(f"{type(module).__name__}.{name} is not a tensor")
@@ -153,7 +158,9 @@ class BoTorchWorld(World):
 
     Inputs are named ``x1 .. xd``; there is one output. Subclasses build the problem in
     :meth:`make_problem` and may override :meth:`evaluate_array` with a faster NumPy
-    version; the default evaluates through torch.
+    version; the default evaluates through torch. A subclass that also overrides
+    :meth:`known_bounds` and :meth:`known_optimum` never imports torch unless
+    :attr:`problem` is asked for.
 
     Args:
         output: Name of the output (default ``"y"``).
@@ -174,9 +181,9 @@ class BoTorchWorld(World):
                 None, [("options.output", f"expected a non-empty string, got {output!r}")]
             )
         self._output = output
-        self.problem = self.make_problem()
-        self._bounds = _buffer(self.problem, "bounds")  # 2 x d
-        self._names = [f"x{i + 1}" for i in range(self.problem.dim)]
+        self._problem: SyntheticTestFunction | None = None
+        self._bounds = self.known_bounds()  # 2 x d
+        self._names = [f"x{i + 1}" for i in range(self._bounds.shape[1])]
         self._parameters = _declared_limits(
             [
                 ParameterLimit(name=n, type="number", minimum=float(lo), maximum=float(hi))
@@ -189,6 +196,32 @@ class BoTorchWorld(World):
     @abstractmethod
     def make_problem(self) -> SyntheticTestFunction:
         """The BoTorch test function, built with ``negate=True``."""
+
+    @property
+    def problem(self) -> SyntheticTestFunction:
+        """The BoTorch test function (built, importing BoTorch, on first use)."""
+        if self._problem is None:
+            self._problem = self.make_problem()
+        return self._problem
+
+    def known_bounds(self) -> np.ndarray:
+        """The input bounds, shape ``2 x d``; by default read from :attr:`problem`."""
+        return _buffer(self.problem, "bounds")
+
+    def known_optimum(self) -> tuple[float, list[list[float]]] | None:
+        """The optimal value and its optimizers (rows of ``d`` inputs), or ``None`` when
+        unknown; by default read from :attr:`problem`."""
+        import torch
+
+        try:
+            value = float(self.problem.optimal_value)
+        except NotImplementedError:
+            return None
+        optimizers = getattr(self.problem, "optimizers", None)
+        rows: list[list[float]] = []
+        if isinstance(optimizers, torch.Tensor):
+            rows = optimizers.detach().cpu().double().tolist()
+        return value, rows
 
     @property
     def dim(self) -> int:
@@ -239,6 +272,8 @@ class BoTorchWorld(World):
         Returns:
             Values of the output, shape ``n``.
         """
+        import torch
+
         with torch.no_grad():
             y = self.problem(torch.as_tensor(x, dtype=torch.float64), noise=False)
         return np.asarray(y.detach().cpu().numpy(), dtype=np.float64)
@@ -254,17 +289,11 @@ class BoTorchWorld(World):
         return self._optimum
 
     def _make_optimum(self) -> Optimum | None:
-        try:
-            value = float(self.problem.optimal_value)
-        except NotImplementedError:
+        known = self.known_optimum()
+        if known is None:
             return None
-        points: tuple[dict[str, float], ...] = ()
-        optimizers = getattr(self.problem, "optimizers", None)
-        if isinstance(optimizers, torch.Tensor):
-            points = tuple(
-                {n: float(v) for n, v in zip(self._names, row, strict=True)}
-                for row in optimizers.detach().cpu().double().tolist()
-            )
+        value, rows = known
+        points = tuple({n: float(v) for n, v in zip(self._names, row, strict=True)} for row in rows)
         return Optimum(output=self._output, value=value, direction="maximize", optimizers=points)
 
 
@@ -318,7 +347,21 @@ def _name_world(name: str, cls: type[World]) -> None:
     cls.name = name
 
 
-WORLDS: Registry[World] = Registry("world", _name_world, group="sdlab.worlds")
+_BUILTIN_WORLDS = {
+    "table": "sim.table",
+    "phase-map": "sim.phasemap",
+    "sara-anneal": "sim.sara",
+    "materials": "sim.materials.world",
+    "augmented-branin": "sim.multifidelity",
+    "augmented-hartmann6": "sim.multifidelity",
+    "alab": "sim.alab.world",
+    "formula-energy": "sim.materials.formula_world",
+}
+"""The built-in worlds of other modules: name -> module, imported on the name's first lookup."""
+
+WORLDS: Registry[World] = Registry(
+    "world", _name_world, group="sdlab.worlds", builtins=_BUILTIN_WORLDS
+)
 """Every registered world class, by name."""
 
 _W = TypeVar("_W", bound=type[World])
@@ -334,26 +377,8 @@ def register_world(name: str) -> Callable[[_W], _W]:
     return WORLDS.register(name)
 
 
-_EXTRA_MODULES = (
-    "sim.table",
-    "sim.phasemap",
-    "sim.sara",
-    "sim.materials.world",
-    "sim.multifidelity",
-    "sim.alab.world",
-    "sim.materials.formula_world",
-)
-"""Modules of further built-in worlds; imported on first registry lookup."""
-
-
-def _load_builtins() -> None:
-    for module in _EXTRA_MODULES:
-        importlib.import_module(module)
-
-
 def world_names() -> list[str]:
-    """Names of every registered world."""
-    _load_builtins()
+    """Names of every registered world (importing every built-in world's module)."""
     return WORLDS.names()
 
 
@@ -372,7 +397,6 @@ def get_world(name: str, **options: Any) -> World:
         InvalidCampaignError: If an option is unknown or has a bad value; the key path is
             ``options.<key>``.
     """
-    _load_builtins()
     cls = WORLDS.get(name)
     accepted = {
         p.name
@@ -398,17 +422,56 @@ class Hartmann6(BoTorchWorld):
     P_ij)^2)`` on ``[0, 1]^6``, maximum 3.32237 at
     ``(0.20169, 0.150011, 0.476874, 0.275332, 0.311652, 0.6573)``."""
 
+    # BoTorch's buffers, float32 there (rounded alike here, so both agree to the bit).
+    ALPHA: ClassVar[np.ndarray] = np.array([1.0, 1.2, 3.0, 3.2], dtype=np.float32).astype(
+        np.float64
+    )  # 4
+    A: ClassVar[np.ndarray] = np.array(
+        [
+            [10, 3, 17, 3.5, 1.7, 8],
+            [0.05, 10, 17, 0.1, 8, 14],
+            [3, 3.5, 1.7, 10, 17, 8],
+            [17, 8, 0.05, 10, 0.1, 14],
+        ],
+        dtype=np.float32,
+    ).astype(np.float64)  # 4 x 6
+    P: ClassVar[np.ndarray] = np.array(
+        [
+            [1312, 1696, 5569, 124, 8283, 5886],
+            [2329, 4135, 8307, 3736, 1004, 9991],
+            [2348, 1451, 3522, 2883, 3047, 6650],
+            [4047, 8828, 8732, 5743, 1091, 381],
+        ],
+        dtype=np.float32,
+    ).astype(np.float64)  # 4 x 6
+    OPTIMIZER: ClassVar[tuple[float, ...]] = (
+        0.20169,
+        0.150011,
+        0.476874,
+        0.275332,
+        0.311652,
+        0.6573,
+    )
+
     def __init__(self, *, output: str = "y", limits: Mapping[str, Any] | None = None) -> None:
         super().__init__(output=output, limits=limits)
-        p = self.problem
-        # Taken from BoTorch's buffers (float32 there) so both agree to rounding.
-        self._alpha = _buffer(p, "ALPHA")  # 4
-        self._a = _buffer(p, "A")  # 4 x 6
-        self._p = 0.0001 * _buffer(p, "P")  # 4 x 6
+        self._alpha = self.ALPHA
+        self._a = self.A
+        self._p = 0.0001 * self.P
 
     def make_problem(self) -> SyntheticTestFunction:
         """BoTorch ``Hartmann(dim=6, negate=True)``."""
+        from botorch.test_functions import Hartmann
+
         return Hartmann(dim=6, negate=True)
+
+    def known_bounds(self) -> np.ndarray:
+        """``[0, 1]^6``."""
+        return np.array([[0.0] * 6, [1.0] * 6])
+
+    def known_optimum(self) -> tuple[float, list[list[float]]]:
+        """3.32237 at :attr:`OPTIMIZER` (BoTorch's values)."""
+        return 3.32237, [list(self.OPTIMIZER)]
 
     def evaluate_array(self, x: np.ndarray) -> np.ndarray:
         """NumPy Hartmann-6 at points ``x`` (``n x 6``); returns shape ``n``."""
@@ -429,7 +492,17 @@ class BraninWorld(BoTorchWorld):
 
     def make_problem(self) -> SyntheticTestFunction:
         """BoTorch ``Branin(negate=True)``."""
+        from botorch.test_functions import Branin
+
         return Branin(negate=True)
+
+    def known_bounds(self) -> np.ndarray:
+        """``[-5, 10] x [0, 15]``."""
+        return np.array([[-5.0, 0.0], [10.0, 15.0]])
+
+    def known_optimum(self) -> tuple[float, list[list[float]]]:
+        """-0.397887 at three points (BoTorch's values)."""
+        return -0.397887, [[-math.pi, 12.275], [math.pi, 2.275], [9.42478, 2.475]]
 
     def evaluate_array(self, x: np.ndarray) -> np.ndarray:
         """NumPy Branin (negated) at points ``x`` (``n x 2``); returns shape ``n``."""
@@ -449,10 +522,24 @@ class BraninCurrinWorld(World):
     constants (in these negated units).
     """
 
+    REF_POINT: ClassVar[tuple[float, float]] = (-18.0, -6.0)
+    """BoTorch's reference point, negated."""
+    MAX_HV: ClassVar[float] = 59.36011874867746
+    """BoTorch's hypervolume of the Pareto front from :attr:`REF_POINT`."""
+
     def __init__(self) -> None:
-        self.problem = BraninCurrin(negate=True)
-        self.ref_point = [-float(v) for v in self.problem._ref_point]
-        self.max_hv = float(self.problem._max_hv)
+        self._problem: BraninCurrin | None = None
+        self.ref_point = list(self.REF_POINT)
+        self.max_hv = self.MAX_HV
+
+    @property
+    def problem(self) -> BraninCurrin:
+        """BoTorch's ``BraninCurrin(negate=True)`` (built, importing BoTorch, on first use)."""
+        if self._problem is None:
+            from botorch.test_functions.multi_objective import BraninCurrin
+
+            self._problem = BraninCurrin(negate=True)
+        return self._problem
 
     def parameters(self) -> list[ParameterLimit]:
         """``x1`` and ``x2`` in ``[0, 1]``."""

@@ -125,11 +125,44 @@ def ray_address() -> Iterator[str]:
 
 
 # =====================================================================================
-# Order: the end-to-end modules (marked slow, minutes each) go to the workers first, so the
-# short tests fill the gaps beside them rather than leave one worker idle at the end.
+# Order and grouping for the test workers (``make test``: ``-n 2 --dist loadgroup
+# --no-loadscope-reorder``). The end-to-end modules (marked slow, minutes each) go to the
+# workers first, the longest first, and each of their tests is handed out on its own, so
+# that the two cases of one module (SQLite and PostgreSQL, embedded and external servers)
+# run on both workers at once rather than one after the other on one. Every other module
+# stays whole on one worker (an ``xdist_group`` per module), so its module fixtures are
+# built once; the short modules fill the gaps beside the long tests.
 # =====================================================================================
 
+_LONGEST_FIRST = (
+    "test_stress.py",
+    "test_crash_recovery.py",
+    "test_fault_campaign.py",
+    "test_driver_kit.py",
+    "test_alab_campaign.py",
+    "test_ray_cluster.py",
+    "test_lab_campaigns.py",
+    "test_discovery.py",
+)
+"""Slow modules that took a minute or more per test (two workers, idle machine); their
+tests are handed out first, in this order."""
 
+
+def _rank(item: pytest.Item, slow_modules: set[object]) -> tuple[int, int]:
+    if item.path not in slow_modules:
+        return (2, 0)
+    name = item.path.name
+    if name in _LONGEST_FIRST:
+        return (0, _LONGEST_FIRST.index(name))
+    return (1, 0)
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    slow_modules = {item.path for item in items if item.get_closest_marker("slow") is not None}
-    items.sort(key=lambda item: item.path not in slow_modules)  # stable: file order kept
+    slow_modules: set[object] = {
+        item.path for item in items if item.get_closest_marker("slow") is not None
+    }
+    items.sort(key=lambda item: _rank(item, slow_modules))  # stable: file order kept
+    for item in items:
+        if item.path not in slow_modules and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(str(item.path)))

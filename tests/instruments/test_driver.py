@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
@@ -61,6 +62,19 @@ def test_options_are_validated_by_the_drivers_model() -> None:
         Configured("x", {"baud": 1})  # extra="forbid": a typo is refused
 
 
+async def _until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    """Let the event loop run until ``condition()`` holds (fail after ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        await asyncio.sleep(0.005)
+
+
+def _queued(d: BlockingDriver) -> int:
+    """Calls waiting in the driver's worker queue, not yet taken by its thread."""
+    return d._executor._work_queue.qsize()
+
+
 class Blocking(BlockingDriver):
     """Records which thread each call ran in; ``probe`` blocks until released."""
 
@@ -97,8 +111,10 @@ def test_blocking_calls_run_in_one_worker_thread_in_order_and_safe_state_beside(
         await d.connect()
         first = asyncio.create_task(d.run("probe", {"n": 1}))
         second = asyncio.create_task(d.run("probe", {"n": 2}))
-        await asyncio.sleep(0.2)
-        assert d.order == ["start 1"]  # serialised: the second waits for the first
+        # serialised: once the first runs, the second waits in the driver's one worker's
+        # queue (with a second worker it would leave the queue and start)
+        await _until(lambda: d.order == ["start 1"] and _queued(d) == 1)
+        assert d.order == ["start 1"]
         ticks = 0
         while ticks < 5:  # the event loop keeps running meanwhile
             await asyncio.sleep(0.01)
@@ -159,9 +175,9 @@ def test_a_blocking_close_waits_for_the_running_action() -> None:
 
     async def go() -> None:
         run = asyncio.create_task(d.run("probe", {"n": 1}))
-        await asyncio.sleep(0.1)
+        await _until(lambda: d.order == ["start 1"])
         closing = asyncio.create_task(d.close())
-        await asyncio.sleep(0.1)
+        await _until(lambda: _queued(d) == 1)  # close_blocking waits behind the action
         assert not closing.done()
         d.release.set()
         await asyncio.gather(run, closing)

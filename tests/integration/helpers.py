@@ -13,6 +13,7 @@ from sqlalchemy import select
 from controller.store import make_engine, session_factory, transaction
 from models.status import ExperimentStatus
 from models.tables import EventRow, ExperimentRow, SampleRow, StepRow
+from sim.campaign_toml import problem_toml
 
 
 def branin_campaign(
@@ -54,23 +55,7 @@ address = "{address}"
 name = "{name}"
 seed = 7
 
-[[parameters]]
-name = "x1"
-type = "continuous"
-lower = {x1_bounds[0]}
-upper = {x1_bounds[1]}
-
-[[parameters]]
-name = "x2"
-type = "continuous"
-lower = 0.0
-upper = 15.0
-
-[[objectives]]
-name = "y"
-direction = "maximize"
-
-[[workflow]]
+{problem_toml("branin", bounds={"x1": x1_bounds})}[[workflow]]
 kind = "station"
 action = "measure"
 {inst}

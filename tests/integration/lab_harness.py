@@ -29,6 +29,7 @@ from sqlalchemy import select
 from controller.store import make_engine, session_factory, transaction
 from models.status import StepStatus
 from models.tables import CampaignRow, ExperimentRow, StepRow
+from sim.campaign_toml import problem_toml
 
 logger = logging.getLogger(__name__)
 
@@ -144,23 +145,7 @@ seed = {seed}
 name = "{LAB_NAME}"
 kinds = ["station"]{uses}
 
-[[parameters]]
-name = "x1"
-type = "continuous"
-lower = -5.0
-upper = 10.0
-
-[[parameters]]
-name = "x2"
-type = "continuous"
-lower = 0.0
-upper = 15.0
-
-[[objectives]]
-name = "y"
-direction = "maximize"
-
-[[workflow]]
+{problem_toml("branin")}[[workflow]]
 kind = "station"
 action = "measure"{needs}
 

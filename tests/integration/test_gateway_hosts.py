@@ -45,6 +45,7 @@ from instruments.security import CurveClientKeys, curve_available
 from models.errors import InstrumentError, InstrumentTimeoutError
 from models.status import ExperimentStatus, InstrumentState, StepStatus
 from models.tables import CampaignRow, EventRow, InstrumentRow
+from sim.campaign_toml import problem_toml
 from tests.integration import netns
 from tests.integration.helpers import (
     check_history,
@@ -160,23 +161,7 @@ curve.client_keys = "{keys.secret("controller")}"
 name = "{CAMPAIGN}"
 seed = 5
 
-[[parameters]]
-name = "x1"
-type = "continuous"
-lower = -5.0
-upper = 10.0
-
-[[parameters]]
-name = "x2"
-type = "continuous"
-lower = 0.0
-upper = 15.0
-
-[[objectives]]
-name = "y"
-direction = "maximize"
-
-[[workflow]]
+{problem_toml("branin")}[[workflow]]
 kind = "furnace"
 action = "measure"
 

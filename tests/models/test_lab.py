@@ -10,6 +10,7 @@ from models.campaign_file import load_campaign
 from models.errors import InvalidCampaignError
 from models.gateway import load_gateway
 from models.lab import LabSpec, load_lab
+from sim.campaign_toml import problem_toml
 
 LAB = """
 [lab]
@@ -48,7 +49,8 @@ name = "arm"
 capacity = 1
 """
 
-CAMPAIGN = """
+CAMPAIGN = (
+    """
 [campaign]
 name = "c1"
 
@@ -56,23 +58,9 @@ name = "c1"
 name = "lab-1"
 {lab}
 
-[[parameters]]
-name = "x1"
-type = "continuous"
-lower = -5.0
-upper = 10.0
-
-[[parameters]]
-name = "x2"
-type = "continuous"
-lower = 0.0
-upper = 15.0
-
-[[objectives]]
-name = "y"
-direction = "maximize"
-
-[[workflow]]
+"""
+    + problem_toml("branin")
+    + """[[workflow]]
 kind = "station"
 action = "measure"
 needs = ["arm"]
@@ -83,6 +71,7 @@ name = "random"
 [budget]
 max_experiments = 3
 """
+)
 
 
 @pytest.fixture

@@ -117,3 +117,40 @@ def test_a_broken_entry_point_names_its_distribution(
     reg: Registry[Base] = Registry("widget", group=group)
     with pytest.raises(RegistryError, match=r"widgets-broken.*no driver here"):
         reg.get("bad")
+
+
+def test_declared_builtins_import_only_the_module_looked_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reg: Registry[Base] = Registry("widget")
+    for mod in ("decl_widgets_one", "decl_widgets_two"):
+        (tmp_path / f"{mod}.py").write_text(
+            "from tests.models.test_registry import Base\nclass W(Base):\n    pass\n"
+        )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reg.declare({"one": "decl_widgets_one", "two": "decl_widgets_two"})
+    assert "decl_widgets_one" not in sys.modules  # declaring imports nothing
+    import decl_widgets_one  # type: ignore[import-not-found]
+
+    reg.register("one")(decl_widgets_one.W)
+    assert reg.get("one") is decl_widgets_one.W
+    assert "decl_widgets_two" not in sys.modules  # only the module looked up
+    with pytest.raises(RegistryError, match=r"unknown widget 'two'"):
+        reg.get("two")  # its module imported, but it registers nothing under "two"
+    assert "decl_widgets_two" in sys.modules
+    with pytest.raises(RegistryError, match="already declared by module decl_widgets_one"):
+        reg.declare({"one": "elsewhere"})
+
+
+def test_a_lookup_loads_only_the_entry_points_of_its_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    group = "sdlab.test-widgets-by-name"
+    _distribution(tmp_path, "widgets-first", "first_widgets_mod", group, ["first"])
+    _distribution(tmp_path, "widgets-second", "second_widgets_mod", group, ["second"])
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reg: Registry[Base] = Registry("widget", group=group)
+    assert reg.get("first").__module__ == "first_widgets_mod"
+    assert "second_widgets_mod" not in sys.modules
+    assert reg.names() == ["first", "second"]
+    assert reg.origin("second") == "widgets-second"

@@ -18,7 +18,7 @@ from planners.base import Planner, PlannerOptions, make_planner, planner_names, 
 @pytest.fixture
 def isolated_registry(monkeypatch: pytest.MonkeyPatch) -> Registry[Planner]:
     """A copy of the registry that the test may change freely."""
-    base._load_builtins()
+    base.PLANNERS.load_builtins()
     registry = base.PLANNERS.copy()
     monkeypatch.setattr(base, "PLANNERS", registry)
     return registry

@@ -87,6 +87,58 @@ def test_optimum_matches_botorch(name: str, make: object) -> None:
     assert world.evaluate_array(_random_points(world, 2000, seed=1)).max() <= opt.value + 1e-4
 
 
+@pytest.mark.parametrize(("name", "make"), CASES)
+def test_constants_are_botorchs_to_the_bit(name: str, make: object) -> None:
+    """The NumPy copies of BoTorch's constants (kept so that a simulated server need not
+    import torch) equal the buffers and optimum of BoTorch's own instance exactly."""
+    world = get_world(name)
+    assert isinstance(world, BoTorchWorld)
+    problem = make()  # type: ignore[operator]
+    np.testing.assert_array_equal(world.bounds, problem.bounds.double().numpy())
+    known = world.known_optimum()
+    assert known is not None
+    assert known[0] == float(problem.optimal_value)
+    assert known[1] == problem.optimizers.double().tolist()
+    if name == "hartmann6":
+        for attr in ("ALPHA", "A", "P"):
+            np.testing.assert_array_equal(
+                getattr(world, attr), getattr(problem, attr).double().numpy()
+            )
+    assert type(world.problem) is type(problem)  # built on demand
+
+
+def test_branin_currin_constants_are_botorchs() -> None:
+    from botorch.test_functions.multi_objective import BraninCurrin
+
+    world = get_world("branin-currin")
+    problem = BraninCurrin(negate=True)
+    assert world.ref_point == [-float(v) for v in problem._ref_point]  # type: ignore[attr-defined]
+    assert world.max_hv == float(problem._max_hv)  # type: ignore[attr-defined]
+
+
+def test_building_a_builtin_world_imports_neither_torch_nor_other_worlds() -> None:
+    """A simulated server hosting Branin or Hartmann imports neither torch nor BoTorch, nor
+    the modules (pymatgen) of the worlds it does not host."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from sim.drivers import load_builtin_drivers, make_driver\n"
+        "from models.campaign import SimulatedInstrumentSpec\n"
+        "load_builtin_drivers()\n"
+        "for world in ('branin', 'hartmann6', 'branin-currin'):\n"
+        "    spec = SimulatedInstrumentSpec(driver='objective-station', world=world)\n"
+        "    make_driver('s', spec).describe()\n"
+        "print(sorted(m for m in ('torch', 'botorch', 'pymatgen', 'sim.alab.world')"
+        " if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "[]", out.stderr
+
+
 def test_known_maxima() -> None:
     assert get_world("hartmann6").optimal_value == pytest.approx(3.32237)
     assert get_world("branin").optimal_value == pytest.approx(-0.397887)

@@ -133,11 +133,13 @@ def test_cancel_reaches_the_server(sila_server: tuple[Any, int]) -> None:
                 if not server.heater_state.cancels:
                     break
                 await asyncio.sleep(0.01)
+            # HeatTo's entry leaves ``cancels`` only when its ramp loop has ended, so the
+            # ramp stopped short of the target and nothing moves the temperature any more
             assert not server.heater_state.cancels
             stopped_at = server.heater_state.temperature_c
             assert heater.AMBIENT_C < stopped_at < 300.0
-            await asyncio.sleep(0.3)  # the ramp would have finished by now
-            assert server.heater_state.temperature_c == stopped_at
+            (now,) = await driver.run("HeaterController.Temperature", {})
+            assert now.value == stopped_at
         finally:
             await driver.close()
 
@@ -210,7 +212,9 @@ def test_through_server_and_client(sila_server: tuple[Any, int]) -> None:
                 if not sila.heater_state.cancels:
                     break
                 await asyncio.sleep(0.01)
-            await asyncio.sleep(0.7)  # longer than the whole ramp would have taken
+            # HeatTo's entry leaves ``cancels`` only when its ramp loop has ended: it
+            # stopped short of the target, where the temperature now stays
+            assert not sila.heater_state.cancels
             assert sila.heater_state.temperature_c < 300.0
         finally:
             await client.close()
