@@ -34,7 +34,7 @@ from controller.store.samples import (
     set_waiting,
 )
 from controller.work import InstrumentSlot, Work
-from models.status import ExperimentStatus
+from models.status import ENDED_EXPERIMENT, ExperimentStatus
 
 if TYPE_CHECKING:
     from controller.loop import CampaignController
@@ -48,14 +48,6 @@ LAB_POLL_S = 0.25
 """How often, at least, a campaign whose steps wait plans them again (the lab's waits and
 instrument states change without a grant changing)."""
 
-_ENDED = frozenset(
-    {
-        ExperimentStatus.COMPLETED,
-        ExperimentStatus.FAILED,
-        ExperimentStatus.ABANDONED,
-        ExperimentStatus.INTERRUPTED,
-    }
-)
 
 
 class Dispatcher:
@@ -233,7 +225,7 @@ class Dispatcher:
 
     def record_end(self, s: Session, experiment_id: int, status: ExperimentStatus) -> None:
         """Put the sample back in storage if the experiment ended (in its transaction)."""
-        if status in _ENDED:
+        if status in ENDED_EXPERIMENT:
             now = self._samples.pop(experiment_id, None)
             finish_sample(s, self.ctl.campaign_id, experiment_id, status, now)
 
