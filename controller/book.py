@@ -116,13 +116,21 @@ class Book:
         self,
         experiment_id: int,
         point: Mapping[str, ParamValue],
-        status: ExperimentStatus,
+        status: ExperimentStatus | None = None,
         cost: float | None = None,
     ) -> None:
-        """Carry an experiment in flight, written in ``status``; ``cost``: its cost is
-        committed now (``None``: the ledger already holds it)."""
+        """Carry an experiment in flight.
+
+        Args:
+            experiment_id: The experiment.
+            point: Its parameters.
+            status: Its status as just written (``None``: read from the store when it is
+                first moved, after a restart).
+            cost: Its cost, committed now (``None``: the ledger already holds it).
+        """
         self.in_flight[experiment_id] = dict(point)
-        self.status[experiment_id] = status
+        if status is not None:
+            self.status[experiment_id] = status
         if cost is not None:
             self.ledger.record(experiment_id, cost)
 
@@ -192,5 +200,12 @@ class Book:
         self.ledger.finish(experiment_id, done)
         self.in_flight.pop(experiment_id, None)
         self.awaiting.pop(experiment_id, None)
+        self.status.pop(experiment_id, None)
+        self.earlier.pop(experiment_id, None)
+
+    def set_aside(self, experiment_id: int) -> None:
+        """The experiment leaves the flight INTERRUPTED, for an operator's decision; the
+        ledger keeps its cost (an operator may run it again)."""
+        self.in_flight.pop(experiment_id, None)
         self.status.pop(experiment_id, None)
         self.earlier.pop(experiment_id, None)

@@ -29,6 +29,7 @@ from controller.store import add_event, transaction
 from controller.store.hot import finish_step, insert_decision, move_experiment, start_step
 from controller.work import Work
 from instruments.client import RequestState
+from models.errors import StoreError
 from models.params import ParamValue
 from models.records import Decision, Proposal
 from models.status import ExperimentStatus, StepStatus
@@ -61,6 +62,7 @@ class Writer:
             if threaded
             else None
         )
+        self.fenced: str | None = None
 
     # ------------------------------------------------------------------ transactions
 
@@ -86,9 +88,21 @@ class Writer:
 
     def now(self, fn: Callable[[Session], T]) -> T:
         """Run ``fn(session)`` in one transaction on the caller's thread (start-up, and
-        code without an event loop)."""
+        code without an event loop).
+
+        Raises:
+            StoreError: If the writer was fenced (nothing is written).
+        """
+        if self.fenced is not None:
+            raise StoreError(f"campaign {self.campaign_id}: not written: {self.fenced}")
         with transaction(self.sessions) as s:
             return fn(s)
+
+    def fence(self, reason: str) -> None:
+        """Write nothing more (another controller holds the campaign now): every write
+        asked for from now on, and those still waiting for the writer's thread, raise
+        :class:`~models.errors.StoreError`. Reads still run."""
+        self.fenced = reason
 
     def _read_now(self, fn: Callable[[Session], T]) -> T:
         with transaction(self.sessions, read_only=True) as s:
