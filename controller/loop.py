@@ -329,7 +329,8 @@ class CampaignController:
             CampaignStateError: If one of them is not waiting for approval (none is approved).
         """
         self._check_awaiting(experiment_ids)
-        works = [self.book.approve(i) for i in experiment_ids]
+        # They wait for approval until it is written: the planner counts them meanwhile.
+        works = [Work(i, 0, self.book.awaiting[i]) for i in experiment_ids]
 
         def write(s: Session) -> None:
             for work in works:
@@ -339,7 +340,7 @@ class CampaignController:
 
         await self.writer.run(write)
         for work in works:
-            self.book.queue(work)
+            self.book.queue(self.book.approve(work.experiment_id))
         await self.notify()
         return experiment_ids
 
@@ -350,7 +351,7 @@ class CampaignController:
             CampaignStateError: If one of them is not waiting for approval (none is rejected).
         """
         self._check_awaiting(experiment_ids)
-        works = [self.book.approve(i) for i in experiment_ids]
+        works = [Work(i, 0, self.book.awaiting[i]) for i in experiment_ids]
         why = f"rejected by {actor}: {reason}"
 
         def write(s: Session) -> None:
