@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from controller.alarms import Alarms
 from controller.book import Book
+from controller.decisions import OperatorDecisions
 from controller.estop import EmergencyStop
 from controller.health import HealthMonitor
 from controller.intake import ProposalIntake
@@ -71,7 +72,7 @@ from instruments.security import CurveClientKeys
 from models.campaign import CampaignSpec
 from models.errors import CampaignStateError, InstrumentError
 from models.status import CampaignStatus, ExperimentStatus
-from models.tables import CampaignRow, ExperimentRow
+from models.tables import CampaignRow
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +160,7 @@ class CampaignController:
         self.dispatch = Dispatcher(self, self.book, self.writer)
         self.steps = StepRunner(self, self.book, self.writer)
         self.intake = ProposalIntake(self, self.book, self.writer, self.steps)
+        self.decisions = OperatorDecisions(self, self.book, self.writer, self.steps)
 
     # ------------------------------------------------------------------ public API
 
@@ -323,103 +325,19 @@ class CampaignController:
         await self.notify()
 
     async def approve(self, experiment_ids: list[int], actor: str) -> list[int]:
-        """Let experiments that wait for approval run; returns those approved.
-
-        Raises:
-            CampaignStateError: If one of them is not waiting for approval (none is approved).
-        """
-        self._check_awaiting(experiment_ids)
-        # They wait for approval until it is written: the planner counts them meanwhile.
-        works = [Work(i, 0, self.book.awaiting[i]) for i in experiment_ids]
-
-        def write(s: Session) -> None:
-            for work in works:
-                self.steps.move(
-                    s, work, ExperimentStatus.QUEUED, f"approved by {actor}", actor=actor
-                )
-
-        await self.writer.run(write)
-        for work in works:
-            self.book.queue(self.book.approve(work.experiment_id))
-        await self.notify()
-        return experiment_ids
+        """Let experiments that wait for approval run; returns those approved (see
+        :meth:`controller.decisions.OperatorDecisions.approve`)."""
+        return await self.decisions.approve(experiment_ids, actor)
 
     async def reject(self, experiment_ids: list[int], actor: str, reason: str) -> list[int]:
-        """Abandon experiments that wait for approval; the planner learns they are infeasible.
-
-        Raises:
-            CampaignStateError: If one of them is not waiting for approval (none is rejected).
-        """
-        self._check_awaiting(experiment_ids)
-        works = [Work(i, 0, self.book.awaiting[i]) for i in experiment_ids]
-        why = f"rejected by {actor}: {reason}"
-
-        def write(s: Session) -> None:
-            for work in works:
-                self.steps.move(
-                    s, work, ExperimentStatus.ABANDONED, why, infeasible=True, actor=actor
-                )
-
-        await self.writer.run(write)
-        for work in works:
-            self.steps.forget(work)
-        self.book.abandoned += len(experiment_ids)
-        await self.steps.teach()
-        await self.notify()
-        return experiment_ids
-
-    def _check_awaiting(self, experiment_ids: list[int]) -> None:
-        if not experiment_ids:
-            raise CampaignStateError("experiments: no experiment named")
-        unknown = self.book.is_awaiting(experiment_ids)
-        if unknown:
-            raise CampaignStateError(f"experiments: {unknown} are not waiting for approval")
+        """Abandon experiments that wait for approval (see
+        :meth:`controller.decisions.OperatorDecisions.reject`)."""
+        return await self.decisions.reject(experiment_ids, actor, reason)
 
     async def resolve(self, experiment_id: int, action: str, actor: str) -> str:
-        """An operator's decision on an INTERRUPTED experiment: ``"rerun"`` or ``"fail"``.
-
-        Raises:
-            CampaignStateError: If the experiment is not INTERRUPTED in this campaign.
-        """
-
-        def read(s: Session) -> tuple[dict[str, Any], int, int]:
-            exp = s.get(ExperimentRow, experiment_id)
-            if exp is None or exp.campaign_id != self.campaign_id:
-                raise CampaignStateError(f"experiment: no experiment {experiment_id} here")
-            if exp.status != ExperimentStatus.INTERRUPTED:
-                raise CampaignStateError(
-                    f"experiment: {experiment_id} is {exp.status.value}, not INTERRUPTED"
-                )
-            last = max(exp.steps, key=lambda st: (st.index, st.attempt), default=None)
-            index = last.index if last is not None else 0
-            attempt = last.attempt + 1 if last is not None else 1
-            return dict(exp.parameters), index, attempt
-
-        point, index, attempt = await self.writer.read(read)
-        work = Work(
-            experiment_id, index, point, attempt, True, reason=f"{actor} decided to run it again"
-        )
-        rerun = action == "rerun"
-        self.book.status[experiment_id] = ExperimentStatus.INTERRUPTED
-
-        def write(s: Session) -> None:
-            if rerun:
-                why = f"{actor} decided to run it again"
-                self.steps.move(s, work, ExperimentStatus.QUEUED, why, actor=actor)
-            else:
-                why = f"{actor} decided it failed"
-                self.steps.move(s, work, ExperimentStatus.FAILED, why, actor=actor)
-
-        await self.writer.run(write)
-        if rerun:
-            self.book.admit(experiment_id, point)
-            self.book.queue(work, first=True)
-            await self.notify()
-            return f"experiment {experiment_id} step {index} runs again as attempt {attempt}"
-        self.book.status.pop(experiment_id, None)
-        self.book.failed += 1
-        await self.steps.teach()
-        return f"experiment {experiment_id} marked FAILED"
+        """An operator's decision on an INTERRUPTED experiment (see
+        :meth:`controller.decisions.OperatorDecisions.resolve`)."""
+        return await self.decisions.resolve(experiment_id, action, actor)
 
     # ------------------------------------------------------------------ start-up
 
