@@ -71,12 +71,15 @@ class Writer:
         returns (committed when ``fn`` returns, rolled back if it raises).
 
         ``fn`` runs while the loop goes on: it must touch only what its experiment owns
-        (the book's entries of that experiment), never the ready queues.
+        (the book's entries of that experiment), never the ready queues. A write once
+        asked for is made even if the caller is cancelled while it waits (as a write on
+        the loop itself would have been): cancelling a controller's tasks at its end
+        loses no result, no command's outcome.
         """
         if self._pool is None:
             return self.now(fn)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self.now, fn)
+        return await asyncio.shield(loop.run_in_executor(self._pool, self.now, fn))
 
     async def read(self, fn: Callable[[Session], T]) -> T:
         """Run ``fn(session)`` in a read-only transaction on the writer's thread, after
