@@ -268,7 +268,7 @@ def main() -> None:
     ap.add_argument("--no-postgres", action="store_true", help="SQLite only")
     ap.add_argument("--delay-ms", type=float, default=5.0, help="latency added each way")
     args = ap.parse_args()
-    console = Console()
+    console = Console(width=160)
     here = Path(__file__).resolve().parent.parent
     codes = [(here, "this")]
     if args.baseline is not None:
