@@ -422,7 +422,11 @@ class CampaignController:
             if self._loop is None:
                 coro.close()
                 raise RuntimeError("spawn: the controller is not running") from None
-            self._loop.call_soon_threadsafe(self._start, coro)
+            try:
+                self._loop.call_soon_threadsafe(self._start, coro)
+            except RuntimeError:  # the loop closed: a write must not fail for it
+                coro.close()
+                logger.warning("campaign %s: the loop has ended; %r not started", self.name, coro)
             return
         self._start(coro)
 
