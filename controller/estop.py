@@ -34,12 +34,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from controller.store import add_event, set_campaign_status, transaction
+from controller.store import set_campaign_status
 from controller.store.queries import steps_in_status
 from instruments.protocol import UNKNOWN_TYPE, RequestState, RequestStatus
 from models.errors import CampaignStateError, InstrumentError
-from models.status import CampaignStatus, ExperimentStatus, StepStatus
+from models.status import IN_FLIGHT_STEP, CampaignStatus, ExperimentStatus, StepStatus
 from models.tables import CampaignRow, EventRow
 
 if TYPE_CHECKING:
@@ -138,7 +139,8 @@ class EmergencyStop:
                 ESTOPPED (nothing is sent).
         """
         ctl = self.ctl
-        with transaction(ctl._sessions) as s:
+
+        def write(s: Session) -> None:
             row = s.get_one(CampaignRow, ctl.campaign_id)
             if row.status != CampaignStatus.ESTOPPED:
                 set_campaign_status(
@@ -148,19 +150,20 @@ class EmergencyStop:
                     actor=actor,
                     reason=f"emergency stop by {actor}",
                 )
+
+        await ctl.writer.run(write)
         self.active, self.actor = True, actor
-        ctl._paused = True  # the dispatcher starts nothing while paused
-        await ctl._notify()
+        ctl.paused = True  # the dispatcher starts nothing while paused
+        await ctl.notify()
         return await self._stop_instruments()
 
     async def restore(self) -> None:
         """At controller start: if the store says ESTOPPED, hold, and send the cancels and
         ``safe_state`` again (the controller that stopped may have died half-way)."""
         ctl = self.ctl
-        with transaction(ctl._sessions) as s:
+
+        def read(s: Session) -> tuple[CampaignStatus, str | None]:
             status = s.get_one(CampaignRow, ctl.campaign_id).status
-            if status != CampaignStatus.ESTOPPED:
-                return
             actor = s.scalars(
                 select(EventRow.actor)
                 .where(
@@ -169,8 +172,13 @@ class EmergencyStop:
                 .order_by(EventRow.id.desc())
                 .limit(1)
             ).first()
+            return status, actor
+
+        status, actor = await ctl.writer.read(read)
+        if status != CampaignStatus.ESTOPPED:
+            return
         self.active, self.actor = True, actor or "operator"
-        ctl._paused = True
+        ctl.paused = True
         summary = await self._stop_instruments()
         logger.warning("campaign %s restarted ESTOPPED: %s", ctl.name, summary)
 
@@ -183,27 +191,29 @@ class EmergencyStop:
         ctl = self.ctl
         if not self.active:
             raise CampaignStateError("reset: the campaign is not emergency-stopped")
-        with transaction(ctl._sessions) as s:
+
+        def write(s: Session) -> None:
             row = s.get_one(CampaignRow, ctl.campaign_id)
             set_campaign_status(
                 s, row, CampaignStatus.PAUSED, actor=actor, reason=f"reset by {actor}"
             )
+
+        await ctl.writer.run(write)
         self.active = False
-        ctl._paused = True
-        await ctl._notify()
+        ctl.paused = True
+        await ctl.notify()
         return "reset: the campaign is PAUSED; resume it to start new steps"
 
     # ------------------------------------------------------------------ instruments
 
     async def _stop_instruments(self) -> str:
         ctl = self.ctl
-        with transaction(ctl._sessions) as s:
-            in_flight = [
+        in_flight = await ctl.writer.read(
+            lambda s: [
                 (st.instrument, st.request_id)
-                for st in steps_in_status(
-                    s, ctl.campaign_id, [StepStatus.QUEUED, StepStatus.RUNNING]
-                )
+                for st in steps_in_status(s, ctl.campaign_id, sorted(IN_FLIGHT_STEP))
             ]
+        )
         by_slot: dict[str, list[str]] = {name: [] for name in ctl.instruments}
         for instrument, rid in in_flight:
             if instrument in by_slot:
@@ -220,14 +230,14 @@ class EmergencyStop:
             f"{', '.join(safe) or 'no instrument'}"
             + (f"; NOT reported by {', '.join(unsafe)}" if unsafe else "")
         )
-        with transaction(ctl._sessions) as s:
+
+        def write(s: Session) -> None:
             for x in stops:
-                add_event(
+                ctl.writer.event(
                     s,
                     "estop.instrument",
                     f"{x.instrument}: cancelled {sorted(x.cancelled) or 'nothing'}; "
                     f"{'safe state: ' if x.safe else ''}{x.description}",
-                    campaign_id=ctl.campaign_id,
                     instrument=x.instrument,
                     actor=self.actor or "operator",
                     data=x.to_json(),
@@ -240,6 +250,8 @@ class EmergencyStop:
                     data={"instruments": unsafe},
                     session=s,
                 )
+
+        await ctl.writer.run(write)
         logger.warning("campaign %s: %s", ctl.name, summary)
         return summary
 
@@ -282,7 +294,7 @@ class EmergencyStop:
             return False
         return not (isinstance(outcome, RequestState) and outcome.state is RequestStatus.COMPLETED)
 
-    def record_step(self, slot: InstrumentSlot, work: Work, outcome: object) -> None:
+    async def record_step(self, slot: InstrumentSlot, work: Work, outcome: object) -> None:
         """Write a step ended by the stop: FAILED ``cancelled: ...`` when the instrument
         confirmed it stopped (INTERRUPTED when not), its experiment INTERRUPTED for an
         operator's decision (nothing is re-run on its own)."""
@@ -290,11 +302,13 @@ class EmergencyStop:
         state = outcome if isinstance(outcome, RequestState) else None
         known = (state is not None and state.terminal) or bool(getattr(outcome, "known", False))
         why = f"cancelled: {self.reason}"
-        with transaction(ctl._sessions) as s:
+        steps = ctl.steps
+
+        def write(s: Session) -> None:
             if work.step_id is not None:
                 ended = StepStatus.FAILED if known else StepStatus.INTERRUPTED
-                ctl._end_step(s, work, ended, error=why, state=state)
-            ctl._move(s, work, ExperimentStatus.INTERRUPTED, f"step {work.index} {why}")
+                ctl.writer.end_step(s, work, ended, error=why, state=state)
+            steps.move(s, work, ExperimentStatus.INTERRUPTED, f"step {work.index} {why}")
             ctl.alarms.raise_(
                 "decision_needed",
                 f"experiment {work.experiment_id} step {work.index} on {slot.name} was "
@@ -304,4 +318,6 @@ class EmergencyStop:
                 data={"request_id": work.request_id, "code": "estop"},
                 session=s,
             )
-        ctl._forget(work)
+
+        await ctl.writer.run(write)
+        steps.forget(work)

@@ -17,6 +17,14 @@ How an experiment flows (DESIGN.md, "The loop"):
    instrument of that step's kind) or is COMPLETED and the planner is told.
 
 Planning happens in another process (or thread) while the loop goes on dispatching.
+
+The controller keeps the lifecycle (lease, connections, workers, pause and abort, finish).
+The campaign's in-flight state is one :class:`~controller.book.Book`, and every write goes
+through one :class:`~controller.writer.Writer`, which runs the transactions on a thread of
+its own; the parts that plan (:class:`~controller.intake.ProposalIntake`), run steps
+(:class:`~controller.steps.StepRunner`), reconcile after a restart
+(:class:`~controller.recovery.Recovery`) and grant instruments
+(:class:`~controller.scheduling.Dispatcher`) receive those two.
 """
 
 from __future__ import annotations
@@ -24,14 +32,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.alarms import Alarms
-from controller.costs import CostLedger
+from controller.book import Book
+from controller.decisions import OperatorDecisions
 from controller.estop import EmergencyStop
 from controller.health import HealthMonitor
 from controller.intake import ProposalIntake
@@ -47,39 +55,29 @@ from controller.planning import (
 from controller.recovery import Recovery
 from controller.safety import SafetyGate
 from controller.scheduling import Dispatcher
+from controller.steps import StepRunner
 from controller.store import (
-    add_event,
-    count_by_status,
     get_campaign,
     make_engine,
     migrate,
     session_factory,
     set_campaign_status,
-    set_experiment_status,
     transaction,
 )
-from controller.store.queries import (
-    PENDING_EXPERIMENT,
-    experiment_costs,
-    related_observations,
-)
+from controller.store.queries import related_observations
 from controller.work import ControllerOptions, InstrumentSlot, Work
+from controller.writer import Writer
 from instruments.client import InstrumentClient
 from instruments.security import CurveClientKeys
 from models.campaign import CampaignSpec
-from models.errors import (
-    CampaignStateError,
-    InstrumentError,
-    ParameterLimitError,
-)
-from models.params import ParamValue
+from models.errors import CampaignStateError, InstrumentError
 from models.status import CampaignStatus, ExperimentStatus
-from models.tables import CampaignRow, ExperimentRow
+from models.tables import CampaignRow
 
 logger = logging.getLogger(__name__)
 
 
-class CampaignController(ProposalIntake):
+class CampaignController:
     """Runs one campaign stored in the database to its budget.
 
     Args:
@@ -114,21 +112,11 @@ class CampaignController(ProposalIntake):
             self.seed = row.seed
             self.budget = row.max_experiments
             self.spec = CampaignSpec.model_validate(row.spec)
-            counts = count_by_status(s, row.id)
-            costs = experiment_costs(s, row.id)
-        # The cost spent is recomputed from what the store recorded (see controller.costs).
-        self.ledger = CostLedger(
-            self.spec.budget.max_cost,
-            sum(c for st, c in costs.values() if st == ExperimentStatus.COMPLETED),
-            {i: c for i, (st, c) in costs.items() if st in PENDING_EXPERIMENT},
-        )
+            kinds = [step.kind for step in self.spec.workflow]
+            self.book = Book.from_store(s, row.id, kinds, self.spec.budget.max_cost)
+        self.writer = Writer(self._sessions, self.campaign_id)
         self.name = campaign_name
         self.max_failures = self.spec.budget.max_failures or self.budget
-        self._completed = counts.get(ExperimentStatus.COMPLETED, 0)
-        self._failed = counts.get(ExperimentStatus.FAILED, 0)
-        self._abandoned = counts.get(ExperimentStatus.ABANDONED, 0)
-        self._in_flight: dict[int, dict[str, ParamValue]] = {}
-        self._ready: dict[str, deque[Work]] = {}
         endpoints = dict(endpoints or {})
         self.instruments: dict[str, InstrumentSlot] = {}
         for inst in self.spec.instruments:
@@ -146,29 +134,20 @@ class CampaignController(ProposalIntake):
             self.instruments[inst.name] = InstrumentSlot(
                 inst.name, inst.kind, address, client, curve=curve, insecure=inst.insecure
             )
-        self._timeouts = {i.name: i.timeout_s for i in self.spec.instruments}
         self.gate: SafetyGate | None = None
-        self._planner: PlannerClient | None = None
-        self._planning = False
-        self._planner_errors = 0
+        self.planner: PlannerClient | None = None
         self._changed: asyncio.Condition | None = None  # made in run(), on the loop
-        self._paused = False
-        self._stop_reason: str | None = None
-        self._final: CampaignStatus | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.paused = False
+        self.stop_reason: str | None = None
+        self.final: CampaignStatus | None = None
         self._background: set[asyncio.Task[None]] = set()
-        # Status of every experiment in flight, as last written (the store's writes are
-        # compare-and-set against it), and the measurements of the earlier steps of
-        # multi-step experiments still in flight.
-        self._status: dict[int, ExperimentStatus] = {}
-        self._earlier: dict[int, dict[str, float]] = {}
-        # Experiments written and cleared by the gate, waiting for an operator's approval.
-        self._awaiting: dict[int, dict[str, ParamValue]] = {}
         self.alarms = Alarms(
             self.spec.alarms,
             campaign_name,
             self.campaign_id,
             self._sessions,
-            self._spawn,
+            self.spawn,
             backoff_s=self.spec.reliability.backoff_s or 1.0,
         )
         self.health: HealthMonitor | None = None  # made in run(), on the loop
@@ -178,14 +157,10 @@ class CampaignController(ProposalIntake):
             self._sessions, self.campaign_id, self.options.lease_s, self._lease_lost
         )
         self._workers: list[asyncio.Task[None]] = []
-        self.dispatch = Dispatcher(self)
-        # Completed + failed + abandoned when the planner last had nothing to propose: it
-        # is asked again only once one of them has changed.
-        self._exhausted_at: int | None = None
-        # The last known_seq taught to the planner (see StepRunner._teach), and the
-        # proposals refused in a row (see ProposalIntake._refused).
-        self._known_seq = 0
-        self._refused_in_a_row = 0
+        self.dispatch = Dispatcher(self, self.book, self.writer)
+        self.steps = StepRunner(self, self.book, self.writer)
+        self.intake = ProposalIntake(self, self.book, self.writer, self.steps)
+        self.decisions = OperatorDecisions(self, self.book, self.writer, self.steps)
 
     # ------------------------------------------------------------------ public API
 
@@ -208,65 +183,36 @@ class CampaignController(ProposalIntake):
 
     async def _run_leased(self) -> dict[str, Any]:
         self._changed = asyncio.Condition()
-        self._spawn(self.lease.keep())
+        self._loop = asyncio.get_running_loop()
+        self.spawn(self.lease.keep())
         self.alarms.redeliver_pending()
-        self._planner = self._make_planner()  # starts loading its models while we connect
+        self.planner = self._make_planner()  # starts loading its models while we connect
         workers: list[asyncio.Task[None]] = []
         try:
             await self._connect()
-            with transaction(self._sessions) as s:
-                row = s.get(CampaignRow, self.campaign_id)
-                assert row is not None
-                # An operator's pause outlives the controller: a restart starts paused, and
-                # an emergency stop holds (controller/estop.py).
-                held = (CampaignStatus.PAUSED, CampaignStatus.ESTOPPED)
-                self._paused = row.status in held
-                if row.status not in (CampaignStatus.RUNNING, *held):
-                    set_campaign_status(s, row, CampaignStatus.RUNNING)
-                add_event(
-                    s,
-                    "campaign.started",
-                    f"controller started: {self._completed}/{self.budget} experiments completed"
-                    + (
-                        "; the campaign is paused until an operator resumes it"
-                        if self._paused
-                        else ""
-                    ),
-                    campaign_id=self.campaign_id,
-                    data={
-                        "completed": self._completed,
-                        "budget": self.budget,
-                        "paused": self._paused,
-                        "controller": self.lease.me.holder,
-                    },
-                )
-                related = related_observations(
-                    s,
-                    self.spec.planner.options.get("related_campaigns", []),
-                    list(self.spec.objectives),
-                )
+            related = await self.writer.run(self._started)
             for task, told in related.items():  # related campaigns first, then our own
-                await self._planner.tell_related(task, told)
-            await Recovery(self).reconcile()
-            self.dispatch.restore()
-            await self._teach()  # everything the store says the planner knows (see _teach)
+                await self.planner.tell_related(task, told)
+            await Recovery(self, self.book, self.writer, self.steps).reconcile()
+            await self.dispatch.restore()
+            await self.steps.teach()  # everything the store says the planner knows
             self.health = HealthMonitor(
                 self.instruments,
                 self.spec.reliability,
                 self.campaign_id,
                 self._sessions,
                 self.alarms,
-                self._notify,
+                self.notify,
                 self._described,
             )
             self.health.write_all()
             for slot in self.instruments.values():
-                self._spawn(self.health.watch(slot))
+                self.spawn(self.health.watch(slot))
             await self.estop.restore()  # an ESTOPPED campaign stays stopped
-            self._spawn(self.commands.poll_forever())
+            self.spawn(self.commands.poll_forever())
             if self.dispatch.lab is not None:
                 self.health.lab_state = self.dispatch.lab_state
-                self._spawn(self.dispatch.poll_lab())
+                self.spawn(self.dispatch.poll_lab())
             workers = self._workers = [
                 asyncio.create_task(self._worker(slot), name=f"worker-{slot.name}")
                 for slot in self.instruments.values()
@@ -280,27 +226,57 @@ class CampaignController(ProposalIntake):
             for w in workers:
                 w.cancel()
             await _cancel_all(list(self._background))
-            self._planner.close()
+            self.planner.close()
             for slot in self.instruments.values():
                 await slot.client.close()
-        self._finish()
+        await self._finish()
         return self.progress()
+
+    def _started(self, s: Session) -> dict[str, Any]:
+        """Mark the campaign RUNNING (unless an operator's hold outlives the controller),
+        write ``campaign.started`` and read the related campaigns' observations."""
+        row = s.get_one(CampaignRow, self.campaign_id)
+        # An operator's pause outlives the controller: a restart starts paused, and an
+        # emergency stop holds (controller/estop.py).
+        held = (CampaignStatus.PAUSED, CampaignStatus.ESTOPPED)
+        self.paused = row.status in held
+        if row.status not in (CampaignStatus.RUNNING, *held):
+            set_campaign_status(s, row, CampaignStatus.RUNNING)
+        completed = self.book.completed
+        self.writer.event(
+            s,
+            "campaign.started",
+            f"controller started: {completed}/{self.budget} experiments completed"
+            + ("; the campaign is paused until an operator resumes it" if self.paused else ""),
+            data={
+                "completed": completed,
+                "budget": self.budget,
+                "paused": self.paused,
+                "controller": self.lease.me.holder,
+            },
+        )
+        return related_observations(
+            s,
+            self.spec.planner.options.get("related_campaigns", []),
+            list(self.spec.objectives),
+        )
 
     def progress(self) -> dict[str, Any]:
         """Counts the progress bar and the operator need."""
+        book = self.book
         return {
             "campaign": self.name,
             "budget": self.budget,
-            "completed": self._completed,
-            "failed": self._failed,
-            "abandoned": self._abandoned,
-            "in_flight": len(self._in_flight),
-            "awaiting_approval": len(self._awaiting),
-            "paused": self._paused,
-            "status": (self._final or CampaignStatus.RUNNING).value,
-            "stop_reason": self._stop_reason,
-            "cost_spent": self.ledger.spent(self._in_flight),
-            "max_cost": self.ledger.max_cost,
+            "completed": book.completed,
+            "failed": book.failed,
+            "abandoned": book.abandoned,
+            "in_flight": len(book.in_flight),
+            "awaiting_approval": len(book.awaiting),
+            "paused": self.paused,
+            "status": (self.final or CampaignStatus.RUNNING).value,
+            "stop_reason": self.stop_reason,
+            "cost_spent": book.spent(),
+            "max_cost": book.ledger.max_cost,
             "waiting": {str(e): why for e, why in sorted(self.dispatch.waiting.items())},
             "held": self.dispatch.manager.held(),
         }
@@ -314,121 +290,54 @@ class CampaignController(ProposalIntake):
         await self._set_paused(False, actor)
 
     async def _set_paused(self, paused: bool, actor: str) -> None:
-        with transaction(self._sessions) as s:
-            row = s.get_one(CampaignRow, self.campaign_id)
-            target = CampaignStatus.PAUSED if paused else CampaignStatus.RUNNING
-            set_campaign_status(s, row, target, actor=actor)
-        self._paused = paused
-        await self._notify()
+        target = CampaignStatus.PAUSED if paused else CampaignStatus.RUNNING
+        await self.writer.run(
+            lambda s: set_campaign_status(
+                s, s.get_one(CampaignRow, self.campaign_id), target, actor=actor
+            )
+        )
+        self.paused = paused
+        await self.notify()
 
     async def abort(self, actor: str = "operator") -> None:
         """Start nothing more; the campaign ends ABORTED once the steps already sent are
         recorded. Experiments waiting for an instrument are ABANDONED."""
-        self._stop(CampaignStatus.ABORTED, f"aborted by {actor}")
-        waiting = [w for q in self._ready.values() for w in q]
-        waiting += [Work(i, 0, p) for i, p in self._awaiting.items()]
-        self._awaiting.clear()
-        for q in self._ready.values():
-            q.clear()
+        self.stop(CampaignStatus.ABORTED, f"aborted by {actor}")
+        waiting = self.book.drain()
         if waiting:
-            with transaction(self._sessions) as s:
+            why = f"campaign aborted by {actor}"
+
+            def write(s: Session) -> None:
                 for work in waiting:
-                    self._move(s, work, ExperimentStatus.ABANDONED, f"campaign aborted by {actor}")
-                add_event(
+                    self.steps.move(s, work, ExperimentStatus.ABANDONED, why, actor=actor)
+                self.writer.event(
                     s,
                     "campaign.abort",
                     f"{len(waiting)} waiting experiments abandoned",
-                    campaign_id=self.campaign_id,
                     actor=actor,
                     data={"experiments": [w.experiment_id for w in waiting]},
                 )
+
+            await self.writer.run(write)
             for work in waiting:
-                self._forget(work)
-            self._abandoned += len(waiting)
-        await self._notify()
+                self.steps.forget(work)
+            self.book.abandoned += len(waiting)
+        await self.notify()
 
     async def approve(self, experiment_ids: list[int], actor: str) -> list[int]:
-        """Let experiments that wait for approval run; returns those approved.
-
-        Raises:
-            CampaignStateError: If one of them is not waiting for approval (none is approved).
-        """
-        self._check_awaiting(experiment_ids)
-        with transaction(self._sessions) as s:
-            for exp_id in experiment_ids:
-                point = self._awaiting.pop(exp_id)
-                work = Work(exp_id, 0, point)
-                self._move(s, work, ExperimentStatus.QUEUED, f"approved by {actor}")
-                self._ready[self.spec.workflow[0].kind].append(work)
-        await self._notify()
-        return experiment_ids
+        """Let experiments that wait for approval run; returns those approved (see
+        :meth:`controller.decisions.OperatorDecisions.approve`)."""
+        return await self.decisions.approve(experiment_ids, actor)
 
     async def reject(self, experiment_ids: list[int], actor: str, reason: str) -> list[int]:
-        """Abandon experiments that wait for approval; the planner learns they are infeasible.
-
-        Raises:
-            CampaignStateError: If one of them is not waiting for approval (none is rejected).
-        """
-        self._check_awaiting(experiment_ids)
-        with transaction(self._sessions) as s:
-            for exp_id in experiment_ids:
-                work = Work(exp_id, 0, self._awaiting.pop(exp_id))
-                self._move(
-                    s,
-                    work,
-                    ExperimentStatus.ABANDONED,
-                    f"rejected by {actor}: {reason}",
-                    infeasible=True,
-                )
-                self._forget(work)
-        self._abandoned += len(experiment_ids)
-        await self._teach()
-        await self._notify()
-        return experiment_ids
-
-    def _check_awaiting(self, experiment_ids: list[int]) -> None:
-        if not experiment_ids:
-            raise CampaignStateError("experiments: no experiment named")
-        unknown = [i for i in experiment_ids if i not in self._awaiting]
-        if unknown:
-            raise CampaignStateError(f"experiments: {unknown} are not waiting for approval")
+        """Abandon experiments that wait for approval (see
+        :meth:`controller.decisions.OperatorDecisions.reject`)."""
+        return await self.decisions.reject(experiment_ids, actor, reason)
 
     async def resolve(self, experiment_id: int, action: str, actor: str) -> str:
-        """An operator's decision on an INTERRUPTED experiment: ``"rerun"`` or ``"fail"``.
-
-        Raises:
-            CampaignStateError: If the experiment is not INTERRUPTED in this campaign.
-        """
-        with transaction(self._sessions) as s:
-            exp = s.get(ExperimentRow, experiment_id)
-            if exp is None or exp.campaign_id != self.campaign_id:
-                raise CampaignStateError(f"experiment: no experiment {experiment_id} here")
-            if exp.status != ExperimentStatus.INTERRUPTED:
-                raise CampaignStateError(
-                    f"experiment: {experiment_id} is {exp.status.value}, not INTERRUPTED"
-                )
-            point = dict(exp.parameters)
-            last = max(exp.steps, key=lambda st: (st.index, st.attempt), default=None)
-            index = last.index if last is not None else 0
-            attempt = last.attempt + 1 if last is not None else 1
-        work = Work(
-            experiment_id, index, point, attempt, True, reason=f"{actor} decided to run it again"
-        )
-        with transaction(self._sessions) as s:
-            self._status[experiment_id] = ExperimentStatus.INTERRUPTED
-            if action == "rerun":
-                self._move(s, work, ExperimentStatus.QUEUED, f"{actor} decided to run it again")
-            else:
-                self._move(s, work, ExperimentStatus.FAILED, f"{actor} decided it failed")
-        if action == "rerun":
-            self._in_flight[experiment_id] = point
-            self._ready[self.spec.workflow[index].kind].appendleft(work)
-            await self._notify()
-            return f"experiment {experiment_id} step {index} runs again as attempt {attempt}"
-        self._status.pop(experiment_id, None)
-        self._failed += 1
-        await self._teach()
-        return f"experiment {experiment_id} marked FAILED"
+        """An operator's decision on an INTERRUPTED experiment (see
+        :meth:`controller.decisions.OperatorDecisions.resolve`)."""
+        return await self.decisions.resolve(experiment_id, action, actor)
 
     # ------------------------------------------------------------------ start-up
 
@@ -467,27 +376,28 @@ class CampaignController(ProposalIntake):
 
         await asyncio.gather(*(describe(s) for s in self.instruments.values()))
         up = {n: s.description for n, s in self.instruments.items() if s.description}
-        with transaction(self._sessions) as s:
+
+        def write(s: Session) -> None:
             for slot in self.instruments.values():
                 if slot.description is None:
-                    add_event(
+                    self.writer.event(
                         s,
                         "instrument.unreachable",
                         f"{slot.name} at {slot.address}: "
                         f"{problems.get(slot.name) or 'no reply to describe'}",
-                        campaign_id=self.campaign_id,
                         instrument=slot.name,
                     )
                 else:
-                    add_event(
+                    self.writer.event(
                         s,
                         "instrument.connected",
                         f"{slot.name} ({slot.description.driver} {slot.description.driver_version})"
                         f" at {slot.address}",
-                        campaign_id=self.campaign_id,
                         instrument=slot.name,
                         data=slot.description.model_dump(mode="json"),
                     )
+
+        await self.writer.run(write)
         for i, step in enumerate(self.spec.workflow):
             if not any(s.kind == step.kind and s.description for s in self.instruments.values()):
                 raise InstrumentError(
@@ -497,25 +407,46 @@ class CampaignController(ProposalIntake):
                     f"{self.options.connect_timeout_s:.0f} s",
                 )
         self.gate = SafetyGate(self.spec, {k: v for k, v in up.items() if v is not None})
-        self._ready = {step.kind: deque() for step in self.spec.workflow}
 
     # ------------------------------------------------------------------ scheduling
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Run ``coro`` in the background, keeping a reference until it is done."""
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` in the background, keeping a reference until it is done.
+
+        May be called from the writer's thread (an alarm raised inside a write): the task
+        is then started on the controller's loop.
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            if self._loop is None:
+                coro.close()
+                raise RuntimeError("spawn: the controller is not running") from None
+            try:
+                self._loop.call_soon_threadsafe(self._start, coro)
+            except RuntimeError:  # the loop closed: a write must not fail for it
+                coro.close()
+                logger.warning("campaign %s: the loop has ended; %r not started", self.name, coro)
+            return
+        self._start(coro)
+
+    def _start(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _notify(self) -> None:
+    async def notify(self) -> None:
+        """Wake the workers: something they wait for may have changed."""
         assert self._changed is not None
         async with self._changed:
             self._changed.notify_all()
 
-    def _stop(self, status: CampaignStatus, reason: str) -> None:
-        if self._final is None:
-            self._final = status
-            self._stop_reason = reason
+    def stop(self, status: CampaignStatus, reason: str) -> None:
+        """Start nothing new; the campaign ends ``status`` once nothing is in flight (the
+        first stop's status and reason hold)."""
+        if self.final is None:
+            self.final = status
+            self.stop_reason = reason
             logger.info("campaign %s stopping: %s", self.name, reason)
 
     async def _lease_lost(self, reason: str) -> None:
@@ -524,7 +455,8 @@ class CampaignController(ProposalIntake):
         Steps in flight are left to the controller that holds the lease (its recovery
         collects them); nothing more is written about the campaign's status.
         """
-        self._stop(CampaignStatus.FAILED, f"controller fenced: {reason}")
+        self.stop(CampaignStatus.FAILED, f"controller fenced: {reason}")
+        self.writer.fence(reason)
         self.alarms.raise_(
             "controller_fenced",
             f"this controller (process {self.lease.me.pid} on {self.lease.me.host}) stopped "
@@ -534,18 +466,20 @@ class CampaignController(ProposalIntake):
         for task in self._workers:
             task.cancel()
 
-    def _may_start_new(self) -> bool:
+    def may_start_new(self) -> bool:
+        """Whether new experiments may be started (lease held, not stopping, not paused,
+        budget left)."""
         return (
             self.lease.valid
-            and self._final is None
-            and not self._paused
-            and self._completed + len(self._in_flight) < self.budget
+            and self.final is None
+            and not self.paused
+            and self.book.completed + len(self.book.in_flight) < self.budget
         )
 
     def _finished(self) -> bool:
-        if self._final is None and self._completed >= self.budget:
-            self._stop(CampaignStatus.COMPLETED, "budget reached")
-        return self._final is not None and not self._in_flight
+        if self.final is None and self.book.completed >= self.budget:
+            self.stop(CampaignStatus.COMPLETED, "budget reached")
+        return self.final is not None and not self.book.in_flight
 
     async def _next_work(self, slot: InstrumentSlot) -> Work | None:
         """The next step for ``slot``, its resources granted (see :mod:`controller.scheduling`)."""
@@ -561,7 +495,7 @@ class CampaignController(ProposalIntake):
                     if work is not None:
                         return work
                     if slot.kind == first_kind:
-                        self._maybe_plan()
+                        self.intake.maybe_plan()
                 await self._changed.wait()
 
     async def _worker(self, slot: InstrumentSlot) -> None:
@@ -570,57 +504,55 @@ class CampaignController(ProposalIntake):
             if work is None:
                 return
             slot.busy = True
-            self._maybe_plan()  # keep the prefetch queue filled while this step runs
+            self.intake.maybe_plan()  # keep the prefetch queue filled while this step runs
             try:
-                await self._execute(slot, work)
+                await self.steps.execute(slot, work)
             except Exception:  # one bad step must never stop the campaign
                 logger.exception("step of experiment %d failed unexpectedly", work.experiment_id)
-                self._fail_experiment(work, None, "internal", "controller error; see log")
+                await self.steps.fail_experiment(
+                    work, None, "internal", "controller error; see log"
+                )
             finally:
                 slot.busy = False
                 self.dispatch.step_done(slot, work)
-                await self._notify()
-
-    def _refuse(self, s: Session, exp: ExperimentRow, exc: ParameterLimitError) -> None:
-        """Abandon an experiment the safety gate refused (cold paths: ORM row at hand)."""
-        set_experiment_status(
-            s, exp, ExperimentStatus.ABANDONED, reason=f"safety gate: {exc}", infeasible=True
-        )
-        self._log_refusal(s, exp.id, exc)
-        self._refused(str(exc))
+                await self.notify()
 
     # ------------------------------------------------------------------ shutdown
 
-    def _finish(self) -> None:
-        final = self._final or CampaignStatus.COMPLETED
+    async def _finish(self) -> None:
+        final = self.final or CampaignStatus.COMPLETED
         if self.lease.lost is not None:
-            self._final = final
+            self.final = final
             return  # the campaign's status belongs to the controller that holds the lease
         if self.health is not None:
             self.health.write_all()
         self.dispatch.waiting = {}
-        self.dispatch.flush()
-        with transaction(self._sessions) as s:
-            row = s.get(CampaignRow, self.campaign_id)
-            assert row is not None
-            if row.status == CampaignStatus.ESTOPPED and final != CampaignStatus.ABORTED:
-                final = CampaignStatus.ESTOPPED  # it holds until an operator resets it
-            if row.status == CampaignStatus.PAUSED and final != CampaignStatus.ABORTED:
+        await self.dispatch.flush()
+        book = self.book
+
+        def write(s: Session) -> CampaignStatus:
+            end = final
+            row = s.get_one(CampaignRow, self.campaign_id)
+            if row.status == CampaignStatus.ESTOPPED and end != CampaignStatus.ABORTED:
+                end = CampaignStatus.ESTOPPED  # it holds until an operator resets it
+            if row.status == CampaignStatus.PAUSED and end != CampaignStatus.ABORTED:
                 set_campaign_status(s, row, CampaignStatus.RUNNING)
-            if row.status != final:
-                set_campaign_status(s, row, final, reason=self._stop_reason)
-            add_event(
+            if row.status != end:
+                set_campaign_status(s, row, end, reason=self.stop_reason)
+            self.writer.event(
                 s,
                 "campaign.stopped",
-                f"{final.value}: {self._stop_reason}; {self._completed} completed, "
-                f"{self._failed} failed, {self._abandoned} abandoned",
-                campaign_id=self.campaign_id,
+                f"{end.value}: {self.stop_reason}; {book.completed} completed, "
+                f"{book.failed} failed, {book.abandoned} abandoned",
                 data=self.progress(),
             )
-        self._final = final
+            return end
+
+        self.final = await self.writer.run(write)
 
     def dispose(self) -> None:
-        """Close the database engine."""
+        """Stop the writer (after the writes asked for) and close the database engine."""
+        self.writer.close()
         self._engine.dispose()
 
 

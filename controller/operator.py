@@ -12,8 +12,10 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.orm import Session
+
 from controller.estop import ESTOP_COMMANDS
-from controller.store import add_event, finish_command, pending_commands, transaction
+from controller.store import finish_command, pending_commands
 from models.errors import SdlabError
 from models.tables import CommandRow
 
@@ -49,11 +51,12 @@ class OperatorCommands:
     async def poll_once(self) -> int:
         """Apply every pending command once; returns how many were handled."""
         ctl = self.ctl
-        with transaction(ctl._sessions) as s:
-            todo = [
+        todo = await ctl.writer.read(
+            lambda s: [
                 (c.id, c.command, dict(c.args), c.actor)
                 for c in pending_commands(s, ctl.campaign_id)
             ]
+        )
         for cid, command, args, actor in todo:
             try:
                 result = await self._apply(command, args, actor)
@@ -61,17 +64,26 @@ class OperatorCommands:
             except (CommandRefused, SdlabError, KeyError, TypeError, ValueError) as exc:
                 result = str(exc)
                 applied = False
-            with transaction(ctl._sessions) as s:
-                row = s.get_one(CommandRow, cid)
-                finish_command(s, row, applied=applied, result=result)
-                add_event(
+
+            def write(
+                s: Session,
+                cid: int = cid,
+                command: str = command,
+                args: Any = args,
+                actor: str = actor,
+                applied: bool = applied,
+                result: str = result,
+            ) -> None:
+                finish_command(s, s.get_one(CommandRow, cid), applied=applied, result=result)
+                ctl.writer.event(
                     s,
                     f"command.{'applied' if applied else 'refused'}",
                     f"{command} by {actor}: {result}",
-                    campaign_id=ctl.campaign_id,
                     actor=actor,
                     data={"command_id": cid, "command": command, "args": args},
                 )
+
+            await ctl.writer.run(write)
             logger.info("command %s by %s %s: %s", command, actor, applied, result)
         return len(todo)
 

@@ -258,8 +258,9 @@ ACTOR_GONE = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError
 class RayPlanner:
     """A planner in its own Ray actor, placed by the campaign's ``[planner.placement]``.
 
-    Ray runs an actor's tasks from one caller in submission order, so ``tell`` may be fired
-    without waiting and a later ``ask`` still sees it. When the actor's process or node
+    Ray runs an actor's tasks from one caller in submission order. ``tell`` waits until the
+    actor's planner has taken the observations and raises what the planner raised, as
+    :meth:`ThreadPlanner.tell` does. When the actor's process or node
     dies, Ray starts it again (``placement.max_restarts``) on a node that offers its
     resources, and the new actor rebuilds its planner from the store (:class:`PlannerHost`).
     Meanwhile a call fails with one of :data:`ACTOR_GONE`; ``ask`` and ``tell_related`` are
@@ -303,8 +304,22 @@ class RayPlanner:
         return decision
 
     async def tell(self, observations: Sequence[Observation]) -> None:
+        """Tell the actor's planner, and wait until it has taken the observations.
+
+        Raises:
+            Exception: What the planner's ``tell`` raised (e.g.
+                :class:`~models.errors.PlannerError`), as :meth:`ThreadPlanner.tell` raises
+                it. A tell the lost actor never took is sent again before the next call.
+        """
         told = list(observations)
-        self._unacked.append((self._actor.tell.remote(told), told))
+        await self._settle_tells()
+        ref = self._actor.tell.remote(told)
+        try:
+            await ref
+        except ACTOR_GONE:
+            self._unacked.append((ref, told))  # settled (sent again) before the next call
+        except ray.exceptions.RayTaskError as exc:
+            raise _cause(exc) from None
 
     async def tell_related(self, task: str, observations: Sequence[Observation]) -> None:
         await self._call("tell_related", task, list(observations))
@@ -356,11 +371,11 @@ class RayPlanner:
                 delay_s = min(2.0, delay_s * 2)
 
     async def _settle_tells(self) -> None:
-        """Wait for the tells sent so far; send again those the lost actor never took.
+        """Wait for the tells the lost actor never took; send them again.
 
-        A resent tell is settled before the next call after it. A tell that failed for
-        another reason (a planner that refused the observation) is logged and dropped, as
-        it was when tells were fire-and-forget.
+        A resent tell is settled before the next call after it. A resent tell that failed
+        for another reason (a planner that refused the observation) is logged and dropped:
+        the call it was resent before is not the one that told it.
         """
         unacked, self._unacked = self._unacked, []
         lost: list[list[Observation]] = []
@@ -376,3 +391,9 @@ class RayPlanner:
         if lost:
             self.retries += len(lost)
             logger.warning("%d tells the lost planner actor never took sent again", len(lost))
+
+
+def _cause(exc: ray.exceptions.RayTaskError) -> BaseException:
+    """The exception the actor's method raised (what the same call raises in a thread)."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) else exc

@@ -1,7 +1,7 @@
 """Recovery: reconcile what the store says was in flight with what the instruments know.
 
 Runs once when a controller starts, before anything new is proposed (DESIGN.md, point 5).
-For every experiment the store holds as not finished:
+For every experiment the store holds as in flight (PROPOSED, QUEUED, RUNNING):
 
 - a step written but maybe never sent (QUEUED): ask its instrument. If the instrument knows
   the request id, adopt it; if not, it never ran, so send it again with the *same* id
@@ -16,32 +16,31 @@ For every experiment the store holds as not finished:
 - PROPOSED (written, never gated): it goes through the safety gate now, and waits for an
   operator's approval again if the campaign requires one.
 
-Every decision is written to the event log.
+Every decision is written to the event log, through the campaign's
+:class:`~controller.writer.Writer` (the loop's own writes, with the loop's events); what is
+found in flight is entered in the :class:`~controller.book.Book`.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
-from controller.store import (
-    add_event,
-    experiments_in_status,
-    set_experiment_status,
-    set_step_status,
-    transaction,
-)
-from controller.work import Work
+from sqlalchemy.orm import Session
+
+from controller.book import Book
+from controller.steps import StepRunner
+from controller.store import experiments_in_status
+from controller.work import Lifecycle, Work
+from controller.writer import Writer
 from instruments.client import RequestState
 from models.errors import InstrumentError, ParameterLimitError
 from models.params import ParamValue
-from models.status import ExperimentStatus, StepStatus
+from models.status import IN_FLIGHT_EXPERIMENT, IN_FLIGHT_STEP, ExperimentStatus, StepStatus
 from models.tables import StepRow
 
-if TYPE_CHECKING:
-    from controller.loop import CampaignController
-
 logger = logging.getLogger(__name__)
+
+_Plan = list[tuple[int, ExperimentStatus, dict[str, ParamValue], list[StepRow]]]
 
 
 class Recovery:
@@ -49,41 +48,43 @@ class Recovery:
 
     Args:
         ctl: The controller, connected to its instruments, gate built.
+        book: The campaign's in-flight state (filled in here).
+        writer: The campaign's writer.
+        steps: The step runner (re-runs, refusals).
     """
 
-    def __init__(self, ctl: CampaignController) -> None:
+    def __init__(self, ctl: Lifecycle, book: Book, writer: Writer, steps: StepRunner) -> None:
         self.ctl = ctl
+        self.book = book
+        self.writer = writer
+        self.steps = steps
         self.summary: dict[str, int] = {}
 
     def _count(self, what: str) -> None:
         self.summary[what] = self.summary.get(what, 0) + 1
 
+    def _read_plan(self, s: Session) -> _Plan:
+        rows = experiments_in_status(s, self.ctl.campaign_id, sorted(IN_FLIGHT_EXPERIMENT))
+        plan: _Plan = [(r.id, r.status, dict(r.parameters), list(r.steps)) for r in rows]
+        for row in rows:
+            s.expunge(row)
+        for _, _, _, steps in plan:
+            for st in steps:
+                s.expunge(st)
+        return plan
+
     async def reconcile(self) -> dict[str, int]:
         """Reconcile every unfinished experiment; returns counts of what was done."""
-
-        ctl = self.ctl
+        ctl, book = self.ctl, self.book
         assert ctl.gate is not None
-        with transaction(ctl._sessions) as s:
-            rows = experiments_in_status(
-                s,
-                ctl.campaign_id,
-                [ExperimentStatus.PROPOSED, ExperimentStatus.QUEUED, ExperimentStatus.RUNNING],
-            )
-            plan: list[tuple[int, ExperimentStatus, dict[str, ParamValue], list[StepRow]]] = [
-                (r.id, r.status, dict(r.parameters), list(r.steps)) for r in rows
-            ]
-            for row in rows:
-                s.expunge(row)
-            for _, _, _, steps in plan:
-                for st in steps:
-                    s.expunge(st)
+        plan = await self.writer.read(self._read_plan)
         for exp_id, status, point, steps in plan:
             if status == ExperimentStatus.PROPOSED:
-                self._gate_proposed(exp_id, point)
+                await self._gate_proposed(exp_id, point)
                 continue
-            active = [st for st in steps if st.status in (StepStatus.QUEUED, StepStatus.RUNNING)]
+            active = [st for st in steps if st.status in IN_FLIGHT_STEP]
             done = {st.index for st in steps if st.status == StepStatus.COMPLETED}
-            ctl._in_flight[exp_id] = point
+            book.admit(exp_id, point)
             if active:
                 await self._reconcile_step(exp_id, point, active[-1])
                 continue
@@ -91,7 +92,7 @@ class Recovery:
             if nxt >= len(ctl.spec.workflow):
                 # every step done but the experiment never closed: close it from the store
                 self._count("closed")
-                ctl._in_flight.pop(exp_id, None)
+                book.in_flight.pop(exp_id, None)
                 continue
             tried = [st.attempt for st in steps if st.index == nxt]
             if tried:
@@ -109,49 +110,58 @@ class Recovery:
             else:
                 work = Work(exp_id, nxt, point)
                 self._count("requeued")
-            ctl._ready[ctl.spec.workflow[nxt].kind].append(work)
+            book.queue(work)
         if self.summary:
-            with transaction(ctl._sessions) as s:
-                add_event(
-                    s,
-                    "recovery.done",
-                    "reconciled unfinished experiments: "
-                    + ", ".join(f"{k} {v}" for k, v in sorted(self.summary.items())),
-                    campaign_id=ctl.campaign_id,
-                    data=self.summary,
-                )
+            message = "reconciled unfinished experiments: " + ", ".join(
+                f"{k} {v}" for k, v in sorted(self.summary.items())
+            )
+            summary = dict(self.summary)
+            await self.writer.run(
+                lambda s: self.writer.event(s, "recovery.done", message, data=summary)
+            )
         return self.summary
 
-    def _gate_proposed(self, exp_id: int, point: dict[str, ParamValue]) -> None:
-        from models.tables import ExperimentRow
-
-        ctl = self.ctl
+    async def _gate_proposed(self, exp_id: int, point: dict[str, ParamValue]) -> None:
+        ctl, book = self.ctl, self.book
         assert ctl.gate is not None
-        with transaction(ctl._sessions) as s:
-            exp = s.get(ExperimentRow, exp_id)
-            assert exp is not None
-            try:
-                clean = ctl.gate.check_proposal(point)
-            except ParameterLimitError as exc:
-                ctl._refuse(s, exp, exc)
-                self._count("refused")
-                return
-            if ctl.spec.safety.require_approval:
-                ctl._in_flight[exp_id] = clean
-                ctl._status[exp_id] = ExperimentStatus.PROPOSED
-                ctl._awaiting[exp_id] = clean
-                self._count("awaiting approval")
-                return
-            set_experiment_status(s, exp, ExperimentStatus.QUEUED)
-        ctl._in_flight[exp_id] = clean
-        ctl._status[exp_id] = ExperimentStatus.QUEUED
-        ctl._ready[ctl.spec.workflow[0].kind].append(Work(exp_id, 0, clean))
+        try:
+            clean = ctl.gate.check_proposal(point)
+        except ParameterLimitError as exc:
+            refusal = exc
+
+            def refuse(s: Session) -> None:
+                self.writer.move(
+                    s,
+                    exp_id,
+                    ExperimentStatus.PROPOSED,
+                    ExperimentStatus.ABANDONED,
+                    f"safety gate: {refusal}",
+                    infeasible=True,
+                )
+                self.steps.log_refusal(s, exp_id, refusal)
+
+            await self.writer.run(refuse)
+            book.abandoned += 1
+            self.steps.refused(str(exc))
+            self._count("refused")
+            return
+        if ctl.spec.safety.require_approval:
+            book.admit(exp_id, clean, ExperimentStatus.PROPOSED)
+            book.hold(exp_id)
+            self._count("awaiting approval")
+            return
+        await self.writer.run(
+            lambda s: self.writer.move(
+                s, exp_id, ExperimentStatus.PROPOSED, ExperimentStatus.QUEUED
+            )
+        )
+        book.admit(exp_id, clean, ExperimentStatus.QUEUED)
+        book.queue(Work(exp_id, 0, clean))
         self._count("gated")
 
     async def _reconcile_step(
         self, exp_id: int, point: dict[str, ParamValue], step: StepRow
     ) -> None:
-
         ctl = self.ctl
         slot = ctl.instruments.get(step.instrument or "")
         state: RequestState | None = None
@@ -177,13 +187,17 @@ class Recovery:
             assert state is not None
             work.adopt = True
             slot.resume.append(work)
-            self._log(exp_id, step, f"request {step.request_id} is {state.state} at {slot.name}")
+            await self._log(
+                exp_id, step, f"request {step.request_id} is {state.state} at {slot.name}"
+            )
             self._count("collected" if state.terminal else "adopted")
             return
         if step.status == StepStatus.QUEUED and slot is not None:
             # Written but never accepted: sending it now with the same id cannot duplicate it.
             slot.resume.append(work)
-            self._log(exp_id, step, f"request {step.request_id} never reached {step.instrument}")
+            await self._log(
+                exp_id, step, f"request {step.request_id} never reached {step.instrument}"
+            )
             self._count("resent")
             return
         # Its fate is unknown: the step is interrupted.
@@ -196,18 +210,21 @@ class Recovery:
         action = ctl.gate.action(able[0], step.index) if ctl.gate and able else None
         where = step.instrument or "its instrument"
         if action is not None and action.retry_safe:
-            ctl.rerun(work, f"{where} does not know request {step.request_id}")
+            await self.steps.rerun(work, f"{where} does not know request {step.request_id}")
             self._count("rerun")
             return
-        with transaction(ctl._sessions) as s:
-            row = s.get(StepRow, step.id)
-            assert row is not None
-            set_step_status(s, row, StepStatus.INTERRUPTED, error="fate unknown after restart")
-            set_experiment_status(
+
+        def interrupt(s: Session) -> None:
+            self.writer.end_step(
+                s, work, StepStatus.INTERRUPTED, error="fate unknown after restart"
+            )
+            current = self.steps.current(s, exp_id)
+            self.writer.move(
                 s,
-                row.experiment,
+                exp_id,
+                current,
                 ExperimentStatus.INTERRUPTED,
-                reason="step fate unknown; not re-runnable",
+                "step fate unknown; not re-runnable",
             )
             ctl.alarms.raise_(
                 "decision_needed",
@@ -218,18 +235,21 @@ class Recovery:
                 experiment_id=exp_id,
                 session=s,
             )
-        ctl._in_flight.pop(exp_id, None)
+
+        await self.writer.run(interrupt)
+        self.book.set_aside(exp_id)
         self._count("interrupted")
 
-    def _log(self, exp_id: int, step: StepRow, message: str) -> None:
+    async def _log(self, exp_id: int, step: StepRow, message: str) -> None:
         logger.info("recovery: experiment %d step %d: %s", exp_id, step.index, message)
-        with transaction(self.ctl._sessions) as s:
-            add_event(
+        data = {"request_id": step.request_id, "step_status": step.status}
+        await self.writer.run(
+            lambda s: self.writer.event(
                 s,
                 "recovery.step",
                 message,
-                campaign_id=self.ctl.campaign_id,
                 experiment_id=exp_id,
                 instrument=step.instrument,
-                data={"request_id": step.request_id, "step_status": step.status},
+                data=data,
             )
+        )

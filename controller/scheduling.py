@@ -17,13 +17,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
+from controller.book import Book
 from controller.lab import LabGrants
 from controller.resources import KindState, Request, ResourceManager
-from controller.store import transaction
 from controller.store.lab import GrantConflictError
 from controller.store.samples import (
     SampleNow,
@@ -33,11 +32,9 @@ from controller.store.samples import (
     move_sample,
     set_waiting,
 )
-from controller.work import InstrumentSlot, Work
-from models.status import ExperimentStatus
-
-if TYPE_CHECKING:
-    from controller.loop import CampaignController
+from controller.work import InstrumentSlot, Lifecycle, Work
+from controller.writer import Writer
+from models.status import ENDED_EXPERIMENT, ExperimentStatus
 
 logger = logging.getLogger(__name__)
 
@@ -48,30 +45,25 @@ LAB_POLL_S = 0.25
 """How often, at least, a campaign whose steps wait plans them again (the lab's waits and
 instrument states change without a grant changing)."""
 
-_ENDED = frozenset(
-    {
-        ExperimentStatus.COMPLETED,
-        ExperimentStatus.FAILED,
-        ExperimentStatus.ABANDONED,
-        ExperimentStatus.INTERRUPTED,
-    }
-)
-
 
 class Dispatcher:
     """Grants ready steps to free instruments for one campaign controller.
 
     Args:
-        ctl: The controller (its ready queues, instruments and store).
+        ctl: The controller (its instruments, lease and lifecycle).
+        book: The campaign's in-flight state (its ready steps).
+        writer: The campaign's writer.
     """
 
-    def __init__(self, ctl: CampaignController) -> None:
+    def __init__(self, ctl: Lifecycle, book: Book, writer: Writer) -> None:
         self.ctl = ctl
+        self.book = book
+        self.writer = writer
         spec = ctl.spec
         self.lab: LabGrants | None = None
         if spec.lab is not None:
             self.lab = LabGrants(
-                ctl._sessions, spec, ctl.campaign_id, ctl.lease.me.holder, ctl.lease.ttl_s
+                writer.sessions, spec, ctl.campaign_id, ctl.lease.me.holder, ctl.lease.ttl_s
             )
         self.manager = ResourceManager(spec.resources, spec.sample_container, self.lab)
         self.needs = [tuple(step.needs) for step in spec.workflow]
@@ -84,7 +76,7 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ start-up
 
-    def restore(self) -> None:
+    async def restore(self) -> None:
         """Rebuild who holds which container from the store (after recovery has run).
 
         A sample still in use whose experiment is in flight keeps its container; one whose
@@ -96,13 +88,17 @@ class Dispatcher:
         for slot in ctl.instruments.values():
             for work in slot.resume:
                 self.manager.adopt_step(work.experiment_id, self.needs[work.index])
-        with transaction(ctl._sessions) as s:
+        in_flight = set(self.book.in_flight)
+
+        def write(s: Session) -> None:
             clear_waiting(s, ctl.campaign_id)
             for exp_id, label, container in active_samples(s, ctl.campaign_id):
-                if exp_id not in ctl._in_flight:
+                if exp_id not in in_flight:
                     finish_sample(s, ctl.campaign_id, exp_id, ExperimentStatus.INTERRUPTED)
                 elif container is not None and container == self.manager.container:
                     self.manager.adopt_container(exp_id, label)
+
+        await self.writer.run(write)
         if self.lab is not None:
             resumed = [w.experiment_id for slot in ctl.instruments.values() for w in slot.resume]
             dropped = self.manager.adopt_lab(self.lab.adopt(), resumed)
@@ -149,13 +145,12 @@ class Dispatcher:
             return work
         ready: dict[int, Work] = {}
         requests: list[Request] = []
-        for kind, queue in ctl._ready.items():
-            for work in queue:
-                ready[work.experiment_id] = work
-                requests.append(Request(work.experiment_id, kind, self.needs[work.index]))
-        waiting: dict[int, str] = dict.fromkeys(ctl._awaiting, "operator approval")
+        for kind, work in self.book.ready_steps():
+            ready[work.experiment_id] = work
+            requests.append(Request(work.experiment_id, kind, self.needs[work.index]))
+        waiting: dict[int, str] = dict.fromkeys(self.book.awaiting, "operator approval")
         taken: Work | None = None
-        if ctl._paused:
+        if ctl.paused:
             waiting.update(dict.fromkeys(ready, "paused"))
             if self.lab is not None:  # a paused campaign claims nothing of the lab
                 self.lab.wait_on([], None)
@@ -173,7 +168,7 @@ class Dispatcher:
                             waiting[req.experiment_id] = str(exc)
                             break
                         taken = ready[req.experiment_id]
-                        ctl._ready[req.kind].remove(taken)
+                        self.book.unqueue(taken)
                         self._started(slot, taken)
                         break
             for req in plan.grants:
@@ -193,11 +188,11 @@ class Dispatcher:
         woke = time.monotonic()
         while True:
             await asyncio.sleep(poll_s)
-            if not self.waiting or self.ctl._paused:
+            if not self.waiting or self.ctl.paused:
                 continue
             if lab.grants_changed() or time.monotonic() - woke >= LAB_POLL_S:
                 woke = time.monotonic()
-                await self.ctl._notify()
+                await self.ctl.notify()
 
     def lab_state(self, s: Session, slot: InstrumentSlot) -> None:
         """Record a lab instrument's service state for every campaign (in ``s``)."""
@@ -233,7 +228,7 @@ class Dispatcher:
 
     def record_end(self, s: Session, experiment_id: int, status: ExperimentStatus) -> None:
         """Put the sample back in storage if the experiment ended (in its transaction)."""
-        if status in _ENDED:
+        if status in ENDED_EXPERIMENT:
             now = self._samples.pop(experiment_id, None)
             finish_sample(s, self.ctl.campaign_id, experiment_id, status, now)
 
@@ -259,14 +254,14 @@ class Dispatcher:
         except RuntimeError:
             return  # no loop (a unit test): the store is written at the next change
         self._flush_due = True
-        self.ctl._spawn(self._flush_later())
+        self.ctl.spawn(self._flush_later())
 
     async def _flush_later(self) -> None:
         await asyncio.sleep(WAITING_FLUSH_S)
         self._flush_due = False
-        self.flush()
+        await self.flush()
 
-    def flush(self) -> None:
+    async def flush(self) -> None:
         """Write the waiting reasons that changed since the last write."""
         now = dict(self.waiting)
         changes: dict[int, str | None] = {
@@ -276,8 +271,7 @@ class Dispatcher:
         if not changes or self.ctl.lease.lost is not None:
             return
         try:
-            with transaction(self.ctl._sessions) as s:
-                set_waiting(s, changes)
+            await self.writer.run(lambda s: set_waiting(s, changes))
         except Exception:  # a reason not written is shown late, never lost for good
             logger.exception("campaign %s: could not write waiting reasons", self.ctl.name)
             return

@@ -6,10 +6,12 @@ measurements in one transaction, and the experiment moves on to its next step or
 COMPLETED and the planner told. A failed action fails the experiment (the planner learns
 the point is infeasible); an action the instrument reports as ``interrupted`` (its server
 restarted mid-action) is run again as a new attempt flagged ``rerun`` when it is declared
-safe to re-run.
+safe to re-run (:func:`retry_decision` is the rule).
 
-:class:`StepRunner` is the part of :class:`~controller.loop.CampaignController` that does
-this; the attributes it declares are the controller's.
+:class:`StepRunner` does this for the campaign controller: it changes the campaign's
+in-flight state only through the :class:`~controller.book.Book` and writes only through the
+:class:`~controller.writer.Writer`; the controller it is given (see
+:class:`~controller.work.Lifecycle`) keeps the lifecycle.
 """
 
 from __future__ import annotations
@@ -18,22 +20,15 @@ import asyncio
 import logging
 import math
 import time
-from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from controller.alarms import Alarms
-from controller.costs import CostLedger
-from controller.health import HealthMonitor
-from controller.planning import PlannerClient
-from controller.safety import SafetyGate
-from controller.scheduling import Dispatcher
-from controller.store import add_event, transaction
-from controller.store.hot import finish_step, move_experiment, start_step
+from controller.book import Book
 from controller.store.queries import known_observations
-from controller.work import ControllerOptions, InstrumentSlot, Work
+from controller.work import InstrumentSlot, Lifecycle, Work
+from controller.writer import Writer
 from instruments.client import RequestState
 from instruments.driver import ActionSpec
 from instruments.protocol import (
@@ -45,63 +40,69 @@ from instruments.protocol import (
     UNKNOWN_REQUEST,
     UNSUPPORTED_PROTOCOL,
 )
-from models.campaign import CampaignSpec
 from models.errors import InstrumentError, ParameterLimitError
-from models.params import ParamValue
 from models.status import CampaignStatus, ExperimentStatus, StepStatus
 from models.tables import ExperimentRow
 
-if TYPE_CHECKING:
-    from controller.estop import EmergencyStop
-
 logger = logging.getLogger(__name__)
+
+Retry = Literal["retry", "interrupt", "fail"]
+
+
+def retry_decision(
+    *, retry_safe: bool, attempt: int, max_attempts: int, aborted: bool, fate_known: bool
+) -> Retry:
+    """What becomes of a step after an instrument fault.
+
+    ======================================  ===============  =============
+    the action                              fate known       fate unknown
+    ======================================  ===============  =============
+    retry-safe, attempts left, not aborted  ``retry``        ``retry``
+    retry-safe, no attempts left / aborted  ``fail``         ``fail``
+    not retry-safe                          ``fail``         ``interrupt``
+    ======================================  ===============  =============
+
+    An action not declared safe to re-run is never sent twice: if it surely stopped, the
+    experiment fails; if its fate is unknown, the experiment waits INTERRUPTED for an
+    operator's decision.
+
+    Args:
+        retry_safe: The instrument declared the action safe to re-run.
+        attempt: The attempt that just ended (1 for the first).
+        max_attempts: ``reliability.max_attempts`` of the campaign.
+        aborted: The campaign is being aborted.
+        fate_known: The instrument confirmed the action stopped.
+    """
+    if retry_safe and attempt < max_attempts and not aborted:
+        return "retry"
+    if not retry_safe and not fate_known:
+        return "interrupt"
+    return "fail"
 
 
 class StepRunner:
-    """Dispatches steps and records their outcome (mixed into the campaign controller)."""
+    """Dispatches steps and records their outcome.
 
-    spec: CampaignSpec
-    options: ControllerOptions
-    campaign_id: int
-    uid: str
-    gate: SafetyGate | None
-    max_failures: int
-    _sessions: sessionmaker[Session]
-    _planner: PlannerClient | None
-    _timeouts: dict[str, float | None]
-    _in_flight: dict[int, dict[str, ParamValue]]
-    _ready: dict[str, deque[Work]]
-    _status: dict[int, ExperimentStatus]
-    _earlier: dict[int, dict[str, float]]
-    _completed: int
-    ledger: CostLedger
-    _failed: int
-    _abandoned: int
-    _final: CampaignStatus | None
-    _known_seq: int
-    _refused_in_a_row: int
-    health: HealthMonitor | None
-    alarms: Alarms
-    dispatch: Dispatcher
-    estop: EmergencyStop
+    Args:
+        ctl: The controller (its spec, gate, planner, instruments and lifecycle).
+        book: The campaign's in-flight state.
+        writer: The campaign's writer.
+    """
 
-    def _stop(self, status: CampaignStatus, reason: str) -> None:
-        """Stop starting new experiments (the controller's scheduling decides how)."""
-        raise NotImplementedError
+    def __init__(self, ctl: Lifecycle, book: Book, writer: Writer) -> None:
+        self.ctl = ctl
+        self.book = book
+        self.writer = writer
+        self.spec = ctl.spec
+        self._timeouts = {i.name: i.timeout_s for i in self.spec.instruments}
+        # The last known_seq taught to the planner (see teach); the lock keeps the read
+        # and the tell of overlapping calls in order.
+        self.known_seq = 0
+        self._teaching: asyncio.Lock | None = None
 
-    def _spawn(self, coro: Any) -> None:
-        """Run a coroutine in the background (the controller keeps the task)."""
-        raise NotImplementedError
+    # ------------------------------------------------------------------ the planner
 
-    async def _notify(self) -> None:
-        """Wake the workers (the controller owns the condition)."""
-        raise NotImplementedError
-
-    def _refused(self, message: str) -> None:
-        """Count a proposal refused by the safety gate (the intake keeps the streak)."""
-        raise NotImplementedError
-
-    async def _teach(self) -> None:
+    async def teach(self) -> None:
         """Tell the planner what the store records as known since it was last taught.
 
         What the planner knows is defined by one function,
@@ -109,135 +110,169 @@ class StepRunner:
         that adds to it and before every ask, and read from the start by a restarted
         controller or planner actor: a restarted campaign holds the same observations in
         the same order, and so makes the decisions the uninterrupted one would have made.
-        The cursor moves before the tell is sent, so overlapping calls never tell an
-        observation twice, and tells reach the planner in order.
+        The read goes through the writer (it sees every write asked for before it); one
+        call at a time reads and tells, so no observation is told twice, and tells reach
+        the planner in order.
         """
-        if self._planner is None:
+        planner = self.ctl.planner
+        if planner is None:
             return
-        with transaction(self._sessions, read_only=True) as s:
-            new, last = known_observations(
-                s, self.campaign_id, list(self.spec.objectives), after=self._known_seq
+        if self._teaching is None:
+            self._teaching = asyncio.Lock()
+        objectives = list(self.spec.objectives)
+        async with self._teaching:
+            after = self.known_seq
+            new, last = await self.writer.read(
+                lambda s: known_observations(s, self.ctl.campaign_id, objectives, after=after)
             )
-        if not new:
-            return
-        self._known_seq = last
-        try:
-            await self._planner.tell(new)
-        except Exception:  # a planner that refuses an observation must not stop the loop
-            logger.exception(
-                "campaign %d: the planner refused %d observations", self.campaign_id, len(new)
-            )
+            if not new:
+                return
+            self.known_seq = last
+            try:
+                await planner.tell(new)
+            except Exception:  # a planner that refuses an observation must not stop the loop
+                logger.exception(
+                    "campaign %d: the planner refused %d observations",
+                    self.ctl.campaign_id,
+                    len(new),
+                )
 
-    def _log_refusal(self, s: Session, experiment_id: int, exc: ParameterLimitError) -> None:
-        add_event(
+    def log_refusal(self, s: Session, experiment_id: int, exc: ParameterLimitError) -> None:
+        """Write the event of a point the safety gate refused (the caller counts it
+        ABANDONED)."""
+        self.writer.event(
             s,
             "safety.refused",
             str(exc),
-            campaign_id=self.campaign_id,
             experiment_id=experiment_id,
             instrument=exc.instrument,
             data={"parameter": exc.parameter, "value": repr(exc.value), "limit": exc.limit},
         )
-        self._abandoned += 1
+
+    def refused(self, message: str) -> None:
+        """Count a proposal the safety gate refused; stop the campaign after
+        ``reliability.max_refused_in_a_row`` in a row (it cannot make progress).
+
+        The streak ends when an experiment's first step is sent (see :meth:`execute`).
+        """
+        book = self.book
+        book.refused_in_a_row += 1
+        limit = self.spec.reliability.max_refused_in_a_row
+        if book.refused_in_a_row < limit or self.ctl.final is not None:
+            return
+        reason = (
+            f"no progress: the last {book.refused_in_a_row} proposals were all refused "
+            f"by the safety gate; last refusal: {message}"
+        )
+        self.ctl.alarms.raise_(
+            "no_progress",
+            f"campaign {self.ctl.name} stopped: {reason}",
+            data={"refused_in_a_row": book.refused_in_a_row, "last_refusal": message},
+        )
+        self.ctl.stop(CampaignStatus.FAILED, reason)
 
     # ------------------------------------------------------------------ one step
 
-    def _forget(self, work: Work) -> None:
+    def forget(self, work: Work) -> None:
         """The experiment is no longer in flight."""
-        done = self._status.get(work.experiment_id) == ExperimentStatus.COMPLETED
-        self.ledger.finish(work.experiment_id, done)
-        self._in_flight.pop(work.experiment_id, None)
-        self._status.pop(work.experiment_id, None)
-        self._earlier.pop(work.experiment_id, None)
-        self.dispatch.forget(work.experiment_id)
+        self.book.finish(work.experiment_id)
+        self.ctl.dispatch.forget(work.experiment_id)
 
     def request_id(self, experiment_id: int, index: int, attempt: int) -> str:
         """The request id of a step: derived from the experiment, unique per attempt."""
-        return f"{self.uid[:12]}-{experiment_id}-{index}-{attempt}"
+        return f"{self.ctl.uid[:12]}-{experiment_id}-{index}-{attempt}"
 
-    async def _execute(self, slot: InstrumentSlot, work: Work) -> None:
-        assert self.gate is not None
-        if self.estop.holds(work):  # emergency stop (controller/estop.py): send nothing
-            self.estop.record_step(slot, work, None)
+    async def execute(self, slot: InstrumentSlot, work: Work) -> None:
+        """Send one step to ``slot`` and record what came of it."""
+        ctl = self.ctl
+        gate = ctl.gate
+        assert gate is not None
+        if ctl.estop.holds(work):  # emergency stop (controller/estop.py): send nothing
+            await ctl.estop.record_step(slot, work, None)
             return
         step_spec = self.spec.workflow[work.index]
-        params = self.gate.step_parameters(work.index, work.point)
+        params = gate.step_parameters(work.index, work.point)
         try:
-            self.gate.check_dispatch(slot.name, work.index, params)
+            gate.check_dispatch(slot.name, work.index, params)
         except ParameterLimitError as exc:
-            with transaction(self._sessions) as s:
-                self._move(
-                    s, work, ExperimentStatus.ABANDONED, f"safety gate: {exc}", infeasible=True
+            refusal = exc
+
+            def refuse(s: Session) -> None:
+                self.move(
+                    s, work, ExperimentStatus.ABANDONED, f"safety gate: {refusal}", infeasible=True
                 )
-                self._log_refusal(s, work.experiment_id, exc)
-            self._forget(work)
-            self._refused(str(exc))
-            await self._teach()
+                self.log_refusal(s, work.experiment_id, refusal)
+
+            await self.writer.run(refuse)
+            self.book.abandoned += 1
+            self.forget(work)
+            self.refused(str(exc))
+            await self.teach()
             return
         if work.step_id is None:
             rid = self.request_id(work.experiment_id, work.index, work.attempt)
-            with transaction(self._sessions) as s:
+
+            def write_step(s: Session) -> int:
                 # Written as RUNNING ("may have been sent") and committed before the send,
                 # so after a crash a step the instrument does not know is never re-run
                 # silently.
-                step_id = start_step(
+                step_id = self.writer.start_step(
                     s,
-                    work.experiment_id,
-                    index=work.index,
+                    work,
                     kind=step_spec.kind,
                     action=step_spec.action,
                     parameters=params,
                     request_id=rid,
                     instrument=slot.name,
-                    attempt=work.attempt,
-                    rerun=work.rerun,
                 )
-                if self._current(s, work.experiment_id) != ExperimentStatus.RUNNING:
-                    self._move(s, work, ExperimentStatus.RUNNING)
-                self.dispatch.record_start(s, slot, work)
+                if self.current(s, work.experiment_id) != ExperimentStatus.RUNNING:
+                    self.move(s, work, ExperimentStatus.RUNNING)
+                ctl.dispatch.record_start(s, slot, work)
                 if work.rerun:
                     # in the step's own transaction: every re-run step has its event
-                    add_event(
+                    self.writer.event(
                         s,
                         "step.rerun",
                         f"experiment {work.experiment_id} step {work.index} "
                         f"({step_spec.action}) runs again as attempt {work.attempt} on "
                         f"{slot.name}: {work.reason or 'an earlier attempt left no result'}",
-                        campaign_id=self.campaign_id,
                         experiment_id=work.experiment_id,
                         instrument=slot.name,
                         data={"request_id": rid, "attempt": work.attempt},
                     )
-            work.step_id, work.request_id = step_id, rid
+                return step_id
+
+            work.step_id = await self.writer.run(write_step)
+            work.request_id = rid
             if work.index == 0:
-                self._refused_in_a_row = 0  # an experiment got through: progress
+                self.book.refused_in_a_row = 0  # an experiment got through: progress
         assert work.request_id is not None
-        action = self.gate.action(slot.name, work.index)
+        action = gate.action(slot.name, work.index)
         timeout_s = self._timeouts.get(slot.name) or action.timeout_s
         outcome = await self._drive(slot, work, step_spec.action, params, timeout_s)
-        if self.estop.claims(outcome):  # cancelled by an emergency stop (controller/estop.py)
-            self.estop.record_step(slot, work, outcome)
+        if ctl.estop.claims(outcome):  # cancelled by an emergency stop (controller/estop.py)
+            await ctl.estop.record_step(slot, work, outcome)
             return
         if isinstance(outcome, _Refused):
-            self._fail_experiment(work, slot.name, outcome.code, outcome.message)
+            await self.fail_experiment(work, slot.name, outcome.code, outcome.message)
             return
+        health = ctl.health
+        assert health is not None
         if isinstance(outcome, _Lost):
-            assert self.health is not None
-            self.health.fault(slot, outcome.code, outcome.message)
-            self._retry_or_fail(
+            health.fault(slot, outcome.code, outcome.message)
+            await self.retry_or_fail(
                 slot, work, outcome.code, outcome.message, None, fate_known=outcome.known
             )
             return
         problem = self._schema_problem(action, outcome)
         if problem is not None:
-            assert self.health is not None
-            self.health.fault(slot, "bad_result", problem)
-            self._retry_or_fail(slot, work, "bad_result", problem, outcome, fate_known=True)
+            health.fault(slot, "bad_result", problem)
+            await self.retry_or_fail(slot, work, "bad_result", problem, outcome, fate_known=True)
             return
         try:
             await self._record(slot, work, outcome)
         except InstrumentError as exc:  # a result that does not carry the objectives
-            self._fail_experiment(work, slot.name, exc.code, str(exc), outcome)
+            await self.fail_experiment(work, slot.name, exc.code, str(exc), outcome)
 
     async def _drive(
         self,
@@ -255,9 +290,9 @@ class StepRunner:
         request is cancelled; its fate is known only if the cancel is answered.
         """
         assert work.request_id is not None
-        assert self.health is not None
-        assert self.gate is not None
-        gate = self.gate
+        assert self.ctl.health is not None
+        assert self.ctl.gate is not None
+        gate = self.ctl.gate
         rid = work.request_id
         deadline = time.monotonic() + timeout_s
         submitted = work.adopt
@@ -267,7 +302,7 @@ class StepRunner:
                 if submitted:
                     state = await slot.client.status(rid, wait_s=min(POLL_S, left))
                 else:
-                    wait_s = min(self.options.submit_wait_s, left)
+                    wait_s = min(self.ctl.options.submit_wait_s, left)
                     try:
                         state = await slot.client.submit(rid, action, params, wait_s=wait_s)
                     except InstrumentError as exc:
@@ -281,11 +316,11 @@ class StepRunner:
                     return _Refused(exc.code, str(exc))
                 if exc.code == UNKNOWN_REQUEST and submitted:
                     return _Lost(exc.code, f"{slot.name} no longer knows request {rid}")
-                self.health.fault(slot, exc.code, str(exc))
+                self.ctl.health.fault(slot, exc.code, str(exc))
                 await asyncio.sleep(min(pause_s, max(0.0, deadline - time.monotonic())))
                 pause_s = min(pause_s * 2, MAX_TRANSPORT_PAUSE_S)
                 continue
-            self.health.seen(slot)
+            self.ctl.health.seen(slot)
             if state.terminal:
                 return state
         try:
@@ -300,7 +335,8 @@ class StepRunner:
         return _Lost("timeout", f"no result within {timeout_s:.3g} s; {state.state}", known=True)
 
     def _retry_safe(self, slot: InstrumentSlot, work: Work) -> bool:
-        return self.gate is not None and self.gate.action(slot.name, work.index).retry_safe
+        gate = self.ctl.gate
+        return gate is not None and gate.action(slot.name, work.index).retry_safe
 
     @staticmethod
     def _schema_problem(action: ActionSpec, state: RequestState) -> str | None:
@@ -322,74 +358,46 @@ class StepRunner:
 
     async def _record(self, slot: InstrumentSlot, work: Work, state: RequestState) -> None:
         """Write a finished request's outcome and move the experiment on."""
-        assert self.health is not None
+        health = self.ctl.health
+        assert health is not None
         if state.state != "completed":
             err = state.error
             code = err.code if err else str(state.state)
             msg = err.message if err else f"request ended {state.state}"
             if err is not None and (err.retryable or code in (INTERRUPTED, INTERNAL)):
                 # the instrument's fault, not the sample's: count it, and try again if safe
-                self.health.fault(slot, code, msg)
-                self._retry_or_fail(slot, work, code, msg, state, fate_known=True)
+                health.fault(slot, code, msg)
+                await self.retry_or_fail(slot, work, code, msg, state, fate_known=True)
                 return
-            self._fail_experiment(work, slot.name, code, msg, state)
+            await self.fail_experiment(work, slot.name, code, msg, state)
             return
-        self.health.succeeded(slot)
+        health.succeeded(slot)
         last = work.index == len(self.spec.workflow) - 1
         if last:
-            # The planner learns the result from the store (see _teach), as a restarted one does.
-            values = self._objective_values(work, state)
+            # The planner learns the result from the store (see teach), as a restarted one does.
+            values = self.book.observations(work.experiment_id, state.measurements)
             missing = [o.name for o in self.spec.objectives if o.name not in values]
             if missing:
                 raise InstrumentError(
                     slot.name, "bad_result", f"objectives missing from the result: {missing}"
                 )
         assert work.step_id is not None
-        with transaction(self._sessions) as s:
-            self._end_step(s, work, StepStatus.COMPLETED, state=state)
+
+        def write(s: Session) -> None:
+            self.writer.end_step(s, work, StepStatus.COMPLETED, state=state)
             if last:
-                self._move(s, work, ExperimentStatus.COMPLETED)
+                self.move(s, work, ExperimentStatus.COMPLETED)
+
+        await self.writer.run(write)
         if not last:
-            earlier = self._earlier.setdefault(work.experiment_id, {})
-            earlier.update({m.name: m.value for m in state.measurements if m.value is not None})
-            nxt = Work(work.experiment_id, work.index + 1, work.point)
-            self._ready[self.spec.workflow[work.index + 1].kind].append(nxt)
+            self.book.observe(work.experiment_id, state.measurements)
+            self.book.queue(Work(work.experiment_id, work.index + 1, work.point))
             return
-        self._forget(work)
-        self._completed += 1
-        await self._teach()
+        self.forget(work)
+        self.book.completed += 1
+        self.ctl.spawn(self.teach())  # in the background: the instrument is free now
 
-    @staticmethod
-    def _end_step(
-        s: Session,
-        work: Work,
-        status: StepStatus,
-        *,
-        error: str | None = None,
-        state: RequestState | None = None,
-    ) -> None:
-        """Write how a step ended (compare-and-set from the status it was written with),
-        with the instrument's timestamps and, for a completed step, its measurements."""
-        assert work.step_id is not None
-        finish_step(
-            s,
-            work.step_id,
-            work.experiment_id,
-            status,
-            current=work.step_status,
-            error=error,
-            started_at=state.started_at if state else None,
-            finished_at=state.finished_at if state else None,
-            measurements=state.measurements if state and status == StepStatus.COMPLETED else (),
-        )
-
-    def _objective_values(self, work: Work, state: RequestState) -> dict[str, float]:
-        """Objective values from this step's result, else from the experiment's earlier steps."""
-        values = dict(self._earlier.get(work.experiment_id, {}))
-        values.update({m.name: m.value for m in state.measurements if m.value is not None})
-        return {k: float(v) for k, v in values.items()}
-
-    def _move(
+    def move(
         self,
         s: Session,
         work: Work,
@@ -397,47 +405,50 @@ class StepRunner:
         reason: str | None = None,
         *,
         infeasible: bool = False,
+        actor: str = "controller",
     ) -> None:
         """Change an in-flight experiment's status (compare-and-set in the store);
         ``infeasible``: it is ABANDONED as infeasible, and the planner learns it."""
-        current = self._current(s, work.experiment_id)
-        self._status[work.experiment_id] = move_experiment(
-            s, work.experiment_id, current, target, reason=reason, infeasible=infeasible
+        current = self.current(s, work.experiment_id)
+        self.book.status[work.experiment_id] = self.writer.move(
+            s, work.experiment_id, current, target, reason, infeasible=infeasible, actor=actor
         )
-        self.dispatch.record_end(s, work.experiment_id, target)
+        self.ctl.dispatch.record_end(s, work.experiment_id, target)
 
-    def _current(self, s: Session, experiment_id: int) -> ExperimentStatus:
+    def current(self, s: Session, experiment_id: int) -> ExperimentStatus:
         """An in-flight experiment's status (read once from the store after a restart)."""
-        current = self._status.get(experiment_id)
+        current = self.book.status.get(experiment_id)
         if current is None:
             current = s.get_one(ExperimentRow, experiment_id).status
-            self._status[experiment_id] = current
+            self.book.status[experiment_id] = current
         return current
 
-    def rerun(self, work: Work, reason: str) -> None:
+    async def rerun(self, work: Work, reason: str) -> None:
         """Mark a step whose fate was lost INTERRUPTED and queue it again, flagged as a re-run.
 
         Only for actions their instrument declared safe to re-run.
         """
         assert work.step_id is not None
-        with transaction(self._sessions) as s:
-            self._end_step(s, work, StepStatus.INTERRUPTED, error=reason)
-            add_event(
+
+        def write(s: Session) -> None:
+            self.writer.end_step(s, work, StepStatus.INTERRUPTED, error=reason)
+            self.writer.event(
                 s,
                 "step.retry",
                 f"experiment {work.experiment_id} step {work.index} "
                 f"({self.spec.workflow[work.index].action}) will run again as attempt "
                 f"{work.attempt + 1}: {reason}",
-                campaign_id=self.campaign_id,
                 experiment_id=work.experiment_id,
                 data={"request_id": work.request_id, "attempt": work.attempt + 1},
             )
+
+        await self.writer.run(write)
         nxt = Work(
             work.experiment_id, work.index, work.point, work.attempt + 1, True, reason=reason
         )
-        self._ready[self.spec.workflow[work.index].kind].appendleft(nxt)
+        self.book.queue(nxt, first=True)
 
-    def _retry_or_fail(
+    async def retry_or_fail(
         self,
         slot: InstrumentSlot,
         work: Work,
@@ -447,61 +458,70 @@ class StepRunner:
         *,
         fate_known: bool,
     ) -> None:
-        """After an instrument fault: try the step again if safe, else fail or interrupt it.
+        """After an instrument fault: try the step again if safe, else fail or interrupt it
+        (see :func:`retry_decision`).
 
         A retry is a new attempt flagged ``rerun``, queued for any instrument of the kind
-        after an exponential backoff. An action not declared safe to re-run is never sent
-        twice: if it surely stopped, the experiment fails; if its fate is unknown, the
-        experiment waits INTERRUPTED for an operator's decision.
+        after an exponential backoff.
         """
         rel = self.spec.reliability
-        safe = self._retry_safe(slot, work)
-        if safe and work.attempt < rel.max_attempts and self._final != CampaignStatus.ABORTED:
-            delay = min(rel.backoff_s * 2 ** (work.attempt - 1), rel.backoff_max_s)
-            assert work.step_id is not None
-            with transaction(self._sessions) as s:
-                ended = StepStatus.FAILED if fate_known else StepStatus.INTERRUPTED
-                self._end_step(s, work, ended, error=f"{code}: {message}", state=state)
-                add_event(
-                    s,
-                    "step.retry",
-                    f"experiment {work.experiment_id} step {work.index} on {slot.name}: "
-                    f"{code}: {message}; attempt {work.attempt + 1} of {rel.max_attempts} "
-                    f"in {delay:.3g} s",
-                    campaign_id=self.campaign_id,
-                    experiment_id=work.experiment_id,
-                    instrument=slot.name,
-                    data={"code": code, "attempt": work.attempt + 1, "delay_s": delay},
-                )
-            why = f"{code} on {slot.name}: {message}"
-            nxt = Work(
-                work.experiment_id, work.index, work.point, work.attempt + 1, True, reason=why
+        decision = retry_decision(
+            retry_safe=self._retry_safe(slot, work),
+            attempt=work.attempt,
+            max_attempts=rel.max_attempts,
+            aborted=self.ctl.final == CampaignStatus.ABORTED,
+            fate_known=fate_known,
+        )
+        if decision == "interrupt":
+            await self._interrupt(work, slot.name, code, message)
+            return
+        if decision == "fail":
+            await self.fail_experiment(work, slot.name, code, message, state)
+            return
+        delay = min(rel.backoff_s * 2 ** (work.attempt - 1), rel.backoff_max_s)
+        assert work.step_id is not None
+
+        def write(s: Session) -> None:
+            ended = StepStatus.FAILED if fate_known else StepStatus.INTERRUPTED
+            self.writer.end_step(s, work, ended, error=f"{code}: {message}", state=state)
+            self.writer.event(
+                s,
+                "step.retry",
+                f"experiment {work.experiment_id} step {work.index} on {slot.name}: "
+                f"{code}: {message}; attempt {work.attempt + 1} of {rel.max_attempts} "
+                f"in {delay:.3g} s",
+                experiment_id=work.experiment_id,
+                instrument=slot.name,
+                data={"code": code, "attempt": work.attempt + 1, "delay_s": delay},
             )
-            self._spawn(self._requeue_after(nxt, delay))
-            return
-        if not safe and not fate_known:
-            self._interrupt(work, slot.name, code, message)
-            return
-        self._fail_experiment(work, slot.name, code, message, state)
+
+        await self.writer.run(write)
+        why = f"{code} on {slot.name}: {message}"
+        nxt = Work(work.experiment_id, work.index, work.point, work.attempt + 1, True, reason=why)
+        self.ctl.spawn(self._requeue_after(nxt, delay))
 
     async def _requeue_after(self, work: Work, delay_s: float) -> None:
         await asyncio.sleep(delay_s)
-        if self._final == CampaignStatus.ABORTED:
-            with transaction(self._sessions) as s:
-                self._move(s, work, ExperimentStatus.ABANDONED, "campaign aborted before a retry")
-            self._forget(work)
-            self._abandoned += 1
+        if self.ctl.final == CampaignStatus.ABORTED:
+            await self.writer.run(
+                lambda s: self.move(
+                    s, work, ExperimentStatus.ABANDONED, "campaign aborted before a retry"
+                )
+            )
+            self.forget(work)
+            self.book.abandoned += 1
         else:
-            self._ready[self.spec.workflow[work.index].kind].appendleft(work)
-        await self._notify()
+            self.book.queue(work, first=True)
+        await self.ctl.notify()
 
-    def _interrupt(self, work: Work, instrument: str, code: str, message: str) -> None:
+    async def _interrupt(self, work: Work, instrument: str, code: str, message: str) -> None:
         """Leave an experiment INTERRUPTED for an operator: its step's fate is unknown."""
         assert work.step_id is not None
-        with transaction(self._sessions) as s:
-            self._end_step(s, work, StepStatus.INTERRUPTED, error=f"{code}: {message}")
-            self._move(s, work, ExperimentStatus.INTERRUPTED, f"{code}: {message}")
-            self.alarms.raise_(
+
+        def write(s: Session) -> None:
+            self.writer.end_step(s, work, StepStatus.INTERRUPTED, error=f"{code}: {message}")
+            self.move(s, work, ExperimentStatus.INTERRUPTED, f"{code}: {message}")
+            self.ctl.alarms.raise_(
                 "decision_needed",
                 f"experiment {work.experiment_id} step {work.index} on {instrument}: {code}: "
                 f"{message}; the action is not safe to re-run, so it waits for an operator "
@@ -511,9 +531,11 @@ class StepRunner:
                 data={"code": code},
                 session=s,
             )
-        self._forget(work)
 
-    def _fail_experiment(
+        await self.writer.run(write)
+        self.forget(work)
+
+    async def fail_experiment(
         self,
         work: Work,
         instrument: str | None,
@@ -521,30 +543,36 @@ class StepRunner:
         message: str,
         state: RequestState | None = None,
     ) -> None:
-        with transaction(self._sessions) as s:
+        """Mark an experiment FAILED (its step too, if one was written); the planner learns
+        the point failed."""
+
+        def write(s: Session) -> None:
             if work.step_id is not None:
-                self._end_step(s, work, StepStatus.FAILED, error=f"{code}: {message}", state=state)
-            if self._current(s, work.experiment_id) in (
+                self.writer.end_step(
+                    s, work, StepStatus.FAILED, error=f"{code}: {message}", state=state
+                )
+            if self.current(s, work.experiment_id) in (
                 ExperimentStatus.QUEUED,
                 ExperimentStatus.PROPOSED,
             ):
-                self._move(s, work, ExperimentStatus.RUNNING)
-            self._move(s, work, ExperimentStatus.FAILED, f"{code}: {message}")
-            add_event(
+                self.move(s, work, ExperimentStatus.RUNNING)
+            self.move(s, work, ExperimentStatus.FAILED, f"{code}: {message}")
+            self.writer.event(
                 s,
                 "step.failed",
                 f"experiment {work.experiment_id} step {work.index} on {instrument}: "
                 f"{code}: {message}",
-                campaign_id=self.campaign_id,
                 experiment_id=work.experiment_id,
                 instrument=instrument,
                 data={"code": code},
             )
-        self._forget(work)
-        self._failed += 1
-        self._spawn(self._teach())
-        if self._failed >= self.max_failures:
-            self._stop(CampaignStatus.FAILED, f"{self._failed} experiments failed")
+
+        await self.writer.run(write)
+        self.forget(work)
+        self.book.failed += 1
+        self.ctl.spawn(self.teach())
+        if self.book.failed >= self.ctl.max_failures:
+            self.ctl.stop(CampaignStatus.FAILED, f"{self.book.failed} experiments failed")
 
 
 POLL_S = 1.0

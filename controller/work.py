@@ -1,15 +1,28 @@
-"""The controller's working records: a step ready to run, an instrument slot, settings."""
+"""The controller's working records: a step ready to run, an instrument slot, settings,
+and :class:`Lifecycle`, what the parts of the controller see of it."""
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 from instruments.client import InstrumentClient
 from instruments.driver import InstrumentDescription
 from instruments.security import CurveClientKeys
 from models.params import ParamValue
-from models.status import InstrumentState, StepStatus
+from models.status import CampaignStatus, InstrumentState, StepStatus
+
+if TYPE_CHECKING:
+    from controller.alarms import Alarms
+    from controller.estop import EmergencyStop
+    from controller.health import HealthMonitor
+    from controller.leasing import CampaignLease
+    from controller.planning import PlannerClient
+    from controller.safety import SafetyGate
+    from controller.scheduling import Dispatcher
+    from models.campaign import CampaignSpec
 
 
 @dataclass
@@ -120,3 +133,40 @@ class ControllerOptions:
     max_planner_errors: int = 3
     lease_s: float = 30.0
     lab_poll_s: float = 0.02
+
+
+class Lifecycle(Protocol):
+    """What the intake, the step runner, recovery and the dispatcher see of the campaign
+    controller: its configuration, its collaborators and its lifecycle. They read these;
+    the in-flight state is the :class:`~controller.book.Book`'s, the writes the
+    :class:`~controller.writer.Writer`'s."""
+
+    spec: CampaignSpec
+    options: ControllerOptions
+    name: str
+    campaign_id: int
+    uid: str
+    budget: int
+    max_failures: int
+    instruments: dict[str, InstrumentSlot]
+    gate: SafetyGate | None
+    planner: PlannerClient | None
+    health: HealthMonitor | None
+    alarms: Alarms
+    lease: CampaignLease
+    dispatch: Dispatcher
+    estop: EmergencyStop
+    paused: bool
+    final: CampaignStatus | None
+
+    def stop(self, status: CampaignStatus, reason: str) -> None:
+        """Start nothing new; the campaign ends ``status`` once nothing is in flight."""
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` in the background (from any thread)."""
+
+    async def notify(self) -> None:
+        """Wake the workers."""
+
+    def may_start_new(self) -> bool:
+        """Whether new experiments may be started."""

@@ -185,10 +185,31 @@ TRANSITIONS: dict[type[Enum], dict[Enum, frozenset[Enum]]] = {
 TERMINAL_EXPERIMENT = frozenset({ExperimentStatus.COMPLETED, ExperimentStatus.ABANDONED})
 """Experiment statuses that never change again."""
 
+FINISHED_EXPERIMENT = frozenset(
+    {ExperimentStatus.COMPLETED, ExperimentStatus.FAILED, ExperimentStatus.ABANDONED}
+)
+"""Experiment statuses of a finished run (``finished_at`` is set): a FAILED one may still be
+queued again."""
+
 IN_FLIGHT_EXPERIMENT = frozenset(
     {ExperimentStatus.PROPOSED, ExperimentStatus.QUEUED, ExperimentStatus.RUNNING}
 )
-"""Experiment statuses a planner must treat as pending."""
+"""Experiment statuses a running controller carries (recovery reconciles them at start)."""
+
+PENDING_EXPERIMENT = frozenset({*IN_FLIGHT_EXPERIMENT, ExperimentStatus.INTERRUPTED})
+"""Experiment statuses a planner must treat as pending, and whose cost is committed: in
+flight, or INTERRUPTED (waiting for an operator's decision)."""
+
+ENDED_EXPERIMENT = frozenset({*FINISHED_EXPERIMENT, ExperimentStatus.INTERRUPTED})
+"""Experiment statuses no longer in flight (their sample goes back to storage)."""
+
+FINISHED_STEP = frozenset(
+    {StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.INTERRUPTED, StepStatus.ABANDONED}
+)
+"""Step statuses that never change again."""
+
+IN_FLIGHT_STEP = frozenset({StepStatus.QUEUED, StepStatus.RUNNING})
+"""Step statuses of a step written and maybe sent, whose outcome is not recorded."""
 
 
 def can_transition(current: _E, target: _E) -> bool:

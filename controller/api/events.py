@@ -48,7 +48,7 @@ from controller.api.users import get_user
 from controller.api.views import event_view, experiment_view, iso
 from controller.store import count_by_status, events, transaction
 from controller.store.dashboard import newest_event_id
-from models.status import ExperimentStatus, StepStatus
+from models.status import FINISHED_EXPERIMENT, FINISHED_STEP
 from models.tables import CampaignRow, ExperimentRow, StepRow
 
 logger = logging.getLogger(__name__)
@@ -58,15 +58,9 @@ router = APIRouter(prefix="/api", tags=["live"])
 KEEPALIVE_S = 15.0
 """A comment line is sent at least this often so proxies keep the connection open."""
 
-_DONE_EXPERIMENT = frozenset(
-    s.value
-    for s in (ExperimentStatus.COMPLETED, ExperimentStatus.FAILED, ExperimentStatus.ABANDONED)
-)
+_DONE_EXPERIMENT = frozenset(s.value for s in FINISHED_EXPERIMENT)
 """Experiments no longer followed (a FAILED one queued again shows in the counts)."""
-_DONE_STEP = frozenset(
-    s.value
-    for s in (StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.INTERRUPTED, StepStatus.ABANDONED)
-)
+_DONE_STEP = frozenset(s.value for s in FINISHED_STEP)
 
 
 def _value(status: Any) -> str:

@@ -20,11 +20,11 @@ from sqlalchemy import Table, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from controller.store.queries import learns_from, next_known_seq
-from controller.store.repo import measurement_values
+from controller.store.repo import ROUTINE_MOVES, experiment_event, measurement_values
 from models.errors import StoreError
 from models.params import ParamValue
 from models.records import Decision, Measurement, Proposal
-from models.status import ExperimentStatus, StepStatus, transition
+from models.status import FINISHED_EXPERIMENT, ExperimentStatus, StepStatus, transition
 from models.tables import (
     DecisionRow,
     ExperimentRow,
@@ -39,9 +39,7 @@ _experiments: Table = ExperimentRow.__table__  # type: ignore[assignment]
 _steps: Table = StepRow.__table__  # type: ignore[assignment]
 _measurements: Table = MeasurementRow.__table__  # type: ignore[assignment]
 
-_FINISHED = frozenset(
-    {ExperimentStatus.COMPLETED, ExperimentStatus.FAILED, ExperimentStatus.ABANDONED}
-)
+_FINISHED = FINISHED_EXPERIMENT
 
 
 def insert_decision(
@@ -151,12 +149,32 @@ def move_experiment(
     *,
     reason: str | None = None,
     infeasible: bool = False,
+    campaign_id: int | None = None,
+    actor: str = "controller",
+    now: datetime | None = None,
 ) -> ExperimentStatus:
     """Change an experiment's status from ``current`` to ``target``.
 
     An experiment that becomes COMPLETED or FAILED, or ABANDONED with ``infeasible`` (the
     safety gate refused it, an operator rejected it), is numbered into what the planner
     knows (``known_seq``, see :func:`controller.store.queries.known_observations`).
+
+    The routine path (PROPOSED -> QUEUED -> RUNNING -> COMPLETED) is told by the row's own
+    timestamps and its steps; every other move (failed, abandoned, interrupted, queued
+    again) also appends the event ``experiment.<target lower>`` (see
+    :func:`controller.store.repo.experiment_event`).
+
+    Args:
+        s: The session (its transaction is the caller's).
+        experiment_id: The experiment.
+        current: The status the caller believes it is in.
+        target: The new status.
+        reason: Why (kept on the row, and in the event).
+        infeasible: An ABANDONED experiment is abandoned as infeasible.
+        campaign_id: The experiment's campaign (read from the row when an event is due
+            and it is not given).
+        actor: Who moved it (in the event).
+        now: The time of the change; the current UTC time by default.
 
     Returns:
         ``target``.
@@ -166,7 +184,7 @@ def move_experiment(
         StoreError: If the row is not in ``current`` any more (another writer moved it).
     """
     new = transition(current, target, f"experiment {experiment_id}")
-    now = utcnow()
+    now = now or utcnow()
     values: dict[str, Any] = {"status": new}
     if new is ExperimentStatus.RUNNING:
         values["started_at"] = _coalesce(_experiments.c.started_at, now)
@@ -179,6 +197,12 @@ def move_experiment(
     if learns_from(new, infeasible=infeasible):
         values["known_seq"] = _next_seq()
     _cas(s, _experiments, experiment_id, current, values, "experiment")
+    if (current, new) not in ROUTINE_MOVES:
+        if campaign_id is None:
+            campaign_id = s.execute(
+                select(_experiments.c.campaign_id).where(_experiments.c.id == experiment_id)
+            ).scalar_one()
+        experiment_event(s, campaign_id, experiment_id, current, new, reason, actor=actor)
     return new
 
 

@@ -19,7 +19,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from models.errors import InvalidCampaignError, StoreError
 from models.objectives import Objective
 from models.records import Observation
-from models.status import ExperimentStatus, StepStatus
+from models.status import FINISHED_EXPERIMENT, PENDING_EXPERIMENT, ExperimentStatus, StepStatus
 from models.tables import (
     CampaignRow,
     DecisionRow,
@@ -31,14 +31,6 @@ from models.tables import (
 )
 
 logger = logging.getLogger(__name__)
-
-PENDING_EXPERIMENT = (
-    ExperimentStatus.PROPOSED,
-    ExperimentStatus.QUEUED,
-    ExperimentStatus.RUNNING,
-    ExperimentStatus.INTERRUPTED,
-)
-"""Statuses of experiments a planner must treat as pending (see :func:`pending_parameters`)."""
 
 DEFAULT_EVENT_LIMIT = 1000
 """How many events :func:`events` returns at most by default."""
@@ -97,11 +89,7 @@ def _latest_values(
     return out
 
 
-KNOWN_STATUSES = (
-    ExperimentStatus.COMPLETED,
-    ExperimentStatus.FAILED,
-    ExperimentStatus.ABANDONED,
-)
+KNOWN_STATUSES = FINISHED_EXPERIMENT
 """Statuses of experiments a planner may know (see :func:`learns_from`)."""
 
 

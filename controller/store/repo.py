@@ -28,8 +28,6 @@ from controller.store.queries import (
     events,
     experiments_in_status,
     export_rows,
-    learns_from,
-    next_known_seq,
     observations,
     pending_parameters,
     steps_in_status,
@@ -38,7 +36,13 @@ from models.campaign import CampaignSpec
 from models.errors import StoreError
 from models.params import ParamValue
 from models.records import Decision, Measurement
-from models.status import CampaignStatus, ExperimentStatus, StepStatus, transition
+from models.status import (
+    FINISHED_STEP,
+    CampaignStatus,
+    ExperimentStatus,
+    StepStatus,
+    transition,
+)
 from models.tables import (
     CampaignRow,
     DecisionRow,
@@ -73,13 +77,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-_EXPERIMENT_FINISHED = frozenset(
-    {ExperimentStatus.COMPLETED, ExperimentStatus.FAILED, ExperimentStatus.ABANDONED}
-)
-_STEP_FINISHED = frozenset(
-    {StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.INTERRUPTED, StepStatus.ABANDONED}
-)
-_ROUTINE = frozenset(
+ROUTINE_MOVES = frozenset(
     {
         (ExperimentStatus.PROPOSED, ExperimentStatus.QUEUED),
         (ExperimentStatus.QUEUED, ExperimentStatus.RUNNING),
@@ -254,8 +252,11 @@ def set_experiment_status(
     reason: str | None = None,
     now: datetime | None = None,
     infeasible: bool = False,
+    actor: str = "controller",
 ) -> None:
-    """Move an experiment to ``target``.
+    """Move an experiment to ``target``: the write of
+    :func:`controller.store.hot.move_experiment` (the controller's own), for a caller that
+    holds the ORM row.
 
     ``started_at`` is set when the experiment first enters RUNNING; ``finished_at`` when it
     enters COMPLETED, FAILED or ABANDONED, and cleared when a failed or interrupted
@@ -267,40 +268,54 @@ def set_experiment_status(
 
     Args:
         s: The session.
-        experiment: The experiment.
+        experiment: The experiment (its changed columns are read again on next access).
         target: The new status.
         reason: Why (shown to the operator), e.g. the error of the failed step.
         now: The time of the change (timezone-aware); the current UTC time by default.
         infeasible: An ABANDONED experiment is abandoned as infeasible (refused by the
             safety gate, rejected by an operator): the planner learns it (see
             :func:`controller.store.queries.learns_from`).
+        actor: Who moved it (in the event).
 
     Raises:
         IllegalTransitionError: If the lifecycle forbids the move; nothing is changed.
     """
-    current = ExperimentStatus(experiment.status)
-    new = transition(current, target, f"experiment {experiment.id}")
-    when = now or utcnow()
-    experiment.status = new
-    if new is ExperimentStatus.RUNNING and experiment.started_at is None:
-        experiment.started_at = when
-    if new in _EXPERIMENT_FINISHED:
-        experiment.finished_at = when
-    elif new is ExperimentStatus.QUEUED:
-        experiment.finished_at = None
-    if reason is not None:
-        experiment.reason = reason
-    if learns_from(new, infeasible=infeasible):
-        experiment.known_seq = next_known_seq(s, experiment.campaign_id)
-    if (current, new) in _ROUTINE:
-        return
-    add_event(
+    from controller.store.hot import move_experiment  # hot imports this module
+
+    s.flush()  # the row's pending changes first: the move is compare-and-set against them
+    move_experiment(
+        s,
+        experiment.id,
+        ExperimentStatus(experiment.status),
+        target,
+        reason=reason,
+        infeasible=infeasible,
+        campaign_id=experiment.campaign_id,
+        actor=actor,
+        now=now,
+    )
+    s.expire(experiment, ["status", "started_at", "finished_at", "reason", "known_seq"])
+
+
+def experiment_event(
+    s: Session,
+    campaign_id: int,
+    experiment_id: int,
+    current: ExperimentStatus,
+    new: ExperimentStatus,
+    reason: str | None,
+    *,
+    actor: str = "controller",
+) -> EventRow:
+    """The event ``experiment.<new lower>`` of a move off the routine path."""
+    return add_event(
         s,
         f"experiment.{new.value.lower()}",
-        _change_message(f"experiment {experiment.id}", current, new, reason),
-        campaign_id=experiment.campaign_id,
-        experiment_id=experiment.id,
+        _change_message(f"experiment {experiment_id}", current, new, reason),
+        campaign_id=campaign_id,
+        experiment_id=experiment_id,
         data={"from": current.value, "to": new.value, "reason": reason},
+        actor=actor,
     )
 
 
@@ -395,7 +410,7 @@ def set_step_status(
         step.finished_at = finished_at
     if new is StepStatus.RUNNING and step.sent_at is None:
         step.sent_at = utcnow()
-    if new in _STEP_FINISHED and step.finished_at is None:
+    if new in FINISHED_STEP and step.finished_at is None:
         step.finished_at = utcnow()
 
 

@@ -163,9 +163,9 @@ def test_campaign_stops_before_passing_max_cost_and_a_restart_recomputes_the_cos
         db, "mf", {"station-1": "tcp://127.0.0.1:1"}, ControllerOptions(use_ray_planner=False)
     )
     try:
-        assert restarted.ledger.completed == pytest.approx(spent)
+        assert restarted.book.ledger.completed == pytest.approx(spent)
         assert restarted.progress()["cost_spent"] == pytest.approx(spent)
-        assert not restarted.ledger.allows(spent + 1.0 + 9.0 * over[0].parameters["fidelity"])
+        assert not restarted.book.ledger.allows(spent + 1.0 + 9.0 * over[0].parameters["fidelity"])
     finally:
         restarted.dispose()
     # Running the file again finds the campaign finished: no controller starts, so no

@@ -123,7 +123,7 @@ def test_estop_cancels_the_long_action_makes_it_safe_and_holds_until_reset(
         assert f.safe_states == 1
         assert f.state["mode"] == "ramping_down"
         assert not f.state["heater_on"]
-        await until(lambda: not ctl._in_flight)
+        await until(lambda: not ctl.book.in_flight)
         status, exps, steps, _ = rows(db)
         assert status == CampaignStatus.ESTOPPED
         assert [e.status for e in exps] == [ExperimentStatus.INTERRUPTED]
@@ -175,7 +175,7 @@ def test_a_restarted_controller_keeps_an_estopped_campaign_stopped(tmp_path: Pat
     async def stop_then_quit(ctl: CampaignController, f: SimulatedFurnaceDriver) -> None:
         await until(lambda: f.heater_on)
         await command(db, "estop")
-        await until(lambda: not ctl._in_flight)
+        await until(lambda: not ctl.book.in_flight)
         raise _Quit  # the controller goes away (its run task is cancelled)
 
     with contextlib.suppress(_Quit):

@@ -161,10 +161,10 @@ def run(
                 slots = {
                     n: (sl.state, sl.busy, len(sl.resume)) for n, sl in ctl.instruments.items()
                 }
-                queues = {k: len(q) for k, q in ctl._ready.items()}
+                queues = {k: len(q) for k, q in ctl.book.ready.items()}
                 raise AssertionError(
                     f"campaign did not finish: {ctl.progress()}; in flight "
-                    f"{sorted(ctl._in_flight)}; queues {queues}; instruments {slots}"
+                    f"{sorted(ctl.book.in_flight)}; queues {queues}; instruments {slots}"
                 ) from None
         finally:
             ctl.dispose()
@@ -447,8 +447,8 @@ def test_proposals_wait_for_approval_and_rejected_ones_are_abandoned(
 
     async def operate(ctl: CampaignController, lab: Lab) -> None:
         while ctl.progress()["completed"] < 6:
-            await wait_for(lambda: bool(ctl._awaiting) or ctl.progress()["completed"] >= 6)
-            waiting = sorted(ctl._awaiting)
+            await wait_for(lambda: bool(ctl.book.awaiting) or ctl.progress()["completed"] >= 6)
+            waiting = sorted(ctl.book.awaiting)
             if not waiting:
                 break
             # nothing waiting for approval has reached an instrument
@@ -465,7 +465,7 @@ def test_proposals_wait_for_approval_and_rejected_ones_are_abandoned(
                 _command(db_path, store, "approve", experiments=waiting)
                 decided["approved"] += waiting
             asked = set(waiting)
-            await wait_for(lambda asked=asked: not (set(ctl._awaiting) & asked))
+            await wait_for(lambda asked=asked: not (set(ctl.book.awaiting) & asked))
 
     db, result, _ = run(tmp_path, campaign(6, safety={"require_approval": True}), operate=operate)
 

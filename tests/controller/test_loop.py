@@ -233,13 +233,13 @@ async def _nothing_starts(ctl: CampaignController) -> bool:
     loaded machine cannot make it pass without checking anything."""
     before = ctl.progress()["completed"] + ctl.progress()["failed"]
     for _ in range(5):
-        await ctl._notify()  # what a freed instrument or a new proposal would do
+        await ctl.notify()  # what a freed instrument or a new proposal would do
         for _ in range(50):  # the woken workers each take their turn
             await asyncio.sleep(0)
             if any(slot.busy for slot in ctl.instruments.values()):
                 return False
         # a planning call they started answers in its own time: wait for it, then go again
-        await _wait_for(lambda: not ctl._planning)
+        await _wait_for(lambda: not ctl.intake.planning)
     return ctl.progress()["completed"] + ctl.progress()["failed"] == before
 
 
@@ -350,9 +350,13 @@ def test_a_controller_whose_lease_is_taken_over_stops_sending_and_writes_no_stat
             )
         engine.dispose()
         await _wait_for(lambda: ctl.lease.lost is not None)
-        with transaction(ctl._sessions) as s:
-            seen["steps"] = len(s.scalars(select(StepRow)).all())
-            seen["experiments"] = len(s.scalars(select(ExperimentRow)).all())
+        # read after the write that may have been under way when the takeover was noticed
+        seen["steps"], seen["experiments"] = await ctl.writer.read(
+            lambda s: (
+                len(s.scalars(select(StepRow)).all()),
+                len(s.scalars(select(ExperimentRow)).all()),
+            )
+        )
 
     db, result = run_campaign(
         tmp_path,

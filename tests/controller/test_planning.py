@@ -13,10 +13,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from controller.planning import PlannerHost, RayPlanner, StoreRef
+from controller.planning import PlannerHost, RayPlanner, StoreRef, ThreadPlanner, build_planner
 from controller.store import observations, transaction
 from models.campaign import CampaignSpec
-from models.errors import PlannerUnavailableError
+from models.errors import PlannerError, PlannerUnavailableError
 from models.records import Observation
 from models.status import ExperimentStatus
 from models.tables import EventRow
@@ -166,3 +166,28 @@ def test_a_planner_actor_that_cannot_read_the_store_fails_at_once(
             planner.close()
 
     asyncio.run(scenario())
+
+
+def test_the_ray_planner_raises_the_tell_errors_of_the_thread_planner(
+    ray_address: str, db_url: str, campaign_id: int
+) -> None:
+    spec = _spec(num_cpus=0.5)
+    # a feasible result at a point outside the search space: the planner refuses it
+    bad = [Observation({"x1": 5.0, "x2": 0.5, "solvent": "water"}, {"y": 1.0}, True, None)]
+
+    async def scenario() -> list[tuple[type[BaseException], str]]:
+        errors = []
+        thread = ThreadPlanner(build_planner(spec, 3))
+        ray_planner = RayPlanner(spec, 3, StoreRef(db_url, campaign_id))
+        for planner in (thread, ray_planner):
+            try:
+                with pytest.raises(PlannerError, match="does not fit the search space") as info:
+                    await planner.tell(bad)
+                errors.append((type(info.value), str(info.value)))
+                assert len((await planner.ask(1, [])).proposals) == 1  # it still answers
+            finally:
+                planner.close()
+        return errors
+
+    from_thread, from_ray = asyncio.run(scenario())
+    assert from_thread == from_ray

@@ -101,7 +101,7 @@ Stop = Callable[[CampaignController], bool]
 async def _operate(ctl: CampaignController, task: asyncio.Task[dict[str, Any]]) -> None:
     """The operator: approve each waiting proposal, or reject it when ``x2`` is large."""
     while not task.done():
-        for exp_id, point in sorted(ctl._awaiting.items()):
+        for exp_id, point in sorted(ctl.book.awaiting.items()):
             with contextlib.suppress(CampaignStateError):
                 if float(point["x2"]) > REJECT_X2_ABOVE:
                     await ctl.reject([exp_id], "operator:ada", "x2 too high")
