@@ -124,6 +124,26 @@ def test_imported_data_is_validated_row_by_row_and_does_not_use_up_the_budget(
     c.close()
 
 
+def test_a_units_row_under_the_header_is_named_and_rows_may_be_dicts(tmp_path: Path) -> None:
+    c = Campaign(spec(), db=f"sqlite:///{tmp_path / 'c.db'}")
+    csv = tmp_path / "export.csv"
+    csv.write_text("a,b,y\nfraction,fraction,mV\n0.1,0.2,-0.5\n0.4,0.5,-0.1\n")
+    with pytest.raises(InvalidCampaignError) as info:
+        c.add_data(csv)
+    [problem] = info.value.problems
+    assert problem.key == "rows[0]"
+    assert "line 2 looks like a row of units" in problem.message
+    assert "a: 'fraction'" in problem.message
+    assert "y: 'mV'" in problem.message
+    assert "put units in the column names" in problem.message
+    assert c.results().empty
+    # replicates (the same conditions twice) are kept, one experiment each
+    ids = c.add_data([{"a": 0.1, "b": 0.2, "y": -0.5}, {"a": 0.1, "b": 0.2, "y": -0.4}])
+    assert len(ids) == 2
+    assert list(c.results()["obj.y"]) == [-0.5, -0.4]
+    c.close()
+
+
 def test_the_same_name_with_other_settings_is_refused(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'c.db'}"
     Campaign(spec(), db=db).close()
