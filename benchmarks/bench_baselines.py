@@ -31,6 +31,7 @@ The libraries are imported only when a baseline is built: ``pip install -e .[ben
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -49,7 +50,7 @@ from planners.random import sobol_unit
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BASELINES", "ExternalBaseline", "make_baseline"]
+__all__ = ["BASELINES", "ExternalBaseline", "make_baseline", "missing_library"]
 
 DEFAULT_INITIAL_POINTS = 4
 
@@ -309,6 +310,17 @@ BASELINES: dict[str, type[ExternalBaseline]] = {
     "botorch": BoTorchBaseline,
 }
 """The external baselines by benchmark key."""
+
+
+_LIBRARY = {"baybe": "baybe", "ax": "ax"}
+
+
+def missing_library(planner: str) -> str | None:
+    """Why the baseline ``planner`` cannot run here (its library is not installed), if so."""
+    module = _LIBRARY.get(planner)
+    if module is None or importlib.util.find_spec(module) is not None:
+        return None
+    return f"{planner} needs its library: pip install -e .[benchmarks]"
 
 
 def make_baseline(

@@ -55,6 +55,9 @@ from sim.worlds import BoTorchWorld, BraninCurrinWorld, get_world
 
 logger = logging.getLogger(__name__)
 
+EXTERNAL_BASELINES = ("botorch", "baybe", "ax")
+"""Other libraries' optimisers run on every pool (:mod:`benchmarks.bench_baselines`)."""
+
 GAP_FRACTION = 0.95
 """Fraction of the median-to-optimum gap a run must close to count as "at 95 %"."""
 
@@ -337,7 +340,13 @@ def olympus_pool(name: str, workdir: Path) -> Problem:
         pool_path=str(path),
         baseline_budget=len(pool),
         bo_options={"pool": str(path), "initial_points": 4},
-        planners=("random", "sobol", "qlognei", *(("qlognei-q4",) if name == "suzuki" else ())),
+        planners=(
+            "random",
+            "sobol",
+            "qlognei",
+            *(("qlognei-q4",) if name == "suzuki" else ()),
+            *EXTERNAL_BASELINES,
+        ),
     )
 
 

@@ -42,6 +42,7 @@ if __package__ in (None, ""):  # run as a script: put the repository root first
 import torch
 
 from benchmarks import bench_hooks, bench_report
+from benchmarks.bench_baselines import missing_library
 from benchmarks.bench_problems import PROBLEMS, Problem, ProblemUnavailableError, build
 from benchmarks.bench_runs import REPO, SPECS, cache_path, load_cached, run_cached
 
@@ -131,6 +132,12 @@ def run(
                 if planners is not None and key not in planners:
                     continue
                 spec = SPECS[key]
+                missing = missing_library(spec.planner)
+                if missing is not None:
+                    if key not in out["unavailable"]:
+                        print(f"skipping {key}: {missing}", file=sys.stderr)
+                        out["unavailable"][key] = missing
+                    continue
                 if execute:
                     t0 = time.perf_counter()
                     rec, cached = run_cached(results, p, spec, seed)
