@@ -53,6 +53,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["BASELINES", "ExternalBaseline", "make_baseline", "missing_library"]
 
 DEFAULT_INITIAL_POINTS = 4
+_AX_METRIC = "objective"
 
 
 class ExternalBaseline(Planner):
@@ -230,7 +231,9 @@ class AxBaseline(ExternalBaseline):
             name="sdlab-benchmark",
         )
         sign = "-" if self.objective.direction == "minimize" else ""
-        client.configure_optimization(objective=f"{sign}{self.objective.name}")
+        # Ax parses the objective as an expression: a name like "yield" (a Python keyword)
+        # would not parse, so its metric has a fixed name
+        client.configure_optimization(objective=f"{sign}{_AX_METRIC}")
         # the initial design is the common one, attached below: Ax goes straight to its model
         # (its centre point included: with it, Ax 1.3 generated Sobol points after 6 trials)
         client.configure_generation_strategy(
@@ -240,7 +243,7 @@ class AxBaseline(ExternalBaseline):
             idx = client.attach_trial(parameters={c: float(o.parameters[c]) for c in names})
             client.complete_trial(
                 trial_index=idx,
-                raw_data={self.objective.name: float(o.objectives[self.objective.name])},
+                raw_data={_AX_METRIC: float(o.objectives[self.objective.name])},
             )
         for p in pending:
             client.attach_trial(parameters={c: float(p[c]) for c in names})  # running
