@@ -21,7 +21,7 @@ SPACE = SearchSpace(
         ContinuousParameter(name="b", lower=0.0, upper=1.0),
     ]
 )
-OBJECTIVES = [Objective(name="y", direction="maximize")]
+OBJECTIVES = [Objective(name="yield", direction="maximize")]  # a Python keyword, on purpose
 POOL = [{"a": (i % 6) / 5, "b": (i // 6) / 4} for i in range(30)]  # a 6 x 5 grid
 
 
@@ -37,7 +37,7 @@ def drive(planner: object, asks: int) -> list[dict]:
             p = dict(prop.parameters)
             points.append(p)
             planner.tell(  # type: ignore[attr-defined]
-                [Observation(parameters=p, objectives={"y": truth(p)})]
+                [Observation(parameters=p, objectives={"yield": truth(p)})]
             )
     return points
 
