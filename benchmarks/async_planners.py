@@ -13,7 +13,8 @@ run, on the same seeds, it also drives the planner sequentially and noise-free, 
 in-process benchmark does, so the gap between the two is measured, not quoted::
 
     python -m benchmarks.async_planners                      # seeds 1, 2, 3; N = 35
-    python -m benchmarks.async_planners --seeds 1-5 --budget 35 --stations 2
+    python -m benchmarks.async_planners --seeds 1-10 --budget 35 --stations 2
+    python -m benchmarks.async_planners --infer-noise        # noise not told: inferred
 
 Scores are noise-free: the best true value among the points run (and, beside it, the best
 *measured* value, which is what ``sdlab run``'s summary prints).
@@ -66,7 +67,15 @@ class Run:
     seconds: float
 
 
-def run_campaign(spec: CampaignSpec, seed: int, budget: int, *, stations: int, noisy: bool) -> Run:
+def run_campaign(
+    spec: CampaignSpec,
+    seed: int,
+    budget: int,
+    *,
+    stations: int,
+    noisy: bool,
+    report_uncertainty: bool = True,
+) -> Run:
     """Drive ``spec``'s planner to ``budget`` experiments.
 
     Args:
@@ -74,7 +83,9 @@ def run_campaign(spec: CampaignSpec, seed: int, budget: int, *, stations: int, n
         seed: The campaign seed (``sdlab run --seed``).
         budget: Experiments to run.
         stations: Stations working at once (1: sequential).
-        noisy: Add each station's noise (its ``noise_std``) and report it as uncertainty.
+        noisy: Add each station's noise (its ``noise_std``).
+        report_uncertainty: Tell the noise std as each value's uncertainty, as the
+            simulated stations report it (``False``: the planner infers the noise).
     """
     sims = [i.simulator for i in spec.instruments if i.simulator is not None]
     if not sims:
@@ -104,7 +115,7 @@ def run_campaign(spec: CampaignSpec, seed: int, budget: int, *, stations: int, n
         k = station % len(sims)
         true = float(world.evaluate_true(point)[objective])
         value = true + (float(rngs[k].normal()) * noise_std[k] if noise_std[k] > 0 else 0.0)
-        unc = {objective: noise_std[k]} if noise_std[k] > 0 else {}
+        unc = {objective: noise_std[k]} if noise_std[k] > 0 and report_uncertainty else {}
         planner.tell(
             [Observation(parameters=point, objectives={objective: value}, uncertainties=unc)]
         )
@@ -159,6 +170,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--budget", type=int, default=35)
     parser.add_argument("--stations", type=int, default=None, help="default: the file's")
     parser.add_argument("--no-sequential", action="store_true")
+    parser.add_argument(
+        "--infer-noise",
+        action="store_true",
+        help="do not tell the stations' noise std as uncertainty (the planner infers it)",
+    )
     args = parser.parse_args(argv)
     import torch
 
@@ -170,7 +186,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         modes = [(stations, True)] + ([] if args.no_sequential else [(1, False)])
         for n_st, noisy in modes:
             t0 = time.perf_counter()
-            r = run_campaign(spec, seed, args.budget, stations=n_st, noisy=noisy)
+            r = run_campaign(
+                spec,
+                seed,
+                args.budget,
+                stations=n_st,
+                noisy=noisy,
+                report_uncertainty=not args.infer_noise,
+            )
             runs.append(r)
             print(
                 f"{time.strftime('%H:%M:%S')} seed {seed} {r.mode}: best {r.best_true:.3f} "
