@@ -10,8 +10,9 @@ the runs and writes a markdown table per problem plus best-so-far curves (PNG) i
     python -m benchmarks.planner_bench --no-run              # only re-score the cache
     python -m benchmarks.planner_bench --quick               # a smoke run (3 seeds, short)
 
-Problems (see :mod:`benchmarks.bench_problems`): ``suzuki`` (a 247-row pool from the
-``olymp`` wheel), ``branin``, ``branin-currin``, ``hartmann6``, ``hartmann6-noisy``,
+Problems (see :mod:`benchmarks.bench_problems`): the pools ``suzuki``, ``benzylation``,
+``snar``, ``colors_n9`` and ``photo_wf3`` (Olympus data sets, files of the ``olymp`` wheel),
+``branin``, ``branin-currin``, ``hartmann6``, ``hartmann6-noisy``,
 ``hartmann6-failures``; and through adapters, when the modules are present,
 ``phase-map`` (:mod:`benchmarks.active_learning`), ``sara`` (:mod:`benchmarks.sara`),
 ``speed`` (:mod:`benchmarks.planner_speed`) and ``mf`` (:mod:`benchmarks.multifidelity`).
@@ -21,7 +22,9 @@ of the campaign seed, which are exactly the ``sobol`` baseline's first points; o
 they are uniform picks of unmeasured rows drawn exactly as the pool ``random`` baseline
 draws. The report checks this for every seed (column "same design").
 
-Methods: qLogNEI and qLogNEHVI (Ament et al., NeurIPS 2023; Daulton et al., NeurIPS 2021)
+On the pools, other libraries' optimisers run beside them from the same initial rows
+(:mod:`benchmarks.bench_baselines`: BayBE's default recommender, Ax's default generation
+strategy, a plain BoTorch GP). Methods: qLogNEI and qLogNEHVI (Ament et al., NeurIPS 2023; Daulton et al., NeurIPS 2021)
 from :mod:`planners.bo`, against random search and scrambled Sobol sequences.
 """
 
