@@ -24,8 +24,9 @@ draws. The report checks this for every seed (column "same design").
 
 On the pools, other libraries' optimisers run beside them from the same initial rows
 (:mod:`benchmarks.bench_baselines`: BayBE's default recommender, Ax's default generation
-strategy, a plain BoTorch GP). Methods: qLogNEI and qLogNEHVI (Ament et al., NeurIPS 2023; Daulton et al., NeurIPS 2021)
-from :mod:`planners.bo`, against random search and scrambled Sobol sequences.
+strategy, a plain BoTorch GP). Methods: qLogNEI and qLogNEHVI (Ament et al., NeurIPS
+2023; Daulton et al., NeurIPS 2021) from :mod:`planners.bo`, against random search and
+scrambled Sobol sequences.
 """
 
 from __future__ import annotations
