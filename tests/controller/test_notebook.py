@@ -76,8 +76,8 @@ def test_ask_and_tell_are_recorded_as_a_controller_records_them(db_url: str) -> 
     c.close()
 
 
-def test_a_bad_result_names_its_row_and_column_and_nothing_is_recorded(tmp_path: Path) -> None:
-    c = Campaign(spec(), db=f"sqlite:///{tmp_path / 'c.db'}")
+def test_a_bad_result_names_its_row_and_column_and_nothing_is_recorded(db_url: str) -> None:
+    c = Campaign(spec(), db=db_url)
     todo = c.ask(2)
     first, second = (int(i) for i in todo.experiment_id)
     with pytest.raises(InvalidCampaignError) as info:
@@ -96,9 +96,9 @@ def test_a_bad_result_names_its_row_and_column_and_nothing_is_recorded(tmp_path:
 
 
 def test_imported_data_is_validated_row_by_row_and_does_not_use_up_the_budget(
-    tmp_path: Path,
+    tmp_path: Path, db_url: str
 ) -> None:
-    c = Campaign(spec(), db=f"sqlite:///{tmp_path / 'c.db'}")
+    c = Campaign(spec(), db=db_url)
     csv = tmp_path / "earlier.csv"
     csv.write_text("a,b,y,operator\n0.1,0.2,-0.5,ada\n1.7,0.2,-0.1,ada\n0.4,0.5,oops,bo\n")
     with pytest.raises(InvalidCampaignError) as info:
