@@ -25,7 +25,6 @@ refused while a controller holds the campaign's lease.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +33,13 @@ from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller import notebook_figures as figures
+from controller.notebook_tables import (
+    cell_value,
+    is_missing,
+    numeric_values,
+    read_csv,
+    table_records,
+)
 from controller.planning import build_planner
 from controller.runner import RunOptions, absolute_db_url, lab_of, validate
 from controller.runner import run as run_file
@@ -239,7 +245,7 @@ class Campaign:
             InvalidCampaignError: Naming the row and column of a bad value
                 (``rows[1].y``); nothing is recorded then.
         """
-        rows = _records(results)
+        rows = table_records(results)
         objectives = [o.name for o in self.spec.objectives]
         problems: list[tuple[str, str]] = []
         todo: list[tuple[int, dict[str, float], str | None]] = []
@@ -264,10 +270,11 @@ class Campaign:
                         )
                     )
                     continue
-                values, bad = _numbers(rec, {"experiment_id", "failed", "reason"}, objectives)
+                values, bad = numeric_values(rec, {"experiment_id", "failed", "reason"}, objectives)
                 problems += [(f"{where}.{c}", m) for c, m in bad]
-                flag = _cell(rec.get("failed"))
-                failed = (not _nan(flag) and bool(flag)) or not any(o in values for o in objectives)
+                flag = cell_value(rec.get("failed"))
+                told = any(o in values for o in objectives)
+                failed = (not is_missing(flag) and bool(flag)) or not told
                 reason = rec.get("reason") if isinstance(rec.get("reason"), str) else None
                 why = (reason or "reported failed by hand") if failed else None
                 todo.append((exp.id, {} if failed else values, why))
@@ -302,9 +309,11 @@ class Campaign:
         """
         import pandas as pd
 
-        frame = self._read_table(table) if isinstance(table, (str, Path)) else table
+        numeric = [p.name for p in self.spec.space.parameters if p.type in _NUMBER_TYPES]
+        numeric += [o.name for o in self.spec.objectives]
+        frame = read_csv(table, numeric) if isinstance(table, (str, Path)) else table
         if not isinstance(frame, pd.DataFrame):
-            frame = pd.DataFrame(_records(frame))
+            frame = pd.DataFrame(table_records(frame))
         source = str(table) if isinstance(table, (str, Path)) else "table"
         first_line = 2 if isinstance(table, (str, Path)) else 0
         space = self.spec.space
@@ -318,19 +327,19 @@ class Campaign:
             )
         problems: list[tuple[str, str]] = []
         todo: list[tuple[dict[str, Any], dict[str, float]]] = []
-        for i, rec in enumerate(_records(frame)):
+        for i, rec in enumerate(table_records(frame)):
             where = f"rows[{i}]"
             line = f"line {i + first_line}: " if first_line else ""
             point: dict[str, Any] = {}
             for name in space.names:
                 try:
-                    point.update(space.subset([name]).validate_point({name: _cell(rec[name])}))
+                    point.update(space.subset([name]).validate_point({name: cell_value(rec[name])}))
                 except ParameterLimitError as exc:
                     problems.append((f"{where}.{name}", f"{line}{exc}"))
             if len(point) == len(space.names):
                 for why in space.constraint_violations(point):
                     problems.append((where, f"{line}{why}"))
-            values, bad = _numbers(rec, set(space.names), objectives)
+            values, bad = numeric_values(rec, set(space.names), objectives)
             problems += [(f"{where}.{c}", f"{line}{m}") for c, m in bad]
             if not bad and not any(o in values for o in objectives):
                 problems.append((f"{where}.{objectives[0]}", f"{line}no objective value"))
@@ -357,43 +366,6 @@ class Campaign:
                 self._record(s, exp, values, None, "import")
                 ids.append(exp.id)
         return ids
-
-    def _read_table(self, path: str | Path) -> pd.DataFrame:
-        """A CSV file as a DataFrame; a units row under the header is refused by name.
-
-        Raises:
-            InvalidCampaignError: If the file cannot be read, or its line 2 holds text
-                (``degC``) in number columns whose other rows hold numbers.
-        """
-        import pandas as pd
-
-        try:
-            frame = pd.read_csv(path)
-        except (OSError, ValueError) as exc:
-            raise InvalidCampaignError(str(path), [("file", f"cannot read: {exc}")]) from exc
-        numeric = [p.name for p in self.spec.space.parameters if p.type in _NUMBER_TYPES]
-        numeric += [o.name for o in self.spec.objectives]
-        units = []
-        for name in numeric:
-            if name not in frame.columns or len(frame) < 2 or frame[name].dtype != object:
-                continue
-            head = pd.to_numeric(frame[name].iloc[:1], errors="coerce")
-            rest = pd.to_numeric(frame[name].iloc[1:], errors="coerce")
-            if head.isna().all() and rest.notna().all():
-                units.append(f"{name}: {frame[name].iloc[0]!r}")
-        if units:
-            raise InvalidCampaignError(
-                str(path),
-                [
-                    (
-                        "rows[0]",
-                        f"line 2 looks like a row of units ({', '.join(units)}), not a "
-                        "measurement: delete it and put units in the column names "
-                        "(e.g. temperature_c)",
-                    )
-                ],
-            )
-        return frame
 
     def _record(
         self,
@@ -562,49 +534,3 @@ class Campaign:
     def close(self) -> None:
         """Close the database engine."""
         self._engine.dispose()
-
-
-def _records(table: Any) -> list[dict[str, Any]]:
-    if hasattr(table, "to_dict"):
-        return [dict(r) for r in table.to_dict(orient="records")]
-    if isinstance(table, Mapping):
-        return [dict(table)]
-    return [dict(r) for r in table]
-
-
-def _nan(v: object) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
-
-
-def _cell(v: object) -> object:
-    """A table cell as a parameter value (numpy scalars become Python numbers)."""
-    if hasattr(v, "item"):
-        v = v.item()
-    return v
-
-
-def _numbers(
-    rec: Mapping[str, Any], exclude: set[str], required: Iterable[str]
-) -> tuple[dict[str, float], list[tuple[str, str]]]:
-    """The numeric values of ``rec`` (missing ones skipped), and the ``required`` columns
-    (the objectives) that hold something else; other text columns (notes) are ignored."""
-    must = set(required)
-    values: dict[str, float] = {}
-    bad: list[tuple[str, str]] = []
-    for key, v in rec.items():
-        if key in exclude or _nan(_cell(v)):
-            continue
-        v = _cell(v)
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            try:
-                v = float(str(v))
-            except ValueError:
-                if key in must:
-                    bad.append((str(key), f"{v!r} is not a number"))
-                continue
-        if not math.isfinite(float(v)):
-            if key in must:
-                bad.append((str(key), f"{v!r} is not a finite number"))
-            continue
-        values[str(key)] = float(v)
-    return values, bad
