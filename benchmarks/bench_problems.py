@@ -17,10 +17,12 @@ defined even where the random runs themselves stop before reaching it.
 Problems:
     Hartmann6, Branin, Branin-Currin: Dixon and Szegö (1978), Belakaria et al. (2019), as
     BoTorch implements them (negated, larger is better), via :mod:`sim.worlds`.
-    Suzuki coupling: the 247 measured reactions of Olympus' ``dataset_suzuki``
-    (Häse et al., "Olympus: a benchmarking framework for noisy optimization and experiment
-    planning", Mach. Learn.: Sci. Technol. 2, 035021, 2021), used as a finite pool through
-    :class:`sim.table.TableWorld`.
+    Suzuki coupling, N-benzylation, SnAr, colour mixing (N9), photostable blends (WF3):
+    the measured data sets Olympus ships (``dataset_suzuki``, ``dataset_benzylation``,
+    ``dataset_snar``, ``dataset_colors_n9``, ``dataset_photo_wf3``; Häse et al.,
+    "Olympus: a benchmarking framework for noisy optimization and experiment planning",
+    Mach. Learn.: Sci. Technol. 2, 035021, 2021), each used as a finite pool through
+    :class:`sim.table.TableWorld` (see :data:`OLYMPUS_POOLS`).
 """
 
 from __future__ import annotations
@@ -40,17 +42,21 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.constraints import MixtureConstraint
 from models.objectives import Objective
 from models.params import ContinuousParameter, ParamValue, SearchSpace
 from models.records import Decision, Proposal
 from planners.base import Planner
-from planners.candidates import CandidateSet
+from planners.candidates import CandidateSet, read_pool
 from planners.encoding import SpaceEncoder
 from planners.random import sobol_unit
 from sim.table import TableWorld
 from sim.worlds import BoTorchWorld, BraninCurrinWorld, get_world
 
 logger = logging.getLogger(__name__)
+
+EXTERNAL_BASELINES = ("botorch", "baybe", "ax")
+"""Other libraries' optimisers run on every pool (:mod:`benchmarks.bench_baselines`)."""
 
 GAP_FRACTION = 0.95
 """Fraction of the median-to-optimum gap a run must close to count as "at 95 %"."""
@@ -208,8 +214,51 @@ def hartmann_fails(point: Mapping[str, ParamValue]) -> bool:
     return float(point["x1"]) + float(point["x2"]) > 1.0
 
 
-def suzuki_csv() -> Path:
-    """The Suzuki data set inside the installed ``olymp`` wheel, found without importing it.
+OLYMPUS_POOLS: dict[str, dict[str, Any]] = {
+    "suzuki": {
+        "dataset": "suzuki",
+        "budget": 30,
+        "what": "Suzuki coupling, {n} measured reactions (Olympus) as a finite pool; "
+        "4 conditions (temperature, Pd loading, ArB(pin) and K3PO4 equivalents), yield %",
+        "unit": "%",
+    },
+    "benzylation": {
+        "dataset": "benzylation",
+        "budget": 20,
+        "what": "N-benzylation in flow, {n} conditions (Olympus); flow rate, ratio, solvent, "
+        "temperature; impurity % minimised (scored as its negative)",
+        "unit": "%",
+    },
+    "snar": {
+        "dataset": "snar",
+        "budget": 20,
+        "what": "SnAr reaction in flow, {n} conditions (Olympus); residence time, ratio, "
+        "concentration, temperature; impurity minimised (scored as its negative)",
+    },
+    "colors_n9": {
+        "dataset": "colors_n9",
+        "budget": 25,
+        "what": "colour mixing (N9 robot), {n} red/green/blue mixtures (Olympus); "
+        "difference to green minimised (scored as its negative)",
+    },
+    "photo_wf3": {
+        "dataset": "photo_wf3",
+        "budget": 40,
+        "what": "photostability of 4-material blends (mixture: fractions sum to 1), {n} "
+        "distinct blends of {rows} rows (Olympus; replicates averaged); degradation minimised "
+        "(scored as its negative)",
+        "mixture": True,
+    },
+}
+"""The Olympus data sets used as pools (Häse et al. 2021), by problem name: each is the
+wheel's ``datasets/dataset_<name>/data.csv`` (no header; the parameters, then the one
+measurement) with its ``config.json`` (names, bounds, goal)."""
+
+SUZUKI_COLUMNS = ("temperature", "pd_mol", "arbpin", "k3po4")
+
+
+def olympus_csv(dataset: str) -> Path:
+    """An Olympus data set inside the installed ``olymp`` wheel, found without importing it.
 
     Raises:
         ProblemUnavailableError: If the ``olympus`` package (pip ``olymp``) is not installed.
@@ -217,50 +266,72 @@ def suzuki_csv() -> Path:
     spec = importlib.util.find_spec("olympus")
     if spec is None or not spec.submodule_search_locations:
         raise ProblemUnavailableError(
-            "the Suzuki pool needs the olymp package: pip install --no-deps olymp "
+            f"the {dataset} pool needs the olymp package: pip install --no-deps olymp "
             "(or make bench-planners)"
         )
     for root in spec.submodule_search_locations:
-        path = Path(root) / "datasets" / "dataset_suzuki" / "data.csv"
+        path = Path(root) / "datasets" / f"dataset_{dataset}" / "data.csv"
         if path.is_file():
             return path
-    raise ProblemUnavailableError("olympus is installed but has no datasets/dataset_suzuki")
+    raise ProblemUnavailableError(f"olympus is installed but has no datasets/dataset_{dataset}")
 
 
-def suzuki(workdir: Path) -> Problem:
-    """The Suzuki pool problem; writes the pool CSV (with a header) into ``workdir``."""
-    source = suzuki_csv()
+def suzuki_csv() -> Path:
+    """The Suzuki data set of the ``olymp`` wheel (see :func:`olympus_csv`)."""
+    return olympus_csv("suzuki")
+
+
+def olympus_pool(name: str, workdir: Path) -> Problem:
+    """An Olympus pool problem; writes the pool CSV (with a header) into ``workdir``.
+
+    The pool is read back as a campaign reads it (:func:`planners.candidates.read_pool`:
+    bounds and constraints checked, replicate rows one candidate) and its truth is a
+    :class:`sim.table.TableWorld` in pool mode (replicates answer their mean). A minimised
+    measurement is written negated (``neg_<name>``), since every score here is "larger is
+    better".
+    """
+    info = OLYMPUS_POOLS[name]
+    source = olympus_csv(info["dataset"])
     config = json.loads((source.parent / "config.json").read_text())
     rows = np.loadtxt(source, delimiter=",", ndmin=2)
-    names = [p["name"] for p in config["parameters"]]
-    if tuple(names) != SUZUKI_COLUMNS or rows.shape[1] != len(names) + 1:
-        raise ProblemUnavailableError(f"unexpected Suzuki data layout: {names}, {rows.shape}")
+    names = [str(p["name"]) for p in config["parameters"]]
+    if rows.shape[1] != len(names) + 1 or len(config["measurements"]) != 1:
+        raise ProblemUnavailableError(f"unexpected {name} data layout: {names}, {rows.shape}")
+    measured = str(config["measurements"][0]["name"])
+    goal = config["measurements"][0].get("goal") or config.get("default_goal", "maximize")
+    sign = -1.0 if goal == "minimize" else 1.0
+    output = f"neg_{measured}" if sign < 0 else measured
     workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / "suzuki_pool.csv"
+    path = workdir / f"{name}_pool.csv"
     with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow([*names, "yield"])
-        writer.writerows([[repr(float(v)) for v in r] for r in rows])
+        writer.writerow([*names, output])
+        writer.writerows(
+            [[*map(repr, map(float, r[:-1])), repr(sign * float(r[-1]))] for r in rows]
+        )
     space = SearchSpace(
         parameters=[
-            ContinuousParameter(name=p["name"], lower=float(p["low"]), upper=float(p["high"]))
+            ContinuousParameter(
+                name=str(p["name"]),
+                lower=float(p.get("low", p.get("lower"))),
+                upper=float(p.get("high", p.get("upper"))),
+            )
             for p in config["parameters"]
-        ]
+        ],
+        constraints=[MixtureConstraint(parameters=names)] if info.get("mixture") else [],
     )
-    world = TableWorld(path=str(path), parameters=names, outputs=["yield"], mode="pool")
-    pool = [space.validate_point(dict(zip(names, map(float, r[:-1]), strict=True))) for r in rows]
-    y = rows[:, -1]
+    pool = read_pool(path, space)
+    world = TableWorld(path=str(path), parameters=names, outputs=[output], mode="pool")
+    unit = {"unit": info["unit"]} if "unit" in info else {}
+    y = world.y[:, 0]  # one value per distinct condition (replicates averaged)
     optimum, median = float(y.max()), float(np.median(y))
     thr = median + GAP_FRACTION * (optimum - median)
     return Problem(
-        name="suzuki",
-        description=(
-            f"Suzuki coupling, {len(pool)} measured reactions (Olympus) as a finite pool; "
-            "4 conditions (temperature, Pd loading, ArB(pin) and K3PO4 equivalents), yield %"
-        ),
+        name=name,
+        description=str(info["what"]).format(n=len(pool), rows=len(rows)),
         space=space,
-        objectives=[Objective(name="yield", direction="maximize", unit="%")],
-        budget=30,
+        objectives=[Objective(name=output, direction="maximize", **unit)],
+        budget=int(info["budget"]),
         truth=world.evaluate_true,
         optimum=optimum,
         median=median,
@@ -269,8 +340,19 @@ def suzuki(workdir: Path) -> Problem:
         pool_path=str(path),
         baseline_budget=len(pool),
         bo_options={"pool": str(path), "initial_points": 4},
-        planners=("random", "sobol", "qlognei", "qlognei-q4"),
+        planners=(
+            "random",
+            "sobol",
+            "qlognei",
+            *(("qlognei-q4",) if name == "suzuki" else ()),
+            *EXTERNAL_BASELINES,
+        ),
     )
+
+
+def suzuki(workdir: Path) -> Problem:
+    """The Suzuki pool problem; writes the pool CSV (with a header) into ``workdir``."""
+    return olympus_pool("suzuki", workdir)
 
 
 def branin_currin() -> Problem:
@@ -302,8 +384,8 @@ def build(name: str, workdir: Path) -> Problem:
         KeyError: If there is no such problem.
         ProblemUnavailableError: If the problem needs something that is not installed.
     """
-    if name == "suzuki":
-        return suzuki(workdir)
+    if name in OLYMPUS_POOLS:
+        return olympus_pool(name, workdir)
     if name == "branin-currin":
         return branin_currin()
     if name == "branin":
@@ -338,6 +420,10 @@ def build(name: str, workdir: Path) -> Problem:
 
 PROBLEMS = (
     "suzuki",
+    "benzylation",
+    "snar",
+    "colors_n9",
+    "photo_wf3",
     "branin",
     "branin-currin",
     "hartmann6",

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.bench_baselines import BASELINES, make_baseline
 from benchmarks.bench_problems import PoolRandom, PoolSobol, Problem
 from models.records import Observation
 from planners.base import Planner, make_planner
@@ -63,6 +64,10 @@ SPECS = {
         PlannerSpec("qlognei", "qlognei"),
         PlannerSpec("qlognei-q4", "qlognei", q=4),
         PlannerSpec("qlognehvi", "qlognehvi"),
+        # other libraries' defaults (benchmarks/bench_baselines.py), same initial design
+        PlannerSpec("baybe", "baybe"),
+        PlannerSpec("ax", "ax"),
+        PlannerSpec("botorch", "botorch"),
     )
 }
 """Every planner the benchmark knows, by the key used on the command line."""
@@ -70,6 +75,15 @@ SPECS = {
 
 def build_planner(problem: Problem, spec: PlannerSpec, seed: int) -> Planner:
     """The planner of ``spec`` for ``problem`` (pool baselines on pool problems)."""
+    if spec.planner in BASELINES:
+        return make_baseline(
+            spec.planner,
+            problem.space,
+            problem.objectives,
+            seed=seed,
+            pool=problem.pool,
+            initial_points=problem.bo_options.get("initial_points"),
+        )
     if problem.pool is not None and not spec.bayesian:
         cls = PoolRandom if spec.planner == "random" else PoolSobol
         return cls(problem.space, problem.objectives, seed=seed, pool=problem.pool)

@@ -10,8 +10,9 @@ the runs and writes a markdown table per problem plus best-so-far curves (PNG) i
     python -m benchmarks.planner_bench --no-run              # only re-score the cache
     python -m benchmarks.planner_bench --quick               # a smoke run (3 seeds, short)
 
-Problems (see :mod:`benchmarks.bench_problems`): ``suzuki`` (a 247-row pool from the
-``olymp`` wheel), ``branin``, ``branin-currin``, ``hartmann6``, ``hartmann6-noisy``,
+Problems (see :mod:`benchmarks.bench_problems`): the pools ``suzuki``, ``benzylation``,
+``snar``, ``colors_n9`` and ``photo_wf3`` (Olympus data sets, files of the ``olymp`` wheel),
+``branin``, ``branin-currin``, ``hartmann6``, ``hartmann6-noisy``,
 ``hartmann6-failures``; and through adapters, when the modules are present,
 ``phase-map`` (:mod:`benchmarks.active_learning`), ``sara`` (:mod:`benchmarks.sara`),
 ``speed`` (:mod:`benchmarks.planner_speed`) and ``mf`` (:mod:`benchmarks.multifidelity`).
@@ -21,8 +22,11 @@ of the campaign seed, which are exactly the ``sobol`` baseline's first points; o
 they are uniform picks of unmeasured rows drawn exactly as the pool ``random`` baseline
 draws. The report checks this for every seed (column "same design").
 
-Methods: qLogNEI and qLogNEHVI (Ament et al., NeurIPS 2023; Daulton et al., NeurIPS 2021)
-from :mod:`planners.bo`, against random search and scrambled Sobol sequences.
+On the pools, other libraries' optimisers run beside them from the same initial rows
+(:mod:`benchmarks.bench_baselines`: BayBE's default recommender, Ax's default generation
+strategy, a plain BoTorch GP). Methods: qLogNEI and qLogNEHVI (Ament et al., NeurIPS
+2023; Daulton et al., NeurIPS 2021) from :mod:`planners.bo`, against random search and
+scrambled Sobol sequences.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ if __package__ in (None, ""):  # run as a script: put the repository root first
 import torch
 
 from benchmarks import bench_hooks, bench_report
+from benchmarks.bench_baselines import missing_library
 from benchmarks.bench_problems import PROBLEMS, Problem, ProblemUnavailableError, build
 from benchmarks.bench_runs import REPO, SPECS, cache_path, load_cached, run_cached
 
@@ -131,6 +136,12 @@ def run(
                 if planners is not None and key not in planners:
                     continue
                 spec = SPECS[key]
+                missing = missing_library(spec.planner)
+                if missing is not None:
+                    if key not in out["unavailable"]:
+                        print(f"skipping {key}: {missing}", file=sys.stderr)
+                        out["unavailable"][key] = missing
+                    continue
                 if execute:
                     t0 = time.perf_counter()
                     rec, cached = run_cached(results, p, spec, seed)

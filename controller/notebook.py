@@ -25,17 +25,25 @@ refused while a controller holds the campaign's lease.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from controller import notebook_figures as figures
+from controller.notebook_tables import (
+    cell_value,
+    is_missing,
+    numeric_values,
+    read_csv,
+    table_records,
+)
 from controller.planning import build_planner
 from controller.runner import RunOptions, absolute_db_url, lab_of, validate
 from controller.runner import run as run_file
+from controller.simproc import default_journal_dir
 from controller.store import (
     add_decision,
     add_event,
@@ -59,7 +67,7 @@ from controller.store import (
 from controller.store.lease import lease_is_live, lease_of
 from controller.store.queries import related_observations
 from models.campaign import CampaignSpec
-from models.campaign_file import parse_spec
+from models.campaign_file import campaign_toml, parse_spec
 from models.errors import CampaignStateError, InvalidCampaignError, ParameterLimitError
 from models.records import Measurement
 from models.status import CampaignStatus, ExperimentStatus, StepStatus
@@ -73,6 +81,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["Campaign"]
 
 _OPEN = (ExperimentStatus.QUEUED, ExperimentStatus.RUNNING)
+_NUMBER_TYPES = ("continuous", "integer")
 
 
 class Campaign:
@@ -140,10 +149,13 @@ class Campaign:
         """Open a campaign already in the store (one a controller may be running).
 
         Raises:
-            CampaignStateError: If there is no campaign of that name.
+            CampaignStateError: If there is no campaign of that name (yet: a controller
+                that is starting may not have created it).
         """
         engine = make_engine(absolute_db_url(db))
         try:
+            if not inspect(engine).has_table(CampaignRow.__tablename__):
+                raise CampaignStateError(f"no campaign {name!r} in {db}: it has no sdlab tables")
             with transaction(session_factory(engine)) as s:
                 row = get_campaign(s, name)
                 if row is None:
@@ -233,7 +245,7 @@ class Campaign:
             InvalidCampaignError: Naming the row and column of a bad value
                 (``rows[1].y``); nothing is recorded then.
         """
-        rows = _records(results)
+        rows = table_records(results)
         objectives = [o.name for o in self.spec.objectives]
         problems: list[tuple[str, str]] = []
         todo: list[tuple[int, dict[str, float], str | None]] = []
@@ -258,10 +270,11 @@ class Campaign:
                         )
                     )
                     continue
-                values, bad = _numbers(rec, {"experiment_id", "failed", "reason"}, objectives)
+                values, bad = numeric_values(rec, {"experiment_id", "failed", "reason"}, objectives)
                 problems += [(f"{where}.{c}", m) for c, m in bad]
-                flag = _cell(rec.get("failed"))
-                failed = (not _nan(flag) and bool(flag)) or not any(o in values for o in objectives)
+                flag = cell_value(rec.get("failed"))
+                told = any(o in values for o in objectives)
+                failed = (not is_missing(flag) and bool(flag)) or not told
                 reason = rec.get("reason") if isinstance(rec.get("reason"), str) else None
                 why = (reason or "reported failed by hand") if failed else None
                 todo.append((exp.id, {} if failed else values, why))
@@ -274,13 +287,17 @@ class Campaign:
                 self._record(s, exp, values, reason, "tell")
         return [t[0] for t in todo]
 
-    def add_data(self, table: str | Path | pd.DataFrame) -> list[int]:
-        """Bring in earlier or out-of-design measurements (a CSV file or a DataFrame).
+    def add_data(self, table: str | Path | pd.DataFrame | Iterable[Mapping[str, Any]]) -> list[int]:
+        """Bring in earlier or out-of-design measurements (a CSV file, a DataFrame or rows
+        as dicts).
 
         Each row needs a column for every parameter and at least one objective; other
         numeric columns become measurements. Rows are validated against the search space
         (bounds and constraints) before anything is written. The campaign's budget is raised
-        by the number of rows, so imported experiments do not use it up.
+        by the number of rows, so imported experiments do not use it up. Repeated rows
+        (replicates: the same conditions measured again) are kept, one experiment each, so
+        the planner's model sees their spread as measurement noise. A CSV file's units row
+        under its header is refused saying so (units belong in the column names).
 
         Returns:
             The new experiments' ids.
@@ -292,7 +309,11 @@ class Campaign:
         """
         import pandas as pd
 
-        frame = pd.read_csv(table) if isinstance(table, (str, Path)) else table
+        numeric = [p.name for p in self.spec.space.parameters if p.type in _NUMBER_TYPES]
+        numeric += [o.name for o in self.spec.objectives]
+        frame = read_csv(table, numeric) if isinstance(table, (str, Path)) else table
+        if not isinstance(frame, pd.DataFrame):
+            frame = pd.DataFrame(table_records(frame))
         source = str(table) if isinstance(table, (str, Path)) else "table"
         first_line = 2 if isinstance(table, (str, Path)) else 0
         space = self.spec.space
@@ -306,19 +327,19 @@ class Campaign:
             )
         problems: list[tuple[str, str]] = []
         todo: list[tuple[dict[str, Any], dict[str, float]]] = []
-        for i, rec in enumerate(_records(frame)):
+        for i, rec in enumerate(table_records(frame)):
             where = f"rows[{i}]"
             line = f"line {i + first_line}: " if first_line else ""
             point: dict[str, Any] = {}
             for name in space.names:
                 try:
-                    point.update(space.subset([name]).validate_point({name: _cell(rec[name])}))
+                    point.update(space.subset([name]).validate_point({name: cell_value(rec[name])}))
                 except ParameterLimitError as exc:
                     problems.append((f"{where}.{name}", f"{line}{exc}"))
             if len(point) == len(space.names):
                 for why in space.constraint_violations(point):
                     problems.append((where, f"{line}{why}"))
-            values, bad = _numbers(rec, set(space.names), objectives)
+            values, bad = numeric_values(rec, set(space.names), objectives)
             problems += [(f"{where}.{c}", f"{line}{m}") for c, m in bad]
             if not bad and not any(o in values for o in objectives):
                 problems.append((f"{where}.{objectives[0]}", f"{line}no objective value"))
@@ -392,25 +413,70 @@ class Campaign:
 
     # ------------------------------------------------------------------ the loop
 
-    def run(self, *, budget: int | None = None, progress: bool = True) -> pd.DataFrame:
+    def run(
+        self,
+        *,
+        budget: int | None = None,
+        progress: bool = True,
+        ray_address: str | None = None,
+    ) -> pd.DataFrame:
         """Run the campaign unattended, as ``sdlab run`` does (same progress and summary).
+
+        A campaign made in Python is first written as a campaign file (the instrument
+        servers sdlab starts read their settings from one): ``<name>.toml`` beside the
+        servers' journals (for a SQLite store ``.<db file>.sim/`` next to it, else
+        ``.sdlab/sim/`` in the working directory). Relative paths in the spec (pool and
+        table files) are read from the working directory, as ``sdlab run`` reads them.
+
+        Args:
+            budget: Run to this many experiments (default: the campaign's budget as the
+                store holds it, imported rows included).
+            progress: Show the progress bar.
+            ray_address: Join this Ray cluster instead of starting a local instance.
 
         Returns:
             :meth:`results` afterwards.
 
         Raises:
-            CampaignStateError: If the campaign did not come from a file: its instrument
-                servers and controller read the file (use :meth:`from_file`).
+            CampaignStateError: If a controller is running the campaign already.
+            InvalidCampaignError: If the spec cannot be run (as ``sdlab run`` reports it).
         """
-        if self.source is None:
-            raise CampaignStateError(
-                "run() starts instrument servers that read the campaign file: open the "
-                "campaign with Campaign.from_file(path)"
-            )
-        code = run_file(self.source, RunOptions(db_url=self.db, budget=budget, progress=progress))
+        with transaction(self._sessions) as s:
+            self._writable(s)
+            stored_budget = s.get_one(CampaignRow, self.id).max_experiments
+        path = self.source if self.source is not None else self.write_file()
+        opts = RunOptions(
+            db_url=self.db,
+            budget=budget if budget is not None else stored_budget,
+            progress=progress,
+            ray_address=ray_address,
+        )
+        code = run_file(path, opts)
         if code != 0:
             logger.warning("campaign %s: the run ended with exit code %d", self.name, code)
         return self.results()
+
+    def write_file(self, path: str | Path | None = None) -> Path:
+        """Write the campaign as a campaign file (``sdlab run`` and :meth:`run` read it).
+
+        Args:
+            path: Where (default: see :meth:`run`).
+
+        Returns:
+            The file written.
+        """
+        target = (
+            Path(path)
+            if path is not None
+            else default_journal_dir(self.db, self.name).parent / f"{self.name}.toml"
+        )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(
+            "# written by sdlab's Python API (controller.notebook.Campaign.write_file)\n"
+            + campaign_toml(self.spec),
+            encoding="utf-8",
+        )
+        return target
 
     # ------------------------------------------------------------------ results
 
@@ -449,49 +515,12 @@ class Campaign:
 
     def best_so_far_figure(self) -> Any:
         """A plotly figure of the first objective's best value after each experiment."""
-        import plotly.graph_objects as go
-
-        obj = next(o for o in self.spec.objectives if not o.is_constraint)
-        frame = self.results()
-        xs, ys, best = [], [], None
-        for k, (_, r) in enumerate(frame.iterrows(), start=1):
-            v = r.get(f"obj.{obj.name}")
-            done = r["status"] == "COMPLETED" and not _nan(v)
-            if done and (best is None or obj.utility(float(v)) > obj.utility(best)):
-                best = float(v)
-            if best is not None:
-                xs.append(k)
-                ys.append(best)
-        fig = go.Figure(go.Scatter(x=xs, y=ys, mode="lines+markers", name=f"best {obj.name}"))
-        fig.update_layout(
-            title=f"{self.name}: best {obj.name} so far",
-            xaxis_title="experiments",
-            yaxis_title=obj.name,
-        )
-        return fig
+        return figures.best_so_far(self.spec, self.name, self.results())
 
     def parameter_figure(self) -> Any:
         """A plotly parallel-coordinates figure of the completed experiments' parameters,
         coloured by the first objective (numeric parameters only)."""
-        import plotly.graph_objects as go
-
-        obj = next(o for o in self.spec.objectives if not o.is_constraint)
-        frame = self.results()
-        done = frame[frame["status"] == "COMPLETED"] if not frame.empty else frame
-        dims = []
-        for name in self.spec.space.names:
-            col = done.get(f"param.{name}")
-            if col is not None and all(isinstance(v, (int, float)) for v in col):
-                dims.append({"label": name, "values": list(col)})
-        values = list(done[f"obj.{obj.name}"]) if not done.empty else []
-        fig = go.Figure(
-            go.Parcoords(
-                dimensions=dims,
-                line={"color": values, "colorscale": "Viridis", "showscale": True},
-            )
-        )
-        fig.update_layout(title=f"{self.name}: parameters, coloured by {obj.name}")
-        return fig
+        return figures.parameters(self.spec, self.name, self.results())
 
     def pareto_figure(self) -> Any:
         """A plotly scatter of the first two objectives of completed experiments, the
@@ -500,90 +529,8 @@ class Campaign:
         Raises:
             CampaignStateError: If the campaign has fewer than two objectives.
         """
-        import plotly.graph_objects as go
-
-        objs = [o for o in self.spec.objectives if not o.is_constraint][:2]
-        if len(objs) < 2:
-            raise CampaignStateError("a Pareto front needs two objectives")
-        frame = self.results()
-        done = frame[frame["status"] == "COMPLETED"] if not frame.empty else frame
-        pts = [
-            (float(a), float(b))
-            for a, b in zip(
-                done.get(f"obj.{objs[0].name}", []),
-                done.get(f"obj.{objs[1].name}", []),
-                strict=True,
-            )
-            if not _nan(a) and not _nan(b)
-        ]
-        u = [(objs[0].utility(a), objs[1].utility(b)) for a, b in pts]
-        front = [
-            p
-            for p, (ua, ub) in zip(pts, u, strict=True)
-            if not any(va >= ua and vb >= ub and (va, vb) != (ua, ub) for va, vb in u)
-        ]
-        fig = go.Figure(
-            [
-                go.Scatter(
-                    x=[p[0] for p in pts], y=[p[1] for p in pts], mode="markers", name="measured"
-                ),
-                go.Scatter(
-                    x=[p[0] for p in sorted(front)],
-                    y=[p[1] for p in sorted(front)],
-                    mode="lines+markers",
-                    name="Pareto front",
-                ),
-            ]
-        )
-        fig.update_layout(xaxis_title=objs[0].name, yaxis_title=objs[1].name)
-        return fig
+        return figures.pareto(self.spec, self.results())
 
     def close(self) -> None:
         """Close the database engine."""
         self._engine.dispose()
-
-
-def _records(table: Any) -> list[dict[str, Any]]:
-    if hasattr(table, "to_dict"):
-        return [dict(r) for r in table.to_dict(orient="records")]
-    if isinstance(table, Mapping):
-        return [dict(table)]
-    return [dict(r) for r in table]
-
-
-def _nan(v: object) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
-
-
-def _cell(v: object) -> object:
-    """A table cell as a parameter value (numpy scalars become Python numbers)."""
-    if hasattr(v, "item"):
-        v = v.item()
-    return v
-
-
-def _numbers(
-    rec: Mapping[str, Any], exclude: set[str], required: Iterable[str]
-) -> tuple[dict[str, float], list[tuple[str, str]]]:
-    """The numeric values of ``rec`` (missing ones skipped), and the ``required`` columns
-    (the objectives) that hold something else; other text columns (notes) are ignored."""
-    must = set(required)
-    values: dict[str, float] = {}
-    bad: list[tuple[str, str]] = []
-    for key, v in rec.items():
-        if key in exclude or _nan(_cell(v)):
-            continue
-        v = _cell(v)
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            try:
-                v = float(str(v))
-            except ValueError:
-                if key in must:
-                    bad.append((str(key), f"{v!r} is not a number"))
-                continue
-        if not math.isfinite(float(v)):
-            if key in must:
-                bad.append((str(key), f"{v!r} is not a finite number"))
-            continue
-        values[str(key)] = float(v)
-    return values, bad

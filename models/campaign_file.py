@@ -2,9 +2,10 @@
 
 :func:`load_campaign` reads a campaign file into a :class:`~models.campaign.CampaignSpec`;
 :func:`load_simulation` reads the ``[[instruments]]`` of a file for ``sdlab instruments
-serve``. Neither raises anything but :class:`~models.errors.InvalidCampaignError`, whose
-``problems`` (:class:`~models.errors.Problem`) name the key path of every problem found, as
-the file's author wrote it: pydantic's locations lose the union tags it adds, and the cross
+serve``; :func:`campaign_toml` writes a spec made in Python as a campaign file. The readers
+raise nothing but :class:`~models.errors.InvalidCampaignError`, whose ``problems``
+(:class:`~models.errors.Problem`) name the key path of every problem found, as the file's
+author wrote it: pydantic's locations lose the union tags it adds, and the cross
 checks of :class:`~models.campaign.CampaignSpec` arrive as the problems they raised.
 """
 
@@ -23,7 +24,7 @@ from models.errors import InvalidCampaignError, KeyPath, Problem
 if TYPE_CHECKING:
     from models.lab import LabSpec
 
-__all__ = ["load_campaign", "load_simulation", "parse_spec", "read_toml"]
+__all__ = ["campaign_toml", "load_campaign", "load_simulation", "parse_spec", "read_toml"]
 
 _FRIENDLY = {
     "missing": "required key is missing",
@@ -182,6 +183,43 @@ def load_campaign(path: str | Path, lab: LabSpec | None = None) -> CampaignSpec:
     base = Path(path).resolve().parent
     data = resolve_campaign_data(_anchor_key_paths(read_toml(path), base), lab, str(path))
     return parse_spec(data, CampaignSpec, str(path))
+
+
+def campaign_toml(spec: CampaignSpec, base: Path | None = None) -> str:
+    """``spec`` as the text of a campaign file that :func:`load_campaign` reads back as the
+    same campaign (the same :meth:`~models.campaign.CampaignSpec.spec_hash` and budget).
+
+    Only what the spec's author set is written (defaults stay defaults), under the keys a
+    file uses. Relative CURVE key paths are made absolute against ``base`` (default: the
+    working directory), since a campaign file's are read relative to the file.
+
+    Raises:
+        InvalidCampaignError: If the spec holds something a campaign file cannot say.
+    """
+    import tomli_w
+
+    root = (base or Path.cwd()).resolve()
+    tries = (
+        spec.model_dump(mode="json", by_alias=True, exclude_unset=True, exclude_none=True),
+        spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+    )
+    for data in tries:
+        text = tomli_w.dumps(_anchor_key_paths(data, root))
+        try:
+            again = parse_spec(tomllib.loads(text), CampaignSpec, "<written>")
+        except InvalidCampaignError:
+            continue
+        same_budget = again.budget.model_dump() == spec.budget.model_dump()
+        if again.spec_hash() == spec.spec_hash() and same_budget:
+            return text
+    raise InvalidCampaignError(
+        spec.campaign.name,
+        [
+            Problem(
+                (), "this campaign cannot be written as a campaign file that reads back the same"
+            )
+        ],
+    )
 
 
 def load_simulation(path: str | Path) -> SimulationFile:

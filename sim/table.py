@@ -99,6 +99,20 @@ class TableWorld(World):
             missing = [n for n in names if n not in rows[0]]
             if missing:
                 raise _problem(key, f"no column {missing} in {path}")
+        units = [
+            f"{n}: {(rows[0][n] or '').strip()!r}"
+            for n in (*parameters, *outputs)
+            if (rows[0][n] or "").strip()
+            and _float(rows[0][n]) is None
+            and len(rows) > 1
+            and all(_float(r[n]) is not None for r in rows[1:])
+        ]
+        if units:
+            raise _problem(
+                "path",
+                f"{path}: row 2 looks like a row of units ({', '.join(units)}), not a "
+                "measurement: delete it and put units in the column names (e.g. temperature_c)",
+            )
         self.mode = mode
         self.path = str(path)
         self._inputs = list(parameters)
@@ -118,8 +132,14 @@ class TableWorld(World):
         y = np.empty((len(rows), len(outputs)), dtype=np.float64)
         for j, name in enumerate(outputs):
             values = [_float(r[name]) for r in rows]
-            if any(v is None for v in values):
-                raise _problem("outputs", f"column {name!r} must hold numbers in every row")
+            bad = [i for i, v in enumerate(values) if v is None]
+            if bad:
+                raise _problem(
+                    "outputs",
+                    f"column {name!r} must hold numbers in every row; row {bad[0] + 2} holds "
+                    f"{rows[bad[0]][name]!r}"
+                    + (f" (and {len(bad) - 1} more rows)" if len(bad) > 1 else ""),
+                )
             y[:, j] = [float(v) for v in values if v is not None]
         self.x, self.y, self.replicates, self._spread = _replicate_means(x, y)
         if self.x.shape[0] < x.shape[0]:

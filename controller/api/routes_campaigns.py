@@ -35,6 +35,7 @@ from controller.store import add_event, create_campaign, set_campaign_status, su
 from controller.store.dashboard import best_results
 from controller.store.lab import get_lab
 from controller.store.lease import LeaseHeldError, lease_is_live, lease_of
+from controller.store.timing import timing
 from models.campaign import CampaignSpec
 from models.campaign_file import parse_spec
 from models.errors import CampaignStateError, InvalidCampaignError
@@ -151,6 +152,7 @@ def campaign_detail(
     out["instruments"] = instruments_view(s, c.id, settings.instrument_quiet_s)
     out["startable"] = campaign_file(settings, c.name).is_file()
     out["best"] = best_results(s, c)
+    out["timing"] = timing(s, c.id).as_dict()  # wall, planning and instrument time, split
     return out
 
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -50,6 +51,11 @@ class Timing:
     decisions: int
     instrument_s_per_experiment: float | None
     finished: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """The figures as JSON (the dashboard's campaign detail ``timing``), with
+        ``text``: :meth:`describe`."""
+        return {**asdict(self), "text": self.describe()}
 
     def describe(self) -> str:
         """One line, e.g. ``"41.2 s wall, 38.9 s planning per decision, 0.03 s instrument"``."""

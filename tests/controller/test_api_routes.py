@@ -6,6 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
@@ -58,6 +59,12 @@ def test_campaign_list_and_detail(dash: Dashboard) -> None:
     assert "random planner" in summary
     assert "5 new points" in summary
     assert "expected no particular outcome" in summary
+    tm = detail["timing"]  # where the time went: each step took 5 s, the decision 0.01 s
+    assert tm["instrument_s_per_experiment"] == pytest.approx(5.0)
+    assert tm["planning_s_per_decision"] == pytest.approx(0.01)
+    assert (tm["decisions"], tm["finished"]) == (1, 3)
+    assert tm["wall_s_per_experiment"] is not None
+    assert "5 s instrument" in tm["text"]
     assert (
         dash.client.get("/api/campaigns/999", headers=bearer(dash.tokens["viewer"])).status_code
         == 404

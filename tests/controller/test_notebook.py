@@ -76,8 +76,8 @@ def test_ask_and_tell_are_recorded_as_a_controller_records_them(db_url: str) -> 
     c.close()
 
 
-def test_a_bad_result_names_its_row_and_column_and_nothing_is_recorded(tmp_path: Path) -> None:
-    c = Campaign(spec(), db=f"sqlite:///{tmp_path / 'c.db'}")
+def test_a_bad_result_names_its_row_and_column_and_nothing_is_recorded(db_url: str) -> None:
+    c = Campaign(spec(), db=db_url)
     todo = c.ask(2)
     first, second = (int(i) for i in todo.experiment_id)
     with pytest.raises(InvalidCampaignError) as info:
@@ -96,9 +96,9 @@ def test_a_bad_result_names_its_row_and_column_and_nothing_is_recorded(tmp_path:
 
 
 def test_imported_data_is_validated_row_by_row_and_does_not_use_up_the_budget(
-    tmp_path: Path,
+    tmp_path: Path, db_url: str
 ) -> None:
-    c = Campaign(spec(), db=f"sqlite:///{tmp_path / 'c.db'}")
+    c = Campaign(spec(), db=db_url)
     csv = tmp_path / "earlier.csv"
     csv.write_text("a,b,y,operator\n0.1,0.2,-0.5,ada\n1.7,0.2,-0.1,ada\n0.4,0.5,oops,bo\n")
     with pytest.raises(InvalidCampaignError) as info:
@@ -121,6 +121,26 @@ def test_imported_data_is_validated_row_by_row_and_does_not_use_up_the_budget(
         assert budget.data["imported"] == 2
     engine.dispose()
     assert c.best() == {"experiment_id": ids[1], "a": 0.5, "b": 0.5, "y": -0.05}
+    c.close()
+
+
+def test_a_units_row_under_the_header_is_named_and_rows_may_be_dicts(tmp_path: Path) -> None:
+    c = Campaign(spec(), db=f"sqlite:///{tmp_path / 'c.db'}")
+    csv = tmp_path / "export.csv"
+    csv.write_text("a,b,y\nfraction,fraction,mV\n0.1,0.2,-0.5\n0.4,0.5,-0.1\n")
+    with pytest.raises(InvalidCampaignError) as info:
+        c.add_data(csv)
+    [problem] = info.value.problems
+    assert problem.key == "rows[0]"
+    assert "line 2 looks like a row of units" in problem.message
+    assert "a: 'fraction'" in problem.message
+    assert "y: 'mV'" in problem.message
+    assert "put units in the column names" in problem.message
+    assert c.results().empty
+    # replicates (the same conditions twice) are kept, one experiment each
+    ids = c.add_data([{"a": 0.1, "b": 0.2, "y": -0.5}, {"a": 0.1, "b": 0.2, "y": -0.4}])
+    assert len(ids) == 2
+    assert list(c.results()["obj.y"]) == [-0.5, -0.4]
     c.close()
 
 
