@@ -23,6 +23,7 @@ from controller.api import (
     routes_lab,
     routes_store,
     routes_tasks,
+    routes_users,
 )
 from controller.api.runs import RunLauncher
 from controller.api.security import (
@@ -100,6 +101,7 @@ def create_app(settings: ApiSettings, *, launcher: RunLauncher | None = None) ->
     app.include_router(routes_tasks.pages)
     app.include_router(routes_store.router)
     app.include_router(routes_lab.router)
+    app.include_router(routes_users.router)
     app.include_router(events.router)
     app.include_router(pages.router)
     app.add_exception_handler(pages.LoginRequired, pages.login_redirect)  # type: ignore[arg-type]

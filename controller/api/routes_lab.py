@@ -28,6 +28,10 @@ from controller.store.dashboard import (
     event_page,
     open_alarms,
 )
+from controller.store.dashboard import (
+    lab_instruments as lab_instrument_rows,
+)
+from controller.store.tasks import deadline_passed, list_tasks
 from models.errors import StoreError
 from models.status import ExperimentStatus
 from models.tables import CampaignRow, DecisionRow, EventRow, ExperimentRow
@@ -67,7 +71,8 @@ def _awaiting(s: Session, campaign_id: int) -> int:
 @router.get("/overview", summary="The lab at a glance")
 def overview(s: DbSession, settings: Settings, _: Viewer) -> dict[str, Any]:
     """Every campaign with health, progress, best result, activity, alarms and approvals,
-    and what needs the operator first (``attention``, most urgent first)."""
+    the open tasks of manual instruments, and what needs the operator first
+    (``attention``, most urgent first)."""
     campaigns = []
     attention: list[dict[str, Any]] = []
     alarms = open_alarms(s)
@@ -94,12 +99,25 @@ def overview(s: DbSession, settings: Settings, _: Viewer) -> dict[str, Any]:
         if view["awaiting_approval"] and c.status.value not in FINISHED:
             text = f"{c.name}: {view['awaiting_approval']} proposal(s) await approval"
             attention.append({"level": 3, "what": "approval", "text": text, **where})
+    tasks = list_tasks(s)
+    late = sum(1 for t in tasks if deadline_passed(t))
+    if late:
+        text = f"{late} task(s) for a person are past their deadline"
+        attention.append({"level": 1, "what": "tasks", "text": text, "campaign_id": None})
+    if len(tasks) > late:
+        text = f"{len(tasks) - late} task(s) wait for a person"
+        attention.append({"level": 2, "what": "tasks", "text": text, "campaign_id": None})
     lab_alarms = sum(1 for a in alarms if a.campaign_id is None)
     if lab_alarms:
         text = f"{lab_alarms} open alarm(s) of the lab (logins, ...)"
         attention.append({"level": 2, "what": "alarms", "text": text, "campaign_id": None})
     attention.sort(key=lambda a: a["level"])
-    return {"campaigns": campaigns, "attention": attention, "open_alarms": len(alarms)}
+    return {
+        "campaigns": campaigns,
+        "attention": attention,
+        "open_alarms": len(alarms),
+        "open_tasks": len(tasks),
+    }
 
 
 @router.get("/instruments", summary="Every instrument of the lab", tags=["instruments"])
@@ -114,6 +132,15 @@ def lab_instruments(s: DbSession, settings: Settings, _: Viewer) -> list[dict[st
             view["campaign_status"] = c.status.value
             out.append(view)
     return out
+
+
+@router.get(
+    "/lab-instruments", summary="The instruments of the applied lab files", tags=["instruments"]
+)
+def lab_instrument_states(s: DbSession, _: Viewer) -> list[dict[str, Any]]:
+    """Every instrument a lab file declares (``sdlab lab apply``): its lab-wide state, why,
+    until when, and the campaign and experiment holding it now."""
+    return lab_instrument_rows(s)
 
 
 @router.get("/alarms", summary="Alarms, open or all", tags=["events"])
