@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from controller.api import (
     events,
     pages,
+    pages_lab,
     routes_campaigns,
     routes_estop,
     routes_lab,
@@ -104,6 +105,7 @@ def create_app(settings: ApiSettings, *, launcher: RunLauncher | None = None) ->
     app.include_router(routes_users.router)
     app.include_router(events.router)
     app.include_router(pages.router)
+    app.include_router(pages_lab.router)
     app.add_exception_handler(pages.LoginRequired, pages.login_redirect)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, validation_error)
     # outermost first: the body limit runs before anything reads or authenticates
