@@ -240,7 +240,7 @@ def approvals(
         stmt = stmt.where(CampaignRow.id == campaign_id)
     out = []
     decisions: dict[int, DecisionRow | None] = {}
-    for e, c in s.execute(stmt).tuples():
+    for e, c in s.execute(stmt).all():
         if not bool(dict(c.spec).get("safety", {}).get("require_approval", False)):
             continue
         if e.decision_id is not None and e.decision_id not in decisions:
