@@ -54,14 +54,16 @@ def test_the_overview_is_the_landing_page_and_puts_a_lost_controller_first(
     assert "CONTROLLER LOST" in row
     assert 'class="status LOST"' in html  # red
     assert "3 / 10" in row  # progress
-    assert "y 2.0 (maximize), experiment" in row and "x1=0.1, x2=0.5" in row  # best, params
+    assert "y 2.0 (maximize), experiment" in row
+    assert "x1=0.1, x2=0.5" in row
     assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", row)  # last activity, zone shown
     assert f'href="/approvals?campaign_id={cid}">1<' in html  # awaiting approval
 
 
 def test_the_campaign_list_moved_to_campaigns(dash: Dashboard) -> None:
     html = _page(dash, "/campaigns", role="admin")
-    assert 'id="campaigns"' in html and 'id="upload-form"' in html
+    assert 'id="campaigns"' in html
+    assert 'id="upload-form"' in html
     assert 'id="upload-form"' not in _page(dash, "/campaigns", role="operator")
 
 
@@ -95,10 +97,16 @@ def test_the_instruments_page_lists_the_lab_files_instruments(dash: Dashboard) -
             s, lab.id, "xrd-1", LabInstrumentState.OUT_OF_SERVICE, reason="tube replaced"
         )
     table = _text(_page(dash, "/instruments"), "lab-instruments")
-    assert "furnace-1" in table and "IN_SERVICE" in table
-    assert "OUT_OF_SERVICE" in table and "tube replaced" in table
+    assert "furnace-1" in table
+    assert "IN_SERVICE" in table
+    assert "OUT_OF_SERVICE" in table
+    assert "tube replaced" in table
     [furnace, xrd] = _api(dash, "GET", "/api/lab-instruments", role="viewer").json()
-    assert (furnace["name"], furnace["held_by"], xrd["reason"]) == ("furnace-1", None, "tube replaced")
+    assert (furnace["name"], furnace["held_by"], xrd["reason"]) == (
+        "furnace-1",
+        None,
+        "tube replaced",
+    )
 
 
 def test_the_alarms_page_filters_and_acknowledges(dash: Dashboard) -> None:
@@ -116,9 +124,7 @@ def test_the_alarms_page_filters_and_acknowledges(dash: Dashboard) -> None:
     assert re.findall(r'class="alarm-row" data-id="(\d+)"', only) == [str(ids[0])]
     res = _api(dash, "POST", f"/api/alarms/{ids[0]}/ack", role="operator", json={"note": "ok"})
     assert res.status_code == 200
-    assert re.findall(r'class="alarm-row" data-id="(\d+)"', _page(dash, "/alarms")) == [
-        str(ids[1])
-    ]
+    assert re.findall(r'class="alarm-row" data-id="(\d+)"', _page(dash, "/alarms")) == [str(ids[1])]
     acked = _text(_page(dash, "/alarms?show=all"), "alarms")
     assert re.search(r"by operator at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC: ok", acked)
     events = _page(dash, "/alarms?show=all&kind=ack.")
@@ -137,7 +143,8 @@ def test_the_alarms_page_pages_the_log_back(dash: Dashboard) -> None:
     assert m is not None
     second = _page(dash, m.group(1).replace("&amp;", "&"))
     older = re.findall(r'class="event-row" data-id="(\d+)"', second)
-    assert len(older) == 20 and int(older[0]) < int(rows[-1])
+    assert len(older) == 20
+    assert int(older[0]) < int(rows[-1])
     with transaction(dash.factory) as s:
         assert s.get(EventRow, int(older[-1])) is not None
 
@@ -146,8 +153,10 @@ def test_the_approvals_page_says_why_and_offers_bulk_decisions(dash: Dashboard) 
     html = _page(dash, "/approvals", role="operator")
     table = _text(html, "approvals")
     assert str(dash.store.proposed) in table
-    assert "random v1" in table and "random planner" in table
-    assert 'id="btn-approve-selected"' in html and 'id="reject-reason"' in html
+    assert "random v1" in table
+    assert "random planner" in table
+    assert 'id="btn-approve-selected"' in html
+    assert 'id="reject-reason"' in html
     assert 'id="btn-approve-selected"' not in _page(dash, "/approvals")
     assert 'id="no-approvals"' in _page(dash, "/approvals?campaign_id=999")
 
@@ -189,7 +198,8 @@ def test_admins_change_roles_disable_enable_rotate_tokens_and_set_passwords(
     assert dash.client.get("/api/campaigns", headers=bearer(again)).status_code == 200
 
     short = _api(dash, "POST", "/api/users/operator/password", json={"password": "short"})
-    assert short.status_code == 422 and "at least 10" in short.json()["detail"]
+    assert short.status_code == 422
+    assert "at least 10" in short.json()["detail"]
     ok = _api(dash, "POST", "/api/users/operator/password", json={"password": "a new secret"})
     assert (ok.status_code, ok.json()["has_password"]) == (200, True)
     with transaction(dash.factory) as s:
@@ -234,5 +244,5 @@ def test_overview_counts_tasks_waiting_for_a_person(dash: Dashboard) -> None:
         )
     ov = _api(dash, "GET", "/api/overview", role="viewer").json()
     assert ov["open_tasks"] == 1
-    assert [a for a in ov["attention"] if a["what"] == "tasks"][0]["text"].startswith("1 task")
+    assert next(a for a in ov["attention"] if a["what"] == "tasks")["text"].startswith("1 task")
     assert 'href="/tasks">1 task(s) wait for a person' in _page(dash, "/")
