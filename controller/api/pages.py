@@ -77,6 +77,7 @@ def _static_files() -> dict[str, Path]:
     return {
         "app.js": HERE / "static" / "app.js",
         "lab.js": HERE / "static" / "lab.js",
+        "parallel.js": HERE / "static" / "parallel.js",
         "plotly.min.js": plotly,
         "swagger-ui-bundle.js": swagger / "swagger-ui-bundle.js",
         "swagger-ui.css": swagger / "swagger-ui.css",

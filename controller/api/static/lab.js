@@ -32,8 +32,8 @@
     if (r.status === 202 && r.data && r.data.command_id) {
       say("Sent: " + what + "; waiting for the controller to apply it...");
       const done = await follow(r.data, what);
+      await redraw(ids);  // the answer comes once the page shows its effect
       say(done.text, !done.ok);
-      redraw(ids);
       return done.ok;
     }
     if (!r.ok) { say("Refused: " + words(r) + ".", true); return false; }
@@ -68,8 +68,8 @@
       const note = tr.querySelector(".ack-note").value.trim();
       const r = await api("POST", b.dataset.url, { note });
       if (r.ok) {
+        await redraw(["live"]);
         say("Alarm " + r.data.alarm_id + " acknowledged by " + r.data.by + " at " + sdlab.when(r.data.at) + ".");
-        redraw(["live"]);
       } else say("Refused: " + words(r) + ".", true);
     });
   }
@@ -103,8 +103,8 @@
     const noun = verb === "approve" ? "approval" : "rejection";
     say("Sent " + noun + " of " + n + " proposal(s) in " + sent.length + " campaign(s); waiting for the controllers...");
     const results = await Promise.all(sent.map(([cmd, k]) => follow(cmd, noun + " of " + k + " proposal(s)")));
+    await redraw(["live"]);
     say(results.map((x) => x.text).join(" "), results.some((x) => !x.ok));
-    redraw(["live"]);
   }
 
   function approvals() {
@@ -129,18 +129,18 @@
     on(".btn-role", async (b, tr) => {
       const role = tr.querySelector("select.role").value;
       const r = await api("PATCH", "/api/users/" + user(tr), { role });
-      if (r.ok) { say(tr.dataset.name + " is now " + r.data.role + "."); redraw(["users"]); }
+      if (r.ok) { await redraw(["users"]); say(tr.dataset.name + " is now " + r.data.role + "."); }
       else say("Refused: " + words(r) + ".", true);
     });
     on(".btn-disable", async (b, tr) => {
       if (!window.confirm("Disable " + tr.dataset.name + "? Their tokens stop working and their sessions end.")) return;
       const r = await api("PATCH", "/api/users/" + user(tr), { disabled: true });
-      if (r.ok) { say(tr.dataset.name + " is disabled."); redraw(["users"]); }
+      if (r.ok) { await redraw(["users"]); say(tr.dataset.name + " is disabled."); }
       else say("Refused: " + words(r) + ".", true);
     });
     on(".btn-enable", async (b, tr) => {
       const r = await api("PATCH", "/api/users/" + user(tr), { disabled: false });
-      if (r.ok) { say(tr.dataset.name + " is enabled again (their old tokens stay revoked)."); redraw(["users"]); }
+      if (r.ok) { await redraw(["users"]); say(tr.dataset.name + " is enabled again (their old tokens stay revoked)."); }
       else say("Refused: " + words(r) + ".", true);
     });
     on(".btn-token", async (b, tr) => {
@@ -170,7 +170,7 @@
           showToken(r.data.name, r.data.token);
           say("User " + r.data.name + " created with role " + r.data.role + ".");
           form.reset();
-          redraw(["users"]);
+          await redraw(["users"]);
         } else say("Refused: " + words(r) + ".", true);
       });
     }
