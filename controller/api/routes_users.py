@@ -10,7 +10,7 @@ slip. The Users page (``/users``) calls these same endpoints.
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path
 from pydantic import BaseModel, Field
@@ -40,9 +40,13 @@ router = APIRouter(prefix="/api", tags=["users"])
 
 UserName = Annotated[str, Path(max_length=64, pattern=USER_NAME_PATTERN)]
 
-NOT_FOUND = {404: {"description": "No such user"}}
-REFUSED = {409: {"description": "Refused: a name taken, or an admin changing themselves"}}
-INVALID = {422: {"description": "A field breaks its rule (``detail`` names it)"}}
+Responses = dict[int | str, dict[str, Any]]
+
+NOT_FOUND: Responses = {404: {"description": "No such user"}}
+REFUSED: Responses = {
+    409: {"description": "Refused: a name taken, or an admin changing themselves"}
+}
+INVALID: Responses = {422: {"description": "A field breaks its rule (``detail`` names it)"}}
 
 
 class NewUser(BaseModel):
