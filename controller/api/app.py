@@ -27,6 +27,7 @@ from controller.api import (
     routes_users,
 )
 from controller.api.runs import RunLauncher
+from controller.api.schemas import COMMON_RESPONSES
 from controller.api.security import (
     BodyLimit,
     LoginLimiter,
@@ -82,6 +83,7 @@ def create_app(settings: ApiSettings, *, launcher: RunLauncher | None = None) ->
         redoc_url=None,
         openapi_url=None,
         lifespan=lifespan,
+        responses=COMMON_RESPONSES,
     )
     app.state.settings = settings
     app.state.engine = engine

@@ -23,6 +23,7 @@ from controller.api.auth import admin, db, operator, settings_of, viewer
 from controller.api.charts import chart_data
 from controller.api.health import instruments_view
 from controller.api.runs import RunLauncher, campaign_file, keep_campaign_file
+from controller.api.schemas import UploadRefusal
 from controller.api.settings import ApiSettings
 from controller.api.users import Principal
 from controller.api.views import (
@@ -197,7 +198,12 @@ def _check_planner(text: str, filename: str, seed: int | None, lab: LabSpec | No
             raise InvalidCampaignError(filename, exc.problems) from exc
 
 
-@router.post("/campaigns", status_code=201, summary="Create a campaign from a TOML upload")
+@router.post(
+    "/campaigns",
+    status_code=201,
+    summary="Create a campaign from a TOML upload",
+    responses={422: {"model": UploadRefusal, "description": "The file's problems, by key"}},
+)
 def create_from_upload(
     file: Annotated[UploadFile, File(description="The campaign TOML file")],
     s: DbSession,
