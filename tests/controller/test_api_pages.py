@@ -246,3 +246,40 @@ def test_overview_counts_tasks_waiting_for_a_person(dash: Dashboard) -> None:
     assert ov["open_tasks"] == 1
     assert next(a for a in ov["attention"] if a["what"] == "tasks")["text"].startswith("1 task")
     assert 'href="/tasks">1 task(s) wait for a person' in _page(dash, "/")
+
+
+def test_the_approvals_page_shows_acquisition_value_and_prediction(dash: Dashboard) -> None:
+    from controller.store import add_decision, add_experiment
+    from models.records import Decision, Proposal
+
+    cid = dash.store.campaign_id
+    with transaction(dash.factory) as s:
+        d = add_decision(
+            s,
+            cid,
+            Decision(
+                proposals=[Proposal({"x1": 0.3, "x2": 0.4}), Proposal({"x1": 0.6, "x2": 0.1})],
+                planner="qlognei",
+                version="2",
+                seed=1,
+                n_train=3,
+                candidate_scores=[-1.25, -2.5],
+                details={
+                    "phase": "bayesopt",
+                    "acquisition": "qLogNEI",
+                    "predicted_mean": [2.5, 1.75],
+                    "predicted_std": [0.125, 0.5],
+                },
+            ),
+        )
+        second = add_experiment(s, cid, {"x1": 0.6, "x2": 0.1}, decision_id=d.id, proposal_index=1)
+        s.flush()
+        eid = second.id
+    html = _page(dash, "/approvals")
+    row = re.search(rf'data-id="{eid}".*?</tr>', html, re.S)
+    assert row is not None
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", row.group(0)))
+    assert "qlognei v2" in text
+    assert "-2.5 (qLogNEI)" in text  # the second proposal's acquisition value
+    assert "predicted_mean: 1.75" in text
+    assert "predicted_std: 0.5" in text

@@ -323,6 +323,8 @@ def test_a_lost_campaign_reads_controller_lost_and_offers_only_what_applies(
     assert page.locator("#btn-pause").is_hidden()
     assert page.locator("#btn-resume").is_hidden()
     assert page.locator("#instruments .status").first.inner_text() == "CONTROLLER LOST"
+    page.wait_for_selector("#campaign-approvals tbody tr")  # why it awaits approval
+    assert "random v1" in page.inner_text("#campaign-approvals")
     _shot(lab, page, "campaign-lost")
 
     _open_campaign(lab, page, lab.mapping)
