@@ -23,7 +23,12 @@ from controller.api.auth import admin, db, operator, settings_of, viewer
 from controller.api.charts import chart_data
 from controller.api.health import instruments_view
 from controller.api.runs import RunLauncher, campaign_file, keep_campaign_file
-from controller.api.schemas import UploadRefusal
+from controller.api.schemas import (
+    CampaignDetailOut,
+    CampaignOut,
+    CommandOut,
+    UploadRefusal,
+)
 from controller.api.settings import ApiSettings
 from controller.api.users import Principal
 from controller.api.views import (
@@ -132,14 +137,14 @@ def _expect(campaign: CampaignRow, allowed: set[CampaignStatus], what: str) -> N
         )
 
 
-@router.get("/campaigns", summary="List campaigns")
+@router.get("/campaigns", summary="List campaigns", response_model=list[CampaignOut])
 def list_campaigns(s: DbSession, _: Viewer) -> list[dict[str, Any]]:
     """Every campaign with its status and experiment counts, newest first."""
     rows = s.scalars(select(CampaignRow).order_by(CampaignRow.id.desc())).all()
     return [campaign_view(s, r) for r in rows]
 
 
-@router.get("/campaigns/{campaign_id}", summary="Campaign detail")
+@router.get("/campaigns/{campaign_id}", summary="Campaign detail", response_model=CampaignDetailOut)
 def campaign_detail(
     campaign_id: CampaignId, s: DbSession, settings: Settings, _: Viewer
 ) -> dict[str, Any]:
@@ -379,7 +384,7 @@ def resolve(
     return queue(s, c, "resolve", {"experiment": experiment_id, "action": body.action}, who)
 
 
-@router.get("/commands/{command_id}", summary="A command's status")
+@router.get("/commands/{command_id}", summary="A command's status", response_model=CommandOut)
 def command_status(command_id: CampaignId, s: DbSession, _: Viewer) -> dict[str, Any]:
     """PENDING until the controller applies (APPLIED) or refuses (REFUSED, with ``result``)."""
     row = s.get(CommandRow, command_id)

@@ -19,6 +19,14 @@ from sqlalchemy.orm import Session
 
 from controller.api.health import instruments_view
 from controller.api.routes_campaigns import DbSession, Operator, Settings, Viewer
+from controller.api.schemas import (
+    AckedOut,
+    AlarmOut,
+    ApprovalOut,
+    InstrumentOut,
+    LabInstrumentOut,
+    OverviewOut,
+)
 from controller.api.views import campaign_view, decision_words, event_view, experiment_view
 from controller.store.dashboard import (
     ALARM_PREFIX,
@@ -68,7 +76,7 @@ def _awaiting(s: Session, campaign_id: int) -> int:
     )
 
 
-@router.get("/overview", summary="The lab at a glance")
+@router.get("/overview", summary="The lab at a glance", response_model=OverviewOut)
 def overview(s: DbSession, settings: Settings, _: Viewer) -> dict[str, Any]:
     """Every campaign with health, progress, best result, activity, alarms and approvals,
     the open tasks of manual instruments, and what needs the operator first
@@ -120,7 +128,12 @@ def overview(s: DbSession, settings: Settings, _: Viewer) -> dict[str, Any]:
     }
 
 
-@router.get("/instruments", summary="Every instrument of the lab", tags=["instruments"])
+@router.get(
+    "/instruments",
+    summary="Every instrument of the lab",
+    tags=["instruments"],
+    response_model=list[InstrumentOut],
+)
 def lab_instruments(s: DbSession, settings: Settings, _: Viewer) -> list[dict[str, Any]]:
     """Every instrument of every campaign that is not finished, then the finished ones:
     state (``display_state``: CONTROLLER LOST, OVERDUE), the step it runs, last error,
@@ -135,7 +148,10 @@ def lab_instruments(s: DbSession, settings: Settings, _: Viewer) -> list[dict[st
 
 
 @router.get(
-    "/lab-instruments", summary="The instruments of the applied lab files", tags=["instruments"]
+    "/lab-instruments",
+    summary="The instruments of the applied lab files",
+    tags=["instruments"],
+    response_model=list[LabInstrumentOut],
 )
 def lab_instrument_states(s: DbSession, _: Viewer) -> list[dict[str, Any]]:
     """Every instrument a lab file declares (``sdlab lab apply``): its lab-wide state, why,
@@ -143,7 +159,9 @@ def lab_instrument_states(s: DbSession, _: Viewer) -> list[dict[str, Any]]:
     return lab_instrument_rows(s)
 
 
-@router.get("/alarms", summary="Alarms, open or all", tags=["events"])
+@router.get(
+    "/alarms", summary="Alarms, open or all", tags=["events"], response_model=list[AlarmOut]
+)
 def list_alarms(
     s: DbSession,
     _: Viewer,
@@ -182,6 +200,7 @@ def list_alarms(
     summary="Acknowledge an alarm",
     tags=["events"],
     responses={404: {"description": "No such alarm"}, 409: {"description": "Acknowledged already"}},
+    response_model=AckedOut,
 )
 def ack_alarm(
     alarm_id: Annotated[int, Field(ge=1, le=2**62)],
@@ -221,7 +240,12 @@ def _why(d: DecisionRow | None, e: ExperimentRow) -> dict[str, Any]:
     }
 
 
-@router.get("/approvals", summary="Proposals awaiting approval, lab-wide", tags=["lab"])
+@router.get(
+    "/approvals",
+    summary="Proposals awaiting approval, lab-wide",
+    tags=["lab"],
+    response_model=list[ApprovalOut],
+)
 def approvals(
     s: DbSession,
     _: Viewer,

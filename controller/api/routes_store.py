@@ -24,6 +24,7 @@ from controller.api.routes_campaigns import (
     get_campaign_or_404,
     queue,
 )
+from controller.api.schemas import EventOut, ExperimentPageOut, InstrumentOut
 from controller.api.views import (
     event_view,
     experiment_detail,
@@ -50,7 +51,11 @@ class OutOfServiceBody(BaseModel):
     reason: str = Field(default="taken out of service by an operator", max_length=500)
 
 
-@router.get("/campaigns/{campaign_id}/experiments", tags=["experiments"])
+@router.get(
+    "/campaigns/{campaign_id}/experiments",
+    tags=["experiments"],
+    response_model=ExperimentPageOut,
+)
 def list_experiments(
     campaign_id: CampaignId,
     s: DbSession,
@@ -93,7 +98,11 @@ def get_experiment(experiment_id: CampaignId, s: DbSession, _: Viewer) -> dict[s
     return experiment_detail(s, e)
 
 
-@router.get("/campaigns/{campaign_id}/instruments", tags=["instruments"])
+@router.get(
+    "/campaigns/{campaign_id}/instruments",
+    tags=["instruments"],
+    response_model=list[InstrumentOut],
+)
 def list_campaign_instruments(
     campaign_id: CampaignId, s: DbSession, settings: Settings, _: Viewer
 ) -> list[dict[str, Any]]:
@@ -138,7 +147,7 @@ def instrument_in(
     return queue(s, c, "instrument_in", {"instrument": name}, who)
 
 
-@router.get("/events", tags=["events"])
+@router.get("/events", tags=["events"], response_model=list[EventOut])
 def list_events(
     s: DbSession,
     _: Viewer,
