@@ -18,13 +18,16 @@ from fastapi.responses import JSONResponse
 from controller.api import (
     events,
     pages,
+    pages_lab,
     routes_campaigns,
     routes_estop,
     routes_lab,
     routes_store,
     routes_tasks,
+    routes_users,
 )
 from controller.api.runs import RunLauncher
+from controller.api.schemas import COMMON_RESPONSES
 from controller.api.security import (
     BodyLimit,
     LoginLimiter,
@@ -80,6 +83,7 @@ def create_app(settings: ApiSettings, *, launcher: RunLauncher | None = None) ->
         redoc_url=None,
         openapi_url=None,
         lifespan=lifespan,
+        responses=COMMON_RESPONSES,
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -100,8 +104,10 @@ def create_app(settings: ApiSettings, *, launcher: RunLauncher | None = None) ->
     app.include_router(routes_tasks.pages)
     app.include_router(routes_store.router)
     app.include_router(routes_lab.router)
+    app.include_router(routes_users.router)
     app.include_router(events.router)
     app.include_router(pages.router)
+    app.include_router(pages_lab.router)
     app.add_exception_handler(pages.LoginRequired, pages.login_redirect)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, validation_error)
     # outermost first: the body limit runs before anything reads or authenticates

@@ -1,4 +1,5 @@
-"""Server-rendered pages: login, the campaign list, a campaign's page, and the API docs.
+"""Server-rendered pages: login, a campaign's page, and the API docs (the lab's pages are in
+:mod:`controller.api.pages_lab`).
 
 The pages' scripts (``static/app.js``), the chart library (the ``plotly.min.js`` shipped
 inside the ``plotly`` package) and Swagger UI (from ``swagger-ui-bundle``) are served by the
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
+from datetime import UTC, datetime
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,6 +32,7 @@ from controller.api.auth import (
     settings_of,
     viewer,
 )
+from controller.api.health import duration_words
 from controller.api.routes_campaigns import CampaignId, get_campaign_or_404
 from controller.api.security import CSP, LoginLimiter
 from controller.api.users import Principal, Role, check_login, close_session, open_session
@@ -43,6 +46,24 @@ router = APIRouter(include_in_schema=False)
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 
+
+def when(t: datetime | str | None) -> str:
+    """A time as every page shows it: ``2026-03-02 14:05:09 UTC`` (empty for ``None``).
+
+    The pages' script formats times the same way (``sdlab.when``), so one page never mixes
+    zones or formats.
+    """
+    if t is None or t == "":
+        return ""
+    at = datetime.fromisoformat(t) if isinstance(t, str) else t
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+templates.env.filters["when"] = when
+templates.env.filters["duration"] = lambda s: "" if s is None else duration_words(float(s))
+
 LOGIN_CSRF_COOKIE = "sdlab_login_csrf"
 """Double-submit cookie that protects the login form against login CSRF."""
 
@@ -55,6 +76,8 @@ def _static_files() -> dict[str, Path]:
     plotly = Path(str(files("plotly") / "package_data" / "plotly.min.js"))
     return {
         "app.js": HERE / "static" / "app.js",
+        "lab.js": HERE / "static" / "lab.js",
+        "parallel.js": HERE / "static" / "parallel.js",
         "plotly.min.js": plotly,
         "swagger-ui-bundle.js": swagger / "swagger-ui-bundle.js",
         "swagger-ui.css": swagger / "swagger-ui.css",
@@ -250,12 +273,6 @@ async def logout(request: Request, who: PageUser) -> Response:
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE)
     return response
-
-
-@router.get("/", response_class=HTMLResponse)
-def index(request: Request, who: PageUser) -> Response:
-    """The campaign list (filled in by the page's script)."""
-    return _render(request, "index.html", who)
 
 
 @router.get("/campaigns/{campaign_id}", response_class=HTMLResponse)

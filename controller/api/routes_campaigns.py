@@ -23,6 +23,12 @@ from controller.api.auth import admin, db, operator, settings_of, viewer
 from controller.api.charts import chart_data
 from controller.api.health import instruments_view
 from controller.api.runs import RunLauncher, campaign_file, keep_campaign_file
+from controller.api.schemas import (
+    CampaignDetailOut,
+    CampaignOut,
+    CommandOut,
+    UploadRefusal,
+)
 from controller.api.settings import ApiSettings
 from controller.api.users import Principal
 from controller.api.views import (
@@ -132,14 +138,14 @@ def _expect(campaign: CampaignRow, allowed: set[CampaignStatus], what: str) -> N
         )
 
 
-@router.get("/campaigns", summary="List campaigns")
+@router.get("/campaigns", summary="List campaigns", response_model=list[CampaignOut])
 def list_campaigns(s: DbSession, _: Viewer) -> list[dict[str, Any]]:
     """Every campaign with its status and experiment counts, newest first."""
     rows = s.scalars(select(CampaignRow).order_by(CampaignRow.id.desc())).all()
     return [campaign_view(s, r) for r in rows]
 
 
-@router.get("/campaigns/{campaign_id}", summary="Campaign detail")
+@router.get("/campaigns/{campaign_id}", summary="Campaign detail", response_model=CampaignDetailOut)
 def campaign_detail(
     campaign_id: CampaignId, s: DbSession, settings: Settings, _: Viewer
 ) -> dict[str, Any]:
@@ -199,7 +205,12 @@ def _check_planner(text: str, filename: str, seed: int | None, lab: LabSpec | No
             raise InvalidCampaignError(filename, exc.problems) from exc
 
 
-@router.post("/campaigns", status_code=201, summary="Create a campaign from a TOML upload")
+@router.post(
+    "/campaigns",
+    status_code=201,
+    summary="Create a campaign from a TOML upload",
+    responses={422: {"model": UploadRefusal, "description": "The file's problems, by key"}},
+)
 def create_from_upload(
     file: Annotated[UploadFile, File(description="The campaign TOML file")],
     s: DbSession,
@@ -375,7 +386,7 @@ def resolve(
     return queue(s, c, "resolve", {"experiment": experiment_id, "action": body.action}, who)
 
 
-@router.get("/commands/{command_id}", summary="A command's status")
+@router.get("/commands/{command_id}", summary="A command's status", response_model=CommandOut)
 def command_status(command_id: CampaignId, s: DbSession, _: Viewer) -> dict[str, Any]:
     """PENDING until the controller applies (APPLIED) or refuses (REFUSED, with ``result``)."""
     row = s.get(CommandRow, command_id)

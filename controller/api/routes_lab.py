@@ -19,6 +19,14 @@ from sqlalchemy.orm import Session
 
 from controller.api.health import instruments_view
 from controller.api.routes_campaigns import DbSession, Operator, Settings, Viewer
+from controller.api.schemas import (
+    AckedOut,
+    AlarmOut,
+    ApprovalOut,
+    InstrumentOut,
+    LabInstrumentOut,
+    OverviewOut,
+)
 from controller.api.views import campaign_view, decision_words, event_view, experiment_view
 from controller.store.dashboard import (
     ALARM_PREFIX,
@@ -28,6 +36,10 @@ from controller.store.dashboard import (
     event_page,
     open_alarms,
 )
+from controller.store.dashboard import (
+    lab_instruments as lab_instrument_rows,
+)
+from controller.store.tasks import deadline_passed, list_tasks
 from models.errors import StoreError
 from models.status import ExperimentStatus
 from models.tables import CampaignRow, DecisionRow, EventRow, ExperimentRow
@@ -64,10 +76,11 @@ def _awaiting(s: Session, campaign_id: int) -> int:
     )
 
 
-@router.get("/overview", summary="The lab at a glance")
+@router.get("/overview", summary="The lab at a glance", response_model=OverviewOut)
 def overview(s: DbSession, settings: Settings, _: Viewer) -> dict[str, Any]:
     """Every campaign with health, progress, best result, activity, alarms and approvals,
-    and what needs the operator first (``attention``, most urgent first)."""
+    the open tasks of manual instruments, and what needs the operator first
+    (``attention``, most urgent first)."""
     campaigns = []
     attention: list[dict[str, Any]] = []
     alarms = open_alarms(s)
@@ -94,15 +107,33 @@ def overview(s: DbSession, settings: Settings, _: Viewer) -> dict[str, Any]:
         if view["awaiting_approval"] and c.status.value not in FINISHED:
             text = f"{c.name}: {view['awaiting_approval']} proposal(s) await approval"
             attention.append({"level": 3, "what": "approval", "text": text, **where})
+    tasks = list_tasks(s)
+    late = sum(1 for t in tasks if deadline_passed(t))
+    if late:
+        text = f"{late} task(s) for a person are past their deadline"
+        attention.append({"level": 1, "what": "tasks", "text": text, "campaign_id": None})
+    if len(tasks) > late:
+        text = f"{len(tasks) - late} task(s) wait for a person"
+        attention.append({"level": 2, "what": "tasks", "text": text, "campaign_id": None})
     lab_alarms = sum(1 for a in alarms if a.campaign_id is None)
     if lab_alarms:
         text = f"{lab_alarms} open alarm(s) of the lab (logins, ...)"
         attention.append({"level": 2, "what": "alarms", "text": text, "campaign_id": None})
     attention.sort(key=lambda a: a["level"])
-    return {"campaigns": campaigns, "attention": attention, "open_alarms": len(alarms)}
+    return {
+        "campaigns": campaigns,
+        "attention": attention,
+        "open_alarms": len(alarms),
+        "open_tasks": len(tasks),
+    }
 
 
-@router.get("/instruments", summary="Every instrument of the lab", tags=["instruments"])
+@router.get(
+    "/instruments",
+    summary="Every instrument of the lab",
+    tags=["instruments"],
+    response_model=list[InstrumentOut],
+)
 def lab_instruments(s: DbSession, settings: Settings, _: Viewer) -> list[dict[str, Any]]:
     """Every instrument of every campaign that is not finished, then the finished ones:
     state (``display_state``: CONTROLLER LOST, OVERDUE), the step it runs, last error,
@@ -116,7 +147,21 @@ def lab_instruments(s: DbSession, settings: Settings, _: Viewer) -> list[dict[st
     return out
 
 
-@router.get("/alarms", summary="Alarms, open or all", tags=["events"])
+@router.get(
+    "/lab-instruments",
+    summary="The instruments of the applied lab files",
+    tags=["instruments"],
+    response_model=list[LabInstrumentOut],
+)
+def lab_instrument_states(s: DbSession, _: Viewer) -> list[dict[str, Any]]:
+    """Every instrument a lab file declares (``sdlab lab apply``): its lab-wide state, why,
+    until when, and the campaign and experiment holding it now."""
+    return lab_instrument_rows(s)
+
+
+@router.get(
+    "/alarms", summary="Alarms, open or all", tags=["events"], response_model=list[AlarmOut]
+)
 def list_alarms(
     s: DbSession,
     _: Viewer,
@@ -155,6 +200,7 @@ def list_alarms(
     summary="Acknowledge an alarm",
     tags=["events"],
     responses={404: {"description": "No such alarm"}, 409: {"description": "Acknowledged already"}},
+    response_model=AckedOut,
 )
 def ack_alarm(
     alarm_id: Annotated[int, Field(ge=1, le=2**62)],
@@ -194,7 +240,12 @@ def _why(d: DecisionRow | None, e: ExperimentRow) -> dict[str, Any]:
     }
 
 
-@router.get("/approvals", summary="Proposals awaiting approval, lab-wide", tags=["lab"])
+@router.get(
+    "/approvals",
+    summary="Proposals awaiting approval, lab-wide",
+    tags=["lab"],
+    response_model=list[ApprovalOut],
+)
 def approvals(
     s: DbSession,
     _: Viewer,
@@ -213,7 +264,7 @@ def approvals(
         stmt = stmt.where(CampaignRow.id == campaign_id)
     out = []
     decisions: dict[int, DecisionRow | None] = {}
-    for e, c in s.execute(stmt).tuples():
+    for e, c in s.execute(stmt).all():
         if not bool(dict(c.spec).get("safety", {}).get("require_approval", False)):
             continue
         if e.decision_id is not None and e.decision_id not in decisions:

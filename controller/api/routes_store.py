@@ -1,7 +1,7 @@
-"""Experiments, instruments, the event log and users.
+"""Experiments, instruments and the event log.
 
-Reading needs any role; taking an instrument out of service (or back) needs an operator, and
-managing users an admin.
+Reading needs any role; taking an instrument out of service (or back) needs an operator.
+Users are managed in :mod:`controller.api.routes_users`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from sqlalchemy import func, select
 
 from controller.api.health import instruments_view
 from controller.api.routes_campaigns import (
-    Admin,
     CampaignId,
     CommandAccepted,
     DbSession,
@@ -25,14 +24,11 @@ from controller.api.routes_campaigns import (
     get_campaign_or_404,
     queue,
 )
-from controller.api.users import USER_NAME_PATTERN, Role, UserError, add_user, disable_user
-from controller.api.users import get_user as find_user
-from controller.api.users import list_users as all_users
+from controller.api.schemas import EventOut, ExperimentPageOut, InstrumentOut
 from controller.api.views import (
     event_view,
     experiment_detail,
     experiment_view,
-    iso,
     sample_view,
 )
 from controller.store import events, list_instruments
@@ -55,15 +51,11 @@ class OutOfServiceBody(BaseModel):
     reason: str = Field(default="taken out of service by an operator", max_length=500)
 
 
-class NewUser(BaseModel):
-    """A user to create."""
-
-    name: str = Field(pattern=USER_NAME_PATTERN)
-    role: Role
-    password: str | None = Field(default=None, max_length=256)  # rules: check_password
-
-
-@router.get("/campaigns/{campaign_id}/experiments", tags=["experiments"])
+@router.get(
+    "/campaigns/{campaign_id}/experiments",
+    tags=["experiments"],
+    response_model=ExperimentPageOut,
+)
 def list_experiments(
     campaign_id: CampaignId,
     s: DbSession,
@@ -106,7 +98,11 @@ def get_experiment(experiment_id: CampaignId, s: DbSession, _: Viewer) -> dict[s
     return experiment_detail(s, e)
 
 
-@router.get("/campaigns/{campaign_id}/instruments", tags=["instruments"])
+@router.get(
+    "/campaigns/{campaign_id}/instruments",
+    tags=["instruments"],
+    response_model=list[InstrumentOut],
+)
 def list_campaign_instruments(
     campaign_id: CampaignId, s: DbSession, settings: Settings, _: Viewer
 ) -> list[dict[str, Any]]:
@@ -151,7 +147,7 @@ def instrument_in(
     return queue(s, c, "instrument_in", {"instrument": name}, who)
 
 
-@router.get("/events", tags=["events"])
+@router.get("/events", tags=["events"], response_model=list[EventOut])
 def list_events(
     s: DbSession,
     _: Viewer,
@@ -181,41 +177,3 @@ def list_events(
         limit=limit,
     )
     return [event_view(e) for e in page]
-
-
-@router.get("/users", tags=["users"])
-def get_users(s: DbSession, _: Admin) -> list[dict[str, Any]]:
-    """Every user with their role (never a secret)."""
-    return [
-        {"name": u.name, "role": u.role, "disabled": u.disabled, "created_at": iso(u.created_at)}
-        for u in all_users(s)
-    ]
-
-
-@router.post("/users", status_code=201, tags=["users"])
-def create_user(body: NewUser, s: DbSession, settings: Settings, who: Admin) -> dict[str, Any]:
-    """Create a user; the answer holds their API token, which is shown this once only."""
-    try:
-        user, token = add_user(
-            s,
-            body.name,
-            body.role.value,
-            iterations=settings.kdf_iterations,
-            password=body.password,
-            actor=who.actor,
-        )
-    except UserError as exc:
-        raise HTTPException(409 if "exists" in str(exc) else 422, str(exc)) from exc
-    return {"name": user.name, "role": user.role, "token": token}
-
-
-@router.delete("/users/{name}", tags=["users"])
-def delete_user(name: str, s: DbSession, who: Admin) -> dict[str, Any]:
-    """Disable a user: their tokens stop working and their sessions end."""
-    user = find_user(s, name)
-    if user is None:
-        raise HTTPException(404, f"no user named {name!r}")
-    if user.name == who.name:
-        raise HTTPException(409, "an admin cannot disable themselves")
-    disable_user(s, user, actor=who.actor)
-    return {"name": user.name, "disabled": True}

@@ -218,6 +218,53 @@ def disable_user(s: Session, user: UserRow, *, actor: str) -> None:
     add_event(s, "user.disabled", f"user {user.name} disabled", actor=actor)
 
 
+def enable_user(s: Session, user: UserRow, *, actor: str) -> None:
+    """Re-enable a disabled user; their old tokens stay revoked (rotate one to log in by
+    token again), their password works again."""
+    user.disabled = False
+    add_event(s, "user.enabled", f"user {user.name} enabled", actor=actor)
+
+
+def set_role(s: Session, user: UserRow, role: str, *, actor: str) -> None:
+    """Give ``user`` another role.
+
+    Raises:
+        UserError: ``role``: not one of the roles.
+    """
+    try:
+        parsed = Role(role)
+    except ValueError as exc:
+        raise UserError("role", f"expected one of {', '.join(Role)}, got {role!r}") from exc
+    old = user.role
+    user.role = parsed.value
+    add_event(
+        s, "user.role_changed", f"user {user.name}: role {old} -> {parsed.value}", actor=actor
+    )
+
+
+def rotate_token(s: Session, user: UserRow, *, iterations: int, actor: str) -> str:
+    """Revoke every API token of ``user`` and issue a new one (returned once)."""
+    for tok in s.scalars(select(ApiTokenRow).where(ApiTokenRow.user_id == user.id)):
+        tok.revoked = True
+    token = issue_token(s, user, iterations=iterations)
+    add_event(s, "user.token_rotated", f"user {user.name}: API token replaced", actor=actor)
+    return token
+
+
+def set_password(s: Session, user: UserRow, password: str, *, iterations: int, actor: str) -> None:
+    """Set the password of ``user`` (the rules of :func:`check_password`); their browser
+    sessions end, so a stolen session does not outlive the change.
+
+    Raises:
+        UserError: ``password``: it breaks a rule.
+    """
+    check_password(password, user.name)
+    user.password_hash = hash_secret(password, iterations)
+    for sess in s.scalars(select(WebSessionRow).where(WebSessionRow.user_id == user.id)):
+        s.delete(sess)
+    add_event(s, "user.password_changed", f"user {user.name}: password changed", actor=actor)
+
+
 def issue_token(s: Session, user: UserRow, *, iterations: int) -> str:
     """A new API token for ``user`` (returned once; only its hash is kept)."""
     prefix = secrets.token_hex(6)

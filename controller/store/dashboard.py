@@ -1,5 +1,5 @@
 """Queries behind the dashboard's lab-wide pages: the event log by page, alarms and their
-acknowledgements, and each campaign's best result.
+acknowledgements, each campaign's best result, and the lab instruments.
 
 The event log is read newest first in pages whose cursor is an event id (``before_id``), so
 a page never shifts when new entries arrive. An alarm is an event of kind ``alarm.<what>``
@@ -17,10 +17,18 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from controller.store.lab import snapshot
 from controller.store.repo import add_event
 from models.errors import StoreError
 from models.status import ExperimentStatus
-from models.tables import CampaignRow, EventRow, ExperimentRow, MeasurementRow
+from models.tables import (
+    CampaignRow,
+    EventRow,
+    ExperimentRow,
+    LabInstrumentRow,
+    LabRow,
+    MeasurementRow,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -170,4 +178,48 @@ def best_results(s: Session, campaign: CampaignRow) -> list[dict[str, Any]]:
                 "parameters": dict(params),
             }
         )
+    return out
+
+
+def lab_instruments(s: Session) -> list[dict[str, Any]]:
+    """Every instrument of every applied lab file: its lab-wide state (in service,
+    quarantined until when, out of service and why, who changed it) and who holds it now.
+
+    Returns:
+        One dict per lab instrument, by lab then declaration order: ``lab``, ``name``,
+        ``kind``, ``address``, ``gateway``, ``state``, ``reason``, ``until``, ``changed_by``,
+        ``updated_at`` and ``held_by`` (``{"campaign_id", "campaign", "experiment_id"}`` of
+        a live grant, or ``None``).
+    """
+    out: list[dict[str, Any]] = []
+    for lab in s.scalars(select(LabRow).order_by(LabRow.name)):
+        snap = snapshot(s, lab.id)
+        rows = s.scalars(
+            select(LabInstrumentRow)
+            .where(LabInstrumentRow.lab_id == lab.id)
+            .order_by(LabInstrumentRow.id)
+        )
+        for r in rows:
+            holder = snap.held.get(r.name)
+            out.append(
+                {
+                    "lab": lab.name,
+                    "name": r.name,
+                    "kind": r.kind,
+                    "address": r.address,
+                    "gateway": r.gateway,
+                    "state": r.state.value,
+                    "reason": r.reason,
+                    "until": None if r.until is None else r.until.isoformat(),
+                    "changed_by": r.changed_by,
+                    "updated_at": r.updated_at.isoformat(),
+                    "held_by": None
+                    if holder is None
+                    else {
+                        "campaign_id": holder.campaign_id,
+                        "campaign": holder.campaign,
+                        "experiment_id": holder.experiment_id,
+                    },
+                }
+            )
     return out

@@ -61,6 +61,12 @@ def endpoints(p: Populated) -> list[tuple[str, str, dict[str, Any], str]]:
         ("GET", f"{c}/stream?max_s=0.05", {}, "viewer"),
         ("GET", "/openapi.json", {}, "viewer"),
         ("GET", "/static/app.js", {}, "viewer"),
+        ("GET", "/api/overview", {}, "viewer"),
+        ("GET", "/api/instruments", {}, "viewer"),
+        ("GET", "/api/lab-instruments", {}, "viewer"),
+        ("GET", "/api/alarms", {}, "viewer"),
+        ("GET", "/api/approvals", {}, "viewer"),
+        ("GET", "/static/lab.js", {}, "viewer"),
         ("GET", "/api/users", {}, "admin"),
         ("POST", f"{c}/pause", {}, "operator"),
         ("POST", f"{c}/resume", {}, "operator"),
@@ -77,6 +83,9 @@ def endpoints(p: Populated) -> list[tuple[str, str, dict[str, Any], str]]:
         ("POST", f"{c}/start", {}, "admin"),
         ("POST", "/api/campaigns", {"files": {"file": ("c.toml", CAMPAIGN_TOML)}}, "admin"),
         ("POST", "/api/users", {"json": {"name": "newbie", "role": "viewer"}}, "admin"),
+        ("PATCH", "/api/users/viewer", {"json": {"role": "operator"}}, "admin"),
+        ("POST", "/api/users/viewer/token", {}, "admin"),
+        ("POST", "/api/users/viewer/password", {"json": {"password": "a new secret"}}, "admin"),
         ("POST", f"{c}/abort", {}, "admin"),
         ("DELETE", "/api/users/operator", {}, "admin"),
     ]
@@ -137,7 +146,8 @@ def test_health_and_login_page_need_no_authentication(dash: Dashboard) -> None:
 
 
 def test_pages_redirect_to_login_when_anonymous(dash: Dashboard) -> None:
-    for path in ("/", f"/campaigns/{dash.store.campaign_id}", "/docs"):
+    pages = ("/", "/campaigns", "/instruments", "/alarms", "/approvals", "/users", "/tasks")
+    for path in (*pages, f"/campaigns/{dash.store.campaign_id}", "/docs"):
         res = dash.client.get(path, follow_redirects=False)
         assert res.status_code == 303
         assert res.headers["location"].startswith("/login?next=")
@@ -170,7 +180,8 @@ def test_login_form_opens_a_session_and_csrf_guards_changes(dash: Dashboard) -> 
     res = dash.client.post(pause, headers={"X-CSRF-Token": csrf.group(1)})
     assert res.status_code == 202
     assert dash.client.get("/static/plotly.min.js").status_code == 200
-    index = dash.client.get("/")
+    assert 'id="attention-section"' in dash.client.get("/").text  # the lab overview
+    index = dash.client.get("/campaigns")
     assert index.status_code == 200
     assert 'id="campaigns"' in index.text
     assert 'id="upload-form"' not in index.text  # operators do not create campaigns

@@ -197,7 +197,7 @@ def test_browser_login_live_experiments_pause_and_charts(
             assert page.locator("#chart-timeline .barlayer .point").count() >= 1
             assert "planner" in page.inner_text("#decision")
 
-            page.goto(f"{base}/")
+            page.goto(f"{base}/campaigns")
             page.wait_for_selector(f"#campaigns a[href='/campaigns/{cid}']", timeout=30_000)
             assert page.locator("#upload-form").count() == 0  # operators do not create
         finally:
