@@ -49,6 +49,7 @@ from planners.base import make_planner
 from planners.candidate_list import read_candidates
 from planners.ensemble_acq import select_batch
 from planners.feature_cache import featurize_rows
+from planners.screening import ScreeningPlanner
 from sim.materials.formula_world import energies, enumerate_oxides
 from surrogates.base import EnsembleSurrogate, make_surrogate
 
@@ -88,7 +89,7 @@ def _summary(values: list[float]) -> str:
     return f"{med:.3g} [{q1:.3g}, {q3:.3g}]"
 
 
-def run_quality(n_seeds: int, acquisition: str) -> None:
+def run_quality(n_seeds: int, acquisition: str, surrogate: str | None = None) -> None:
     """The hits table (see the module docstring)."""
     path, ids, x, truth = pool()
     n = len(ids)
@@ -133,8 +134,11 @@ def run_quality(n_seeds: int, acquisition: str) -> None:
                 "cache_dir": str(CACHE),
                 "initial_points": N_INIT,
                 "acquisition": acquisition,
+                **({"surrogate": surrogate} if surrogate else {}),
             },
         )
+
+        assert isinstance(planner, ScreeningPlanner)
 
         def obs(i: int) -> Observation:
             return Observation(
@@ -150,7 +154,7 @@ def run_quality(n_seeds: int, acquisition: str) -> None:
             picked.append(i)
             secs.append(d.seconds)
             planner.tell([obs(i)])
-        record(f"sdlab screening ({acquisition})", picked, secs)
+        record(f"sdlab screening ({planner.opts.surrogate}, {acquisition})", picked, secs)
         print(f"seed {seed}: " + ", ".join(f"{k} {v[-1][0]}" for k, v in results.items()))
     print(f"\ntop-1 % hits within {BUDGET} experiments, {N_INIT} random initial, {n_seeds} seeds")
     print("| method | hits | first hit | best found (eV/atom) | s / suggestion |")
@@ -212,12 +216,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--acquisition", default="ei")
+    ap.add_argument("--surrogate", default=None, help="the planner's surrogate (default: its own)")
     ap.add_argument("--speed", action="store_true", help="only the speed table")
     args = ap.parse_args()
     if args.speed:
         run_speed()
     else:
-        run_quality(args.seeds, args.acquisition)
+        run_quality(args.seeds, args.acquisition, args.surrogate)
 
 
 if __name__ == "__main__":

@@ -342,8 +342,11 @@ class EnsembleSurrogate(Surrogate):
         std = var.sqrt().clamp_min(self._min_std * self._y_std)
         return members, mean, std
 
-    out_of_bag: ClassVar[bool] = False
-    """Whether members are fitted to resamples, so :meth:`_out_of_bag_predictions` exists."""
+    @property
+    def out_of_bag(self) -> bool:
+        """Whether the spread is calibrated on :meth:`_out_of_bag_predictions` (members
+        fitted to resamples) instead of on a held-out split and a refit."""
+        return False
 
     @abstractmethod
     def _fit_members(self, x: NDArray[np.float64], y: NDArray[np.float64]) -> None:

@@ -59,17 +59,24 @@ class RandomForestSurrogate(EnsembleSurrogate):
         n_estimators: Number of trees.
         max_features: Share of features tried at each split.
         min_samples_leaf: Smallest leaf.
-        n_jobs: Trees fitted in parallel (scikit-learn's ``n_jobs``; -1: every core).
+        n_jobs: Trees fitted and evaluated in parallel threads (scikit-learn's ``n_jobs``;
+            -1, the default: one per core).
+        out_of_bag: Calibrate the spread on the trees' out-of-bag predictions, in one fit
+            (``False``: on a held-out share and a refit, as the other ensembles do).
     """
 
     class Options(EnsembleOptions):
-        n_estimators: int = Field(200, ge=2)
+        n_estimators: int = Field(100, ge=2)
         max_features: float = Field(0.33, gt=0.0, le=1.0)
         min_samples_leaf: int = Field(1, ge=1)
-        n_jobs: int = Field(1, ge=-1)
+        n_jobs: int = Field(-1, ge=-1)
+        out_of_bag: bool = True
 
     options: Options
-    out_of_bag = True
+
+    @property
+    def out_of_bag(self) -> bool:
+        return self.options.out_of_bag
 
     def _fit_members(self, x: NDArray[np.float64], y: NDArray[np.float64]) -> None:
         o = self.options
