@@ -23,7 +23,10 @@ ensemble is first fitted without a held-out share of the data, and the predictiv
 Gaussian likelihood of the held-out errors is kept (variance scaling, Levi et al.,
 "Evaluating and calibrating uncertainty prediction in regression tasks", Sensors 22, 5540
 (2022), with an error floor ``b`` for what no member knows: measurement noise, shared bias);
-then the members are refitted on all data. The BoTorch model carries the floor as two extra
+then the members are refitted on all data. An ensemble of members fitted to bootstrap
+resamples (the random forest) instead fits once and takes each row's error from the members
+that did not draw it (its out-of-bag prediction, Breiman, "Out-of-bag estimation", 1996).
+The BoTorch model carries the floor as two extra
 members at ``mean +- b sqrt((s + 1) / 2)`` (and the real members' spread widened by
 ``sqrt((s + 1) / (s - 1))``), which gives exactly that variance.
 """
@@ -60,6 +63,7 @@ __all__ = [
     "EnsembleSurrogate",
     "Surrogate",
     "SurrogateOptions",
+    "feature_scaling",
     "make_surrogate",
     "register_surrogate",
     "surrogate_names",
@@ -260,11 +264,23 @@ class EnsembleSurrogate(Surrogate):
         self.scale, self.floor = 1.0, 0.0
         n = x.shape[0]
         n_cal = round(self.options.calibration_fraction * n)
-        if self.options.recalibrate and n_cal >= 5 and n - n_cal >= 2:
+        calibrate = self.options.recalibrate and n_cal >= 5 and n - n_cal >= 2
+        self._y_std = float(np.std(y)) or 1.0
+        if calibrate and self.out_of_bag:
+            # one fit: each row is held out from the members that did not draw it
+            self._fit_members(x, y)
+            mean, std = self._out_of_bag_predictions(x)
+            ok = np.isfinite(mean) & np.isfinite(std)
+            if int(ok.sum()) >= 5:
+                self.scale, self.floor = _fit_variance_map(
+                    y[ok] - mean[ok], std[ok], float(np.std(y))
+                )
+            return
+        if calibrate:
             rng = np.random.default_rng(self.options.seed)
             order = rng.permutation(n)
             cal, train = order[:n_cal], order[n_cal:]
-            self._fit_members(x[train], y[train])
+            self._fit_held_out(x[train], y[train], x[cal], y[cal])
             with torch.no_grad():
                 values = self._member_values(torch.as_tensor(x[cal])).double().cpu()
             mean, std = values.mean(0).numpy(), values.std(0).numpy()  # unbiased, as BoTorch
@@ -275,7 +291,6 @@ class EnsembleSurrogate(Surrogate):
                 self.scale,
                 self.floor,
             )
-        self._y_std = float(np.std(y)) or 1.0
         self._fit_members(x, y)
 
     def _predict(self, x: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -328,13 +343,58 @@ class EnsembleSurrogate(Surrogate):
         std = var.sqrt().clamp_min(self._min_std * self._y_std)
         return members, mean, std
 
+    @property
+    def out_of_bag(self) -> bool:
+        """Whether the spread is calibrated on :meth:`_out_of_bag_predictions` (members
+        fitted to resamples) instead of on a held-out split and a refit."""
+        return False
+
     @abstractmethod
     def _fit_members(self, x: NDArray[np.float64], y: NDArray[np.float64]) -> None:
         """Fit every member to ``n x d`` rows and ``n`` targets."""
 
+    def _out_of_bag_predictions(
+        self, x: NDArray[np.float64]
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Mean and spread at the ``n`` training rows of the members that left each out.
+
+        Only for ``out_of_bag`` ensembles; NaN where fewer than two members left a row out.
+        """
+        raise NotImplementedError(f"surrogate {self.name!r} has no out-of-bag members")
+
+    def _fit_held_out(
+        self,
+        x: NDArray[np.float64],
+        y: NDArray[np.float64],
+        x_val: NDArray[np.float64],
+        y_val: NDArray[np.float64],
+    ) -> None:
+        """The calibration fit: members fitted to ``x, y``, the rows ``x_val`` held out.
+
+        By default :meth:`_fit_members`; a surrogate trained by gradient steps may use the
+        held-out rows to stop early and so decide how long the refit on all rows trains.
+        """
+        self._fit_members(x, y)
+
     @abstractmethod
     def _member_values(self, x: Tensor) -> Tensor:
         """``s x n`` member predictions at ``n x d`` rows (a tensor like ``x``)."""
+
+
+def feature_scaling(x: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Mean and spread of each column of ``n x d`` training rows, for standardising.
+
+    A column that does not vary in the training rows (spread below ``1e-9`` of its size,
+    which a constant column's rounding error is) gets an infinite spread, so that it
+    standardises to 0 everywhere: the training rows say nothing about it, and a candidate
+    that differs there must not be read as lying ``1e12`` spreads away.
+
+    Returns:
+        ``(mean, std)``, each of length ``d``.
+    """
+    mean, std = x.mean(0), x.std(0)
+    flat = std <= 1e-9 * np.maximum(1.0, np.abs(mean))
+    return mean, np.where(flat, np.inf, std)
 
 
 def _fit_variance_map(
