@@ -16,9 +16,8 @@ from __future__ import annotations
 import logging
 import time
 from typing import Annotated, Any
-from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import OperationalError
@@ -186,12 +185,38 @@ def fail(task_id: TaskId, body: FailBody, request: Request, who: Operator) -> di
 
 @pages.get("/tasks", response_class=HTMLResponse)
 def tasks_page(
-    request: Request, who: PageUser, message: str | None = None, error: str | None = None
+    request: Request,
+    who: PageUser,
+    changed: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
 ) -> Response:
-    """Open tasks, each with its instructions, parameters and a form for its outputs."""
+    """Open tasks, each with its instructions, parameters and a form for its outputs.
+
+    ``changed`` (set by the redirect after a form's post) names a task whose new state the
+    page reports; the words are the server's, read from the store, never from the query.
+    """
+    return _tasks(request, who, changed=changed)
+
+
+def _tasks(
+    request: Request,
+    who: PageUser,
+    *,
+    changed: int | None = None,
+    error: str | None = None,
+    status: int = 200,
+) -> Response:
+    message = None
     with transaction(factory_of(request)) as s:
         rows = [task_view(r) for r in list_tasks(s)]
-    return _render(request, "tasks.html", who, tasks=rows, message=message, error=error)
+        if changed is not None:
+            try:
+                row = task_view(get_task(s, changed))
+                message = f"task {row['id']}: {row['status']}"
+            except StoreError:
+                message = None
+    page = _render(request, "tasks.html", who, tasks=rows, message=message, error=error)
+    page.status_code = status
+    return page
 
 
 @pages.post("/tasks/{task_id}/{what}")
@@ -206,8 +231,10 @@ async def task_form(task_id: TaskId, what: str, request: Request, who: PageUser)
     }
     try:
         row = await run_in_threadpool(_apply, request, task_id, what, who, form)
-        note = f"task {row['id']}: {row['status']}"
     except HTTPException as exc:
+        # the page again, with the refusal in the server's words (never through the URL)
         detail = exc.detail["message"] if isinstance(exc.detail, dict) else exc.detail
-        return RedirectResponse(f"/tasks?error={quote(str(detail))}", status_code=303)
-    return RedirectResponse(f"/tasks?message={quote(note)}", status_code=303)
+        return await run_in_threadpool(
+            _tasks, request, who, error=str(detail), status=exc.status_code
+        )
+    return RedirectResponse(f"/tasks?changed={row['id']}", status_code=303)

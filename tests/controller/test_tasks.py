@@ -122,11 +122,29 @@ def test_the_tasks_page_shows_open_tasks_with_a_form_each(dash: Dashboard) -> No
     res = dash.client.post(
         f"/tasks/{task_id}/done", headers=op, data={"mass_g": "999", "count": "1"}
     )
-    assert res.status_code == 200  # redirected back to the page, which names the field
+    assert res.status_code == 422  # the page again, naming the field
     assert "values.mass_g" in res.text
-    res = dash.client.post(f"/tasks/{task_id}/done", headers=op, data={"mass_g": "9", "count": "1"})
+    assert f'action="/tasks/{task_id}/done"' in res.text
+    res = dash.client.post(
+        f"/tasks/{task_id}/done",
+        headers=op,
+        data={"mass_g": "9", "count": "1"},
+        follow_redirects=False,
+    )
+    assert (res.status_code, res.headers["location"]) == (303, f"/tasks?changed={task_id}")
+    res = dash.client.get(res.headers["location"], headers=op)
+    assert f"task {task_id}: DONE" in res.text
     assert "No open task." in res.text
     viewer = dash.client.post(
         f"/tasks/{task_id}/fail", headers=bearer(dash.tokens["viewer"]), data={"reason": "x"}
     )
     assert viewer.status_code == 403
+
+
+def test_the_tasks_page_shows_no_text_from_its_address(dash: Dashboard) -> None:
+    op = bearer(dash.tokens["operator"])
+    page = dash.client.get("/tasks?message=Call+0800+now&error=Your+session+expired", headers=op)
+    assert page.status_code == 200
+    assert "0800" not in page.text
+    assert "session expired" not in page.text
+    assert dash.client.get("/tasks?changed=abc", headers=op).status_code == 422
