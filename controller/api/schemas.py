@@ -198,14 +198,28 @@ class DecisionOut(BaseModel):
     summary: str
 
 
+class TimingOut(BaseModel):
+    """Where a campaign's time goes (:class:`controller.store.timing.Timing`): wall time per
+    finished experiment, planning time per decision, instrument time per experiment."""
+
+    wall_s_per_experiment: float | None
+    planning_s_per_decision: float | None
+    planning_s_total: float
+    decisions: int
+    instrument_s_per_experiment: float | None
+    finished: int
+    text: str
+
+
 class CampaignDetailOut(CampaignOut):
-    """A campaign with its spec, instruments, last decision and best results."""
+    """A campaign with its spec, instruments, last decision, best results and time split."""
 
     spec: dict[str, Any]
     last_decision: DecisionOut | None
     instruments: list[InstrumentOut]
     startable: bool
     best: list[BestOut]
+    timing: TimingOut
 
 
 class OverviewCampaignOut(CampaignOut):
