@@ -96,9 +96,11 @@ class ProposalIntake:
             room = ctl.budget - book.completed - len(book.in_flight)
             n = max(1, min(want, room))
             seen = book.seen
-            pending = list(book.in_flight.values())
             try:
-                await self.steps.teach()  # the planner knows what the store says it knows
+                # the planner knows what the store says it knows, and is told the rest as
+                # pending: an experiment that ended during the teach is in neither otherwise
+                await self.steps.teach_all()
+                pending = list(book.in_flight.values())
                 decision = await ctl.planner.ask(n, pending)
                 self.planner_errors = 0
             except Exception as exc:

@@ -99,6 +99,11 @@ class StepRunner:
         # and the tell of overlapping calls in order.
         self.known_seq = 0
         self._teaching: asyncio.Lock | None = None
+        # Experiments that left the in-flight set with a result the planner learns (ended
+        # and written), and how many of those the last teach's read included: an ask waits
+        # until they agree, so no point is in neither the planner's data nor its pending.
+        self.ended = 0
+        self.taught = 0
 
     # ------------------------------------------------------------------ the planner
 
@@ -122,9 +127,11 @@ class StepRunner:
         objectives = list(self.spec.objectives)
         async with self._teaching:
             after = self.known_seq
+            ended = self.ended  # every one of these was written before the read below
             new, last = await self.writer.read(
                 lambda s: known_observations(s, self.ctl.campaign_id, objectives, after=after)
             )
+            self.taught = max(self.taught, ended)
             if not new:
                 return
             self.known_seq = last
@@ -136,6 +143,14 @@ class StepRunner:
                     self.ctl.campaign_id,
                     len(new),
                 )
+
+    async def teach_all(self) -> None:
+        """Teach until the planner holds every experiment that has left the in-flight set:
+        on return (with no await in between) the in-flight set and what the planner knows
+        together hold every experiment of the campaign that has run."""
+        await self.teach()
+        while self.taught < self.ended:
+            await self.teach()
 
     def log_refusal(self, s: Session, experiment_id: int, exc: ParameterLimitError) -> None:
         """Write the event of a point the safety gate refused (the caller counts it
@@ -395,6 +410,7 @@ class StepRunner:
             return
         self.forget(work)
         self.book.completed += 1
+        self.ended += 1
         self.ctl.spawn(self.teach())  # in the background: the instrument is free now
 
     def move(
@@ -570,6 +586,7 @@ class StepRunner:
         await self.writer.run(write)
         self.forget(work)
         self.book.failed += 1
+        self.ended += 1
         self.ctl.spawn(self.teach())
         if self.book.failed >= self.ctl.max_failures:
             self.ctl.stop(CampaignStatus.FAILED, f"{self.book.failed} experiments failed")
