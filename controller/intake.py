@@ -197,6 +197,9 @@ class ProposalIntake:
             return ids
 
         ids = await self.writer.run(write)
+        if ctl.final is not None and accepted:
+            await self._abandon_late([(ids[k], point) for k, _, point in accepted])
+            accepted = []
         for k, _, point in accepted:
             exp_id = ids[k]
             if hold:
@@ -212,6 +215,22 @@ class ProposalIntake:
             self.steps.refused(str(why))
         if refusals:
             await self.steps.teach()
+
+    async def _abandon_late(self, written: list[tuple[int, dict[str, ParamValue]]]) -> None:
+        """The campaign began to stop while the decision was being written: its workers may
+        have ended already, so the experiments just written are abandoned, never queued."""
+        assert self.ctl.final is not None
+        late = f"campaign {self.ctl.final.value} before it was queued"
+        works = [Work(exp_id, 0, point) for exp_id, point in written]
+
+        def write(s: Session) -> None:
+            for work in works:
+                self.steps.move(s, work, ExperimentStatus.ABANDONED, late)
+
+        await self.writer.run(write)
+        for work in works:
+            self.steps.forget(work)
+        self.book.abandoned += len(works)
 
     def _proposal_costs(self, proposals: list[Proposal]) -> list[float | None]:
         """The cost of each proposal (``None`` where it cannot be computed: the point is
