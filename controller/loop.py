@@ -35,6 +35,7 @@ import time
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.alarms import Alarms
@@ -72,7 +73,7 @@ from instruments.security import CurveClientKeys
 from models.campaign import CampaignSpec
 from models.errors import CampaignStateError, InstrumentError
 from models.status import CampaignStatus, ExperimentStatus
-from models.tables import CampaignRow
+from models.tables import CampaignRow, ExperimentRow
 
 logger = logging.getLogger(__name__)
 
@@ -532,6 +533,19 @@ class CampaignController:
 
         def write(s: Session) -> CampaignStatus:
             end = final
+            # A decision whose write completed after its planning task was cancelled at
+            # shutdown left experiments QUEUED that no worker will run: abandon them.
+            late = f"campaign {end.value} before it was queued"
+            for exp_id in s.scalars(
+                select(ExperimentRow.id).where(
+                    ExperimentRow.campaign_id == self.campaign_id,
+                    ExperimentRow.status == ExperimentStatus.QUEUED,
+                )
+            ).all():
+                self.writer.move(
+                    s, exp_id, ExperimentStatus.QUEUED, ExperimentStatus.ABANDONED, late
+                )
+                book.abandoned += 1
             row = s.get_one(CampaignRow, self.campaign_id)
             if row.status == CampaignStatus.ESTOPPED and end != CampaignStatus.ABORTED:
                 end = CampaignStatus.ESTOPPED  # it holds until an operator resets it
