@@ -15,12 +15,9 @@ flight is collected under its own request id once the link is back; ``furnace-2`
 gives up during the cut, so its step is INTERRUPTED and run again as a flagged re-run, and
 the request it gave up on is cancelled when the furnace answers again.
 
-``CUT_S`` is how long the link stays down at least. The issue asks for 30 s; this test
-cuts for ``CUT_S = 8`` s, the shortest that shows both furnaces UNKNOWN (detection takes
-``silent_after_s`` plus a heartbeat, about 3.5 s) and still ``HOLD_S`` seconds of cut after
-that: the suite's budget for one slow test does not allow 30 s (starting Ray's campaign
-actor and two gateways already takes most of it here). With ``CUT_S = 30`` the test passes
-the same way, about 30 s slower.
+``CUT_S`` is how long the link stays down at least: 30 s, as the issue asks, well past
+the detection (``silent_after_s`` plus a heartbeat, about 3.5 s) and ``furnace-2``'s action
+timeout, and still inside ``furnace-1``'s.
 """
 
 from __future__ import annotations
@@ -71,7 +68,7 @@ pytestmark = [
     pytest.mark.skipif(not curve_available(), reason="libzmq built without CURVE"),
 ]
 
-CUT_S = 8.0
+CUT_S = 30.0
 """Shortest time the furnace PC's link stays down, in seconds (the issue asks for 30)."""
 
 HOLD_S = 3.0
