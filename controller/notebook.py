@@ -513,23 +513,30 @@ class Campaign:
             **{o.name: top.get(f"obj.{o.name}") for o in self.spec.objectives},
         }
 
-    def best_so_far_figure(self) -> Any:
-        """A plotly figure of the first objective's best value after each experiment."""
-        return figures.best_so_far(self.spec, self.name, self.results())
+    def best_so_far_figure(self, backend: figures.Backend = "plotly") -> Any:
+        """The first objective's best value after each experiment.
 
-    def parameter_figure(self) -> Any:
-        """A plotly parallel-coordinates figure of the completed experiments' parameters,
-        coloured by the first objective (numeric parameters only)."""
-        return figures.parameters(self.spec, self.name, self.results())
+        Args:
+            backend: ``"plotly"`` (a plotly figure) or ``"matplotlib"`` (a
+                ``matplotlib.figure.Figure``); both render in Jupyter.
+        """
+        return figures.best_so_far(self.spec, self.name, self.results(), backend)
 
-    def pareto_figure(self) -> Any:
-        """A plotly scatter of the first two objectives of completed experiments, the
-        non-dominated ones marked (campaigns with two or more objectives).
+    def parameter_figure(self, backend: figures.Backend = "plotly") -> Any:
+        """Parallel coordinates of the completed experiments' parameters, coloured by the
+        first objective (numeric parameters only); ``backend`` as for
+        :meth:`best_so_far_figure`."""
+        return figures.parameters(self.spec, self.name, self.results(), backend)
+
+    def pareto_figure(self, backend: figures.Backend = "plotly") -> Any:
+        """The first two objectives of completed experiments, the non-dominated ones joined
+        (campaigns with two or more objectives); ``backend`` as for
+        :meth:`best_so_far_figure`.
 
         Raises:
             CampaignStateError: If the campaign has fewer than two objectives.
         """
-        return figures.pareto(self.spec, self.results())
+        return figures.pareto(self.spec, self.results(), backend)
 
     def close(self) -> None:
         """Close the database engine."""
