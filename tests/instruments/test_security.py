@@ -21,8 +21,9 @@ from instruments.security import (
     generate_keys,
 )
 from instruments.server import InstrumentServer
-from models.campaign import CampaignSpec, InstrumentSpec, is_loopback_address
+from models.campaign import CampaignSpec
 from models.errors import InstrumentTimeoutError, InvalidCampaignError, LinkSecurityError
+from models.instrument_spec import InstrumentSpec, is_loopback_address
 from tests.instruments.test_server_client import LOOPBACK, AdderDriver
 
 pytestmark = pytest.mark.skipif(not curve_available(), reason="libzmq built without CURVE")
@@ -48,8 +49,13 @@ def server_keys(d: Path) -> CurveServerKeys:
     return CurveServerKeys.load(d / "server.key_secret", d / "allowed")
 
 
-async def describe_name(endpoint: str, curve: CurveClientKeys | None) -> str:
-    async with InstrumentClient(endpoint, timeout_s=0.5, curve=curve) as client:
+async def describe_name(
+    endpoint: str, curve: CurveClientKeys | None, timeout_s: float = 10.0
+) -> str:
+    """The server's name; a refused handshake never answers, so a test expecting that
+    passes a short ``timeout_s`` (an admitted client gets a long one: on a loaded machine
+    the CURVE handshake alone can take longer than half a second)."""
+    async with InstrumentClient(endpoint, timeout_s=timeout_s, curve=curve) as client:
         return (await client.describe()).name
 
 
@@ -73,7 +79,7 @@ def test_only_clients_with_allowed_keys_and_the_right_server_key_get_answers(key
                 client_keys(keys, server="stranger"),  # expects another server
             ):
                 with pytest.raises(InstrumentTimeoutError):
-                    await describe_name(endpoint, curve)
+                    await describe_name(endpoint, curve, timeout_s=0.5)
             # the refused clients did not disturb the server
             assert await describe_name(endpoint, client_keys(keys)) == "secure"
         finally:
@@ -99,7 +105,7 @@ def test_servers_in_one_process_keep_separate_allowed_lists(keys: Path) -> None:
             assert await describe_name(ea, client_keys(keys)) == "a"
             assert await describe_name(eb, client_keys(keys, who="stranger")) == "b"
             with pytest.raises(InstrumentTimeoutError):
-                await describe_name(eb, client_keys(keys))
+                await describe_name(eb, client_keys(keys), timeout_s=0.5)
             await a.stop()  # the shared ZAP handler keeps serving b
             assert await describe_name(eb, client_keys(keys, who="stranger")) == "b"
         finally:
