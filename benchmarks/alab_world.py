@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from instruments.xrd import identify_phases
-from models.campaign import SimulatedInstrumentSpec
+from models.instrument_spec import SimulatedInstrumentSpec
 from sim.alab.drivers import XRDDriver
 from sim.alab.world import AlabWorld
 

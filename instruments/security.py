@@ -30,8 +30,8 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-from models.campaign import CurveSpec, InstrumentSpec, is_loopback_address
 from models.errors import LinkSecurityError
+from models.instrument_spec import CurveSpec, InstrumentSpec, is_loopback_address
 
 logger = logging.getLogger(__name__)
 

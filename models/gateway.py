@@ -28,9 +28,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.campaign import InstrumentSpec
 from models.campaign_file import _anchor_key_paths, parse_spec, read_toml
 from models.errors import InvalidCampaignError
+from models.instrument_spec import InstrumentSpec
 
 
 @dataclass(frozen=True)

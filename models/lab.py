@@ -43,9 +43,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from models.campaign import CampaignLabSpec, InstrumentSpec
+from models.campaign import CampaignLabSpec
 from models.campaign_file import _anchor_key_paths, parse_spec, read_toml
 from models.errors import InvalidCampaignError, Problem
+from models.instrument_spec import InstrumentSpec
 from models.params import NAME_PATTERN
 from models.resources import ResourceSpec, resource_problems
 

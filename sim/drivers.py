@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from instruments.driver import DRIVERS, ActionSpec, Driver, get_driver, register_driver
-from models.campaign import SimulatedInstrumentSpec
 from models.errors import InstrumentError, InvalidCampaignError, RegistryError
+from models.instrument_spec import SimulatedInstrumentSpec
 from models.records import Measurement
 from sim.noise import GaussianNoise, NoiseModel, seed_from_name
 from sim.worlds import World, get_world

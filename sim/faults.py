@@ -36,8 +36,8 @@ import zmq.asyncio
 
 from instruments.driver import ActionSpec, Driver
 from instruments.server import InstrumentServer
-from models.campaign import FaultSpec
 from models.errors import InstrumentError
+from models.instrument_spec import FaultSpec
 from models.records import Measurement
 from sim.noise import seed_from_name
 

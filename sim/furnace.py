@@ -23,8 +23,8 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from instruments.driver import register_driver
-from models.campaign import SimulatedInstrumentSpec
 from models.errors import InvalidCampaignError
+from models.instrument_spec import SimulatedInstrumentSpec
 from models.records import Measurement
 from sim.drivers import ObjectiveStationDriver
 from sim.worlds import World

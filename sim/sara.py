@@ -39,8 +39,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from instruments.driver import ActionSpec, OutputSpec, ParameterLimit, register_driver
-from models.campaign import SimulatedInstrumentSpec
 from models.errors import InstrumentError, InvalidCampaignError, ParameterLimitError
+from models.instrument_spec import SimulatedInstrumentSpec
 from models.records import Measurement
 from sim.drivers import SimulatedDriver
 from sim.noise import GaussianNoise, seed_from_name

@@ -29,9 +29,9 @@ from instruments import gateway
 from instruments.driver import Driver
 from instruments.gateway import Gateway
 from instruments.security import CurveServerKeys
-from models.campaign import InstrumentSpec
 from models.errors import InvalidCampaignError
 from models.gateway import GatewayEntry, GatewayFile
+from models.instrument_spec import InstrumentSpec
 from sim.drivers import load_builtin_drivers
 
 DEFAULT_ADDRESS = gateway.DEFAULT_ADDRESS

@@ -19,7 +19,7 @@ CASES = {
     # a gateway hosting a Branin station: its driver and world built
     (
         "from sim.serve import build_drivers\n"
-        "from models.campaign import InstrumentSpec\n"
+        "from models.instrument_spec import InstrumentSpec\n"
         "build_drivers([InstrumentSpec.model_validate({'name': 's', 'kind': 'station', "
         "'simulated': {'world': 'branin'}})])"
     ): set(),

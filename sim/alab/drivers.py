@@ -43,8 +43,8 @@ from pymatgen.core import Composition
 
 from instruments.driver import ActionSpec, OutputSpec, ParameterLimit, register_driver
 from instruments.xrd import ReferencePhase, identify_phases, mixture_pattern, reference_phase
-from models.campaign import SimulatedInstrumentSpec
 from models.errors import InstrumentError, InvalidCampaignError
+from models.instrument_spec import SimulatedInstrumentSpec
 from models.records import Measurement
 from sim.alab.world import TEMPERATURE_RANGE_C, AlabWorld, split_precursors
 from sim.drivers import SimulatedDriver

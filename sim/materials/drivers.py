@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 
 from instruments.driver import ActionSpec, OutputSpec, ParameterLimit, register_driver
-from models.campaign import SimulatedInstrumentSpec
 from models.errors import InstrumentError, InvalidCampaignError
+from models.instrument_spec import SimulatedInstrumentSpec
 from models.materials import MATERIAL_PATTERN
 from models.records import Measurement
 from sim.drivers import SimulatedDriver

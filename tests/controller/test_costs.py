@@ -21,8 +21,9 @@ from controller.store import create_campaign, make_engine, migrate, session_fact
 from controller.store.queries import COST_KEY, cost_spent, export_rows
 from instruments.driver import ActionSpec, InstrumentDescription, OutputSpec, ParameterLimit
 from instruments.server import InstrumentServer
-from models.campaign import CampaignSpec, SimulatedInstrumentSpec, WorkflowStep
+from models.campaign import CampaignSpec, WorkflowStep
 from models.errors import InvalidCampaignError
+from models.instrument_spec import SimulatedInstrumentSpec
 from models.status import ExperimentStatus
 from models.tables import DecisionRow, EventRow, ExperimentRow
 from sim.drivers import make_driver

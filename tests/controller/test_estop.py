@@ -15,7 +15,8 @@ from controller.control import send_command
 from controller.loop import CampaignController, ControllerOptions
 from controller.store import create_campaign, make_engine, migrate, session_factory, transaction
 from instruments.server import InstrumentServer
-from models.campaign import CampaignSpec, SimulatedInstrumentSpec
+from models.campaign import CampaignSpec
+from models.instrument_spec import SimulatedInstrumentSpec
 from models.status import CampaignStatus, CommandStatus, ExperimentStatus, StepStatus
 from models.tables import CampaignRow, EventRow, ExperimentRow, StepRow
 from sim.furnace import SimulatedFurnaceDriver

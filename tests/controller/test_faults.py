@@ -28,7 +28,8 @@ from controller.store import (
 )
 from instruments.driver import ActionSpec, Driver, OutputSpec, ParameterLimit, register_driver
 from instruments.server import InstrumentServer
-from models.campaign import CampaignSpec, FaultSpec
+from models.campaign import CampaignSpec
+from models.instrument_spec import FaultSpec
 from models.records import Measurement
 from models.status import CommandStatus, ExperimentStatus, InstrumentState, StepStatus
 from models.tables import CampaignRow, CommandRow, EventRow, ExperimentRow, InstrumentRow

@@ -12,7 +12,7 @@ from instruments.client import InstrumentClient, InstrumentReplyError
 from instruments.driver import ActionSpec, Driver, OutputSpec, ParameterLimit
 from instruments.protocol import UNKNOWN_TYPE, RequestStatus
 from instruments.server import InstrumentServer
-from models.campaign import SimulatedInstrumentSpec
+from models.instrument_spec import SimulatedInstrumentSpec
 from models.records import Measurement
 from sim.furnace import SimulatedFurnaceDriver
 

@@ -11,8 +11,8 @@ import pytest
 from pymatgen.core import Composition
 
 from instruments.client import InstrumentClient
-from models.campaign import InstrumentSpec, SimulatedInstrumentSpec
 from models.errors import InstrumentError, InvalidCampaignError
+from models.instrument_spec import InstrumentSpec, SimulatedInstrumentSpec
 from models.records import Measurement
 from sim.alab.drivers import DosingDriver, FurnaceDriver, XRDDriver
 from sim.alab.world import AlabWorld

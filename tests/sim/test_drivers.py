@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from instruments.driver import Driver, get_driver
-from models.campaign import SimulatedInstrumentSpec
 from models.errors import InstrumentError, InvalidCampaignError
+from models.instrument_spec import SimulatedInstrumentSpec
 from models.records import Measurement
 from sim.drivers import ObjectiveStationDriver, SimulatedDriver, make_driver
 from sim.worlds import get_world

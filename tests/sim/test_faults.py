@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from instruments.client import InstrumentClient
-from models.campaign import FaultSpec, InstrumentSpec, SimulatedInstrumentSpec
 from models.errors import InstrumentError
+from models.instrument_spec import FaultSpec, InstrumentSpec, SimulatedInstrumentSpec
 from sim.faults import CRASH_EXIT_CODE, SIM_FAULT, read_fault_log
 from sim.serve import serve_instruments
 from sim.worlds import get_world

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from pymatgen.core import Structure
 
-from models.campaign import SimulatedInstrumentSpec
 from models.errors import InstrumentError, InvalidCampaignError, ParameterLimitError
+from models.instrument_spec import SimulatedInstrumentSpec
 from models.materials import build_structure, parse_material, prototype_library
 from models.params import SearchSpace, StringParameter
 from sim.drivers import make_driver

@@ -10,8 +10,8 @@ import pytest
 import torch
 from botorch.test_functions import AugmentedBranin, AugmentedHartmann
 
-from models.campaign import SimulatedInstrumentSpec
 from models.errors import InvalidCampaignError, ParameterLimitError
+from models.instrument_spec import SimulatedInstrumentSpec
 from sim.drivers import make_driver
 from sim.multifidelity import FIDELITY, AugmentedBraninWorld
 from sim.worlds import get_world

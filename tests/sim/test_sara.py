@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from instruments.driver import Driver
-from models.campaign import SimulatedInstrumentSpec
 from models.errors import InstrumentError, InvalidCampaignError, ParameterLimitError
+from models.instrument_spec import SimulatedInstrumentSpec
 from models.records import Measurement
 from sim.drivers import make_driver
 from sim.sara import BANDS, PHASES, SaraWaferDriver, SaraWorld

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from instruments.client import InstrumentClient
-from models.campaign import InstrumentSpec, SimulatedInstrumentSpec
 from models.errors import InstrumentError, InvalidCampaignError
+from models.instrument_spec import InstrumentSpec, SimulatedInstrumentSpec
 from sim.serve import main, serve_instruments
 from sim.worlds import get_world
 

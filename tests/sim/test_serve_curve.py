@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from controller.cli import cli
 from instruments.client import InstrumentClient
 from instruments.security import CurveClientKeys, CurveServerKeys, curve_available
-from models.campaign import CurveSpec, InstrumentSpec, SimulatedInstrumentSpec
 from models.campaign_file import load_simulation
 from models.errors import InstrumentTimeoutError, InvalidCampaignError
+from models.instrument_spec import CurveSpec, InstrumentSpec, SimulatedInstrumentSpec
 from sim.drivers import make_driver
 from sim.faults import FaultyServer
 from sim.serve import main, serve_instruments

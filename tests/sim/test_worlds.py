@@ -125,7 +125,7 @@ def test_building_a_builtin_world_imports_neither_torch_nor_other_worlds() -> No
     code = (
         "import sys\n"
         "from sim.drivers import load_builtin_drivers, make_driver\n"
-        "from models.campaign import SimulatedInstrumentSpec\n"
+        "from models.instrument_spec import SimulatedInstrumentSpec\n"
         "load_builtin_drivers()\n"
         "for world in ('branin', 'hartmann6', 'branin-currin'):\n"
         "    spec = SimulatedInstrumentSpec(driver='objective-station', world=world)\n"
