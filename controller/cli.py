@@ -519,59 +519,6 @@ def tasks_fail(db_url: str, task_id: int, reason: str) -> None:
 
 
 @cli.group()
-def users() -> None:
-    """Dashboard users and their API tokens."""
-
-
-@users.command("add")
-@click.argument("name")
-@click.option(
-    "--role", type=click.Choice(["viewer", "operator", "admin"]), required=True, help="Role."
-)
-@click.option("--password", is_flag=True, help="Also ask for a password for the login form.")
-@db_option
-def users_add(name: str, role: str, password: bool, db_url: str) -> None:
-    """Create user NAME and print their API token (shown this once only)."""
-    from controller.api.settings import ApiSettings
-    from controller.api.users import UserError, add_user
-    from controller.store import make_engine, migrate, session_factory, transaction
-
-    secret = (
-        click.prompt("password", hide_input=True, confirmation_prompt=True) if password else None
-    )
-    engine = make_engine(db_url)
-    try:
-        migrate(engine)
-        with transaction(session_factory(engine)) as s:
-            _, token = add_user(
-                s, name, role, iterations=ApiSettings().kdf_iterations, password=secret
-            )
-    except UserError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_FAILED)
-    finally:
-        engine.dispose()
-    click.echo(f"user {name} ({role}) created; API token (shown once, keep it safe):")
-    click.echo(token)
-
-
-@users.command("list")
-@db_option
-def users_list(db_url: str) -> None:
-    """List users and their roles."""
-    from controller.api.users import list_users
-    from controller.store import make_engine, migrate, session_factory, transaction
-
-    engine = make_engine(db_url)
-    migrate(engine)
-    with transaction(session_factory(engine)) as s:
-        for u in list_users(s):
-            state = "disabled" if u.disabled else "active"
-            click.echo(f"{u.name}\t{u.role}\t{state}")
-    engine.dispose()
-
-
-@cli.group()
 def keys() -> None:
     """CURVE keys for encrypted instrument links."""
 
@@ -591,13 +538,15 @@ def generate(directory: Path, name: str) -> None:
     click.echo(f"public key: {public}\nsecret key: {secret} (keep it private)")
 
 
-def _add_lab_commands() -> None:
+def _add_commands() -> None:
     from controller.lab_cli import lab
+    from controller.users_cli import users
 
     cli.add_command(lab)
+    cli.add_command(users)
 
 
-_add_lab_commands()
+_add_commands()
 
 
 def main() -> None:
