@@ -26,6 +26,7 @@ from typing import Any, Literal
 from sqlalchemy.orm import Session
 
 from controller.book import Book
+from controller.store.lab import GrantConflictError
 from controller.store.queries import known_observations
 from controller.work import InstrumentSlot, Lifecycle, Work
 from controller.writer import Writer
@@ -224,10 +225,13 @@ class StepRunner:
             self.refused(str(exc))
             await self.teach()
             return
+        take_lab = ctl.dispatch.grant_write(work)  # the step's lab units, taken as it is written
         if work.step_id is None:
             rid = self.request_id(work.experiment_id, work.index, work.attempt)
 
             def write_step(s: Session) -> int:
+                if take_lab is not None:  # first: a unit lost to another campaign writes nothing
+                    take_lab(s)
                 # Written as RUNNING ("may have been sent") and committed before the send,
                 # so after a crash a step the instrument does not know is never re-run
                 # silently.
@@ -257,10 +261,22 @@ class StepRunner:
                     )
                 return step_id
 
-            work.step_id = await self.writer.run(write_step)
+            try:
+                work.step_id = await self.writer.run(write_step)
+            except GrantConflictError as exc:
+                ctl.dispatch.grant_lost(work, exc)
+                return
             work.request_id = rid
             if work.index == 0:
                 self.book.refused_in_a_row = 0  # an experiment got through: progress
+        elif take_lab is not None:  # a step written before (never sent) takes its units alone
+            try:
+                await self.writer.run(take_lab)
+            except GrantConflictError as exc:
+                ctl.dispatch.grant_lost(work, exc)
+                return
+        if take_lab is not None:
+            ctl.dispatch.granted(work)
         assert work.request_id is not None
         action = gate.action(slot.name, work.index)
         timeout_s = self._timeouts.get(slot.name) or action.timeout_s
