@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -47,6 +48,26 @@ def test_utilisation_counts_busy_time_only_while_work_waits() -> None:
     assert u.waiting_s == pytest.approx(3.0)
     assert u.fraction == pytest.approx(2 / 3)
     assert u.gap_other_p50_ms == pytest.approx(1000.0)
+    # counted from each campaign's first step on, nothing waited: B's only experiment is
+    # its first step
+    assert math.isnan(u.fraction_started)
+
+
+def test_utilisation_from_the_first_step_leaves_out_a_controller_starting() -> None:
+    # A's controller starts: its experiments are written at 0 s, its first step runs at
+    # 1 s (to 2 s), its second waits from 0 s and runs 3 to 4 s: busy 1 of the 3 s work
+    # waited, and 1 of the 2 s it waited once A dispatched (from 1 s to 3 s).
+    record = Record(
+        experiments=[
+            ("a", at(0), at(2), "station-1", at(1), at(2)),
+            ("a", at(0), at(4), "station-1", at(3), at(4)),
+        ],
+        planner_s=[],
+    )
+    (u,) = utilisation(record, 0.02)
+    assert u.waiting_s == pytest.approx(3.0)
+    assert u.fraction == pytest.approx(1 / 3)
+    assert u.fraction_started == pytest.approx(1 / 2)
 
 
 def test_throughput_counts_the_window_in_which_every_campaign_ran() -> None:
@@ -81,7 +102,7 @@ def test_the_baseline_and_this_code_each_get_their_rows_and_mean() -> None:
     rows = utilisation(Record(half, []), 0.02, "baseline")
     rows += utilisation(Record(busy, []), 0.02, "this")
     table = utilisation_table(rows)
-    means = [r.split("|")[1:9] for r in table.splitlines() if "| mean |" in r]
+    means = [r.split("|")[1:10] for r in table.splitlines() if "| mean |" in r]
     assert [(m[0].strip(), m[7].strip()) for m in means] == [
         ("baseline", "50.0%"),
         ("this", "100.0%"),
