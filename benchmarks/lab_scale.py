@@ -26,8 +26,13 @@ Three figures:
    an experiment waiting for a station (written, its step not yet started) that the station
    spent running a step (its ``started_at`` .. ``finished_at``), with the idle gaps between
    two steps split by whether the next step came from the same campaign or another one.
+   With ``--baseline DIR`` (another checkout of sdlab, e.g. ``git worktree add DIR main``)
+   every utilisation run is made twice, alternately, its controllers and gateway running
+   that checkout's code and this one's, ``--repeat`` times, so that both stand beside each
+   other at the same load.
 
 Usage:  python -m benchmarks.lab_scale [--campaigns 1,2,4,8] [--experiments N] [--quick]
+        python -m benchmarks.lab_scale --utilisation-only --baseline DIR [--step-s 2]
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import os
 import signal
 import statistics
 import subprocess
@@ -200,6 +206,7 @@ def overlap_s(xs: Sequence[Span], ys: Sequence[Span]) -> float:
 class Utilisation:
     """One instrument's share of the time work waited (times in s, gaps in ms)."""
 
+    code: str
     lab_poll_s: float
     instrument: str
     steps: int
@@ -207,19 +214,35 @@ class Utilisation:
     busy_s: float
     waiting_s: float
     fraction: float
+    fraction_started: float
     gap_same_p50_ms: float
     gap_other_p50_ms: float
     handoffs: int
 
 
-def utilisation(record: Record, lab_poll_s: float) -> list[Utilisation]:
+def utilisation(record: Record, lab_poll_s: float, code: str = "this") -> list[Utilisation]:
     """Each instrument's busy time while some campaign had an experiment waiting to start.
 
     An experiment waits from the moment it is written (``created_at``) until its step
-    starts; the union of those spans, over every campaign, is when work waited.
+    starts; the union of those spans, over every campaign, is when work waited. The first
+    proposals of a campaign are written while its controller is still starting (connecting
+    to the instruments, recovering, restoring its grants); ``fraction_started`` counts an
+    experiment as waiting only from its campaign's first step on, when its controller
+    dispatches.
     """
     waiting = union([(created, st) for _c, created, _d, _i, st, _f in record.experiments])
     waiting_s = sum((b - a).total_seconds() for a, b in waiting)
+    begun: dict[str, datetime] = {}
+    for c, _created, _d, _i, st, _f in record.experiments:
+        begun[c] = min(begun.get(c, st), st)
+    started = union(
+        [
+            (max(created, begun[c]), st)
+            for c, created, _d, _i, st, _f in record.experiments
+            if st > max(created, begun[c])
+        ]
+    )
+    started_s = sum((b - a).total_seconds() for a, b in started)
     by_inst: dict[str, list[tuple[datetime, datetime, str]]] = {}
     for c, _created, _d, inst, st, fin in record.experiments:
         by_inst.setdefault(inst, []).append((st, fin, c))
@@ -233,6 +256,7 @@ def utilisation(record: Record, lab_poll_s: float) -> list[Utilisation]:
             (same if c0 == c1 else other).append((a1 - b0).total_seconds())
         out.append(
             Utilisation(
+                code=code,
                 lab_poll_s=lab_poll_s,
                 instrument=inst,
                 steps=len(steps),
@@ -240,6 +264,9 @@ def utilisation(record: Record, lab_poll_s: float) -> list[Utilisation]:
                 busy_s=sum((b - a).total_seconds() for a, b in busy),
                 waiting_s=waiting_s,
                 fraction=overlap_s(busy, waiting) / waiting_s if waiting_s > 0 else float("nan"),
+                fraction_started=(
+                    overlap_s(busy, started) / started_s if started_s > 0 else float("nan")
+                ),
                 gap_same_p50_ms=quantile(same, 0.5) * 1e3,
                 gap_other_p50_ms=quantile(other, 0.5) * 1e3,
                 handoffs=len(other),
@@ -355,22 +382,46 @@ def throughput_table(rows: list[Throughput]) -> str:
 def utilisation_table(rows: list[Utilisation]) -> str:
     """The markdown table of the utilisation runs: a row per instrument, a mean per run."""
     lines = [
-        "| lab poll (s) | instrument | steps | campaigns | busy (s) | work waiting (s) "
-        "| utilisation | idle gap p50, same campaign (ms) "
-        "| idle gap p50, other campaign (ms) | hand-overs |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| code | lab poll (s) | instrument | steps | campaigns | busy (s) | work waiting (s) "
+        "| utilisation | utilisation from each campaign's first step "
+        "| idle gap p50, same campaign (ms) | idle gap p50, other campaign (ms) | hand-overs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for poll in dict.fromkeys(u.lab_poll_s for u in rows):
-        run = [u for u in rows if u.lab_poll_s == poll]
+    runs: dict[tuple[str, float], list[Utilisation]] = {}
+    for u in rows:
+        runs.setdefault((u.code, u.lab_poll_s), []).append(u)
+    for (code, poll), run in runs.items():
         for u in run:
             lines.append(
-                f"| {poll:g} | {u.instrument} | {u.steps} | {u.campaigns} | {u.busy_s:.1f} "
-                f"| {u.waiting_s:.1f} | {u.fraction:.1%} | {u.gap_same_p50_ms:.0f} "
+                f"| {code} | {poll:g} | {u.instrument} | {u.steps} | {u.campaigns} "
+                f"| {u.busy_s:.1f} | {u.waiting_s:.1f} | {u.fraction:.1%} "
+                f"| {u.fraction_started:.1%} | {u.gap_same_p50_ms:.0f} "
                 f"| {u.gap_other_p50_ms:.0f} | {u.handoffs} |"
             )
         mean = statistics.fmean(u.fraction for u in run)
-        lines.append(f"| {poll:g} | mean | | | | | {mean:.1%} | | | |")
+        mean_started = statistics.fmean(u.fraction_started for u in run)
+        lines.append(
+            f"| {code} | {poll:g} | mean | | | | | {mean:.1%} | {mean_started:.1%} | | | |"
+        )
     return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def code_of(checkout: Path | None) -> Iterator[None]:
+    """Run the processes started in the block (Ray nodes, gateways, controllers) on the
+    code of ``checkout`` (``None``: this one's)."""
+    if checkout is None:
+        yield
+        return
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(checkout.resolve())
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = before
 
 
 def _ints(text: str) -> list[int]:
@@ -401,33 +452,41 @@ def measure(args: argparse.Namespace) -> tuple[list[Throughput], list[Utilisatio
     # Each node offers one CPU per planner actor it may host (Ray starts worker processes up
     # to its CPU count; more would only crowd the two cores).
     cpus = max([*args.campaigns, 3]) + 1
-    with tempfile.TemporaryDirectory(prefix="labscale") as tmp, ray_cluster(cpus) as cluster:
-        if 1 in args.nodes:
-            for n in args.campaigns:
-                rec = run_lab(
-                    cluster, Path(tmp) / f"n{n}", args.db, campaigns=n,
-                    experiments=args.experiments, stations=args.instruments, step_s=0.0,
-                    on_planner_node=False, planner=args.planner, timeout_s=timeout_s,
-                )  # fmt: skip
-                rows.append(throughput(rec, 1, n))
-            for poll in args.lab_poll_s:
-                rec = run_lab(
-                    cluster, Path(tmp) / f"util-{poll:g}", args.db, campaigns=3,
-                    experiments=args.util_experiments, stations=4, step_s=args.step_s,
-                    on_planner_node=False, planner=args.planner, timeout_s=timeout_s,
-                    lab_poll_s=poll,
-                )  # fmt: skip
-                util += utilisation(rec, poll)
-        if 2 in args.nodes:
-            planners = {PLANNER_NODE: float(cpus)}
-            cluster.add_worker("planners", "127.0.0.2", resources=planners, num_cpus=cpus)
-            for n in args.campaigns:
-                rec = run_lab(
-                    cluster, Path(tmp) / f"two-n{n}", args.db, campaigns=n,
-                    experiments=args.experiments, stations=args.instruments, step_s=0.0,
-                    on_planner_node=True, planner=args.planner, timeout_s=timeout_s,
-                )  # fmt: skip
-                rows.append(throughput(rec, 2, n))
+    with tempfile.TemporaryDirectory(prefix="labscale") as tmp:
+        if 1 in args.nodes and not args.utilisation_only:
+            with ray_cluster(cpus) as cluster:
+                for n in args.campaigns:
+                    rec = run_lab(
+                        cluster, Path(tmp) / f"n{n}", args.db, campaigns=n,
+                        experiments=args.experiments, stations=args.instruments, step_s=0.0,
+                        on_planner_node=False, planner=args.planner, timeout_s=timeout_s,
+                    )  # fmt: skip
+                    rows.append(throughput(rec, 1, n))
+        if 1 in args.nodes or args.utilisation_only:
+            codes = [("baseline", args.baseline), ("this", None)] if args.baseline else []
+            codes = codes or [("this", None)]
+            for k in range(args.repeat):
+                for code, checkout in codes:
+                    with code_of(checkout), ray_cluster(cpus) as cluster:
+                        for poll in args.lab_poll_s:
+                            rec = run_lab(
+                                cluster, Path(tmp) / f"util-{code}-{poll:g}-{k}", args.db,
+                                campaigns=3, experiments=args.util_experiments, stations=4,
+                                step_s=args.step_s, on_planner_node=False,
+                                planner=args.planner, timeout_s=timeout_s, lab_poll_s=poll,
+                            )  # fmt: skip
+                            util += utilisation(rec, poll, code)
+        if 2 in args.nodes and not args.utilisation_only:
+            with ray_cluster(cpus) as cluster:
+                planners = {PLANNER_NODE: float(cpus)}
+                cluster.add_worker("planners", "127.0.0.2", resources=planners, num_cpus=cpus)
+                for n in args.campaigns:
+                    rec = run_lab(
+                        cluster, Path(tmp) / f"two-n{n}", args.db, campaigns=n,
+                        experiments=args.experiments, stations=args.instruments, step_s=0.0,
+                        on_planner_node=True, planner=args.planner, timeout_s=timeout_s,
+                    )  # fmt: skip
+                    rows.append(throughput(rec, 2, n))
     return rows, util
 
 
@@ -444,14 +503,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--lab-poll-s",
         type=_floats,
-        default=[0.25, 0.02],
-        help="sdlab run --lab-poll-s of each utilisation run (0.25: the poll before 0.02)",
+        default=[0.02],
+        help="sdlab run --lab-poll-s of each utilisation run (on PostgreSQL a controller is "
+        "woken by the lab's notifications and polls only while it cannot listen)",
     )
     ap.add_argument("--db", default=DEFAULT_DB, help="PostgreSQL server (a schema per run)")
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="another sdlab checkout whose code the utilisation runs also measure, alternately",
+    )
+    ap.add_argument("--repeat", type=int, default=1, help="utilisation runs per code (>= 1)")
+    ap.add_argument("--utilisation-only", action="store_true", help="skip the throughput runs")
     ap.add_argument("--quick", action="store_true", help="a small run (for the smoke test)")
     args = ap.parse_args(argv)
     if set(args.nodes) - {1, 2}:
         ap.error("--nodes: only 1 and 2 Ray nodes are supported")
+    if args.repeat < 1:
+        ap.error("--repeat: at least 1")
+    if args.baseline is not None and not (args.baseline / "controller" / "cli.py").is_file():
+        ap.error(f"--baseline: {args.baseline} is not an sdlab checkout")
     if args.quick:
         args.campaigns, args.nodes, args.lab_poll_s = [1], [1, 2], [0.02]
         args.experiments, args.util_experiments = 4, 4
@@ -461,17 +533,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows, util = measure(args)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    print(
-        f"## Throughput: {args.instruments} instant lab stations shared by every campaign, "
-        f"{args.planner} planner, {args.experiments} experiments per campaign\n"
-    )
-    print(throughput_table(rows))
+    if rows:
+        print(
+            f"## Throughput: {args.instruments} instant lab stations shared by every campaign, "
+            f"{args.planner} planner, {args.experiments} experiments per campaign\n"
+        )
+        print(throughput_table(rows))
     if util:
         print(
             f"\n## Utilisation: 3 campaigns share 4 lab stations, steps of {args.step_s:g} s, "
-            f"{args.util_experiments} experiments per campaign, for each --lab-poll-s\n"
+            f"{args.util_experiments} experiments per campaign, for each --lab-poll-s"
+            + (f"; baseline: {args.baseline}" if args.baseline else "")
+            + "\n"
         )
         print(utilisation_table(util))
+    print(f"\nload average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     sys.stdout.flush()
     return 0
 

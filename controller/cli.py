@@ -75,7 +75,8 @@ def _invalid(exc: InvalidCampaignError) -> None:
     "--lab-poll-s",
     type=click.FloatRange(min=0.005, max=60.0),
     default=None,
-    help="How often waiting steps look whether the lab freed a unit (default 0.02 s).",
+    help="How often waiting steps look whether the lab freed a unit (default 0.02 s; on "
+    "PostgreSQL a notification wakes them, and they look only while they cannot listen).",
 )
 def run(
     campaign: Path,

@@ -10,6 +10,17 @@ does; for the instruments and resources its campaign shares with others through 
 - to take a step's lab units, all or none, in one transaction
   (:func:`controller.store.lab.take_units`), and to give them back when the step ends.
 
+A controller that runs steps back to back hands its units over to its next step rather
+than giving them back and taking them again: when a step ends its units are *returning*
+(:meth:`LabGrants.give_back`) and count as free for this campaign's next plan, claims of
+campaigns waiting ahead included. A step granted in that plan takes the units it does not
+inherit at once, as any grant does, and inherits the others (:meth:`LabGrants.stage`): they
+stay held by this controller, and pass to the step in the transaction that writes the step
+before it is sent (:meth:`LabGrants.staged_write`), so no other campaign ever sees them
+free and no transaction of their own is spent. Returning units the plan did not hand over
+are released at once (:meth:`LabGrants.settle`), and on PostgreSQL that release wakes the
+other campaigns' controllers (:mod:`controller.store.lab_notify`).
+
 What the lab looks like is read at most every :data:`SNAPSHOT_MAX_AGE_S` (and after each of
 our own changes); a stale view only ever makes a take fail and be retried, never grant a
 unit twice, because the take itself is a compare-and-set. The grants expire with the
@@ -24,6 +35,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.store import transaction
@@ -42,6 +54,7 @@ from controller.store.lab import (
     snapshot,
     take_units,
 )
+from controller.store.lab_notify import LabListener, lab_channel, notifies
 from models.campaign import CampaignSpec
 from models.errors import CampaignStateError
 from models.lab import LabSpec
@@ -49,6 +62,8 @@ from models.status import LabInstrumentState
 from models.tables import utcnow
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from controller.work import InstrumentSlot
 
 logger = logging.getLogger(__name__)
@@ -105,6 +120,8 @@ class LabGrants:
         self._read_at = float("-inf")
         self._wait_written: tuple[tuple[str, ...], datetime | None] = ((), None)
         self._grants: frozenset[tuple[str, str]] = frozenset()
+        self._returning: set[str] = set()  # units of ended steps, still held in the store
+        self._staged: dict[int, list[str]] = {}  # exp -> the units its step inherits
 
     # ------------------------------------------------------------------ reading
 
@@ -143,9 +160,16 @@ class LabGrants:
         self._read_at = float("-inf")
         return True
 
+    def stale(self) -> None:
+        """Read the lab again at the next :meth:`refresh` (a notification said it changed)."""
+        self._read_at = float("-inf")
+
     def unit_free(self, unit: str) -> bool:
-        """Whether nobody holds ``unit`` under a live grant and it is not down."""
-        return unit not in self._snap.held and unit not in self._snap.down
+        """Whether nobody holds ``unit`` under a live grant and it is not down (a unit this
+        controller is giving back counts as free)."""
+        if unit in self._snap.down:
+            return False
+        return unit in self._returning or unit not in self._snap.held
 
     def free_units(self, pool: str) -> list[str]:
         """The units of ``pool`` free in the lab, in declaration order."""
@@ -225,6 +249,94 @@ class LabGrants:
         except Exception:
             logger.exception("campaign %d: could not release %s", self.campaign_id, units)
         self._read_at = float("-inf")
+
+    # ------------------------------------------------------------------ hand-overs
+
+    def give_back(self, units: Iterable[str]) -> None:
+        """A step ended: its ``units`` return to the lab, unless the next plan hands them
+        to another step of this campaign (:meth:`stage`). :meth:`settle` releases what is
+        left; until then the units count as free in this campaign's plans only."""
+        units = set(units)
+        if units:
+            self._returning |= units
+            self._read_at = float("-inf")  # plan on a fresh view: who waits ahead now
+
+    def stage(self, units: list[str], experiment_id: int) -> None:
+        """Grant ``units`` to the experiment's step, inheriting those that are returning.
+
+        The units it does not inherit are taken now, as :meth:`take` does (another
+        campaign could take them before the step is written); the inherited ones stay held
+        by this controller all along and pass to the step in the step's own transaction
+        (:meth:`staged_write`). All or none: if a unit cannot be taken, nothing is, and the
+        returning units stay returning.
+
+        Raises:
+            GrantConflictError: If a unit not inherited is held by another live grant, or
+                the store cannot be reached.
+        """
+        inherited = [u for u in units if u in self._returning]
+        self.take([u for u in units if u not in self._returning], experiment_id)
+        self._returning -= set(inherited)
+        self._staged[experiment_id] = inherited
+
+    def staged_write(self, experiment_id: int) -> Callable[[Session], None] | None:
+        """What the step's transaction runs to pass it the units it inherits (``None``:
+        none).
+
+        The returned function releases the inherited units and takes them again for the
+        step by compare-and-set (one transaction: no other campaign sees them free); it
+        raises :class:`GrantConflictError` if one is held by another live grant (this
+        controller's grant expired meanwhile), and the caller's transaction, rolled back,
+        changes nothing.
+        """
+        inherited = self._staged.get(experiment_id)
+        if not inherited:
+            return None
+        lab_id, campaign_id, holder, ttl_s = self.lab_id, self.campaign_id, self.holder, self.ttl_s
+
+        def write(s: Session) -> None:
+            release_units(s, lab_id, inherited, holder, notify=False)
+            take_units(
+                s,
+                lab_id,
+                inherited,
+                campaign_id=campaign_id,
+                holder=holder,
+                experiment_id=experiment_id,
+                ttl_s=ttl_s,
+            )
+
+        return write
+
+    def committed(self, experiment_id: int) -> None:
+        """The step's transaction took its staged units."""
+        self._staged.pop(experiment_id, None)
+        self._read_at = float("-inf")
+
+    def unstage(self, experiment_id: int, units: list[str]) -> list[str]:
+        """Of a step's lab ``units``, those this controller holds in the store: all of them
+        (a step that never took its inherited units still holds them as their last step
+        did)."""
+        self._staged.pop(experiment_id, None)
+        return list(units)
+
+    def settle(self) -> list[str]:
+        """Release the returning units no step inherited (one transaction); returns them."""
+        units = sorted(self._returning)
+        self._returning.clear()
+        self.release(units)
+        return units
+
+    def listener(self) -> LabListener | None:
+        """A listener that wakes this controller when the lab's grants change (PostgreSQL;
+        ``None`` on SQLite, which is polled)."""
+        with transaction(self._sessions, read_only=True) as s:
+            if not notifies(s):
+                return None
+            channel = lab_channel(s, self.lab_id)
+            engine = s.get_bind()
+        assert isinstance(engine, Engine)
+        return LabListener(engine, channel)
 
     def adopt(self) -> dict[str, int | None]:
         """Take over the grants an earlier controller of this campaign left.

@@ -312,13 +312,18 @@ class ResourceManager:
 
     # ------------------------------------------------------------------ grants
 
-    def grant(self, request: Request, instrument: str | None = None) -> Grant:
+    def grant(
+        self, request: Request, instrument: str | None = None, *, staged: bool = False
+    ) -> Grant:
         """Take the units a step needs (and its container, if it is being admitted).
 
         Args:
             request: The step.
             instrument: The instrument it runs on; a lab instrument is granted together
                 with the step's lab units.
+            staged: Take the step's lab units in the transaction that writes the step
+                (:meth:`controller.lab.LabGrants.stage`), not now: units the campaign's
+                ended steps are giving back pass straight to it there.
 
         Raises:
             CampaignStateError: If a unit is not free (the plan was not followed), or the
@@ -352,7 +357,10 @@ class ResourceManager:
             if instrument is not None and instrument in self.lab.instruments:
                 lab_units.append(instrument)
             lab_units += [u for u in picked if self.lab.shares(self._pool_of[u])]
-            self.lab.take(lab_units, exp)  # all or nothing, or raise before anything is held
+            if staged:
+                self.lab.stage(lab_units, exp)
+            else:
+                self.lab.take(lab_units, exp)  # all or nothing, or raise before anything is held
         for unit in picked:
             self._holder[unit] = exp
         if container is not None:
@@ -362,13 +370,24 @@ class ResourceManager:
         self._since.pop(request, None)
         return Grant(request, taken, container)
 
-    def release_step(self, experiment_id: int) -> list[str]:
-        """Give back the units the experiment's step held (not its container)."""
+    def release_step(self, experiment_id: int, *, hand_over: bool = False) -> list[str]:
+        """Give back the units the experiment's step held (not its container).
+
+        Args:
+            experiment_id: The experiment.
+            hand_over: Let the next plan hand the step's lab units to another step of the
+                campaign (:meth:`controller.lab.LabGrants.give_back`); ``False``: release
+                them now.
+        """
         units = self._step.pop(experiment_id, [])
         for unit in units:
             self._holder.pop(unit, None)
         if self.lab is not None:
-            self.lab.release(self._lab_step.pop(experiment_id, []))
+            held = self.lab.unstage(experiment_id, self._lab_step.pop(experiment_id, []))
+            if hand_over:
+                self.lab.give_back(held)
+            else:
+                self.lab.release(held)
         return units
 
     def release_container(self, experiment_id: int) -> str | None:

@@ -10,13 +10,22 @@ dispatcher also keeps the samples' containers across the experiment's steps, wri
 sample's moves with each step, and keeps, for every experiment that waits, what it waits for
 (in the controller's progress, and in the store's ``experiments.waiting_for`` for the
 dashboard).
+
+With a lab, the lab units of a step that ended pass to the next step the same plan grants
+if it needs them, in the transaction that writes that step (:meth:`Dispatcher.grant_write`,
+see :mod:`controller.lab`), and what no step inherits is released at once. A controller
+whose steps wait for lab units is woken by a PostgreSQL notification when another campaign
+frees one (:mod:`controller.store.lab_notify`), and on SQLite looks at the lab's grants
+every ``lab_poll_s``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 from sqlalchemy.orm import Session
 
@@ -43,7 +52,8 @@ WAITING_FLUSH_S = 0.25
 
 LAB_POLL_S = 0.25
 """How often, at least, a campaign whose steps wait plans them again (the lab's waits and
-instrument states change without a grant changing)."""
+instrument states change without a grant changing, and a notification can be missed while
+the listening connection is down)."""
 
 
 class Dispatcher:
@@ -163,7 +173,9 @@ class Dispatcher:
                 for req in plan.grants:
                     if req.kind == slot.kind:
                         try:
-                            self.manager.grant(req, instrument=slot.name)
+                            self.manager.grant(
+                                req, instrument=slot.name, staged=self.lab is not None
+                            )
                         except GrantConflictError as exc:  # another campaign was quicker
                             waiting[req.experiment_id] = str(exc)
                             break
@@ -174,25 +186,82 @@ class Dispatcher:
             for req in plan.grants:
                 if taken is None or req.experiment_id != taken.experiment_id:
                     waiting[req.experiment_id] = f"a free instrument of kind {req.kind} to pick it"
+        if self.lab is not None:
+            self.lab.settle()  # what no step of this plan inherited goes back to the lab now
         self._set_waiting(waiting)
         return taken
 
+    # ------------------------------------------------------------------ the step's write
+
+    def grant_write(self, work: Work) -> Callable[[Session], None] | None:
+        """What the step's transaction runs first to pass it the lab units it inherits from
+        a step that ended (``None``: none). It raises
+        :class:`~controller.store.lab.GrantConflictError` if another campaign holds one."""
+        return None if self.lab is None else self.lab.staged_write(work.experiment_id)
+
+    def granted(self, work: Work) -> None:
+        """The step's transaction took the lab units it inherits."""
+        if self.lab is not None:
+            self.lab.committed(work.experiment_id)
+
+    def grant_lost(self, work: Work, exc: GrantConflictError) -> None:
+        """The step lost a unit it inherited (this controller's grant had expired and
+        another campaign took it): nothing was written. The step is ready again (first in
+        line); the worker's :meth:`step_done` gives back what it holds."""
+        self.book.queue(work, first=True)
+        self.waiting[work.experiment_id] = str(exc)
+        self._schedule_flush()
+        logger.info("campaign %s: experiment %d waits: %s", self.ctl.name, work.experiment_id, exc)
+
+    # ------------------------------------------------------------------ waking
+
     async def poll_lab(self) -> None:
-        """While steps wait, look at the lab's grants every ``lab_poll_s`` (one small
-        query) and wake the workers when another campaign took or freed a unit, and at
-        least every :data:`LAB_POLL_S`: other campaigns' controllers free lab units without
-        telling us."""
+        """While steps wait, wake the workers when another campaign frees a lab unit, and
+        at least every :data:`LAB_POLL_S` for what no grant shows.
+
+        On PostgreSQL the lab's notifications wake us (:class:`LabListener
+        <controller.store.lab_notify.LabListener>`); on SQLite, or while the listening
+        connection is down, the lab's grants are read every ``lab_poll_s`` (one small
+        query) instead.
+        """
         lab = self.lab
         assert lab is not None
         poll_s = min(self.ctl.options.lab_poll_s, LAB_POLL_S)
+        try:
+            listener = lab.listener()
+        except Exception as exc:  # polling works without it
+            logger.warning("campaign %s: no lab notifications: %s", self.ctl.name, exc)
+            listener = None
+        task = asyncio.create_task(listener.run()) if listener is not None else None
         woke = time.monotonic()
-        while True:
-            await asyncio.sleep(poll_s)
-            if not self.waiting or self.ctl.paused:
-                continue
-            if lab.grants_changed() or time.monotonic() - woke >= LAB_POLL_S:
+        try:
+            while True:
+                notified = False
+                if listener is not None and listener.listening:
+                    left = max(0.0, LAB_POLL_S - (time.monotonic() - woke))
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(listener.woken.wait(), left)
+                    notified = listener.woken.is_set()
+                    listener.woken.clear()
+                else:
+                    await asyncio.sleep(poll_s)
+                if not self.waiting or self.ctl.paused:
+                    continue
+                if notified:
+                    lab.stale()
+                elif not (
+                    (listener is not None and listener.listening)
+                    or lab.grants_changed()
+                    or time.monotonic() - woke >= LAB_POLL_S
+                ):
+                    continue
                 woke = time.monotonic()
                 await self.ctl.notify()
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
 
     def lab_state(self, s: Session, slot: InstrumentSlot) -> None:
         """Record a lab instrument's service state for every campaign (in ``s``)."""
@@ -204,10 +273,18 @@ class Dispatcher:
         self._running[slot.name] = work.experiment_id
 
     def step_done(self, slot: InstrumentSlot, work: Work) -> None:
-        """The step ran (whatever came of it): its instrument and resources are free."""
+        """The step ran (whatever came of it): its instrument and resources are free.
+
+        Its lab units are handed to the step the next plan grants, if it needs them, and
+        released otherwise (at the latest once the loop runs again)."""
         if self._running.get(slot.name) == work.experiment_id:
             del self._running[slot.name]
-        self.manager.release_step(work.experiment_id)
+        self.manager.release_step(work.experiment_id, hand_over=self.lab is not None)
+        if self.lab is not None:
+            try:
+                asyncio.get_running_loop().call_soon(self.lab.settle)
+            except RuntimeError:  # no loop (a unit test): release now
+                self.lab.settle()
 
     def record_start(self, s: Session, slot: InstrumentSlot, work: Work) -> None:
         """Write the sample's move to the step's instrument (in the step's transaction)."""

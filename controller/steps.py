@@ -6,7 +6,7 @@ measurements in one transaction, and the experiment moves on to its next step or
 COMPLETED and the planner told. A failed action fails the experiment (the planner learns
 the point is infeasible); an action the instrument reports as ``interrupted`` (its server
 restarted mid-action) is run again as a new attempt flagged ``rerun`` when it is declared
-safe to re-run (:func:`retry_decision` is the rule).
+safe to re-run (:func:`~controller.outcomes.retry_decision` is the rule).
 
 :class:`StepRunner` does this for the campaign controller: it changes the campaign's
 in-flight state only through the :class:`~controller.book.Book` and writes only through the
@@ -18,66 +18,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from controller.book import Book
+from controller.outcomes import (
+    MAX_TRANSPORT_PAUSE_S,
+    POLL_S,
+    REFUSALS,
+    Lost,
+    Refused,
+    retry_decision,
+    schema_problem,
+)
+from controller.store.lab import GrantConflictError
 from controller.store.queries import known_observations
 from controller.work import InstrumentSlot, Lifecycle, Work
 from controller.writer import Writer
 from instruments.client import RequestState
-from instruments.driver import ActionSpec
-from instruments.protocol import (
-    INTERNAL,
-    INTERRUPTED,
-    PARAMETER_OUT_OF_LIMITS,
-    REQUEST_ID_CONFLICT,
-    UNKNOWN_ACTION,
-    UNKNOWN_REQUEST,
-    UNSUPPORTED_PROTOCOL,
-)
+from instruments.protocol import INTERNAL, INTERRUPTED, UNKNOWN_REQUEST
 from models.errors import InstrumentError, ParameterLimitError
 from models.status import CampaignStatus, ExperimentStatus, StepStatus
 from models.tables import ExperimentRow
 
+__all__ = ["POLL_S", "StepRunner", "retry_decision"]
+
 logger = logging.getLogger(__name__)
-
-Retry = Literal["retry", "interrupt", "fail"]
-
-
-def retry_decision(
-    *, retry_safe: bool, attempt: int, max_attempts: int, aborted: bool, fate_known: bool
-) -> Retry:
-    """What becomes of a step after an instrument fault.
-
-    ======================================  ===============  =============
-    the action                              fate known       fate unknown
-    ======================================  ===============  =============
-    retry-safe, attempts left, not aborted  ``retry``        ``retry``
-    retry-safe, no attempts left / aborted  ``fail``         ``fail``
-    not retry-safe                          ``fail``         ``interrupt``
-    ======================================  ===============  =============
-
-    An action not declared safe to re-run is never sent twice: if it surely stopped, the
-    experiment fails; if its fate is unknown, the experiment waits INTERRUPTED for an
-    operator's decision.
-
-    Args:
-        retry_safe: The instrument declared the action safe to re-run.
-        attempt: The attempt that just ended (1 for the first).
-        max_attempts: ``reliability.max_attempts`` of the campaign.
-        aborted: The campaign is being aborted.
-        fate_known: The instrument confirmed the action stopped.
-    """
-    if retry_safe and attempt < max_attempts and not aborted:
-        return "retry"
-    if not retry_safe and not fate_known:
-        return "interrupt"
-    return "fail"
 
 
 class StepRunner:
@@ -224,10 +192,13 @@ class StepRunner:
             self.refused(str(exc))
             await self.teach()
             return
+        take_lab = ctl.dispatch.grant_write(work)  # the step's lab units, taken as it is written
         if work.step_id is None:
             rid = self.request_id(work.experiment_id, work.index, work.attempt)
 
             def write_step(s: Session) -> int:
+                if take_lab is not None:  # first: a unit lost to another campaign writes nothing
+                    take_lab(s)
                 # Written as RUNNING ("may have been sent") and committed before the send,
                 # so after a crash a step the instrument does not know is never re-run
                 # silently.
@@ -257,10 +228,22 @@ class StepRunner:
                     )
                 return step_id
 
-            work.step_id = await self.writer.run(write_step)
+            try:
+                work.step_id = await self.writer.run(write_step)
+            except GrantConflictError as exc:
+                ctl.dispatch.grant_lost(work, exc)
+                return
             work.request_id = rid
             if work.index == 0:
                 self.book.refused_in_a_row = 0  # an experiment got through: progress
+        elif take_lab is not None:  # a step written before (never sent) takes its units alone
+            try:
+                await self.writer.run(take_lab)
+            except GrantConflictError as exc:
+                ctl.dispatch.grant_lost(work, exc)
+                return
+        if take_lab is not None:
+            ctl.dispatch.granted(work)
         assert work.request_id is not None
         action = gate.action(slot.name, work.index)
         timeout_s = self._timeouts.get(slot.name) or action.timeout_s
@@ -268,26 +251,58 @@ class StepRunner:
         if ctl.estop.claims(outcome):  # cancelled by an emergency stop (controller/estop.py)
             await ctl.estop.record_step(slot, work, outcome)
             return
-        if isinstance(outcome, _Refused):
+        if isinstance(outcome, Refused):
             await self.fail_experiment(work, slot.name, outcome.code, outcome.message)
             return
         health = ctl.health
         assert health is not None
-        if isinstance(outcome, _Lost):
+        if isinstance(outcome, Lost):
             health.fault(slot, outcome.code, outcome.message)
             await self.retry_or_fail(
                 slot, work, outcome.code, outcome.message, None, fate_known=outcome.known
             )
             return
-        problem = self._schema_problem(action, outcome)
+        problem = schema_problem(action, outcome)
         if problem is not None:
             health.fault(slot, "bad_result", problem)
             await self.retry_or_fail(slot, work, "bad_result", problem, outcome, fate_known=True)
             return
+        # The instrument is done with the step: its worker may send the next one while the
+        # result is written (the writer keeps the order of the writes; the experiment stays
+        # in flight until its result is recorded, so the budget holds). What the result
+        # says of the instrument's health is taken into account first.
+        fault = self._judge(slot, outcome)
+        self.ctl.spawn(self._record_soon(slot, work, outcome, fault))
+
+    def _judge(self, slot: InstrumentSlot, state: RequestState) -> bool:
+        """Count a finished request for or against its instrument's health; returns whether
+        it ended by the instrument's fault (not the sample's)."""
+        health = self.ctl.health
+        assert health is not None
+        err = state.error
+        if state.state == "completed":
+            health.succeeded(slot)
+            return False
+        if err is not None and (err.retryable or err.code in (INTERRUPTED, INTERNAL)):
+            health.fault(slot, err.code, err.message)
+            return True
+        return False
+
+    async def _record_soon(
+        self, slot: InstrumentSlot, work: Work, state: RequestState, fault: bool
+    ) -> None:
+        """Record a finished request (in the background of its worker), then wake the
+        workers: the campaign may have ended, or the experiment's next step be ready."""
         try:
-            await self._record(slot, work, outcome)
-        except InstrumentError as exc:  # a result that does not carry the objectives
-            await self.fail_experiment(work, slot.name, exc.code, str(exc), outcome)
+            try:
+                await self._record(slot, work, state, fault)
+            except InstrumentError as exc:  # a result that does not carry the objectives
+                await self.fail_experiment(work, slot.name, exc.code, str(exc), state)
+        except Exception:  # one bad record must never stop the campaign
+            logger.exception("result of experiment %d not recorded", work.experiment_id)
+            await self.fail_experiment(work, None, "internal", "controller error; see log")
+        finally:
+            await self.ctl.notify()
 
     async def _drive(
         self,
@@ -296,7 +311,7 @@ class StepRunner:
         action: str,
         params: dict[str, Any],
         timeout_s: float,
-    ) -> RequestState | _Lost | _Refused:
+    ) -> RequestState | Lost | Refused:
         """Submit a step (unless adopted) and follow it to its end or its deadline.
 
         Transport faults (no reply, a garbled reply, the instrument off the network) do not
@@ -328,9 +343,9 @@ class StepRunner:
                     submitted = True
             except InstrumentError as exc:
                 if exc.code in REFUSALS:
-                    return _Refused(exc.code, str(exc))
+                    return Refused(exc.code, str(exc))
                 if exc.code == UNKNOWN_REQUEST and submitted:
-                    return _Lost(exc.code, f"{slot.name} no longer knows request {rid}")
+                    return Lost(exc.code, f"{slot.name} no longer knows request {rid}")
                 self.ctl.health.fault(slot, exc.code, str(exc))
                 await asyncio.sleep(min(pause_s, max(0.0, deadline - time.monotonic())))
                 pause_s = min(pause_s * 2, MAX_TRANSPORT_PAUSE_S)
@@ -343,50 +358,30 @@ class StepRunner:
         except InstrumentError as exc:
             logger.warning("could not cancel %s on %s: %s", rid, slot.name, exc)
             slot.orphans.add(rid)  # cancelled again when the instrument answers
-            return _Lost("timeout", f"no result within {timeout_s:.3g} s and no answer to cancel")
+            return Lost("timeout", f"no result within {timeout_s:.3g} s and no answer to cancel")
         if state.state == "completed":
             return state  # finished just as the deadline passed
         # Answered: the action is stopped (cancelled) or ended otherwise; its fate is known.
-        return _Lost("timeout", f"no result within {timeout_s:.3g} s; {state.state}", known=True)
+        return Lost("timeout", f"no result within {timeout_s:.3g} s; {state.state}", known=True)
 
     def _retry_safe(self, slot: InstrumentSlot, work: Work) -> bool:
         gate = self.ctl.gate
         return gate is not None and gate.action(slot.name, work.index).retry_safe
 
-    @staticmethod
-    def _schema_problem(action: ActionSpec, state: RequestState) -> str | None:
-        """What is wrong with a completed result, measured against the declared outputs."""
-        if state.state != "completed":
-            return None
-        declared = {o.name for o in action.outputs}
-        got = [m.name for m in state.measurements]
-        missing = sorted(declared - set(got))
-        extra = sorted(set(got) - declared)
-        if missing or extra:
-            return f"result breaks the declared outputs: missing {missing}, undeclared {extra}"
-        bad = [
-            m.name for m in state.measurements if m.value is not None and not math.isfinite(m.value)
-        ]
-        if bad:
-            return f"result has non-finite values for {bad}"
-        return None
-
-    async def _record(self, slot: InstrumentSlot, work: Work, state: RequestState) -> None:
-        """Write a finished request's outcome and move the experiment on."""
-        health = self.ctl.health
-        assert health is not None
+    async def _record(
+        self, slot: InstrumentSlot, work: Work, state: RequestState, fault: bool
+    ) -> None:
+        """Write a finished request's outcome and move the experiment on (``fault``: it
+        ended by the instrument's fault, counted by :meth:`_judge`)."""
         if state.state != "completed":
             err = state.error
             code = err.code if err else str(state.state)
             msg = err.message if err else f"request ended {state.state}"
-            if err is not None and (err.retryable or code in (INTERRUPTED, INTERNAL)):
-                # the instrument's fault, not the sample's: count it, and try again if safe
-                health.fault(slot, code, msg)
+            if fault:  # the instrument's fault, not the sample's: try again if safe
                 await self.retry_or_fail(slot, work, code, msg, state, fate_known=True)
                 return
             await self.fail_experiment(work, slot.name, code, msg, state)
             return
-        health.succeeded(slot)
         last = work.index == len(self.spec.workflow) - 1
         if last:
             # The planner learns the result from the store (see teach), as a restarted one does.
@@ -590,32 +585,3 @@ class StepRunner:
         self.ctl.spawn(self.teach())
         if self.book.failed >= self.ctl.max_failures:
             self.ctl.stop(CampaignStatus.FAILED, f"{self.book.failed} experiments failed")
-
-
-POLL_S = 1.0
-"""Long-poll window of each status call while a step runs, in seconds."""
-
-MAX_TRANSPORT_PAUSE_S = 5.0
-"""Longest pause between two tries to reach an instrument during one step, in seconds."""
-
-REFUSALS = frozenset(
-    {UNKNOWN_ACTION, PARAMETER_OUT_OF_LIMITS, REQUEST_ID_CONFLICT, UNSUPPORTED_PROTOCOL}
-)
-"""Error replies that refuse a request for good: sending it again cannot help."""
-
-
-@dataclass(frozen=True)
-class _Lost:
-    """A step whose result never came: ``known`` if the instrument confirmed it stopped."""
-
-    code: str
-    message: str
-    known: bool = False
-
-
-@dataclass(frozen=True)
-class _Refused:
-    """A step the instrument refused outright."""
-
-    code: str
-    message: str

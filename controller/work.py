@@ -123,7 +123,8 @@ class ControllerOptions:
             ``lease_s / 6`` seconds; another controller may take the campaign over this long
             after this one stopped renewing (see :mod:`controller.store.lease`).
         lab_poll_s: How often a campaign whose steps wait for lab units looks whether
-            another campaign took or freed one, in seconds (one small query each time).
+            another campaign took or freed one, in seconds (one small query each time); on
+            PostgreSQL only while it cannot listen for the lab's notifications.
     """
 
     use_ray_planner: bool = True

@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.orm import Session
 
+from controller.store.lab_notify import notify_lab
 from models.errors import CampaignStateError, InvalidCampaignError, Problem
 from models.lab import LabSpec
 from models.status import LabInstrumentState
@@ -210,6 +211,7 @@ def set_instrument_state(
     row.reason = None if state == LabInstrumentState.IN_SERVICE else reason
     row.until = until if state == LabInstrumentState.QUARANTINED else None
     row.changed_by = actor
+    notify_lab(s, lab_id)  # a station back in service may be taken now
     return row
 
 
@@ -383,8 +385,20 @@ def take_units(
             raise GrantConflictError(unit, name)
 
 
-def release_units(s: Session, lab_id: int, units: list[str], holder: str) -> int:
-    """Give back ``units`` held by ``holder``; returns how many it held."""
+def release_units(
+    s: Session, lab_id: int, units: list[str], holder: str, *, notify: bool = True
+) -> int:
+    """Give back ``units`` held by ``holder``; returns how many it held.
+
+    Args:
+        s: Open session.
+        lab_id: The lab.
+        units: The units.
+        holder: Their holder (units it does not hold are left alone).
+        notify: Wake the lab's waiting controllers when ``s`` commits
+            (:func:`~controller.store.lab_notify.notify_lab`); ``False`` when the same
+            transaction takes the units again (a hand-over: nothing is freed).
+    """
     if not units:
         return 0
     done = s.execute(
@@ -397,7 +411,10 @@ def release_units(s: Session, lab_id: int, units: list[str], holder: str) -> int
         .values(campaign_id=None, holder=None, experiment_id=None, granted_at=None, expires_at=None)
         .execution_options(synchronize_session=False)
     )
-    return int(done.rowcount)  # type: ignore[attr-defined]
+    freed = int(done.rowcount)  # type: ignore[attr-defined]
+    if freed and notify:
+        notify_lab(s, lab_id)
+    return freed
 
 
 def renew_holder(s: Session, holder: str, ttl_s: float) -> int:
@@ -425,6 +442,10 @@ def renew_holder(s: Session, holder: str, ttl_s: float) -> int:
 
 def release_holder(s: Session, holder: str) -> int:
     """Give back every grant and wait of ``holder`` (its controller stops)."""
+    labs = set(s.scalars(select(LabUnitRow.lab_id).where(LabUnitRow.holder == holder)))
+    labs |= set(s.scalars(select(LabWaitRow.lab_id).where(LabWaitRow.holder == holder)))
+    for lab_id in sorted(labs):
+        notify_lab(s, lab_id)
     done = s.execute(
         update(LabUnitRow)
         .where(LabUnitRow.holder == holder)
