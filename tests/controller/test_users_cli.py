@@ -56,7 +56,8 @@ def test_every_change_the_users_page_makes_is_a_command(tmp_path: Path) -> None:
         assert check_login(s, "ada", PASSWORD, dummy_iterations=1) is not None
         assert user_for_token(s, second) is None  # old tokens stay revoked
         user = get_user(s, "ada")
-        assert user is not None and (user.role, user.disabled) == ("admin", False)
+        assert user is not None
+        assert (user.role, user.disabled) == ("admin", False)
         events = s.scalars(select(EventRow).where(EventRow.kind.like("user.%"))).all()
         assert [e.kind for e in events] == [
             "user.created",
