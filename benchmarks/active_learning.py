@@ -18,6 +18,15 @@ Run it (``boundary`` spends about a second of CPU per decision; batches of 5 mak
 
     nice -n 10 python -m benchmarks.active_learning --seeds 20 --n 60 --batch 5 --out /tmp/al
 
+With ``--world phase-pockets`` each seed maps another layout of :mod:`sim.pockets` (three
+large phases, three small pockets of rare phases), scored by macro-averaged accuracy of the
+nearest-neighbour map (``--scorer nn``; see :func:`map_accuracy`), where random sampling
+struggles::
+
+    nice -n 5 python -m benchmarks.active_learning --world phase-pockets --seeds 20 --n 600 \
+        --batch 5 --planners random sobol explore:boundary --budget explore=200 \
+        --options '{"explore": {"explore_radius": 0.05}}' --checkpoints 40 80 120 200 400 600
+
 ``run(seeds, n_max)`` returns the numbers as a dict (``benchmarks/planner_bench.py`` calls it).
 """
 
@@ -229,7 +238,7 @@ def run(
     }
     for name in planners:
         runs, secs = [], []
-        budget = min(n_max, (budgets or {}).get(name, n_max))
+        budget = min(n_max, (budgets or {}).get(name.partition(":")[0], n_max))
         mine = [k for k in checkpoints if k <= budget]
         for seed in seeds:
             the_world = PocketWorld(layout_seed=seed) if macro else PhaseMapWorld()
