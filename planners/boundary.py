@@ -93,7 +93,7 @@ class BoundaryOptions(ActiveLearningOptions):
         explore_weight: Weight of the coverage score against the boundary score.
         label_gaps: With ``explore_radius``, also score the gaps between differently
             labelled neighbours (:func:`_label_gaps`), so that a pocket found is outlined
-            by bisection; not yet benchmarked.
+            by bisection (off by default; see docs/benchmarks.md).
     """
 
     phase_objective: str | None = None
