@@ -117,10 +117,12 @@ class BayesOptOptions(bo_surrogate.SurrogateBOOptions):
             rows not yet measured or pending are proposed.
         discrete_limit: A space of integer and categorical parameters with at most this
             many points is enumerated and scored directly.
-        warm_start: Start each GP fit from the hyperparameters of a cold fit to the first
-            observations (the anchor, see :mod:`planners.bo_speed`), so decisions stay
+        warm_start: From ``warm_start_min_n`` observations on, take the GP's
+            hyperparameters from the anchor (a cold fit to the first observations, refitted
+            every ``refit_every``; see :mod:`planners.bo_speed`), so decisions stay
             replayable.
-        warm_start_maxiter: Iteration limit of a warm-started GP fit.
+        warm_start_maxiter: L-BFGS-B iterations from the anchor's hyperparameters on all
+            the data (0: none, the GP uses the anchor's hyperparameters as they are).
         warm_start_min_n: Usable observations from which fits are warm-started (below,
             a cold fit is cheap and the hyperparameters still move fast).
         refit_every: Observations between cold refits of the warm-start anchor (``None``:
@@ -152,8 +154,8 @@ class BayesOptOptions(bo_surrogate.SurrogateBOOptions):
     min_feasibility: float = Field(default=0.5, ge=0.0, lt=1.0)
     pool: str | None = None
     discrete_limit: int = Field(default=20_000, ge=0, le=10_000_000)
-    warm_start: bool = False
-    warm_start_maxiter: int = Field(default=50, ge=1, le=100_000)
+    warm_start: bool = True
+    warm_start_maxiter: int = Field(default=0, ge=0, le=100_000)
     warm_start_min_n: int = Field(default=200, ge=0, le=1_000_000)
     refit_every: int | None = Field(default=None, ge=1, le=1_000_000)
     max_baseline: int | None = Field(default=128, ge=1, le=1_000_000)
@@ -186,7 +188,7 @@ class BayesOptPlanner(Planner):
     the acquisition values of the proposed points, each given the pending points.
     """
 
-    version = "3"
+    version = "4"
     Options = BayesOptOptions
     options: BayesOptOptions
     min_objectives: ClassVar[int] = 1
@@ -336,8 +338,8 @@ class BayesOptPlanner(Planner):
         """Fit the outcome GP and the success classifier; returns both, the GP's inputs and
         the trust-region box (``None`` unless the model is local).
 
-        With ``warm_start`` the fit starts from the warm-start anchor's hyperparameters
-        (:meth:`_anchor_state`) and stops after ``warm_start_maxiter`` iterations.
+        With ``warm_start`` the GP takes the warm-start anchor's hyperparameters
+        (:meth:`_anchor_state`), refined by at most ``warm_start_maxiter`` iterations.
         """
         dev = self.device
         x, y, yvar, box = self._model_inputs(data, self._observations)

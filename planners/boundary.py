@@ -29,6 +29,21 @@ around it by ``1 - exp(-|x - x_j|^2 / 2 r^2)``, with ``r`` the classifier's leng
 times ``penalty_radius`` (per input, in the unit cube). The greedy picks therefore
 never coincide, and a pending experiment's neighbourhood waits for its label.
 
+Boundaries can only be refined between phases that have been seen. A phase that forms in
+a small pocket inside a large one (a line compound, a metastable phase) is invisible to
+the classifier until a measurement lands in it: its lengthscales are those of the large
+phases, so it is confident across the pocket. With ``explore_radius`` set (``rho``, the
+size of the smallest region the map must not miss, in unit-cube units) each candidate also
+gets a coverage score ``prod_j (1 - exp(-|x - x_j|^2 / 2 rho^2))`` over the measured, pending
+and already chosen points (the penalisation kernel above with the fixed radius ``rho``):
+near 1 in a hole of the design wider than ``rho``, near 0 next to a measurement. A
+candidate's score is the larger of its boundary score and ``explore_weight`` times its
+coverage, so the holes are filled first (a maximin space-filling design, which finds
+every pocket wider than about ``rho``; Johnson, Moore and Ylvisaker, "Minimax and maximin
+distance designs", J. Stat. Plan. Inference 1990), and the boundaries, the pockets' among
+them once found, are refined as soon as no hole is left that is more uncertain than they
+are. ``details["explore_picks"]`` counts the proposals chosen for coverage.
+
 The objective's direction is ignored. Labels are rounded to the nearest integer; a label
 below 0 or not below ``n_classes`` is an error naming the experiment.
 """
@@ -72,6 +87,13 @@ class BoundaryOptions(ActiveLearningOptions):
             with; larger trusts each label less (noisy labels).
         mc_samples: Monte-Carlo draws of the latent functions per prediction.
         fit_iterations: Adam steps of the classifier fit.
+        explore_radius: Coverage radius ``rho`` (unit-cube units; module docstring):
+            the size of the smallest phase region the map should find; ``None``: no
+            coverage term (boundary refinement only).
+        explore_weight: Weight of the coverage score against the boundary score.
+        label_gaps: With ``explore_radius``, also score the gaps between differently
+            labelled neighbours (:func:`_label_gaps`), so that a pocket found is outlined
+            by bisection (off by default; see docs/benchmarks.md).
     """
 
     phase_objective: str | None = None
@@ -82,6 +104,9 @@ class BoundaryOptions(ActiveLearningOptions):
     alpha_epsilon: float = Field(default=0.01, gt=0.0, le=1.0)
     mc_samples: int = Field(default=128, ge=8, le=16_384)
     fit_iterations: int = Field(default=60, ge=1, le=10_000)
+    explore_radius: float | None = Field(default=None, gt=0.0, le=1.0)
+    explore_weight: float = Field(default=1.0, gt=0.0, le=100.0)
+    label_gaps: bool = False
 
 
 def boundary_scores(
@@ -233,12 +258,27 @@ class BoundaryPlanner(ActiveLearningPlanner):
         centres = [self.encoder.encode(pending)] if pending else []
         for c in centres:
             score = score * _penalty(cand, c, radii)
+        rho = self.options.explore_radius
+        cover: Tensor | None = None
+        if rho is not None:
+            rho_t = torch.full_like(radii, rho)
+            cover = self.options.explore_weight * _penalty(cand, torch.cat([x, *centres]), rho_t)
+            if self.options.label_gaps:
+                cover = torch.maximum(cover, _label_gaps(cand, x, y, rho))
+            for c in centres:
+                cover = cover * _penalty(cand, c, rho_t)
         picked: list[int] = []
         scores: list[float] = []
+        explored = 0
         for _ in range(n):
-            i = int(score.argmax())
+            total = score if cover is None else torch.maximum(score, cover)
+            i = int(total.argmax())
             picked.append(i)
-            scores.append(float(score[i]))
+            scores.append(float(total[i]))
+            if cover is not None:
+                explored += bool(cover[i] > score[i])
+                cover = cover * _penalty(cand, cand[i : i + 1], rho_t)
+                cover[i] = -1.0
             score = score * _penalty(cand, cand[i : i + 1], radii)
             score[i] = -1.0  # never the same candidate twice (even with penalty_radius 0)
         details.update(
@@ -247,6 +287,7 @@ class BoundaryPlanner(ActiveLearningPlanner):
             probabilities=prediction.probabilities[picked].tolist(),
             predicted_phase=prediction.labels[picked].tolist(),
             mean_score=float(base.mean()),
+            explore_picks=explored,
             seconds_acq=time.perf_counter() - t_acq,
         )
         return [cand_points[i] for i in picked], scores
@@ -256,6 +297,27 @@ def _penalty(x: Tensor, centres: Tensor, radii: Tensor) -> Tensor:
     """``prod_j (1 - exp(-|x - c_j|^2 / 2 r^2))`` for ``n x d`` points and ``m x d`` centres."""
     z = (x.unsqueeze(1) - centres.unsqueeze(0)) / radii
     return (1.0 - torch.exp(-0.5 * (z**2).sum(dim=-1))).prod(dim=-1)
+
+
+def _label_gaps(cand: Tensor, x: Tensor, y: Tensor, rho: float) -> Tensor:
+    """How wide the unresolved stretch of a label change is at each candidate, in units of
+    ``rho``: with ``d1`` the distance to the nearest measured point and ``d2`` to the
+    nearest one of another label, ``g = (d1 + d2) / 2`` (half the gap across the change),
+    the score is ``g / rho`` where the candidate lies midway (``d2 - d1`` small against
+    ``g``) and falls off as ``exp(-2 ((d2 - d1) / g)^2)`` away from the middle: bisecting
+    the gaps between differently labelled neighbours, as in LOLA-Voronoi (Crombecq, Gorissen,
+    Deschrijver and Dhaene, "A Novel Hybrid Sequential Design Strategy for Global Surrogate
+    Modeling of Computer Experiments", SIAM J. Sci. Comput. 2011). ``n`` candidates, ``m``
+    labelled points ``x`` (``m x d``) with labels ``y``; returns ``n`` scores."""
+    dist = torch.cdist(cand.to(x), x)  # n x m
+    d1, nearest = dist.min(dim=1)
+    other = y[nearest].unsqueeze(1) != y.unsqueeze(0)  # n x m
+    if not bool(other.any()):
+        return torch.zeros_like(d1)
+    d2 = torch.where(other, dist, torch.full_like(dist, math.inf)).min(dim=1).values
+    gap = (0.5 * (d1 + d2)).clamp_min(1e-12)
+    score = gap / rho * torch.exp(-2.0 * ((d2 - d1) / gap) ** 2)
+    return torch.where(torch.isfinite(d2), score, torch.zeros_like(score))
 
 
 def _option_error(key: str, message: str) -> InvalidCampaignError:

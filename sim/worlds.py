@@ -350,6 +350,7 @@ def _name_world(name: str, cls: type[World]) -> None:
 _BUILTIN_WORLDS = {
     "table": "sim.table",
     "phase-map": "sim.phasemap",
+    "phase-pockets": "sim.pockets",
     "sara-anneal": "sim.sara",
     "materials": "sim.materials.world",
     "augmented-branin": "sim.multifidelity",

@@ -61,8 +61,9 @@ def fit_single_task_gp(
         warm_start_state: A ``state_dict()`` of an earlier model of the same shape; its
             hyperparameters (lengthscales, noise, mean) start the optimisation.
         train_Yvar: ``n x m`` known noise variances of ``train_Y`` (same units squared).
-        maxiter: Iteration limit of the L-BFGS-B fit (BoTorch's default when ``None``); a
-            warm-started fit usually needs far fewer.
+        maxiter: Iteration limit of the L-BFGS-B fit (BoTorch's default when ``None``).
+            ``0`` with ``warm_start_state`` fits nothing: the model keeps the given
+            hyperparameters and is only conditioned on the data.
 
     Returns:
         The fitted model, in eval mode, on ``device``.
@@ -92,6 +93,9 @@ def fit_single_task_gp(
     ).to(dev)
     if warm_start_state is not None:
         _load_hyperparameters(model, warm_start_state)
+        if maxiter == 0:
+            model.eval()
+            return model
     mll = ExactMarginalLogLikelihood(model.likelihood, model)
     kwargs: dict[str, object] = {}
     if maxiter is not None:

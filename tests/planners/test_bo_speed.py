@@ -120,6 +120,49 @@ def test_warm_fit_reaches_the_cold_fits_hyperparameters() -> None:
     assert torch.allclose(lw, lc, atol=0.3)  # same optimum of the likelihood, within 35 %
 
 
+def test_default_warm_start_takes_the_anchors_hyperparameters_as_they_are() -> None:
+    observations = grid(40)
+    planner = QLogNEIPlanner(SPACE, MAXIMIZE, seed=2, warm_start_min_n=0, **FAST)
+    planner.tell(observations)
+    d = planner.ask(1).details
+    assert d["warm_started"] is True
+    assert d["warm_start_anchor"] == 32
+    # the anchor: a cold fit to the first 32 observations, alone
+    anchor = QLogNEIPlanner(SPACE, MAXIMIZE, seed=2, warm_start=False, **FAST)
+    anchor.tell(observations[:32])
+    da = anchor.ask(1).details
+    for key in ("lengthscales", "noise", "mean_constant"):
+        assert d["hyperparameters"][key] == pytest.approx(da["hyperparameters"][key], rel=1e-9)
+    # the outcome standardisation is that of all 40 observations
+    ys = torch.tensor([o.objectives["y"] for o in observations], dtype=torch.double)
+    assert d["hyperparameters"]["outcome_mean"][0] == pytest.approx(float(ys.mean()))
+
+
+def test_warm_start_is_the_default_from_200_observations_and_replays() -> None:
+    rng = torch.Generator().manual_seed(0)
+    pts = torch.rand(204, 2, generator=rng, dtype=torch.double)
+    observations = [
+        Observation(parameters=p, objectives={"y": bowl(p)})
+        for p in ({"x1": float(a), "x2": float(b)} for a, b in pts.tolist())
+    ]
+    running = QLogNEIPlanner(SPACE, MAXIMIZE, seed=4, **FAST)
+    running.tell(observations[:200])
+    first = running.ask(2).details
+    assert first["warm_started"] is True
+    assert first["warm_start_anchor"] == 192  # refit every 16 below 256 observations
+    running.tell(observations[200:])
+    second = running.ask(2)
+    assert "seconds_anchor_fit" not in second.details
+    rebuilt = QLogNEIPlanner(SPACE, MAXIMIZE, seed=4, **FAST)
+    rebuilt.tell(observations)
+    replay = rebuilt.ask(2)
+    assert replay.details["hyperparameters"] == second.details["hyperparameters"]
+    assert [p.parameters for p in replay.proposals] == [p.parameters for p in second.proposals]
+    assert [p.score for p in replay.proposals] == [p.score for p in second.proposals]
+    best = max(bowl(p.parameters) for p in second.proposals)
+    assert best > 0.03 - 0.01  # within 0.01 of the maximum
+
+
 def test_baseline_subset_keeps_the_best_posterior_means() -> None:
     obs = grid(30)
     x = torch.tensor([[o.parameters["x1"], o.parameters["x2"]] for o in obs], dtype=torch.double)

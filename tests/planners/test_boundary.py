@@ -218,3 +218,40 @@ def test_one_phase_seen_so_far_and_too_large_batches() -> None:
     assert decision.details["class_counts"] == [3, 0]  # a second latent for the unseen phases
     with pytest.raises(PlannerError, match=r"planner\.options\.n_candidates"):
         planner.ask(17)
+
+
+def test_label_gaps_score_the_middle_of_a_label_change() -> None:
+    from planners.boundary import _label_gaps
+
+    x = torch.tensor([[0.1, 0.5], [0.9, 0.5]], dtype=torch.double)
+    cand = torch.tensor([[0.5, 0.5], [0.3, 0.5], [0.12, 0.5]], dtype=torch.double)
+    gaps = _label_gaps(cand, x, torch.tensor([0, 1]), 0.05)
+    assert gaps[0] == pytest.approx(0.4 / 0.05)  # half the gap, in units of rho
+    assert gaps[0] > gaps[1] > gaps[2] >= 0.0
+    same = _label_gaps(cand, x, torch.tensor([1, 1]), 0.05)
+    assert torch.equal(same, torch.zeros(3, dtype=torch.double))
+
+
+def test_coverage_finds_a_pocket_inside_a_large_phase() -> None:
+    from sim.pockets import PocketWorld
+
+    world = PocketWorld(layout_seed=0)
+    planner = make_planner(
+        "boundary", SPACE, PHASE, seed=0, options={"explore_radius": 0.05, "fit_iterations": 30}
+    )
+    labels: list[int] = []
+    picks = 0
+    while len(labels) < 70:
+        decision = planner.ask(10)
+        picks += int(decision.details.get("explore_picks", 0))
+        points = [dict(p.parameters) for p in decision.proposals]
+        observed = [
+            Observation(
+                parameters=p, objectives=world.evaluate_true({k: float(v) for k, v in p.items()})
+            )
+            for p in points
+        ]
+        planner.tell(observed)
+        labels += [int(o.objectives["phase"]) for o in observed]
+    assert picks > 0
+    assert any(label >= 3 for label in labels)  # a rare phase was measured
