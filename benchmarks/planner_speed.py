@@ -21,8 +21,8 @@ Methods, measured in the same run on the same states:
   per suggestion, and ``amortised_s`` adds the anchor's share (``anchor_s`` divided by the
   suggestions of 4 points per refit interval); ``mean_s`` is the mean wall seconds of
   every suggestion of the run, anchor fits included;
-* ``sdlab-v3``: the same planner with the defaults of its version 3 (no warm start: a cold
-  GP fit at every suggestion): the "before" of the warm-start default;
+* ``sdlab-v3``: the planner's defaults (no warm start: a cold GP fit at every
+  suggestion, as in its version 3), beside ``sdlab`` with ``warm_start = true``;
 * ``sdlab-v2``: the same planner with the defaults of its version 2 (8 restarts, 256
   raw samples, 200 iterations, sequential greedy, every observation in the baseline, a
   local GP of 1000 points above 1000 observations): the
@@ -201,7 +201,8 @@ def run(
         sizes: Numbers of observations ``n`` in the starting state.
         seeds: Seeds of the states (and of the planners); one continued run each.
         iterations: Suggestions of ``q = 4`` points per continued run.
-        planner_options: Options of the ``sdlab`` planner (its defaults when ``None``).
+        planner_options: Options of the ``sdlab`` planner (``warm_start = true`` and its
+            defaults when ``None``).
         botorch_max_n: Largest ``n`` at which the BoTorch baseline runs.
         v2_max_n: Largest ``n`` at which the version-2 options run.
         progress: Print each row to stderr (JSON) as soon as it is measured.
@@ -213,7 +214,7 @@ def run(
         suggestion, anchor fits included),
         ``regret_q`` and ``regret_run`` (medians over seeds), ``seeds``, ``suggestions``.
     """
-    ours = dict(planner_options or {})
+    ours = {"warm_start": True, **(planner_options or {})}
     methods: list[tuple[str, Callable[[Tensor, Tensor, int, int], list[Any]], int]] = [
         ("sdlab", planner_run(ours), 10**9),
         ("sdlab-v3", planner_run(V3_OPTIONS), 10**9),

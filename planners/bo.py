@@ -154,7 +154,7 @@ class BayesOptOptions(bo_surrogate.SurrogateBOOptions):
     min_feasibility: float = Field(default=0.5, ge=0.0, lt=1.0)
     pool: str | None = None
     discrete_limit: int = Field(default=20_000, ge=0, le=10_000_000)
-    warm_start: bool = True
+    warm_start: bool = False
     warm_start_maxiter: int = Field(default=0, ge=0, le=100_000)
     warm_start_min_n: int = Field(default=200, ge=0, le=1_000_000)
     refit_every: int | None = Field(default=None, ge=1, le=1_000_000)

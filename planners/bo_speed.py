@@ -14,7 +14,7 @@ A suggestion's cost has three parts (measured by ``benchmarks/planner_speed.py``
 * **optimising the acquisition** (multi-start L-BFGS-B, sequential greedy over ``q``):
   proportional to restarts x iterations x evaluation cost, which grows with ``n``.
 
-Warm starts (``warm_start``, on from ``warm_start_min_n`` = 200 observations) must keep
+Warm starts (``warm_start``, off by default; from ``warm_start_min_n`` = 200 observations) keep
 decisions replayable from the store (a planner rebuilt after a restart has no memory of
 earlier fits). So a warm fit never starts from the previous decision's fit, whose history a
 rebuilt planner cannot know, but from an **anchor**: a cold fit to the first ``m``

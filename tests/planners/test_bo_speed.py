@@ -120,9 +120,9 @@ def test_warm_fit_reaches_the_cold_fits_hyperparameters() -> None:
     assert torch.allclose(lw, lc, atol=0.3)  # same optimum of the likelihood, within 35 %
 
 
-def test_default_warm_start_takes_the_anchors_hyperparameters_as_they_are() -> None:
+def test_a_warm_start_takes_the_anchors_hyperparameters_as_they_are() -> None:
     observations = grid(40)
-    planner = QLogNEIPlanner(SPACE, MAXIMIZE, seed=2, warm_start_min_n=0, **FAST)
+    planner = QLogNEIPlanner(SPACE, MAXIMIZE, seed=2, warm_start=True, warm_start_min_n=0, **FAST)
     planner.tell(observations)
     d = planner.ask(1).details
     assert d["warm_started"] is True
@@ -138,14 +138,14 @@ def test_default_warm_start_takes_the_anchors_hyperparameters_as_they_are() -> N
     assert d["hyperparameters"]["outcome_mean"][0] == pytest.approx(float(ys.mean()))
 
 
-def test_warm_start_is_the_default_from_200_observations_and_replays() -> None:
+def test_a_warm_start_begins_at_200_observations_and_replays() -> None:
     rng = torch.Generator().manual_seed(0)
     pts = torch.rand(204, 2, generator=rng, dtype=torch.double)
     observations = [
         Observation(parameters=p, objectives={"y": bowl(p)})
         for p in ({"x1": float(a), "x2": float(b)} for a, b in pts.tolist())
     ]
-    running = QLogNEIPlanner(SPACE, MAXIMIZE, seed=4, **FAST)
+    running = QLogNEIPlanner(SPACE, MAXIMIZE, seed=4, warm_start=True, **FAST)
     running.tell(observations[:200])
     first = running.ask(2).details
     assert first["warm_started"] is True
@@ -153,7 +153,7 @@ def test_warm_start_is_the_default_from_200_observations_and_replays() -> None:
     running.tell(observations[200:])
     second = running.ask(2)
     assert "seconds_anchor_fit" not in second.details
-    rebuilt = QLogNEIPlanner(SPACE, MAXIMIZE, seed=4, **FAST)
+    rebuilt = QLogNEIPlanner(SPACE, MAXIMIZE, seed=4, warm_start=True, **FAST)
     rebuilt.tell(observations)
     replay = rebuilt.ask(2)
     assert replay.details["hyperparameters"] == second.details["hyperparameters"]
