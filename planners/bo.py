@@ -19,7 +19,9 @@ weights the acquisition, with a barrier below ``min_feasibility``
 (:mod:`planners.feasibility`), and they enter the outcome GP with the worst observed values
 (``impute_failures``), so the model itself learns that failing regions are bad.
 Experiments still running are passed as ``X_pending`` (fantasised, Snoek et al., NeurIPS
-2012). Reported uncertainties make the noise known (fixed-noise GP). Linear and mixture
+2012). The GP has a Matern-5/2 kernel with Gamma priors on its lengthscales and noise
+(``gp_priors``, see :mod:`surrogates.gp`). Reported uncertainties make the noise known
+(fixed-noise GP; with ``extra_noise`` a floor under an inferred noise). Linear and mixture
 constraints of the space go to ``optimize_acqf``; a ``pool`` of candidate rows, or a small
 fully discrete space, is scored directly with ``optimize_acqf_discrete``. Above
 ``max_exact`` observations the GP is local: fitted to the ``max_exact`` observations
@@ -140,9 +142,10 @@ class BayesOptOptions(bo_surrogate.SurrogateBOOptions):
             gave data and ``initial_points`` is not set: the related data stand in for
             most of the design.
         gp_priors: The outcome GP's kernel and hyperparameter priors
-            (:func:`surrogates.gp.fit_single_task_gp`): ``"gamma"``, a Matern-5/2 kernel
-            with Gamma priors on the lengthscales and the noise (BayBE's defaults), or
-            ``"botorch"``, BoTorch's RBF kernel with LogNormal priors.
+            (:func:`surrogates.gp.fit_single_task_gp`): ``"gamma"`` (default), a
+            Matern-5/2 kernel with Gamma priors on the lengthscales and the noise (BayBE's
+            defaults), or ``"botorch"``, BoTorch's RBF kernel with LogNormal priors (the
+            default before; ``docs/benchmarks.md`` compares the two).
         extra_noise: When experiments report their uncertainty, take it as a floor of the
             noise and infer one more noise variance on top of it (for what the reported
             uncertainty leaves out), rather than trusting it exactly.
@@ -168,7 +171,7 @@ class BayesOptOptions(bo_surrogate.SurrogateBOOptions):
     max_categorical_combinations: int = Field(default=8, ge=0, le=10_000)
     related_campaigns: list[str] = Field(default_factory=list, max_length=16)
     related_initial_points: int = Field(default=2, ge=1, le=10_000)
-    gp_priors: GPPriors = "botorch"
+    gp_priors: GPPriors = "gamma"
     extra_noise: bool = False
 
 
