@@ -15,6 +15,7 @@ in-process benchmark does, so the gap between the two is measured, not quoted::
     python -m benchmarks.async_planners                      # seeds 1, 2, 3; N = 35
     python -m benchmarks.async_planners --seeds 1-10 --budget 35 --stations 2
     python -m benchmarks.async_planners --infer-noise        # noise not told: inferred
+    python -m benchmarks.async_planners --option gp_priors='"botorch"'  # override an option
 
 Scores are noise-free: the best true value among the points run (and, beside it, the best
 *measured* value, which is what ``sdlab run``'s summary prints).
@@ -23,6 +24,7 @@ Scores are noise-free: the best true value among the points run (and, beside it,
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -162,6 +164,29 @@ def parse_seeds(text: str) -> list[int]:
     return [int(t) for t in text.split(",") if t.strip()]
 
 
+def with_options(spec: CampaignSpec, overrides: Sequence[str]) -> CampaignSpec:
+    """``spec`` with planner options replaced: each override is ``KEY=VALUE``, ``VALUE``
+    JSON (``8``, ``true``, ``"gamma"``) or else a plain string.
+
+    Raises:
+        ValueError: If an override has no ``=``.
+        InvalidCampaignError: If the resulting options are invalid for the planner (when
+            the planner is built).
+    """
+    options = dict(spec.planner.options)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--option: expected KEY=VALUE, got {item!r}")
+        try:
+            options[key.strip()] = json.loads(raw)
+        except ValueError:
+            options[key.strip()] = raw
+    data = spec.model_dump()
+    data["planner"] = {**data["planner"], "options": options}
+    return type(spec).model_validate(data)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point; see the module docstring."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -175,11 +200,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="do not tell the stations' noise std as uncertainty (the planner infers it)",
     )
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a [planner.options] key of the campaign file (VALUE in JSON); repeatable",
+    )
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
-    spec = load_campaign(args.campaign)
+    try:
+        spec = with_options(load_campaign(args.campaign), args.option)
+    except ValueError as exc:
+        parser.error(str(exc))
     stations = args.stations or sum(i.simulator is not None for i in spec.instruments)
     runs: list[Run] = []
     for seed in parse_seeds(args.seeds):
@@ -200,7 +235,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"(measured {r.best_measured:.3f}) in {time.perf_counter() - t0:.0f} s",
                 flush=True,
             )
-    print(table(runs, args.budget, f"{spec.campaign.name} ({spec.planner.name})"))
+    label = f"{spec.campaign.name} ({spec.planner.name}"
+    label += f" {', '.join(args.option)})" if args.option else ")"
+    print(table(runs, args.budget, label))
     return 0
 
 

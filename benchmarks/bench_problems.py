@@ -344,6 +344,7 @@ def olympus_pool(name: str, workdir: Path) -> Problem:
             "random",
             "sobol",
             "qlognei",
+            "qlognei-botorch-priors",
             *(("qlognei-q4",) if name == "suzuki" else ()),
             *EXTERNAL_BASELINES,
         ),
@@ -394,11 +395,17 @@ def build(name: str, workdir: Path) -> Problem:
             get_world("branin"),  # type: ignore[arg-type]
             30,
             "Branin on [-5, 10] x [0, 15] (negated), three global optima",
-            planners=("random", "sobol", "qlognei", "qlognei-q4"),
+            planners=("random", "sobol", "qlognei", "qlognei-botorch-priors", "qlognei-q4"),
         )
     h6: BoTorchWorld = get_world("hartmann6")  # type: ignore[assignment]
     if name == "hartmann6":
-        return _single("hartmann6", h6, 35, "Hartmann6 on [0, 1]^6 (negated), noise-free")
+        return _single(
+            "hartmann6",
+            h6,
+            35,
+            "Hartmann6 on [0, 1]^6 (negated), noise-free",
+            planners=("random", "sobol", "qlognei", "qlognei-botorch-priors"),
+        )
     if name == "hartmann6-noisy":
         return _single(
             "hartmann6-noisy",

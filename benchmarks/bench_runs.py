@@ -12,8 +12,9 @@ The noise of the ``k``-th experiment depends only on (seed, k), so every planner
 sees the same noise sequence (common random numbers).
 
 Runs are cached as ``<results>/<problem>/<planner>/seed_<s>.json``; a cached run whose
-problem fingerprint and planner spec match is reused, so a long benchmark can be done in
-pieces and resumed after an interruption.
+problem fingerprint and planner spec match (and, for sdlab's BO planners, whose planner
+code is the code on disk) is reused, so a long benchmark can be done in pieces and
+resumed after an interruption.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ SPECS = {
         PlannerSpec("sobol", "sobol"),
         PlannerSpec("qlognei", "qlognei"),
         PlannerSpec("qlognei-q4", "qlognei", q=4),
+        # the GP priors sdlab's bo had before its Gamma priors (surrogates/gp.py), as a baseline
+        PlannerSpec("qlognei-botorch-priors", "qlognei", options={"gp_priors": "botorch"}),
         PlannerSpec("qlognehvi", "qlognehvi"),
         # other libraries' defaults (benchmarks/bench_baselines.py), same initial design
         PlannerSpec("baybe", "baybe"),
@@ -109,7 +112,19 @@ def code_version() -> dict[str, Any]:
         "git_commit": git("rev-parse", "HEAD"),
         "planners_dirty": bool(git("status", "--porcelain", "--", "planners", "surrogates")),
         "bo_py_sha1": hashlib.sha1(bo.read_bytes()).hexdigest()[:12] if bo.exists() else "",
+        "planner_code_sha1": planner_code_hash(),
     }
+
+
+def planner_code_hash() -> str:
+    """One hash of every module of ``planners/`` and ``surrogates/`` as they are on disk:
+    what sdlab's planners decide depends on all of them (GP builders, encodings, pools)."""
+    digest = hashlib.sha1()
+    for package in ("planners", "surrogates"):
+        for path in sorted((REPO / package).glob("*.py")):
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def machine() -> dict[str, Any]:
@@ -202,8 +217,15 @@ def cache_path(results: Path, problem: str, planner: str, seed: int) -> Path:
     return results / problem / planner / f"seed_{seed}.json"
 
 
-def load_cached(path: Path, problem: Problem, spec: PlannerSpec) -> dict | None:
-    """The cached record at ``path`` if it matches the problem and the spec, else ``None``."""
+def load_cached(
+    path: Path, problem: Problem, spec: PlannerSpec, *, current_code: bool = False
+) -> dict | None:
+    """The cached record at ``path`` if it matches the problem and the spec, else ``None``.
+
+    With ``current_code`` a run of sdlab's own BO planners must also have been made by the
+    planner code now on disk (:func:`planner_code_hash`), so that changing a planner
+    reruns its runs; the baselines (random, Sobol, other libraries) do not depend on it.
+    """
     try:
         rec = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -214,6 +236,8 @@ def load_cached(path: Path, problem: Problem, spec: PlannerSpec) -> dict | None:
         and rec.get("registered_planner") == spec.planner
         and rec.get("spec_options") == spec.options
     )
+    if same and current_code and spec.bayesian and spec.planner not in BASELINES:
+        same = rec.get("code", {}).get("planner_code_sha1") == planner_code_hash()
     return rec if same else None
 
 
@@ -226,7 +250,7 @@ def run_cached(
         ``(record, was_cached)``.
     """
     path = cache_path(results, problem.name, spec.key, seed)
-    rec = load_cached(path, problem, spec)
+    rec = load_cached(path, problem, spec, current_code=True)
     if rec is not None and (budget is None or rec["budget"] == budget):
         return rec, True
     rec = run_one(problem, spec, seed, budget)

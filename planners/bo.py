@@ -19,7 +19,9 @@ weights the acquisition, with a barrier below ``min_feasibility``
 (:mod:`planners.feasibility`), and they enter the outcome GP with the worst observed values
 (``impute_failures``), so the model itself learns that failing regions are bad.
 Experiments still running are passed as ``X_pending`` (fantasised, Snoek et al., NeurIPS
-2012). Reported uncertainties make the noise known (fixed-noise GP). Linear and mixture
+2012). The GP has a Matern-5/2 kernel with Gamma priors on its lengthscales and noise
+(``gp_priors``, see :mod:`surrogates.gp`). Reported uncertainties make the noise known
+(fixed-noise GP; with ``extra_noise`` a floor under an inferred noise). Linear and mixture
 constraints of the space go to ``optimize_acqf``; a ``pool`` of candidate rows, or a small
 fully discrete space, is scored directly with ``optimize_acqf_discrete``. Above
 ``max_exact`` observations the GP is local: fitted to the ``max_exact`` observations
@@ -78,7 +80,7 @@ from planners.feasibility import FeasibilityWeighted
 from planners.outcomes import OutcomeLayout, pareto_utilities
 from planners.random import sobol_unit
 from surrogates.classifier import FeasibilityClassifier, fit_feasibility_classifier
-from surrogates.gp import default_device, fit_single_task_gp, hyperparameters_of
+from surrogates.gp import GPPriors, default_device, fit_single_task_gp, hyperparameters_of
 from surrogates.multitask import fit_multitask_gp, task_correlations
 from surrogates.seeding import seeded
 
@@ -141,6 +143,14 @@ class BayesOptOptions(bo_surrogate.SurrogateBOOptions):
         related_initial_points: Size of the Sobol initial design when related campaigns
             gave data and ``initial_points`` is not set: the related data stand in for
             most of the design.
+        gp_priors: The outcome GP's kernel and hyperparameter priors
+            (:func:`surrogates.gp.fit_single_task_gp`): ``"gamma"`` (default), a
+            Matern-5/2 kernel with Gamma priors on the lengthscales and the noise (BayBE's
+            defaults), or ``"botorch"``, BoTorch's RBF kernel with LogNormal priors (the
+            default before; ``docs/benchmarks.md`` compares the two).
+        extra_noise: When experiments report their uncertainty, take it as a floor of the
+            noise and infer one more noise variance on top of it (for what the reported
+            uncertainty leaves out), rather than trusting it exactly.
     """
 
     initial_points: int | None = Field(default=None, ge=1, le=10_000)
@@ -163,6 +173,8 @@ class BayesOptOptions(bo_surrogate.SurrogateBOOptions):
     max_categorical_combinations: int = Field(default=8, ge=0, le=10_000)
     related_campaigns: list[str] = Field(default_factory=list, max_length=16)
     related_initial_points: int = Field(default=2, ge=1, le=10_000)
+    gp_priors: GPPriors = "gamma"
+    extra_noise: bool = False
 
 
 class BayesOptPlanner(Planner):
@@ -174,7 +186,8 @@ class BayesOptPlanner(Planner):
     ``hyperparameters`` (see :func:`surrogates.gp.hyperparameters_of`),
     ``feasibility_model`` (the classifier's hyperparameters, or ``None``),
     ``success_probability`` (of each proposal, best first, when the classifier is used),
-    ``noise`` (``"inferred"`` or ``"fixed"``), ``seconds_fit``, ``seconds_acq``,
+    ``noise`` (``"inferred"``, ``"fixed"`` or ``"fixed+inferred"``: see ``extra_noise``),
+    ``gp_priors`` (``None`` with a ``surrogate``), ``seconds_fit``, ``seconds_acq``,
     ``joint_acquisition_value``, ``best_observed`` (objective units, one objective),
     ``pareto_front`` and ``reference_point`` (several objectives), ``search``
     (``"continuous"``, ``"pool"`` or ``"enumerated"``), ``n_candidates``, ``local_model``
@@ -381,7 +394,14 @@ class BayesOptPlanner(Planner):
             raise PlannerError(f"{self.name}: fitting the {what} failed: {exc}") from exc
         details.update(
             feasibility_model=None if feas is None else classifier_summary(feas),
-            noise="inferred" if yvar is None or self.options.surrogate else "fixed",
+            noise=(
+                "inferred"
+                if yvar is None or self.options.surrogate
+                else "fixed+inferred"
+                if self.options.extra_noise
+                else "fixed"
+            ),
+            gp_priors=None if self.options.surrogate else self.options.gp_priors,
             seconds_fit=time.perf_counter() - t_fit,
             local_model=box is not None,
             n_model=int(x.shape[0]),
@@ -434,6 +454,8 @@ class BayesOptPlanner(Planner):
             train_Yvar=yvar,
             warm_start_state=warm,
             maxiter=self.options.warm_start_maxiter if warm is not None else None,
+            priors=self.options.gp_priors,
+            extra_noise=self.options.extra_noise,
         )
 
     def _model_inputs(

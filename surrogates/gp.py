@@ -2,31 +2,60 @@
 
 :func:`fit_single_task_gp` fits BoTorch's ``SingleTaskGP`` by maximising the marginal
 log likelihood (Rasmussen & Williams, *Gaussian Processes for Machine Learning*, 2006,
-ch. 5) with BoTorch's default dimension-scaled lengthscale prior (Hvarfner et al.,
-"Vanilla Bayesian Optimization Performs Great in High Dimensions", ICML 2024). Inputs are
-normalised to the unit cube and outcomes standardised inside the model, so callers pass
-and receive values in their own units.
+ch. 5) plus the log prior of the hyperparameters (a MAP fit). Two sets of priors
+(``priors``):
+
+* ``"botorch"``: BoTorch's defaults: an RBF kernel whose lengthscale prior is
+  ``LogNormal(sqrt(2) + log(d) / 2, sqrt(3))`` (Hvarfner et al., "Vanilla Bayesian
+  Optimization Performs Great in High Dimensions", ICML 2024) and a noise prior
+  ``LogNormal(-4, 1)``.
+* ``"gamma"``: the same modes (lengthscale ``exp(sqrt(2) - 3) * sqrt(d)``, noise
+  ``exp(-5)`` in standardised units) carried by Gamma priors, ``Gamma(3, .)`` for the
+  lengthscales and ``Gamma(2, .)`` for the noise, on a Matern-5/2 kernel: what BayBE 0.15
+  uses by default (Fiedler et al., "BayBE: a Bayesian Back End for experimental planning
+  in the low-to-no-data regime", Digital Discovery 2025). The LogNormal's right tail is
+  heavy (``sigma = sqrt(3)``: its mean is ``exp(4.5)``, about 90 times its mode; the
+  Gamma's is 1.5 times), so with a handful of observations little holds a MAP lengthscale
+  back from growing long; the Gamma prior keeps it near the mode until the data say
+  otherwise.
+
+Inputs are normalised to the unit cube and outcomes standardised inside the model, so
+callers pass and receive values in their own units.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
+from typing import Literal
 
 import torch
 from botorch.fit import fit_gpytorch_mll
 from botorch.models import SingleTaskGP
 from botorch.models.transforms import Normalize, Standardize
-from gpytorch.likelihoods import FixedNoiseGaussianLikelihood
+from botorch.models.utils.gpytorch_modules import MIN_INFERRED_NOISE_LEVEL
+from gpytorch.constraints import GreaterThan
+from gpytorch.kernels import MaternKernel
+from gpytorch.likelihoods import FixedNoiseGaussianLikelihood, GaussianLikelihood, Likelihood
 from gpytorch.mlls import ExactMarginalLogLikelihood
+from gpytorch.priors import GammaPrior, LogNormalPrior, Prior
 from torch import Tensor
 
 logger = logging.getLogger(__name__)
 
+GPPriors = Literal["botorch", "gamma"]
+"""The hyperparameter priors of :func:`fit_single_task_gp` (see the module docstring)."""
+
+MIN_LENGTHSCALE = 2.5e-2
+"""Lower bound of every lengthscale (unit-cube units), as BoTorch's default kernel has."""
+
 __all__ = [
+    "GPPriors",
     "default_device",
     "fit_shared_hyperparameter_gp",
     "fit_single_task_gp",
+    "gamma_prior_modules",
     "hyperparameters_of",
 ]
 
@@ -34,6 +63,48 @@ __all__ = [
 def default_device() -> torch.device:
     """CUDA when PyTorch sees a GPU, else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def gamma_prior_modules(
+    d: int, *, infer_noise: bool, batch_shape: torch.Size | None = None
+) -> tuple[MaternKernel, GaussianLikelihood | None]:
+    """The ``"gamma"`` priors' kernel and likelihood for ``d`` input columns.
+
+    Args:
+        d: Number of input columns (ARD lengthscales).
+        infer_noise: Whether the likelihood is inferred (``False``: the noise is known and
+            no likelihood is returned; BoTorch builds the fixed-noise one).
+        batch_shape: ``torch.Size([m])`` for ``m > 1`` outputs (BoTorch models them as a
+            batch), else empty.
+
+    Returns:
+        A Matern-5/2 kernel with a ``Gamma(3, rate)`` prior of mode
+        ``exp(sqrt(2) - 3) * sqrt(d)`` on every lengthscale (bounded below by
+        :data:`MIN_LENGTHSCALE`, started at the mode), and a Gaussian likelihood with a
+        ``Gamma(2, rate)`` noise prior of mode ``exp(-5)`` (bounded below by BoTorch's
+        ``MIN_INFERRED_NOISE_LEVEL``, started at the mode), or ``None``.
+    """
+    ls_mode = math.exp(math.sqrt(2.0) - 3.0) * math.sqrt(d)
+    lengthscale_prior = GammaPrior(3.0, 2.0 / ls_mode)
+    batch_shape = torch.Size() if batch_shape is None else batch_shape
+    kernel = MaternKernel(
+        nu=2.5,
+        ard_num_dims=d,
+        batch_shape=batch_shape,
+        lengthscale_prior=lengthscale_prior,
+        lengthscale_constraint=GreaterThan(MIN_LENGTHSCALE, transform=None, initial_value=ls_mode),
+    )
+    if not infer_noise:
+        return kernel, None
+    noise_mode = math.exp(-5.0)
+    likelihood = GaussianLikelihood(
+        batch_shape=batch_shape,
+        noise_prior=GammaPrior(2.0, 1.0 / noise_mode),
+        noise_constraint=GreaterThan(
+            MIN_INFERRED_NOISE_LEVEL, transform=None, initial_value=noise_mode
+        ),
+    )
+    return kernel, likelihood
 
 
 def fit_single_task_gp(
@@ -45,6 +116,8 @@ def fit_single_task_gp(
     warm_start_state: Mapping[str, Tensor] | None = None,
     train_Yvar: Tensor | None = None,  # noqa: N803
     maxiter: int | None = None,
+    priors: GPPriors = "botorch",
+    extra_noise: bool = False,
 ) -> SingleTaskGP:
     """Fit an exact GP to data, with input normalisation and outcome standardisation.
 
@@ -64,13 +137,22 @@ def fit_single_task_gp(
         maxiter: Iteration limit of the L-BFGS-B fit (BoTorch's default when ``None``).
             ``0`` with ``warm_start_state`` fits nothing: the model keeps the given
             hyperparameters and is only conditioned on the data.
+        priors: The kernel and its hyperparameter priors (see the module docstring).
+        extra_noise: With ``train_Yvar``, treat the reported variances as a floor: the
+            likelihood adds one inferred noise variance to them (under the noise prior of
+            ``priors``, at least BoTorch's ``MIN_INFERRED_NOISE_LEVEL`` in standardised
+            units), for what the reported uncertainty leaves out. Without ``train_Yvar``
+            it changes nothing (the noise is inferred anyway).
 
     Returns:
         The fitted model, in eval mode, on ``device``.
 
     Raises:
-        ValueError: If the shapes do not fit together or there is no data.
+        ValueError: If the shapes do not fit together, there is no data, or ``priors`` is
+            unknown.
     """
+    if priors not in ("botorch", "gamma"):
+        raise ValueError(f"priors must be 'botorch' or 'gamma', got {priors!r}")
     if train_X.dim() != 2 or train_Y.dim() != 2 or train_X.shape[0] != train_Y.shape[0]:
         raise ValueError(
             f"expected n x d inputs and n x m outputs, got {tuple(train_X.shape)} "
@@ -88,9 +170,23 @@ def fit_single_task_gp(
     d, m = x.shape[-1], y.shape[-1]
     normalize = Normalize(d=d, bounds=None if bounds is None else bounds.to(dev, torch.double))
     yvar = None if train_Yvar is None else train_Yvar.to(dev, torch.double).clamp_min(1e-12)
+    modules: dict[str, object] = {}
+    if priors == "gamma":
+        batch = torch.Size([m]) if m > 1 else torch.Size()
+        kernel, likelihood = gamma_prior_modules(d, infer_noise=yvar is None, batch_shape=batch)
+        modules["covar_module"] = kernel
+        if likelihood is not None:
+            modules["likelihood"] = likelihood
     model = SingleTaskGP(
-        x, y, train_Yvar=yvar, input_transform=normalize, outcome_transform=Standardize(m=m)
+        x,
+        y,
+        train_Yvar=yvar,
+        input_transform=normalize,
+        outcome_transform=Standardize(m=m),
+        **modules,
     ).to(dev)
+    if extra_noise and yvar is not None:
+        model.likelihood = _reported_plus_inferred_noise(model, priors)
     if warm_start_state is not None:
         _load_hyperparameters(model, warm_start_state)
         if maxiter == 0:
@@ -162,6 +258,27 @@ def fit_shared_hyperparameter_gp(
     return model
 
 
+def _reported_plus_inferred_noise(model: SingleTaskGP, priors: GPPriors) -> Likelihood:
+    """A fixed-noise likelihood of ``model``'s (standardised) reported variances plus one
+    learned variance, whose prior and lower bound are those of an inferred noise."""
+    fixed = model.likelihood
+    assert isinstance(fixed, FixedNoiseGaussianLikelihood)
+    prior: Prior
+    if priors == "gamma":
+        prior = GammaPrior(2.0, math.exp(5.0))
+        start = math.exp(-5.0)
+    else:
+        prior = LogNormalPrior(loc=-4.0, scale=1.0)
+        start = float(prior.mode)
+    return FixedNoiseGaussianLikelihood(
+        noise=fixed.noise_covar.noise.detach().clone(),
+        learn_additional_noise=True,
+        batch_shape=model._aug_batch_shape,
+        noise_prior=prior,
+        noise_constraint=GreaterThan(MIN_INFERRED_NOISE_LEVEL, transform=None, initial_value=start),
+    ).to(fixed.noise_covar.noise)
+
+
 def _load_hyperparameters(model: SingleTaskGP, state: Mapping[str, Tensor]) -> None:
     """Copy raw hyperparameters of matching shape from ``state`` into ``model``."""
     own = model.state_dict()
@@ -203,6 +320,8 @@ def hyperparameters_of(model: SingleTaskGP) -> dict[str, list[float]]:
         "noise": _floats(noise.mean(dim=-1)) if fixed else _floats(noise),
         "mean_constant": _floats(model.mean_module.constant),
     }
+    if fixed and getattr(model.likelihood, "second_noise_covar", None) is not None:
+        out["extra_noise"] = _floats(model.likelihood.second_noise)
     tf = getattr(model, "outcome_transform", None)
     if isinstance(tf, Standardize):
         out["outcome_mean"] = _floats(tf.means)

@@ -28,3 +28,17 @@ def test_two_stations_ask_with_one_pending_and_sobol_is_unchanged_by_it() -> Non
     text = table([two, one], 6, "demo")
     assert "| async | 1 |" in text
     assert "| sequential | 1 |" in text
+
+
+def test_an_option_override_reaches_the_planner_and_a_bad_one_is_refused() -> None:
+    from benchmarks.async_planners import with_options
+    from controller.planning import build_planner
+
+    spec = load_campaign(DEFAULT_CAMPAIGN)
+    changed = with_options(spec, ['gp_priors="botorch"', "initial_points=5"])
+    planner = build_planner(changed, 1)
+    assert planner.options.gp_priors == "botorch"  # type: ignore[attr-defined]
+    assert planner.initial_points == 5  # type: ignore[attr-defined]
+    assert spec.planner.options == {"initial_points": 8}  # the file's spec is unchanged
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        with_options(spec, ["gp_priors"])

@@ -58,6 +58,23 @@ def test_a_changed_problem_is_not_served_from_the_cache(tmp_path: Path) -> None:
     assert len(rec["points"]) == 4
 
 
+def test_a_bo_run_made_by_other_planner_code_is_rerun_a_baseline_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from benchmarks import bench_runs
+
+    problem = dataclasses.replace(quick(build("branin", tmp_path)), budget=5, baseline_budget=3)
+    run_cached(tmp_path, problem, SPECS["random"], 0)
+    bo, _ = run_cached(tmp_path, problem, SPECS["qlognei"], 0)
+    assert bo["code"]["planner_code_sha1"] == bench_runs.planner_code_hash()
+    assert run_cached(tmp_path, problem, SPECS["qlognei"], 0)[1]
+    monkeypatch.setattr(bench_runs, "planner_code_hash", lambda: "other")
+    assert run_cached(tmp_path, problem, SPECS["random"], 0)[1]
+    rec, cached = run_cached(tmp_path, problem, SPECS["qlognei"], 0)
+    assert not cached
+    assert rec["code"]["planner_code_sha1"] == "other"
+
+
 def test_noise_is_the_same_for_every_planner_and_scores_stay_noise_free(tmp_path: Path) -> None:
     problem = dataclasses.replace(
         quick(build("hartmann6-noisy", tmp_path)), budget=4, baseline_budget=4

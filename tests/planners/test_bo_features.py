@@ -215,6 +215,33 @@ def test_reported_uncertainties_make_the_noise_fixed() -> None:
     assert planner.ask(1).details["noise"] == "inferred"
 
 
+def test_extra_noise_takes_reported_uncertainties_as_a_floor_and_the_priors_are_recorded() -> None:
+    objectives = [Objective(name="y", direction="maximize")]
+    space = unit_space("x")
+    told = [
+        Observation({"x": x}, {"y": math.sin(6 * x)}, uncertainties={"y": 0.05})
+        for x in (0.1, 0.4, 0.7, 0.9)
+    ]
+    plain = QLogNEIPlanner(space, objectives, seed=0, initial_points=3, **FAST)
+    extra = QLogNEIPlanner(space, objectives, seed=0, initial_points=3, extra_noise=True, **FAST)
+    for planner in (plain, extra):
+        planner.tell(told)
+    a, b = plain.ask(1).details, extra.ask(1).details
+    assert (a["noise"], b["noise"]) == ("fixed", "fixed+inferred")
+    assert a["gp_priors"] == b["gp_priors"] == plain.options.gp_priors  # the default
+    reported = 0.05**2 / b["hyperparameters"]["outcome_std"][0] ** 2
+    assert b["hyperparameters"]["noise"][0] == pytest.approx(
+        reported + b["hyperparameters"]["extra_noise"][0], rel=1e-6
+    )
+    assert b["hyperparameters"]["extra_noise"][0] >= 1e-4  # BoTorch's least inferred noise
+    for priors in ("botorch", "gamma"):
+        other = QLogNEIPlanner(
+            space, objectives, seed=0, initial_points=3, gp_priors=priors, **FAST
+        )
+        other.tell(told)
+        assert other.ask(1).details["gp_priors"] == priors
+
+
 def test_pool_proposals_are_unmeasured_rows(tmp_path: Path) -> None:
     pool = tmp_path / "pool.csv"
     xs = [i / 19 for i in range(20)]

@@ -6,8 +6,9 @@ import math
 
 import pytest
 import torch
+from gpytorch.kernels import MaternKernel, RBFKernel
 
-from surrogates.gp import default_device, fit_single_task_gp, hyperparameters_of
+from surrogates.gp import GPPriors, default_device, fit_single_task_gp, hyperparameters_of
 
 
 def truth(x: torch.Tensor) -> torch.Tensor:
@@ -25,10 +26,11 @@ def test_default_device_matches_torch() -> None:
     assert default_device().type == expected
 
 
-def test_fits_smooth_function_with_calibrated_uncertainty() -> None:
+@pytest.mark.parametrize("priors", ["botorch", "gamma"])
+def test_fits_smooth_function_with_calibrated_uncertainty(priors: GPPriors) -> None:
     torch.manual_seed(0)
     x, y = train_data()
-    model = fit_single_task_gp(x, y, device="cpu")
+    model = fit_single_task_gp(x, y, device="cpu", priors=priors)
     x_test = torch.linspace(0.2, 9.8, 49, dtype=torch.double).unsqueeze(-1)
     with torch.no_grad():
         post = model.posterior(x_test)
@@ -83,3 +85,53 @@ def test_rejects_bad_shapes() -> None:
         fit_single_task_gp(torch.zeros(3, 1), torch.zeros(4, 1))
     with pytest.raises(ValueError, match="no data"):
         fit_single_task_gp(torch.zeros(0, 1), torch.zeros(0, 1))
+
+
+def test_gamma_priors_are_a_matern_kernel_whose_lengthscale_prior_has_the_dim_scaled_mode() -> None:
+    torch.manual_seed(0)
+    x = torch.rand(8, 4, dtype=torch.double)
+    y = x.sum(dim=-1, keepdim=True)
+    gamma = fit_single_task_gp(x, y, device="cpu", priors="gamma")
+    assert isinstance(gamma.covar_module, MaternKernel)
+    assert isinstance(fit_single_task_gp(x, y, device="cpu").covar_module, RBFKernel)
+    prior = gamma.covar_module.lengthscale_prior
+    mode = (prior.concentration - 1) / prior.rate
+    assert float(mode) == pytest.approx(math.exp(math.sqrt(2) - 3) * math.sqrt(4))
+    noise_prior = gamma.likelihood.noise_covar.noise_prior
+    assert float((noise_prior.concentration - 1) / noise_prior.rate) == pytest.approx(math.exp(-5))
+    # two outputs are a batch of two models: one set of lengthscales each
+    two = fit_single_task_gp(x, torch.cat([y, -y], dim=-1), device="cpu", priors="gamma")
+    assert len(hyperparameters_of(two)["lengthscales"]) == 8
+    with pytest.raises(ValueError, match="priors"):
+        fit_single_task_gp(x, y, device="cpu", priors="lognormal")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("priors", ["botorch", "gamma"])
+def test_extra_noise_learns_the_noise_a_too_small_reported_uncertainty_leaves_out(
+    priors: GPPriors,
+) -> None:
+    torch.manual_seed(0)
+    x = torch.linspace(0.0, 10.0, 30, dtype=torch.double).unsqueeze(-1)
+    noise_std = 0.2
+    y = truth(x) + noise_std * torch.randn_like(x)
+    reported = torch.full_like(y, 1e-8)  # the instrument claims it is exact
+    fixed = fit_single_task_gp(x, y, device="cpu", train_Yvar=reported, priors=priors)
+    extra = fit_single_task_gp(
+        x, y, device="cpu", train_Yvar=reported, priors=priors, extra_noise=True
+    )
+    hp = hyperparameters_of(extra)
+    var_y = float(y.var())
+    # in standardised units the true noise variance is noise_std^2 / var(y)
+    assert noise_std**2 / var_y / 4 < hp["extra_noise"][0] < 4 * noise_std**2 / var_y
+    assert hp["noise"][0] >= hp["extra_noise"][0]  # reported + extra
+    assert "extra_noise" not in hyperparameters_of(fixed)
+    # the fixed-noise GP interpolates the noise; the other smooths it out
+    x_test = torch.linspace(0.2, 9.8, 49, dtype=torch.double).unsqueeze(-1)
+    with torch.no_grad():
+        err_fixed = (fixed.posterior(x_test).mean - truth(x_test)).abs().mean()
+        err_extra = (extra.posterior(x_test).mean - truth(x_test)).abs().mean()
+    assert float(err_extra) < float(err_fixed)
+    # without reported uncertainties the option changes nothing
+    a = hyperparameters_of(fit_single_task_gp(x, y, device="cpu", priors=priors))
+    b = hyperparameters_of(fit_single_task_gp(x, y, device="cpu", priors=priors, extra_noise=True))
+    assert a == b
