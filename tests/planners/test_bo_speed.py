@@ -213,10 +213,18 @@ def test_proposals_approach_the_optimum_with_the_fast_defaults() -> None:
     planner = QLogNEIPlanner(SPACE, MAXIMIZE, seed=5)
     planner.tell(grid(30))
     best_told = max(o.objectives["y"] for o in planner.observations)
-    decision = planner.ask(2)
-    values = [bowl(p.parameters) for p in decision.proposals]
+    values = []
+    for _ in range(2):  # the first batch probes around the best told, the second uses it
+        decision = planner.ask(2)
+        planner.tell(
+            [
+                Observation(parameters=p.parameters, objectives={"y": bowl(p.parameters)})
+                for p in decision.proposals
+            ]
+        )
+        values += [bowl(p.parameters) for p in decision.proposals]
     assert max(values) > best_told  # improves on the data
-    assert max(values) > 0.03 - 0.01  # within 0.01 of the maximum
+    assert max(values) > 0.0302 - 1e-3  # within 0.001 of the maximum
 
 
 @pytest.mark.parametrize(
