@@ -15,9 +15,9 @@ method), then 100 picks one at a time (110 experiments), by
 * ``random``: uniform picks among the untried;
 * ``forest (greedy)``: a plain scikit-learn ``RandomForestRegressor`` (defaults, 100 trees)
   on the same features, picking the untried candidate of best predicted mean;
-* ``sdlab screening``: the planner (its default ``list_gp`` surrogate on 20 principal
-  components, or each surrogate of ``--surrogate``, with the acquisition of
-  ``--acquisition``), told the same initial rows.
+* ``sdlab screening``: the planner (its default ``rf`` surrogate, or each surrogate of
+  ``--surrogate``; ``list_gp`` on 20 principal components), with the acquisition of
+  ``--acquisition``, told the same initial rows.
 
 It prints hits (median [IQR] over seeds), experiments to the first hit, the best value
 found and seconds per suggestion.
@@ -134,7 +134,12 @@ def run_quality(n_seeds: int, acquisition: str, surrogates: list[str | None]) ->
             name, picked, secs = _planner_run(path, ids, truth, init, seed, acquisition, surrogate)
             record(name, picked, secs)
         print(f"seed {seed}: " + ", ".join(f"{k} {v[-1][0]}" for k, v in results.items()))
-    print(f"\ntop-1 % hits within {BUDGET} experiments, {N_INIT} random initial, {n_seeds} seeds")
+        _table(results, seed + 1)  # after every seed, so a stopped run leaves its table
+
+
+def _table(results: dict[str, list[tuple[int, float, float, float]]], n_done: int) -> None:
+    """Print the hits table over the seeds done so far."""
+    print(f"\ntop-1 % hits within {BUDGET} experiments, {N_INIT} random initial, {n_done} seeds")
     print("| method | hits | first hit | best found (eV/atom) | s / suggestion |")
     print("|---|---|---|---|---|")
     for name, rows in results.items():
@@ -168,6 +173,7 @@ def _planner_run(
             "initial_points": N_INIT,
             "acquisition": acquisition,
             **({"surrogate": surrogate} if surrogate else {}),
+            **({"components": 20} if surrogate == "list_gp" else {}),
         },
     )
     assert isinstance(planner, ScreeningPlanner)

@@ -11,13 +11,15 @@ candidates inside one chemical system):
 2. every candidate is featurised once with a registered descriptor, in parallel, and the
    rows are cached by content (:mod:`planners.feature_cache`), so a restart or the next
    campaign over the same list computes nothing;
-3. the features are standardised over the list and, with ``components`` set (default 20),
-   projected onto the list's first principal components (Pearson 1901; computed from the
-   list alone, never from measurements), scaled by one common factor so that the first
-   spans the unit interval: a reduced space in which a smooth model's distances mean
-   something, with the list's own directions of spread kept in proportion;
+3. the features are standardised over the list and, with ``components`` set (e.g. 20, for
+   ``list_gp``; default ``None``: the features as they are), projected onto the list's
+   first principal components (Pearson 1901; computed from the list alone, never from
+   measurements), scaled by one common factor so that the first spans the unit interval:
+   a reduced space in which a smooth model's distances mean something, with the list's own
+   directions of spread kept in proportion;
 4. the first ``initial_points`` picks are drawn at random from the list; then a registered
-   surrogate (default: ``"list_gp"``, an exact GP, :mod:`surrogates.list_gp`) is fitted to
+   surrogate (default: a random forest, ``"rf"``; ``"list_gp"`` is an exact GP for long
+   lists, :mod:`surrogates.list_gp`) is fitted to
    the measured candidates' rows and utilities, and every untried candidate is scored from
    the surrogate's mean and standard deviation in closed form (log EI, UCB, the mean) or by
    Thompson sampling of an ensemble's members, with the experiments still pending and the
@@ -114,9 +116,9 @@ class ScreeningOptions(PlannerOptions):
     descriptor_options: dict[str, Any] = Field(default_factory=dict)
     cache_dir: str | None = None
     workers: int | None = Field(default=None, ge=1, le=256)
-    components: int | None = Field(default=20, ge=1, le=10_000)
+    components: int | None = Field(default=None, ge=1, le=10_000)
     refit_growth: float = Field(default=0.1, ge=0.0, le=10.0)
-    surrogate: str = "list_gp"
+    surrogate: str = "rf"
     surrogate_options: dict[str, Any] = Field(default_factory=dict)
     acquisition: Acquisition = "ei"
     beta: float = Field(default=2.0, gt=0.0, le=100.0)
