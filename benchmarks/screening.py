@@ -15,18 +15,22 @@ method), then 100 picks one at a time (110 experiments), by
 * ``random``: uniform picks among the untried;
 * ``forest (greedy)``: a plain scikit-learn ``RandomForestRegressor`` (defaults, 100 trees)
   on the same features, picking the untried candidate of best predicted mean;
-* ``sdlab screening``: the planner (``rf`` surrogate, the acquisition of ``--acquisition``),
-  told the same initial rows.
+* ``sdlab screening``: the planner (its default ``rf`` surrogate, or each surrogate of
+  ``--surrogate``; ``list_gp`` on 20 principal components), with the acquisition of
+  ``--acquisition``, told the same initial rows.
 
 It prints hits (median [IQR] over seeds), experiments to the first hit, the best value
 found and seconds per suggestion.
 
 **Speed** (``--speed``): one suggestion over 50,000 candidates (the pool's rows twice, the
 copy jittered by 1e-6 of each feature's spread) at 10, 100 and 1,000 observations: the
-planner's path (fit, members' mean and spread, closed-form EI) for the previous forest
-defaults (200 trees, held-out refit, one thread), the current ``rf`` and ``mlp_ensemble``,
-wall and CPU seconds; beside BoTorch qLogNEI on the same fitted forest (128 samples, pruned
-baseline, as the ``discovery`` planner scores) over 2,000 of the candidates.
+planner's path (fit, mean and spread, closed-form EI) for the previous forest defaults (200
+trees, held-out refit, one thread), ``rf``, ``mlp_ensemble`` and ``list_gp`` (on the 20
+principal components, computed once per list and timed apart; its standard deviation
+exact where the bound could win; ``mlp_ensemble`` only with ``--with-mlp``), wall and CPU
+seconds; beside BoTorch qLogNEI on the same
+fitted forest (128 samples, pruned baseline, as the ``discovery`` planner scores) over
+2,000 of the candidates.
 
 Run from the repository root:  python -m benchmarks.screening [--speed] [--seeds 10]
 """
@@ -48,11 +52,12 @@ from models.params import SearchSpace, StringParameter
 from models.records import Observation
 from planners.base import make_planner
 from planners.candidate_list import read_candidates
-from planners.ensemble_acq import select_batch
+from planners.ensemble_acq import select_batch, select_batch_refined
 from planners.feature_cache import featurize_rows
-from planners.screening import ScreeningPlanner
+from planners.screening import ScreeningPlanner, project
 from sim.materials.formula_world import energies, enumerate_oxides
 from surrogates.base import EnsembleSurrogate, make_surrogate
+from surrogates.list_gp import ListGPSurrogate
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / ".sdlab" / "screening"
@@ -90,7 +95,7 @@ def _summary(values: list[float]) -> str:
     return f"{med:.3g} [{q1:.3g}, {q3:.3g}]"
 
 
-def run_quality(n_seeds: int, acquisition: str, surrogate: str | None = None) -> None:
+def run_quality(n_seeds: int, acquisition: str, surrogates: list[str | None]) -> None:
     """The hits table (see the module docstring)."""
     path, ids, x, truth = pool()
     n = len(ids)
@@ -98,7 +103,6 @@ def run_quality(n_seeds: int, acquisition: str, surrogate: str | None = None) ->
     cut = np.sort(utility)[-max(1, n // 100)]
     hits_mask = utility >= cut
     print(f"pool: {n} candidates, {int(hits_mask.sum())} hits (formation energy <= {-cut:.3f})")
-    pos = {cid: i for i, cid in enumerate(ids)}
     results: dict[str, list[tuple[int, float, float, float]]] = {}
 
     def record(name: str, picked: list[int], seconds: list[float]) -> None:
@@ -112,8 +116,10 @@ def run_quality(n_seeds: int, acquisition: str, surrogate: str | None = None) ->
         rng = np.random.default_rng(1000 + seed)
         init = [int(i) for i in rng.choice(n, N_INIT, replace=False)]
         # random
+        t0 = time.perf_counter()
         rest = [i for i in rng.permutation(n) if i not in set(init)]
-        record("random", init + [int(i) for i in rest[: BUDGET - N_INIT]], [])
+        secs = [(time.perf_counter() - t0) / (BUDGET - N_INIT)] * (BUDGET - N_INIT)
+        record("random", init + [int(i) for i in rest[: BUDGET - N_INIT]], secs)
         # plain forest, greedy
         picked, secs = list(init), []
         while len(picked) < BUDGET:
@@ -124,40 +130,16 @@ def run_quality(n_seeds: int, acquisition: str, surrogate: str | None = None) ->
             picked.append(int(np.argmax(pred)))
             secs.append(time.perf_counter() - t0)
         record("forest (greedy)", picked, secs)
-        # the planner
-        planner = make_planner(
-            "screening",
-            SPACE,
-            OBJ,
-            seed=seed,
-            options={
-                "candidates": str(path),
-                "cache_dir": str(CACHE),
-                "initial_points": N_INIT,
-                "acquisition": acquisition,
-                **({"surrogate": surrogate} if surrogate else {}),
-            },
-        )
-
-        assert isinstance(planner, ScreeningPlanner)
-
-        def obs(i: int) -> Observation:
-            return Observation(
-                parameters={"candidate": ids[i], "formula": "x"},
-                objectives={OBJ[0].name: float(truth[i])},
-            )
-
-        planner.tell([obs(i) for i in init])
-        picked, secs = list(init), []
-        while len(picked) < BUDGET:
-            d = planner.ask(1)
-            i = pos[str(d.proposals[0].parameters["candidate"])]
-            picked.append(i)
-            secs.append(d.seconds)
-            planner.tell([obs(i)])
-        record(f"sdlab screening ({planner.opts.surrogate}, {acquisition})", picked, secs)
+        for surrogate in surrogates:
+            name, picked, secs = _planner_run(path, ids, truth, init, seed, acquisition, surrogate)
+            record(name, picked, secs)
         print(f"seed {seed}: " + ", ".join(f"{k} {v[-1][0]}" for k, v in results.items()))
-    print(f"\ntop-1 % hits within {BUDGET} experiments, {N_INIT} random initial, {n_seeds} seeds")
+        _table(results, seed + 1)  # after every seed, so a stopped run leaves its table
+
+
+def _table(results: dict[str, list[tuple[int, float, float, float]]], n_done: int) -> None:
+    """Print the hits table over the seeds done so far."""
+    print(f"\ntop-1 % hits within {BUDGET} experiments, {N_INIT} random initial, {n_done} seeds")
     print("| method | hits | first hit | best found (eV/atom) | s / suggestion |")
     print("|---|---|---|---|---|")
     for name, rows in results.items():
@@ -169,7 +151,51 @@ def run_quality(n_seeds: int, acquisition: str, surrogate: str | None = None) ->
         )
 
 
-def run_speed() -> None:
+def _planner_run(
+    path: Path,
+    ids: list[str],
+    truth: np.ndarray,
+    init: list[int],
+    seed: int,
+    acquisition: str,
+    surrogate: str | None,
+) -> tuple[str, list[int], list[float]]:
+    """One campaign of the ``screening`` planner, told ``init`` first."""
+    pos = {cid: i for i, cid in enumerate(ids)}
+    planner = make_planner(
+        "screening",
+        SPACE,
+        OBJ,
+        seed=seed,
+        options={
+            "candidates": str(path),
+            "cache_dir": str(CACHE),
+            "initial_points": N_INIT,
+            "acquisition": acquisition,
+            **({"surrogate": surrogate} if surrogate else {}),
+            **({"components": 20} if surrogate == "list_gp" else {}),
+        },
+    )
+    assert isinstance(planner, ScreeningPlanner)
+
+    def obs(i: int) -> Observation:
+        return Observation(
+            parameters={"candidate": ids[i], "formula": "x"},
+            objectives={OBJ[0].name: float(truth[i])},
+        )
+
+    planner.tell([obs(i) for i in init])
+    picked, secs = list(init), []
+    while len(picked) < BUDGET:
+        d = planner.ask(1)
+        i = pos[str(d.proposals[0].parameters["candidate"])]
+        picked.append(i)
+        secs.append(d.seconds)
+        planner.tell([obs(i)])
+    return f"sdlab screening ({planner.opts.surrogate}, {acquisition})", picked, secs
+
+
+def run_speed(with_mlp: bool = False) -> None:
     """Seconds per suggestion over 50,000 candidates (see the module docstring)."""
     from botorch.acquisition.logei import qLogNoisyExpectedImprovement
     from botorch.sampling.get_sampler import get_sampler
@@ -188,18 +214,39 @@ def run_speed() -> None:
     clock = lambda: (time.perf_counter(), time.process_time())  # noqa: E731
     show = lambda a, b: f"{b[0] - a[0]:.3f} [{b[1] - a[1]:.3f}]"  # noqa: E731
     make_surrogate("rf", n_estimators=5).fit(x[:30], y[:30]).predict(x[:10])  # imports
+    t0 = clock()
+    z = project(xs.numpy(), 20)
+    print(f"list_gp's projection on 20 principal components, once per list: {show(t0, clock())}")
     rng = np.random.default_rng(0)
     for n_obs in (10, 100, 1000):
         train = rng.choice(x.shape[0], n_obs, replace=False)
+        free = torch.ones(x.shape[0], dtype=torch.bool)
+        free[torch.as_tensor(train)] = False
         for label, name, opts in SPEED_SURROGATES:
+            if name == "mlp_ensemble" and not with_mlp:
+                continue
+            rows = z if name == "list_gp" else x
             t0 = clock()
-            s = make_surrogate(name, seed=0, **opts).fit(x[train], y[train])
-            assert isinstance(s, EnsembleSurrogate)
+            s = make_surrogate(name, seed=0, **opts).fit(rows[train], y[train])
             t1 = clock()
-            _, mean, std = s.member_predictions(x)
-            free = torch.ones(x.shape[0], dtype=torch.bool)
-            free[torch.as_tensor(train)] = False
-            select_batch("ei", mean, std, xs, 1, best=float(y[train].max()), available=free)
+            extra = ""
+            if isinstance(s, ListGPSurrogate):
+                mean, bound = s.bounded_predictions(rows)
+                _, _, std = select_batch_refined(
+                    "ei",
+                    mean,
+                    bound,
+                    lambda idx, gp=s, r=rows: gp.exact_std(r[idx.numpy()]),
+                    xs,
+                    1,
+                    best=float(y[train].max()),
+                    available=free,
+                )
+                extra = f" ({int((std < bound).sum())} exact)"
+            else:
+                assert isinstance(s, EnsembleSurrogate)
+                _, mean, std = s.member_predictions(rows)
+                select_batch("ei", mean, std, xs, 1, best=float(y[train].max()), available=free)
             t2 = clock()
             nei = "-"
             if label == "rf, defaults":
@@ -217,7 +264,8 @@ def run_speed() -> None:
                     torch.cat([acq(c.unsqueeze(1)) for c in cand.split(256)])
                 nei = show(t2, clock())
             print(
-                f"| {label} | {n_obs} | {show(t0, t1)} | {show(t1, t2)} | {show(t0, t2)} | {nei} |",
+                f"| {label} | {n_obs} | {show(t0, t1)} | {show(t1, t2)}{extra} "
+                f"| {show(t0, t2)} | {nei} |",
                 flush=True,
             )
 
@@ -230,8 +278,9 @@ SPEED_SURROGATES: list[tuple[str, str, dict[str, Any]]] = [
     ),
     ("rf, defaults", "rf", {}),
     ("mlp_ensemble, defaults", "mlp_ensemble", {}),
+    ("list_gp, defaults", "list_gp", {}),
 ]
-"""The previous forest defaults, the current ones, and the MLP ensemble."""
+"""The previous forest defaults, the current ones, the MLP ensemble and the list GP."""
 
 
 def main() -> None:
@@ -239,13 +288,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--acquisition", default="ei")
-    ap.add_argument("--surrogate", default=None, help="the planner's surrogate (default: its own)")
+    ap.add_argument(
+        "--surrogate",
+        default="",
+        help="the planner's surrogates, comma-separated (default: its own); 'default' is its own",
+    )
     ap.add_argument("--speed", action="store_true", help="only the speed table")
+    ap.add_argument("--with-mlp", action="store_true", help="the speed table's MLP rows too")
     args = ap.parse_args()
     if args.speed:
-        run_speed()
+        run_speed(args.with_mlp)
     else:
-        run_quality(args.seeds, args.acquisition, args.surrogate)
+        names = [None if v in ("", "default") else v for v in args.surrogate.split(",")]
+        run_quality(args.seeds, args.acquisition, names)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,23 @@ candidates inside one chemical system):
 2. every candidate is featurised once with a registered descriptor, in parallel, and the
    rows are cached by content (:mod:`planners.feature_cache`), so a restart or the next
    campaign over the same list computes nothing;
-3. the first ``initial_points`` picks are drawn at random from the list; then a registered
-   surrogate (default: a random forest, ``"rf"``) is fitted to the measured candidates'
-   features and utilities, and every untried candidate is scored from the surrogate's mean
-   and spread in closed form (log EI, UCB, the mean) or by Thompson sampling of its members,
-   with the experiments still pending and the batch's earlier picks penalised
-   (:mod:`planners.ensemble_acq`). The cost of a suggestion is one fit plus one prediction
-   per candidate: linear in the list, flat in the number of pending experiments.
+3. the features are standardised over the list and, with ``components`` set (e.g. 20, for
+   ``list_gp``; default ``None``: the features as they are), projected onto the list's
+   first principal components (Pearson 1901; computed from the list alone, never from
+   measurements), scaled by one common factor so that the first spans the unit interval:
+   a reduced space in which a smooth model's distances mean something, with the list's own
+   directions of spread kept in proportion;
+4. the first ``initial_points`` picks are drawn at random from the list; then a registered
+   surrogate (default: a random forest, ``"rf"``; ``"list_gp"`` is an exact GP for long
+   lists, :mod:`surrogates.list_gp`) is fitted to
+   the measured candidates' rows and utilities, and every untried candidate is scored from
+   the surrogate's mean and standard deviation in closed form (log EI, UCB, the mean) or by
+   Thompson sampling of an ensemble's members, with the experiments still pending and the
+   batch's earlier picks penalised (:mod:`planners.ensemble_acq`). A GP's standard
+   deviation is computed exactly only where its cheap upper bound could still win
+   (:func:`planners.ensemble_acq.select_batch_refined`), so the picks are the exact
+   posterior's. The cost of a suggestion is one fit plus one prediction per candidate:
+   linear in the list, flat in the number of pending experiments.
 
 The search space holds the string parameter ``id_parameter`` (default ``candidate``, the
 list's id) and, unless ``formula_parameter`` is ``None``, a string parameter holding the
@@ -34,12 +44,14 @@ References:
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 from pydantic import Field
 
 from models.errors import InvalidCampaignError, PlannerError, RegistryError
@@ -49,13 +61,19 @@ from models.records import Decision, Proposal
 from planners.base import Planner, PlannerOptions, register_planner
 from planners.bo_surrogate import surrogate_option_problem
 from planners.candidate_list import CandidateList, read_candidates
-from planners.ensemble_acq import Acquisition, default_device, select_batch
+from planners.ensemble_acq import (
+    Acquisition,
+    default_device,
+    select_batch,
+    select_batch_refined,
+)
 from planners.feature_cache import FeatureResult, featurize_rows
 from surrogates.base import EnsembleSurrogate, Surrogate, make_surrogate
+from surrogates.list_gp import ListGPSurrogate
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ScreeningOptions", "ScreeningPlanner"]
+__all__ = ["ScreeningOptions", "ScreeningPlanner", "project", "refit_point"]
 
 MAX_BAD_ROWS_RECORDED = 50
 
@@ -73,8 +91,14 @@ class ScreeningOptions(PlannerOptions):
         descriptor_options: Its options.
         cache_dir: Directory of the feature cache (``None``: no cache).
         workers: Processes that featurise (``None``: one per core).
-        surrogate: Registered surrogate that models the objective (``"rf"``, ``"gbr"``,
-            ``"mlp_ensemble"``, ``"svr"``, ``"gp"``, ...).
+        components: Principal components of the list's standardised features the
+            surrogate sees (``None``: every feature, unprojected).
+        refit_growth: With ``list_gp``, its hyperparameters are refitted when the
+            measured rows have grown by this fraction since the last fit (on the first rows
+            in the order they were measured, so a restarted planner fits the same); in
+            between, the posterior conditions on every row with the last ones. 0: every ask.
+        surrogate: Registered surrogate that models the objective (``"list_gp"``, ``"rf"``,
+            ``"gbr"``, ``"mlp_ensemble"``, ``"svr"``, ``"gp"``, ...).
         surrogate_options: Its options (feature rows are given, so no descriptor).
         acquisition: ``"ei"`` (log expected improvement), ``"ucb"``, ``"mean"`` (greedy)
             or ``"thompson"`` (one ensemble member per pick; ensembles only).
@@ -92,6 +116,8 @@ class ScreeningOptions(PlannerOptions):
     descriptor_options: dict[str, Any] = Field(default_factory=dict)
     cache_dir: str | None = None
     workers: int | None = Field(default=None, ge=1, le=256)
+    components: int | None = Field(default=None, ge=1, le=10_000)
+    refit_growth: float = Field(default=0.1, ge=0.0, le=10.0)
     surrogate: str = "rf"
     surrogate_options: dict[str, Any] = Field(default_factory=dict)
     acquisition: Acquisition = "ei"
@@ -155,6 +181,8 @@ class ScreeningPlanner(Planner):
         self._index = {row.id: k for k, row in enumerate(self.list.rows)}
         self._features: FeatureResult | None = None
         self._scaled: torch.Tensor | None = None
+        self._rows: np.ndarray | None = None
+        self._gp: tuple[tuple[int, ...], ListGPSurrogate] | None = None
         self.device = torch.device(opts.device) if opts.device else default_device()
 
     def features(self) -> FeatureResult:
@@ -176,6 +204,9 @@ class ScreeningPlanner(Planner):
             x = torch.as_tensor(self._features.x, dtype=torch.double, device=self.device)
             spread = x.std(dim=0) if x.shape[0] > 1 else torch.ones(x.shape[1], device=self.device)
             self._scaled = (x - x.mean(dim=0)) / torch.where(spread > 0, spread, 1.0)
+            self._rows = self._features.x
+            if o.components is not None:
+                self._rows = project(self._scaled.cpu().numpy(), o.components)
             if not self._features.index:
                 raise PlannerError("screening: no candidate of the list could be featurised")
         return self._features
@@ -190,6 +221,26 @@ class ScreeningPlanner(Planner):
         except InvalidCampaignError as exc:
             problems = [surrogate_option_problem(p) for p in exc.problems]
             raise InvalidCampaignError(None, problems) from exc
+
+    def _list_gp(self, train_rows: list[int], train_y: list[float]) -> ListGPSurrogate:
+        """The ``list_gp`` of this ask: the scheduled hyperparameters, conditioned on all rows.
+
+        The hyperparameters are those fitted on the first ``refit_point(n)`` measured rows
+        (seeded by the campaign's seed and that count), kept until the schedule moves on.
+        """
+        assert self._rows is not None
+        n_fit = refit_point(len(train_rows), self.opts.refit_growth)
+        key = tuple(train_rows[:n_fit])
+        if self._gp is None or self._gp[0] != key:
+            gp = self._surrogate(
+                int(np.random.SeedSequence([self.seed, n_fit]).generate_state(1)[0])
+            )
+            assert isinstance(gp, ListGPSurrogate)
+            gp.fit(self._rows[train_rows[:n_fit]], np.asarray(train_y[:n_fit]))
+            self._gp = (key, gp)
+        if n_fit == len(train_rows):
+            return self._gp[1]
+        return self._gp[1].conditioned(self._rows[train_rows], np.asarray(train_y))
 
     def _row_of(self, point: Mapping[str, ParamValue]) -> int | None:
         """Position in the feature rows of a point's candidate (``None``: not listed)."""
@@ -275,36 +326,66 @@ class ScreeningPlanner(Planner):
         seed: int,
     ) -> tuple[list[int], list[float], dict[str, Any]]:
         o = self.opts
-        feats = self.features()
+        self.features()
         assert self._scaled is not None
         t0 = time.perf_counter()
+        rows = self._rows
+        assert rows is not None
         surrogate = self._surrogate(seed)
-        surrogate.fit(feats.x[train_rows], np.asarray(train_y))
+        if isinstance(surrogate, ListGPSurrogate):
+            surrogate = self._list_gp(train_rows, train_y)
+        else:
+            surrogate.fit(rows[train_rows], np.asarray(train_y))
         t1 = time.perf_counter()
         members: torch.Tensor | None = None
-        if isinstance(surrogate, EnsembleSurrogate):
-            members, mean, std = surrogate.member_predictions(feats.x, self.device)
+        info: dict[str, Any] = {}
+        if isinstance(surrogate, ListGPSurrogate):
+            mean, bound = surrogate.bounded_predictions(rows, self.device)
+            n_exact = [0]
+
+            def exact(idx: torch.Tensor) -> torch.Tensor:
+                n_exact[0] += int(idx.numel())
+                return surrogate.exact_std(rows[idx.numpy()], self.device)
+
+            picks, scores, std = select_batch_refined(
+                o.acquisition,
+                mean,
+                bound,
+                exact,
+                self._scaled,
+                q,
+                best=max(train_y),
+                beta=o.beta,
+                pending_rows=pend_rows,
+                available=free.to(self.device),
+                seed=seed % 2**31,
+            )
+            info["n_exact_std"] = n_exact[0]
         else:
-            mu, sd = surrogate.predict(feats.x)
-            mean = torch.as_tensor(mu, dtype=torch.double, device=self.device)
-            std = torch.as_tensor(sd, dtype=torch.double, device=self.device)
-        pending = [(self._scaled[r], float(mean[r]), float(std[r])) for r in pend_rows]
-        picks, scores = select_batch(
-            o.acquisition,
-            mean,
-            std,
-            self._scaled,
-            q,
-            best=max(train_y),
-            beta=o.beta,
-            members=members,
-            pending=pending,
-            available=free.to(self.device),
-            seed=seed % 2**31,
-        )
+            if isinstance(surrogate, EnsembleSurrogate):
+                members, mean, std = surrogate.member_predictions(rows, self.device)
+            else:
+                mu, sd = surrogate.predict(rows)
+                mean = torch.as_tensor(mu, dtype=torch.double, device=self.device)
+                std = torch.as_tensor(sd, dtype=torch.double, device=self.device)
+            pending = [(self._scaled[r], float(mean[r]), float(std[r])) for r in pend_rows]
+            picks, scores = select_batch(
+                o.acquisition,
+                mean,
+                std,
+                self._scaled,
+                q,
+                best=max(train_y),
+                beta=o.beta,
+                members=members,
+                pending=pending,
+                available=free.to(self.device),
+                seed=seed % 2**31,
+            )
         t2 = time.perf_counter()
-        info: dict[str, Any] = {
+        info |= {
             "surrogate": o.surrogate,
+            "components": o.components,
             "acquisition": o.acquisition,
             "n_train": len(train_rows),
             "predicted_utility": [float(mean[i]) for i in picks],
@@ -314,3 +395,39 @@ class ScreeningPlanner(Planner):
             "device": str(self.device),
         }
         return picks, scores, info
+
+
+def project(scaled: NDArray[np.float64], components: int) -> NDArray[np.float64]:
+    """The list's rows on its first principal components, in one common unit.
+
+    Args:
+        scaled: ``m x d`` features, standardised over the list.
+        components: How many components (at most ``min(m, d)`` are kept).
+
+    Returns:
+        ``m x k`` scores, shifted to start at 0 and divided by the first component's range,
+        so that the first spans ``[0, 1]`` and the others keep their spread relative to it.
+    """
+    centred = scaled - scaled.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    z = centred @ vt[:components].T
+    # each component's sign fixed (largest loading positive), so the projection is unique
+    signs = np.sign(vt[:components][np.arange(z.shape[1]), np.abs(vt[:components]).argmax(1)])
+    z = z * np.where(signs == 0, 1.0, signs)
+    z = z - z.min(axis=0)
+    span = float(z[:, 0].max()) if z.shape[0] > 1 else 0.0
+    return z / (span if span > 0 else 1.0)
+
+
+def refit_point(n: int, growth: float) -> int:
+    """The number of rows the hyperparameters of an ask with ``n`` rows are fitted on.
+
+    The schedule starts at 2 and each point is ``floor(p (1 + growth))``, at least ``p + 1``
+    (``growth = 0``: every ``n``); the answer is the last point not above ``n``.
+    """
+    p = 2
+    while True:
+        nxt = max(p + 1, math.floor(p * (1.0 + growth)))
+        if nxt > n:
+            return min(p, n)
+        p = nxt

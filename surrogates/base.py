@@ -72,6 +72,7 @@ __all__ = [
 _BUILTIN_MODULES = (
     "surrogates.classical",
     "surrogates.gp_surrogate",
+    "surrogates.list_gp",
     "surrogates.mlp",
     "surrogates.cgcnn",
 )

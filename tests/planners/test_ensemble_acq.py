@@ -13,6 +13,7 @@ from planners.ensemble_acq import (
     lipschitz_constant,
     log_expected_improvement,
     select_batch,
+    select_batch_refined,
     upper_confidence_bound,
 )
 
@@ -93,3 +94,57 @@ def test_lipschitz_constant_of_a_linear_mean() -> None:
     mean = x @ torch.tensor([3.0, 0.0, 4.0], dtype=torch.double)
     lip = lipschitz_constant(x, mean)
     assert 2.0 < lip <= 5.0 + 1e-9
+
+
+@pytest.mark.parametrize(
+    ("acquisition", "q", "n_pending"), [("ei", 1, 0), ("ei", 4, 2), ("ucb", 1, 0), ("mean", 1, 0)]
+)
+def test_refined_selection_makes_the_exact_picks(acquisition: str, q: int, n_pending: int) -> None:
+    # exact standard deviations, and bounds above them by a random factor; the refined
+    # selection must pick what select_batch picks with the exact values everywhere
+    g = torch.Generator().manual_seed(0)
+    n = 3000
+    x = torch.rand(n, 4, generator=g, dtype=torch.double)
+    mean = torch.sin(4 * x[:, 0]) + x[:, 1]
+    exact = 0.05 + 0.3 * torch.rand(n, generator=g, dtype=torch.double)
+    bound = exact * (1 + 2 * torch.rand(n, generator=g, dtype=torch.double))
+    free = torch.ones(n, dtype=torch.bool)
+    free[:10] = False
+    pending_rows = list(range(10, 10 + n_pending))
+    free[pending_rows] = False
+    asked: list[int] = []
+
+    def exact_std(rows: torch.Tensor) -> torch.Tensor:
+        asked.extend(rows.tolist())
+        return exact[rows]
+
+    picks, scores, std = select_batch_refined(
+        acquisition,  # type: ignore[arg-type]
+        mean,
+        bound,
+        exact_std,
+        x,
+        q,
+        best=1.2,
+        pending_rows=pending_rows,
+        available=free,
+        block=64,
+    )
+    pending = [(x[r], float(mean[r]), float(exact[r])) for r in pending_rows]
+    ref, ref_scores = select_batch(
+        acquisition,  # type: ignore[arg-type]
+        mean,
+        exact,
+        x,
+        q,
+        best=1.2,
+        pending=pending,
+        available=free,
+    )
+    assert picks == ref
+    if acquisition == "ei":  # UCB's and the mean's positive transform is scaled by the spreads
+        assert scores == pytest.approx(ref_scores)
+    assert torch.equal(std[picks], exact[picks])
+    assert len(set(asked)) == len(asked) < n // 2  # each refined once, far from all
+    with pytest.raises(ValueError, match="Thompson"):
+        select_batch_refined("thompson", mean, bound, exact_std, x, 1, best=0.0)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from models.errors import InvalidCampaignError, PlannerError
@@ -12,7 +14,7 @@ from models.objectives import Objective
 from models.params import ParamValue, SearchSpace, StringParameter
 from models.records import Observation
 from planners.base import make_planner
-from planners.screening import ScreeningPlanner
+from planners.screening import ScreeningPlanner, project, refit_point
 from sim.materials.formula_world import enumerate_oxides, formation_model
 
 SPACE = SearchSpace(parameters=[StringParameter(name="candidate"), StringParameter(name="formula")])
@@ -35,6 +37,7 @@ def _planner(path: Path, tmp: Path, **options: object) -> ScreeningPlanner:
         "cache_dir": str(tmp / "cache"),
         "workers": 1,
         "initial_points": 5,
+        "surrogate": "rf",
         "surrogate_options": {"n_estimators": 30},
         **options,
     }
@@ -148,3 +151,69 @@ def test_the_list_runs_out(tmp_path: Path) -> None:
     done = p.ask(1)
     assert done.proposals == []
     assert "finished" in done.details
+
+
+def _gp_planner(path: Path, tmp: Path, **options: object) -> ScreeningPlanner:
+    return _planner(
+        path, tmp, surrogate="list_gp", surrogate_options={}, components=20, **options
+    )
+
+
+def test_list_gp_screens_better_than_the_initial_rows(
+    small_list: Path, tmp_path: Path
+) -> None:
+    default = make_planner("screening", SPACE, OBJ, options={"candidates": str(small_list)})
+    assert isinstance(default, ScreeningPlanner)
+    assert default.opts.surrogate == "rf"
+    assert default.opts.components is None
+    p = _gp_planner(small_list, tmp_path)
+    first = p.ask(5)
+    _tell(p, [pr.parameters for pr in first.proposals])
+    m = formation_model()
+    init_best = min(m.energy(str(pr.parameters["formula"])) for pr in first.proposals)
+    seen = {pr.parameters["candidate"] for pr in first.proposals}
+    for _ in range(5):
+        d = p.ask(2)
+        assert d.details["surrogate"] == "list_gp"
+        assert d.details["n_exact_std"] >= 2
+        ids = {pr.parameters["candidate"] for pr in d.proposals}
+        assert len(ids) == 2
+        assert not ids & seen
+        seen |= ids
+        _tell(p, [pr.parameters for pr in d.proposals])
+    energies = sorted(m.energy(str(o.parameters["formula"])) for o in p.observations)
+    assert energies[0] < init_best
+    # the best of the list's 200 rows by the noise-free truth is among the 15 measured
+    truth = sorted(m.energy(r.formula) for r in p.list.rows if r.formula != "Zz3")
+    assert energies[0] <= truth[len(truth) // 20]
+
+
+def test_list_gp_decisions_replay_across_the_refit_schedule(
+    small_list: Path, tmp_path: Path
+) -> None:
+    # one planner asks along the way (its hyperparameters cached between refits), a second
+    # is told everything at once, as after a restart: the same decision
+    a = _gp_planner(small_list, tmp_path)
+    for _ in range(4):
+        _tell(a, [pr.parameters for pr in a.ask(3).proposals])
+    b = _gp_planner(small_list, tmp_path)
+    b.tell(a.observations)
+    da, db = a.ask(2), b.ask(2)
+    assert [x.parameters for x in da.proposals] == [x.parameters for x in db.proposals]
+    assert da.details["predicted_std"] == pytest.approx(db.details["predicted_std"])
+
+
+def test_refit_schedule_and_projection() -> None:
+    assert [refit_point(n, 0.0) for n in (2, 3, 10)] == [2, 3, 10]
+    points = sorted({refit_point(n, 0.1) for n in range(10, 111)})
+    assert points[:3] == [10, 11, 12]
+    assert points[-1] == 103
+    assert all(b >= a * 1.1 - 1 for a, b in itertools.pairwise(points))
+    rng = np.random.default_rng(0)
+    scaled = rng.standard_normal((300, 6)) * np.array([5.0, 2.0, 1.0, 0.5, 0.1, 0.1])
+    z = project(scaled @ np.linalg.qr(rng.standard_normal((6, 6)))[0], 3)
+    assert z.shape == (300, 3)
+    assert z.min(0) == pytest.approx(np.zeros(3))
+    assert z[:, 0].max() == pytest.approx(1.0)
+    spread = z.std(0)
+    assert spread[0] >= spread[1] >= spread[2]
