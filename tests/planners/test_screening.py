@@ -154,14 +154,10 @@ def test_the_list_runs_out(tmp_path: Path) -> None:
 
 
 def _gp_planner(path: Path, tmp: Path, **options: object) -> ScreeningPlanner:
-    return _planner(
-        path, tmp, surrogate="list_gp", surrogate_options={}, components=20, **options
-    )
+    return _planner(path, tmp, surrogate="list_gp", surrogate_options={}, components=20, **options)
 
 
-def test_list_gp_screens_better_than_the_initial_rows(
-    small_list: Path, tmp_path: Path
-) -> None:
+def test_list_gp_screens_better_than_the_initial_rows(small_list: Path, tmp_path: Path) -> None:
     default = make_planner("screening", SPACE, OBJ, options={"candidates": str(small_list)})
     assert isinstance(default, ScreeningPlanner)
     assert default.opts.surrogate == "rf"
