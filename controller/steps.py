@@ -72,6 +72,9 @@ class StepRunner:
         # until they agree, so no point is in neither the planner's data nor its pending.
         self.ended = 0
         self.taught = 0
+        # Results of finished requests still being written in the background (the
+        # instrument's worker went on to its next step meanwhile).
+        self.recording = 0
 
     # ------------------------------------------------------------------ the planner
 
@@ -272,6 +275,7 @@ class StepRunner:
         # in flight until its result is recorded, so the budget holds). What the result
         # says of the instrument's health is taken into account first.
         fault = self._judge(slot, outcome)
+        self.recording += 1
         self.ctl.spawn(self._record_soon(slot, work, outcome, fault))
 
     def _judge(self, slot: InstrumentSlot, state: RequestState) -> bool:
@@ -302,6 +306,7 @@ class StepRunner:
             logger.exception("result of experiment %d not recorded", work.experiment_id)
             await self.fail_experiment(work, None, "internal", "controller error; see log")
         finally:
+            self.recording -= 1
             await self.ctl.notify()
 
     async def _drive(

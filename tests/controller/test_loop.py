@@ -257,7 +257,12 @@ def test_pause_starts_nothing_new_until_resumed(tmp_path: Path) -> None:
     async def operate(ctl: CampaignController, task: asyncio.Task[dict[str, Any]]) -> None:
         await _wait_for(lambda: ctl.progress()["completed"] >= 3)
         await ctl.pause()
-        await _wait_for(lambda: not any(slot.busy for slot in ctl.instruments.values()))
+        # the steps sent before the pause end, and their results are written
+        await _wait_for(
+            lambda: (
+                not any(slot.busy for slot in ctl.instruments.values()) and not ctl.steps.recording
+            )
+        )
         seen["idle"] = await _nothing_starts(ctl)
         assert ctl.progress()["paused"]
         await ctl.resume()
