@@ -88,14 +88,17 @@ def test_bayesian_optimisation_beats_sobol_on_noise_free_branin(tmp_path: Path) 
             name=f"branin-{planner}",
             planner=planner,
             planner_options=options,
-            budget=20,
+            # 25: with 5 initial points, qlognei's in-process runs on noise-free Branin
+            # (seeds 0-7, both GP priors) all reach -1.0 by 25 experiments; by 20, two of
+            # eight runs with the default Gamma priors had not (-1.17, -1.97)
+            budget=25,
             instruments=1,
         )
         db = f"sqlite:///{tmp_path / f'{planner}.db'}"
         code, out = _run(path, db)
         assert code == 0, out
         best[planner] = max(r["measurements"]["y"] for r in experiments(db))
-    # Branin's maximum (negated) is -0.397887; Sobol's 20 points stay far from it.
+    # Branin's maximum (negated) is -0.397887; Sobol's 25 points stay far from it.
     assert best["qlognei"] > best["sobol"]
     assert best["qlognei"] > -1.0
 
