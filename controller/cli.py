@@ -14,21 +14,12 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.console import Console
 
+from controller.cli_options import cli_actor, db_option
 from models.errors import EXIT_FAILED, EXIT_INVALID, InvalidCampaignError, SdlabError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
     from sqlalchemy.orm import Session, sessionmaker
-
-DEFAULT_DB = "sqlite:///sdlab.db"
-
-db_option = click.option(
-    "--db",
-    "db_url",
-    default=DEFAULT_DB,
-    show_default=True,
-    help="SQLAlchemy URL of the experiment store (sqlite:///file.db, postgresql://...).",
-)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -424,12 +415,6 @@ def _task_store(db_url: str) -> tuple[Engine, sessionmaker[Session]]:
     return engine, session_factory(engine)
 
 
-def _cli_actor() -> str:
-    import getpass
-
-    return f"cli:{getpass.getuser()}"
-
-
 @tasks.command("list")
 @db_option
 @click.option("--all", "show_all", is_flag=True, help="Finished tasks too.")
@@ -472,11 +457,11 @@ def _task_change(db_url: str, what: str, task_id: int, arg: object) -> None:
     try:
         with transaction(factory) as s:
             if what == "claim":
-                row = claim_task(s, task_id, _cli_actor())
+                row = claim_task(s, task_id, cli_actor())
             elif what == "done":
-                row = complete_task(s, task_id, _cli_actor(), arg)  # type: ignore[arg-type]
+                row = complete_task(s, task_id, cli_actor(), arg)  # type: ignore[arg-type]
             else:
-                row = fail_task(s, task_id, _cli_actor(), str(arg))
+                row = fail_task(s, task_id, cli_actor(), str(arg))
             click.echo(f"task {row.id}: {row.status.value}")
     except (TaskInputError, SdlabError) as exc:
         click.echo(f"error: {exc}", err=True)

@@ -19,19 +19,10 @@ from pathlib import Path
 
 import click
 
+from controller.cli_options import db_option
 from models.errors import EXIT_FAILED, EXIT_INVALID, InvalidCampaignError, SdlabError
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_DB = "sqlite:///sdlab.db"
-
-db_option = click.option(
-    "--db",
-    "db_url",
-    default=DEFAULT_DB,
-    show_default=True,
-    help="SQLAlchemy URL of the experiment store (sqlite:///file.db, postgresql://...).",
-)
 
 
 @click.group("lab")

@@ -20,7 +20,6 @@ Exit codes: 0 done, 1 no such user or a rule broken (the message names the field
 
 from __future__ import annotations
 
-import getpass
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from controller.cli_options import cli_actor, db_option
 from models.errors import EXIT_FAILED
 
 if TYPE_CHECKING:
@@ -35,21 +35,7 @@ if TYPE_CHECKING:
 
     from models.tables import UserRow
 
-DEFAULT_DB = "sqlite:///sdlab.db"
 ROLES = ["viewer", "operator", "admin"]
-
-db_option = click.option(
-    "--db",
-    "db_url",
-    default=DEFAULT_DB,
-    show_default=True,
-    envvar="SDLAB_DB",
-    help="Database URL (SQLite or PostgreSQL).",
-)
-
-
-def _actor() -> str:
-    return f"cli:{getpass.getuser()}"
 
 
 def _iterations() -> int:
@@ -111,7 +97,7 @@ def users_add(name: str, role: str, password: bool, db_url: str) -> None:
     secret = _ask_password() if password else None
     with _store(db_url) as s:
         _, token = add_user(
-            s, name, role, iterations=_iterations(), password=secret, actor=_actor()
+            s, name, role, iterations=_iterations(), password=secret, actor=cli_actor()
         )
     click.echo(f"user {name} ({role}) created; API token (shown once, keep it safe):")
     click.echo(token)
@@ -138,7 +124,7 @@ def users_role(name: str, role: str, db_url: str) -> None:
     from controller.api.users import set_role
 
     def change(s: Session, user: UserRow) -> str:
-        set_role(s, user, role, actor=_actor())
+        set_role(s, user, role, actor=cli_actor())
         return f"user {name}: role {role}"
 
     _change(db_url, name, change)
@@ -152,7 +138,7 @@ def users_disable(name: str, db_url: str) -> None:
     from controller.api.users import disable_user
 
     def change(s: Session, user: UserRow) -> str:
-        disable_user(s, user, actor=_actor())
+        disable_user(s, user, actor=cli_actor())
         return f"user {name} disabled"
 
     _change(db_url, name, change)
@@ -166,7 +152,7 @@ def users_enable(name: str, db_url: str) -> None:
     from controller.api.users import enable_user
 
     def change(s: Session, user: UserRow) -> str:
-        enable_user(s, user, actor=_actor())
+        enable_user(s, user, actor=cli_actor())
         return f"user {name} enabled"
 
     _change(db_url, name, change)
@@ -180,7 +166,7 @@ def users_token(name: str, db_url: str) -> None:
     from controller.api.users import rotate_token
 
     def change(s: Session, user: UserRow) -> str:
-        token = rotate_token(s, user, iterations=_iterations(), actor=_actor())
+        token = rotate_token(s, user, iterations=_iterations(), actor=cli_actor())
         return f"user {name}: earlier tokens revoked; API token (shown once):\n{token}"
 
     _change(db_url, name, change)
@@ -196,7 +182,7 @@ def users_password(name: str, db_url: str) -> None:
     secret = _ask_password()
 
     def change(s: Session, user: UserRow) -> str:
-        set_password(s, user, secret, iterations=_iterations(), actor=_actor())
+        set_password(s, user, secret, iterations=_iterations(), actor=cli_actor())
         return f"user {name}: password changed"
 
     _change(db_url, name, change)
