@@ -47,6 +47,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from surrogates.threads import torch_threads
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -185,12 +187,8 @@ def select_batch(
     """
     if mean.device.type != "cpu":
         return _select(acquisition, mean, std, x, q, best, beta, members, pending, available, seed)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # see the module docstring
-    try:
+    with torch_threads(1):  # see the module docstring
         return _select(acquisition, mean, std, x, q, best, beta, members, pending, available, seed)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _select(

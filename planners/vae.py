@@ -22,11 +22,10 @@ References:
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from surrogates.seeding import seeded
+from surrogates.threads import torch_threads
 
 logger = logging.getLogger(__name__)
 
@@ -114,21 +114,9 @@ class TrainedVAE:
         gen = torch.Generator().manual_seed(seed)
         z = torch.randn(n, self.model.latent_dim, generator=gen)
         y = torch.full((n, 1), (target - self.y_mean) / self.y_std)
-        with torch.no_grad(), _one_thread():
+        with torch.no_grad(), torch_threads(1):
             probs = torch.softmax(self.model.decode_logits(z, y), dim=-1)
         return probs.numpy().astype(np.float64)
-
-
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run torch on one thread: a network this small spends most of its time synchronising
-    threads otherwise (training was 30x slower on two busy cores with two threads)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def train_vae(
@@ -167,7 +155,7 @@ def train_vae(
     mean = float(yv.mean())
     std = float(yv.std()) or 1.0
     y = torch.as_tensor(((yv - mean) / std)[:, None], dtype=torch.float32)
-    with seeded(seed), _one_thread():
+    with seeded(seed), torch_threads(1):
         model = CompositionVAE(x.shape[1], latent_dim, hidden)
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         loss = torch.tensor(0.0)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,8 @@ from pydantic import Field
 from torch import Tensor
 
 from surrogates.base import Surrogate, SurrogateOptions, register_surrogate
+from surrogates.gp_fit import log_scale
+from surrogates.threads import torch_threads
 
 logger = logging.getLogger(__name__)
 
@@ -84,11 +87,13 @@ class ListGPSurrogate(Surrogate):
         ty = torch.as_tensor(y, dtype=torch.double).unsqueeze(-1)
         torch.manual_seed(o.seed)
         model = SingleTaskGP(tx[fit_rows], ty[fit_rows], outcome_transform=Standardize(m=1))
+        log_scale(model)
         mll = ExactMarginalLogLikelihood(model.likelihood, model)
         kwargs: dict[str, object] = {}
         if o.maxiter is not None:
             kwargs["optimizer_kwargs"] = {"options": {"maxiter": o.maxiter}}
-        fit_gpytorch_mll(mll, **kwargs)  # type: ignore[arg-type]
+        with torch_threads(1):  # small operations: see surrogates/threads.py
+            fit_gpytorch_mll(mll, **kwargs)  # type: ignore[arg-type]
         model.eval()
         ot: Any = model.outcome_transform
         self._y_mean = float(ot.means.reshape(-1)[0])
@@ -127,6 +132,7 @@ class ListGPSurrogate(Surrogate):
         tx = torch.as_tensor(x, dtype=torch.double)
         ty = torch.as_tensor(y, dtype=torch.double)
         self._x = tx
+        self._x_scaled: tuple[Tensor, Tensor, Tensor] | None = None
         z = (ty - self._y_mean) / self._y_std - self._const
         with torch.no_grad():
             self._chol = self._factor(tx)
@@ -154,12 +160,39 @@ class ListGPSurrogate(Surrogate):
         return self._kernel(x, diag=True).reshape(-1).to(torch.double)
 
     def _cross(self, c: Tensor) -> Tensor:
-        """``k(c, X)`` (``len(c) x n``); BoTorch's default RBF kernel through one ``cdist``."""
-        if isinstance(self._kernel, RBFKernel):
-            ls = self._kernel.lengthscale.reshape(-1)
-            d = torch.cdist(c / ls, self._x / ls, compute_mode="use_mm_for_euclid_dist")
-            return torch.exp(-0.5 * d.square())
-        return self._kernel(c, self._x).to_dense()
+        """``k(c, X)`` (``len(c) x n``).
+
+        For the RBF and Matern kernels (bare or in a ``ScaleKernel``) the squared scaled
+        distances come from one matrix product and the kernel is applied in place, which is
+        about twice as fast over a long list as the kernel module's own path; other kernels
+        use that path.
+        """
+        kernel, scale = self._kernel, 1.0
+        if isinstance(kernel, ScaleKernel):
+            scale = float(kernel.outputscale.reshape(-1)[0])
+            kernel = kernel.base_kernel
+        nu = getattr(kernel, "nu", None) if isinstance(kernel, MaternKernel) else None
+        if not isinstance(kernel, RBFKernel) and nu not in (0.5, 1.5, 2.5):
+            return self._kernel(c, self._x).to_dense()
+        if self._x_scaled is None:
+            ls = kernel.lengthscale.reshape(1, -1).to(torch.double)
+            xs = self._x / ls
+            self._x_scaled = (ls, xs, xs.square().sum(1).unsqueeze(0))
+        ls, xs, xs_sq = self._x_scaled
+        cs = c / ls
+        d2 = torch.addmm(xs_sq, cs, xs.T, alpha=-2.0).add_(cs.square().sum(1, keepdim=True))
+        d2.clamp_min_(0.0)
+        if nu is None:
+            k = d2.mul_(-0.5).exp_()
+        else:
+            r = d2.sqrt_().mul_(math.sqrt(2.0 * nu))  # sqrt(2 nu) * distance
+            if nu == 0.5:
+                k = r.neg_().exp_()
+            elif nu == 1.5:
+                k = torch.exp(-r).mul_(r.add_(1.0))
+            else:
+                k = torch.exp(-r).mul_(r.square().div_(3.0).add_(r).add_(1.0))
+        return k.mul_(scale) if scale != 1.0 else k
 
     def bounded_predictions(
         self, x: NDArray[np.float64], device: torch.device | None = None

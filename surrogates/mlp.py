@@ -36,6 +36,7 @@ from surrogates.base import (
     register_surrogate,
 )
 from surrogates.gp import default_device
+from surrogates.threads import torch_threads
 
 logger = logging.getLogger(__name__)
 
@@ -221,13 +222,8 @@ class ResidualMLPEnsemble(EnsembleSurrogate):
         """Train the stacked members; with ``held_out`` rows, stop early on them."""
         o = self.options
         dev = torch.device(o.device) if o.device is not None else default_device()
-        before = torch.get_num_threads()
-        if dev.type == "cpu" and o.threads is not None:
-            torch.set_num_threads(o.threads)
-        try:
+        with torch_threads(o.threads if dev.type == "cpu" else None):
             self._train_on(dev, x, y, held_out, stop_at)
-        finally:
-            torch.set_num_threads(before)
 
     def _train_on(
         self,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -26,11 +28,14 @@ def gpytorch_posterior(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The latent posterior of a SingleTaskGP with ``gp``'s hyperparameters on (x, y)."""
     z = (y - gp._y_mean) / gp._y_std
-    model = SingleTaskGP(
+    model: Any = SingleTaskGP(
         torch.as_tensor(x), torch.as_tensor(z).unsqueeze(-1), outcome_transform=None
     )
-    state = {k: v for k, v in gp.as_botorch_model().state_dict().items() if "outcome" not in k}
-    model.load_state_dict(state, strict=False)
+    fitted: Any = gp.as_botorch_model()
+    # the hyperparameters' values (their raw coordinates are on a log scale in ``gp``)
+    model.covar_module.lengthscale = fitted.covar_module.lengthscale.detach()
+    model.likelihood.noise = fitted.likelihood.noise.detach()
+    model.mean_module.constant.data.copy_(fitted.mean_module.constant.detach())
     model.eval()
     with torch.no_grad():
         post = model.posterior(torch.as_tensor(at))
