@@ -211,7 +211,7 @@ class UncertaintyPlanner(ActiveLearningPlanner):
     proposal, given the pending experiments and the proposals chosen before it.
     """
 
-    version = "1"
+    version = "2"
     Options = UncertaintyOptions
     options: UncertaintyOptions
     model_phase = "uncertainty"

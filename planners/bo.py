@@ -201,7 +201,7 @@ class BayesOptPlanner(Planner):
     the acquisition values of the proposed points, each given the pending points.
     """
 
-    version = "4"
+    version = "5"
     Options = BayesOptOptions
     options: BayesOptOptions
     min_objectives: ClassVar[int] = 1

@@ -154,7 +154,7 @@ class BoundaryPlanner(ActiveLearningPlanner):
     ``candidate_scores`` are the proposals' scores after penalisation, in the order chosen.
     """
 
-    version = "1"
+    version = "2"
     Options = BoundaryOptions
     options: BoundaryOptions
     model_phase = "boundary"

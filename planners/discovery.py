@@ -183,7 +183,7 @@ class DiscoveryPlanner(Planner):
     initial design: the log10 substitution probabilities).
     """
 
-    version = "1"
+    version = "2"
     Options: ClassVar[type[PlannerOptions]] = DiscoveryOptions
 
     def __init__(

@@ -81,7 +81,7 @@ class _Stripe:
 class SaraPlanner(Planner):
     """Hierarchical SARA planner (see the module docstring)."""
 
-    version = "1"
+    version = "2"
 
     class Options(PlannerOptions):
         """Options of the ``sara`` planner (``[planner.options]``)."""

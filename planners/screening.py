@@ -138,7 +138,7 @@ class ScreeningPlanner(Planner):
     ``predicted_std`` of the proposals, ``fit_seconds``, ``score_seconds`` and ``device``.
     """
 
-    version = "1"
+    version = "2"
     Options: ClassVar[type[PlannerOptions]] = ScreeningOptions
 
     def __init__(

@@ -42,6 +42,8 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.priors import GammaPrior, LogNormalPrior, Prior
 from torch import Tensor
 
+from surrogates.gp_fit import log_scale
+
 logger = logging.getLogger(__name__)
 
 GPPriors = Literal["botorch", "gamma"]
@@ -187,6 +189,7 @@ def fit_single_task_gp(
     ).to(dev)
     if extra_noise and yvar is not None:
         model.likelihood = _reported_plus_inferred_noise(model, priors)
+    log_scale(model)  # the same model, a shorter fit: see surrogates/gp_fit.py
     if warm_start_state is not None:
         _load_hyperparameters(model, warm_start_state)
         if maxiter == 0:
@@ -249,6 +252,7 @@ def fit_shared_hyperparameter_gp(
     model = SingleTaskGP(
         x, y.to(dev), input_transform=normalize, outcome_transform=Standardize(m=y.shape[-1])
     ).to(dev)
+    log_scale(model)  # the raw coordinates of ``single``'s
     own = dict(model.named_parameters())
     with torch.no_grad():
         for name, value in single.named_parameters():

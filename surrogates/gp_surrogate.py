@@ -31,6 +31,7 @@ from pydantic import Field
 
 from surrogates.base import Surrogate, SurrogateOptions, register_surrogate
 from surrogates.gp import default_device
+from surrogates.gp_fit import log_scale
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ class GPSurrogate(Surrogate):
         model = SingleTaskGP(
             tx, ty, input_transform=transform, outcome_transform=Standardize(m=1)
         ).to(dev)
+        log_scale(model)  # the same model, a shorter fit: see surrogates/gp_fit.py
         mll = ExactMarginalLogLikelihood(model.likelihood, model)
         kwargs: dict[str, object] = {}
         if o.maxiter is not None:
