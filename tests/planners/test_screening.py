@@ -39,6 +39,7 @@ def _planner(path: Path, tmp: Path, **options: object) -> ScreeningPlanner:
         "initial_points": 5,
         "surrogate": "rf",
         "surrogate_options": {"n_estimators": 30},
+        "acquisition": "ei",
         **options,
     }
     p = make_planner("screening", SPACE, OBJ, seed=3, options=opts)
@@ -61,6 +62,10 @@ def test_bad_options_name_the_key(small_list: Path, tmp_path: Path) -> None:
         _planner(small_list, tmp_path, surrogate="nope")
     with pytest.raises(InvalidCampaignError, match=r"planner\.options\.acquisition"):
         _planner(small_list, tmp_path, surrogate="gp", surrogate_options={}, acquisition="thompson")
+    with pytest.raises(InvalidCampaignError, match=r"planner\.options\.components"):
+        _planner(small_list, tmp_path, components="some")
+    with pytest.raises(InvalidCampaignError, match=r"planner\.options\.components"):
+        _planner(small_list, tmp_path, components=0)
     with pytest.raises(InvalidCampaignError, match=r"planner\.options\.candidates"):
         _planner(tmp_path / "missing.csv", tmp_path)
     with pytest.raises(InvalidCampaignError, match=r"planner\.options\.id_parameter"):
@@ -160,8 +165,18 @@ def _gp_planner(path: Path, tmp: Path, **options: object) -> ScreeningPlanner:
 def test_list_gp_screens_better_than_the_initial_rows(small_list: Path, tmp_path: Path) -> None:
     default = make_planner("screening", SPACE, OBJ, options={"candidates": str(small_list)})
     assert isinstance(default, ScreeningPlanner)
-    assert default.opts.surrogate == "rf"
-    assert default.opts.components is None
+    assert (default.opts.surrogate, default.opts.acquisition) == ("list_gp", "mean")
+    assert default.components == 20  # the list GP's default projection
+    forest = make_planner(
+        "screening", SPACE, OBJ, options={"candidates": str(small_list), "surrogate": "rf"}
+    )
+    assert isinstance(forest, ScreeningPlanner)
+    assert forest.components is None
+    unprojected = make_planner(
+        "screening", SPACE, OBJ, options={"candidates": str(small_list), "components": "all"}
+    )
+    assert isinstance(unprojected, ScreeningPlanner)
+    assert unprojected.components is None
     p = _gp_planner(small_list, tmp_path)
     first = p.ask(5)
     _tell(p, [pr.parameters for pr in first.proposals])
