@@ -345,10 +345,22 @@ def olympus_pool(name: str, workdir: Path) -> Problem:
             "sobol",
             "qlognei",
             "qlognei-botorch-priors",
+            *POOL_GP_VARIANTS,
             *(("qlognei-q4",) if name == "suzuki" else ()),
             *EXTERNAL_BASELINES,
         ),
     )
+
+
+POOL_GP_VARIANTS = (
+    "qlognei-loo",
+    "qlognei-evidence",
+    "qlognei-laplace",
+    "qlognei-gamma-2",
+    "qlognei-gamma-1.5",
+    "qlognei-mixture",
+)
+"""Other GPs of sdlab's ``qlognei`` measured on the pools (``benchmarks/bench_runs.py``)."""
 
 
 def suzuki(workdir: Path) -> Problem:
