@@ -153,7 +153,12 @@ class BayesOptOptions(bo_surrogate.SurrogateBOOptions):
             (:func:`surrogates.gp.fit_single_task_gp`): ``"gamma"`` (default), a
             Matern-5/2 kernel with Gamma priors on the lengthscales and the noise (BayBE's
             defaults), or ``"botorch"``, BoTorch's RBF kernel with LogNormal priors (the
-            default before; ``docs/benchmarks.md`` compares the two).
+            default before; ``docs/benchmarks.md`` compares the two); ``"gamma-2"`` /
+            ``"gamma-1.5"`` (wider Gamma lengthscale priors); ``"loo"``, ``"evidence"``,
+            ``"laplace"`` (both GPs fitted, one kept by a score of the fit); or
+            ``"mixture"``: both GPs fitted and qLogNEI averaged over them
+            (:class:`MeanOfLogAcquisitions`; the Gamma GP's hyperparameters are
+            recorded). ``Decision.details["gp_priors_used"]`` says which GP was kept.
         extra_noise: When experiments report their uncertainty, take it as a floor of the
             noise and infer one more noise variance on top of it (for what the reported
             uncertainty leaves out), rather than trusting it exactly.
@@ -193,7 +198,8 @@ class BayesOptPlanner(Planner):
     ``feasibility_model`` (the classifier's hyperparameters, or ``None``),
     ``success_probability`` (of each proposal, best first, when the classifier is used),
     ``noise`` (``"inferred"``, ``"fixed"`` or ``"fixed+inferred"``: see ``extra_noise``),
-    ``gp_priors`` (``None`` with a ``surrogate``), ``seconds_fit``, ``seconds_acq``,
+    ``gp_priors`` (``None`` with a ``surrogate``), ``gp_priors_used``, ``seconds_fit``,
+    ``seconds_acq``,
     ``joint_acquisition_value``, ``best_observed`` (objective units, one objective),
     ``pareto_front`` and ``reference_point`` (several objectives), ``search``
     (``"continuous"``, ``"pool"`` or ``"enumerated"``), ``n_candidates``, ``local_model``

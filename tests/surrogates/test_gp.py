@@ -115,6 +115,25 @@ def test_gamma_priors_are_a_matern_kernel_whose_lengthscale_prior_has_the_dim_sc
         fit_single_task_gp(x, y, device="cpu", priors="lognormal")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(("priors", "shape"), [("gamma-2", 2.0), ("gamma-1.5", 1.5)])
+def test_wider_gamma_priors_keep_the_mode_and_lengthen_the_fitted_lengthscales(
+    priors: GPPriors, shape: float
+) -> None:
+    torch.manual_seed(0)
+    x = torch.rand(8, 4, dtype=torch.double)
+    y = x.sum(dim=-1, keepdim=True)  # linear: the data pull the lengthscales long
+    wide = fit_single_task_gp(x, y, device="cpu", priors=priors)
+    assert isinstance(wide.covar_module, MaternKernel)
+    prior = wide.covar_module.lengthscale_prior
+    assert float(prior.concentration) == shape
+    mode = (prior.concentration - 1) / prior.rate
+    assert float(mode) == pytest.approx(math.exp(math.sqrt(2) - 3) * math.sqrt(4))
+    narrow = fit_single_task_gp(x, y, device="cpu", priors="gamma")
+    ls_wide = hyperparameters_of(wide)["lengthscales"]
+    ls_narrow = hyperparameters_of(narrow)["lengthscales"]
+    assert all(w > n for w, n in zip(ls_wide, ls_narrow, strict=True))
+
+
 @pytest.mark.parametrize("priors", ["botorch", "gamma"])
 def test_extra_noise_learns_the_noise_a_too_small_reported_uncertainty_leaves_out(
     priors: GPPriors,
