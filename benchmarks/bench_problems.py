@@ -93,6 +93,8 @@ class Problem:
         bo_options: Planner options of the BO planners on this problem.
         ref_point: Hypervolume reference point (two-objective problem).
         planners: Planners run by default.
+        optional_planners: Planners run only when ``--planners`` names them (variants of
+            a study, too many to run on every full benchmark).
     """
 
     name: str
@@ -112,6 +114,7 @@ class Problem:
     bo_options: dict[str, Any] = field(default_factory=dict)
     ref_point: list[float] | None = None
     planners: tuple[str, ...] = ("random", "sobol", "qlognei")
+    optional_planners: tuple[str, ...] = ()
 
     @property
     def threshold(self) -> float:
@@ -348,7 +351,19 @@ def olympus_pool(name: str, workdir: Path) -> Problem:
             *(("qlognei-q4",) if name == "suzuki" else ()),
             *EXTERNAL_BASELINES,
         ),
+        optional_planners=POOL_GP_VARIANTS,
     )
+
+
+POOL_GP_VARIANTS = (
+    "qlognei-loo",
+    "qlognei-evidence",
+    "qlognei-laplace",
+    "qlognei-gamma-2",
+    "qlognei-gamma-1.5",
+    "qlognei-mixture",
+)
+"""Other GPs of sdlab's ``qlognei`` measured on the pools (``benchmarks/bench_runs.py``)."""
 
 
 def suzuki(workdir: Path) -> Problem:

@@ -66,6 +66,13 @@ SPECS = {
         PlannerSpec("qlognei-q4", "qlognei", q=4),
         # the GP priors sdlab's bo had before its Gamma priors (surrogates/gp.py), as a baseline
         PlannerSpec("qlognei-botorch-priors", "qlognei", options={"gp_priors": "botorch"}),
+        # both GPs fitted each ask, one kept by leave-one-out score / by the MAP objective
+        PlannerSpec("qlognei-loo", "qlognei", options={"gp_priors": "loo"}),
+        PlannerSpec("qlognei-evidence", "qlognei", options={"gp_priors": "evidence"}),
+        PlannerSpec("qlognei-laplace", "qlognei", options={"gp_priors": "laplace"}),
+        PlannerSpec("qlognei-gamma-2", "qlognei", options={"gp_priors": "gamma-2"}),
+        PlannerSpec("qlognei-gamma-1.5", "qlognei", options={"gp_priors": "gamma-1.5"}),
+        PlannerSpec("qlognei-mixture", "qlognei", options={"gp_priors": "mixture"}),
         PlannerSpec("qlognehvi", "qlognehvi"),
         # other libraries' defaults (benchmarks/bench_baselines.py), same initial design
         PlannerSpec("baybe", "baybe"),

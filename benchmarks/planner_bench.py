@@ -132,7 +132,7 @@ def run(
     # seed-major order, so a run cut short leaves every problem with its first seeds done
     for seed in seeds:
         for name, p in built.items():
-            for key in p.planners:
+            for key in (*p.planners, *(p.optional_planners if planners is not None else ())):
                 if planners is not None and key not in planners:
                     continue
                 spec = SPECS[key]

@@ -46,7 +46,7 @@ import math
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -80,7 +80,13 @@ from planners.feasibility import FeasibilityWeighted
 from planners.outcomes import OutcomeLayout, pareto_utilities
 from planners.random import sobol_unit
 from surrogates.classifier import FeasibilityClassifier, fit_feasibility_classifier
-from surrogates.gp import GPPriors, default_device, fit_single_task_gp, hyperparameters_of
+from surrogates.gp import (
+    GPPriors,
+    default_device,
+    fit_single_task_gp,
+    hyperparameters_of,
+    priors_of,
+)
 from surrogates.multitask import fit_multitask_gp, task_correlations
 from surrogates.seeding import seeded
 
@@ -147,7 +153,12 @@ class BayesOptOptions(bo_surrogate.SurrogateBOOptions):
             (:func:`surrogates.gp.fit_single_task_gp`): ``"gamma"`` (default), a
             Matern-5/2 kernel with Gamma priors on the lengthscales and the noise (BayBE's
             defaults), or ``"botorch"``, BoTorch's RBF kernel with LogNormal priors (the
-            default before; ``docs/benchmarks.md`` compares the two).
+            default before; ``docs/benchmarks.md`` compares the two); ``"gamma-2"`` /
+            ``"gamma-1.5"`` (wider Gamma lengthscale priors); ``"loo"``, ``"evidence"``,
+            ``"laplace"`` (both GPs fitted, one kept by a score of the fit); or
+            ``"mixture"``: both GPs fitted and qLogNEI averaged over them
+            (:class:`MeanOfLogAcquisitions`; the Gamma GP's hyperparameters are
+            recorded). ``Decision.details["gp_priors_used"]`` says which GP was kept.
         extra_noise: When experiments report their uncertainty, take it as a floor of the
             noise and infer one more noise variance on top of it (for what the reported
             uncertainty leaves out), rather than trusting it exactly.
@@ -173,7 +184,7 @@ class BayesOptOptions(bo_surrogate.SurrogateBOOptions):
     max_categorical_combinations: int = Field(default=8, ge=0, le=10_000)
     related_campaigns: list[str] = Field(default_factory=list, max_length=16)
     related_initial_points: int = Field(default=2, ge=1, le=10_000)
-    gp_priors: GPPriors = "gamma"
+    gp_priors: GPPriors | Literal["mixture"] = "gamma"
     extra_noise: bool = False
 
 
@@ -187,7 +198,8 @@ class BayesOptPlanner(Planner):
     ``feasibility_model`` (the classifier's hyperparameters, or ``None``),
     ``success_probability`` (of each proposal, best first, when the classifier is used),
     ``noise`` (``"inferred"``, ``"fixed"`` or ``"fixed+inferred"``: see ``extra_noise``),
-    ``gp_priors`` (``None`` with a ``surrogate``), ``seconds_fit``, ``seconds_acq``,
+    ``gp_priors`` (``None`` with a ``surrogate``), ``gp_priors_used``, ``seconds_fit``,
+    ``seconds_acq``,
     ``joint_acquisition_value``, ``best_observed`` (objective units, one objective),
     ``pareto_front`` and ``reference_point`` (several objectives), ``search``
     (``"continuous"``, ``"pool"`` or ``"enumerated"``), ``n_candidates``, ``local_model``
@@ -259,6 +271,7 @@ class BayesOptPlanner(Planner):
                 self.candidates = CandidateSet(self.encoder, points, "enumerated")
         self._anchor: tuple[int, dict[str, Tensor]] | None = None
         self._acq_details: dict[str, Any] = {}
+        self._second_model: SingleTaskGP | None = None
 
     def ask(self, n: int, pending: Sequence[Mapping[str, ParamValue]] = ()) -> Decision:
         """Propose ``n`` experiments: Sobol points while in the initial design, else BO.
@@ -382,7 +395,10 @@ class BayesOptPlanner(Planner):
                         warm = None
                         gp = self._fit_outcome(x, y, yvar, None)
                     outcome = gp
+                    if self.options.gp_priors == "mixture":
+                        self._second_model = self._fit_outcome(x, y, yvar, warm, "botorch")
                     details["hyperparameters"] = hyperparameters_of(gp)
+                    details["gp_priors_used"] = priors_of(gp)
             feas = None
             if self.options.feasibility and data.n_infeasible > 0:
                 fx, labels = feasibility_data(self.encoder, self._observations)
@@ -443,9 +459,18 @@ class BayesOptPlanner(Planner):
         return model
 
     def _fit_outcome(
-        self, x: Tensor, y: Tensor, yvar: Tensor | None, warm: dict[str, Tensor] | None
+        self,
+        x: Tensor,
+        y: Tensor,
+        yvar: Tensor | None,
+        warm: dict[str, Tensor] | None,
+        priors: GPPriors | None = None,
     ) -> SingleTaskGP:
-        """Fit the outcome GP, cold or from ``warm`` (a ``state_dict``)."""
+        """Fit the outcome GP, cold or from ``warm`` (a ``state_dict``), with ``priors``
+        (default: the option's; the Gamma priors for ``"mixture"``)."""
+        if priors is None:
+            option = self.options.gp_priors
+            priors = "gamma" if option == "mixture" else option
         return fit_single_task_gp(
             x,
             y,
@@ -454,7 +479,7 @@ class BayesOptPlanner(Planner):
             train_Yvar=yvar,
             warm_start_state=warm,
             maxiter=self.options.warm_start_maxiter if warm is not None else None,
-            priors=self.options.gp_priors,
+            priors=priors,
             extra_noise=self.options.extra_noise,
         )
 
@@ -553,6 +578,14 @@ class BayesOptPlanner(Planner):
             model, self.layout, x_base.to(dev, dtype), self.options.max_baseline
         )
         acqf = self.acquisition(model, self.layout, x_base, data, sampler, x_pending)
+        second, self._second_model = self._second_model, None
+        if second is not None:
+            sampler2 = bo_surrogate.mc_sampler(
+                self.options, self.options.mc_samples, second, x_base, seed
+            )
+            acqf = MeanOfLogAcquisitions(
+                [acqf, self.acquisition(second, self.layout, x_base, data, sampler2, x_pending)]
+            )
         if classifier is not None:
             acqf = FeasibilityWeighted(acqf, classifier, self.options.min_feasibility)
         details["n_baseline"] = int(x_base.shape[0])
@@ -683,6 +716,31 @@ class BayesOptPlanner(Planner):
             X_pending=x_pending,
             prune_baseline=True,
         )
+
+
+class MeanOfLogAcquisitions(AcquisitionFunction):
+    """The log of the mean of several acquisition values given as logs.
+
+    qLogNEI under a mixture of models with equal weights: the expected improvement under
+    the mixture is the mean of each model's (Bayesian model averaging of the acquisition,
+    as BoTorch's fully Bayesian models average over hyperparameter samples).
+
+    Args:
+        acquisitions: Log-acquisition functions of the same inputs (``b x q x d -> b``).
+    """
+
+    def __init__(self, acquisitions: Sequence[AcquisitionFunction]) -> None:
+        super().__init__(model=acquisitions[0].model)
+        self.acquisitions = torch.nn.ModuleList(acquisitions)
+
+    def set_X_pending(self, X_pending: Tensor | None = None) -> None:  # noqa: N802, N803
+        for acq in self.acquisitions:
+            acq.set_X_pending(X_pending)  # type: ignore[operator]
+        super().set_X_pending(X_pending)
+
+    def forward(self, X: Tensor) -> Tensor:  # noqa: N803
+        logs = torch.stack([acq(X) for acq in self.acquisitions])
+        return torch.logsumexp(logs, dim=0) - math.log(len(self.acquisitions))
 
 
 @register_planner("bo")

@@ -2,8 +2,8 @@
 
 :func:`fit_single_task_gp` fits BoTorch's ``SingleTaskGP`` by maximising the marginal
 log likelihood (Rasmussen & Williams, *Gaussian Processes for Machine Learning*, 2006,
-ch. 5) plus the log prior of the hyperparameters (a MAP fit). Two sets of priors
-(``priors``):
+ch. 5) plus the log prior of the hyperparameters (a MAP fit). Two sets of priors, and
+ways to choose between them (``priors``):
 
 * ``"botorch"``: BoTorch's defaults: an RBF kernel whose lengthscale prior is
   ``LogNormal(sqrt(2) + log(d) / 2, sqrt(3))`` (Hvarfner et al., "Vanilla Bayesian
@@ -18,6 +18,19 @@ ch. 5) plus the log prior of the hyperparameters (a MAP fit). Two sets of priors
   Gamma's is 1.5 times), so with a handful of observations little holds a MAP lengthscale
   back from growing long; the Gamma prior keeps it near the mode until the data say
   otherwise.
+* ``"gamma-2"``, ``"gamma-1.5"``: the ``"gamma"`` GP with a lengthscale prior of shape 2
+  or 1.5 at the same mode, whose tails lie between the two (mean 2 and 3 times the mode).
+* ``"loo"``: both GPs fitted, and the one whose leave-one-out predictive log density of
+  the observations is higher is kept (Rasmussen & Williams, sec. 5.4.2: the closed-form
+  LOO of a GP costs one more Cholesky factorisation).
+* ``"evidence"``: the same choice by the fitted objective, the log marginal likelihood
+  plus the log prior density at the MAP hyperparameters (:func:`map_objective`).
+* ``"laplace"``: the same choice by a Laplace approximation of the log evidence
+  (:func:`laplace_log_evidence`).
+
+Neither prior wins on every pool of ``docs/benchmarks.md``; the three criteria were
+measured there as ways of letting the data choose, and none tracks which GP finds the
+optimum sooner: LOO keeps BoTorch's GP on nearly every fit, the other two the Gamma one.
 
 Inputs are normalised to the unit cube and outcomes standardised inside the model, so
 callers pass and receive values in their own units.
@@ -28,7 +41,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from botorch.fit import fit_gpytorch_mll
@@ -46,7 +59,7 @@ from surrogates.gp_fit import log_scale
 
 logger = logging.getLogger(__name__)
 
-GPPriors = Literal["botorch", "gamma"]
+GPPriors = Literal["botorch", "gamma", "loo", "evidence", "laplace", "gamma-2", "gamma-1.5"]
 """The hyperparameter priors of :func:`fit_single_task_gp` (see the module docstring)."""
 
 MIN_LENGTHSCALE = 2.5e-2
@@ -59,7 +72,13 @@ __all__ = [
     "fit_single_task_gp",
     "gamma_prior_modules",
     "hyperparameters_of",
+    "laplace_log_evidence",
+    "loo_log_predictive",
+    "map_objective",
+    "priors_of",
 ]
+
+_SINGLE_PRIORS: tuple[GPPriors, ...] = ("botorch", "gamma")
 
 
 def default_device() -> torch.device:
@@ -68,7 +87,11 @@ def default_device() -> torch.device:
 
 
 def gamma_prior_modules(
-    d: int, *, infer_noise: bool, batch_shape: torch.Size | None = None
+    d: int,
+    *,
+    infer_noise: bool,
+    batch_shape: torch.Size | None = None,
+    lengthscale_shape: float = 3.0,
 ) -> tuple[MaternKernel, GaussianLikelihood | None]:
     """The ``"gamma"`` priors' kernel and likelihood for ``d`` input columns.
 
@@ -87,7 +110,7 @@ def gamma_prior_modules(
         ``MIN_INFERRED_NOISE_LEVEL``, started at the mode), or ``None``.
     """
     ls_mode = math.exp(math.sqrt(2.0) - 3.0) * math.sqrt(d)
-    lengthscale_prior = GammaPrior(3.0, 2.0 / ls_mode)
+    lengthscale_prior = GammaPrior(lengthscale_shape, (lengthscale_shape - 1.0) / ls_mode)
     batch_shape = torch.Size() if batch_shape is None else batch_shape
     kernel = MaternKernel(
         nu=2.5,
@@ -153,8 +176,10 @@ def fit_single_task_gp(
         ValueError: If the shapes do not fit together, there is no data, or ``priors`` is
             unknown.
     """
-    if priors not in ("botorch", "gamma"):
-        raise ValueError(f"priors must be 'botorch' or 'gamma', got {priors!r}")
+    if priors not in ("botorch", "gamma", "loo", "evidence", "laplace", "gamma-2", "gamma-1.5"):
+        raise ValueError(
+            f"priors must be 'botorch', 'gamma', 'loo', 'evidence' or 'laplace', got {priors!r}"
+        )
     if train_X.dim() != 2 or train_Y.dim() != 2 or train_X.shape[0] != train_Y.shape[0]:
         raise ValueError(
             f"expected n x d inputs and n x m outputs, got {tuple(train_X.shape)} "
@@ -169,13 +194,42 @@ def fit_single_task_gp(
     dev = torch.device(device) if device is not None else default_device()
     x = train_X.to(dev, torch.double)
     y = train_Y.to(dev, torch.double)
+    if priors in ("loo", "evidence", "laplace"):
+        score = {
+            "loo": loo_log_predictive,
+            "evidence": map_objective,
+            "laplace": laplace_log_evidence,
+        }[priors]
+        best: tuple[float, SingleTaskGP] | None = None
+        for single in _SINGLE_PRIORS:
+            fitted = fit_single_task_gp(
+                x,
+                y,
+                bounds=bounds,
+                device=dev,
+                warm_start_state=warm_start_state,
+                train_Yvar=train_Yvar,
+                maxiter=maxiter,
+                priors=single,
+                extra_noise=extra_noise,
+            )
+            value = float(score(fitted).sum())
+            logger.debug("%s priors: %s %.4f", single, priors, value)
+            # ties (and NaN scores) keep the first, BoTorch's priors
+            if best is None or value > best[0]:
+                best = (value, fitted)
+        assert best is not None
+        return best[1]
     d, m = x.shape[-1], y.shape[-1]
     normalize = Normalize(d=d, bounds=None if bounds is None else bounds.to(dev, torch.double))
     yvar = None if train_Yvar is None else train_Yvar.to(dev, torch.double).clamp_min(1e-12)
     modules: dict[str, object] = {}
-    if priors == "gamma":
+    if priors.startswith("gamma"):
         batch = torch.Size([m]) if m > 1 else torch.Size()
-        kernel, likelihood = gamma_prior_modules(d, infer_noise=yvar is None, batch_shape=batch)
+        shape = 3.0 if priors == "gamma" else float(priors.split("-", 1)[1])
+        kernel, likelihood = gamma_prior_modules(
+            d, infer_noise=yvar is None, batch_shape=batch, lengthscale_shape=shape
+        )
         modules["covar_module"] = kernel
         if likelihood is not None:
             modules["likelihood"] = likelihood
@@ -262,13 +316,165 @@ def fit_shared_hyperparameter_gp(
     return model
 
 
+def _marginal(model: SingleTaskGP) -> tuple[Tensor, Tensor, Tensor]:
+    """The model's prior predictive of its own (standardised) training targets:
+    ``(mean, covariance, targets)``, shaped ``(m x) n``, ``(m x) n x n``, ``(m x) n``."""
+    was_training = model.training
+    model.train()  # BoTorch keeps the untransformed inputs in train mode
+    try:
+        x = model.train_inputs[0]
+        targets = model.train_targets
+        with torch.no_grad():
+            prior = model(x)
+            marginal = model.likelihood(prior, x)
+            mean = marginal.mean
+            cov = marginal.covariance_matrix
+    finally:
+        model.train(was_training)
+    return mean, cov, targets
+
+
+def loo_log_predictive(model: SingleTaskGP) -> Tensor:
+    """The leave-one-out predictive log density of each training observation.
+
+    In closed form (Rasmussen & Williams, *Gaussian Processes for Machine Learning*, 2006,
+    eq. 5.10-5.12): with ``K`` the covariance of the noisy targets and ``a = K^-1 (y - mu)``,
+    observation ``i`` left out is predicted with mean ``y_i - a_i / [K^-1]_ii`` and variance
+    ``1 / [K^-1]_ii``. Hyperparameters stay those fitted to all the data. Standardised
+    outcome units, so two models of the same data compare directly.
+
+    Args:
+        model: A fitted model from :func:`fit_single_task_gp` (exact, single task).
+
+    Returns:
+        ``n`` log densities (``m x n`` for ``m`` outputs).
+    """
+    mean, cov, targets = _marginal(model)
+    targets = targets.detach()
+    n = targets.shape[-1]
+    eye = torch.eye(n, dtype=cov.dtype, device=cov.device)
+    chol, info = torch.linalg.cholesky_ex(cov + 1e-10 * eye)
+    if bool((info != 0).any()):
+        return torch.full_like(targets, -math.inf)
+    k_inv = torch.cholesky_solve(eye.expand_as(cov), chol)
+    diag = torch.diagonal(k_inv, dim1=-2, dim2=-1).clamp_min(1e-300)
+    alpha = (k_inv @ (targets - mean).unsqueeze(-1)).squeeze(-1)
+    var = 1.0 / diag
+    resid = alpha / diag
+    return -0.5 * (torch.log(2 * math.pi * var) + resid**2 / var)
+
+
+def map_objective(model: SingleTaskGP) -> Tensor:
+    """The objective a MAP fit maximises, at the fitted hyperparameters: the log marginal
+    likelihood plus the log prior density of the hyperparameters, per observation (as
+    GPyTorch's ``ExactMarginalLogLikelihood`` reports it). One value per output."""
+    was_training = model.training
+    model.train()
+    try:
+        mll = ExactMarginalLogLikelihood(model.likelihood, model)
+        with torch.no_grad():
+            x = model.train_inputs[0]
+            value = mll(model(x), model.train_targets, x)
+    finally:
+        model.train(was_training)
+    return value.reshape(-1)
+
+
+def laplace_log_evidence(model: SingleTaskGP) -> Tensor:
+    """The log evidence ``log p(y)`` of the model's priors, by a Laplace approximation.
+
+    The log posterior of the hyperparameters (lengthscales and inferred noise, in log
+    space so that the approximation does not depend on their scale; the mean constant,
+    flat under both priors, stays at its fit) is expanded to second order at the MAP fit
+    (MacKay, "Bayesian interpolation", Neural Computation 1992; Rasmussen & Williams,
+    sec. 5.2): ``log p(y) ~ log p(y | t*) + log p(t*) + k/2 log(2 pi) - 1/2 log det H``.
+    Unlike :func:`map_objective`, a prior concentrated near the fit is not rewarded for
+    its height alone: its narrowness is paid back through ``det H``. Curvatures below
+    ``1e-2`` (a fit at a bound) are raised to it.
+
+    Args:
+        model: A fitted model from :func:`fit_single_task_gp` (its positive
+            hyperparameters on any raw coordinate: the expansion is in their logarithms).
+
+    Returns:
+        A one-element tensor (the log evidence in standardised outcome units).
+    """
+    was_training = model.training
+    model.train()
+    try:
+        mll = ExactMarginalLogLikelihood(model.likelihood, model)
+        x = model.train_inputs[0]
+        targets = model.train_targets
+        n = targets.shape[-1]
+        # positive hyperparameters, whatever their raw coordinate (see surrogates/gp_fit.py)
+        gp: Any = model
+        bounded = {
+            name: constraint
+            for name, raw, constraint in gp.named_parameters_and_constraints()
+            if name.rsplit(".", 1)[-1].startswith("raw_")
+            and "mean_module" not in name
+            and constraint is not None
+            and bool((constraint.transform(raw) > 0).all())
+        }
+        names = list(bounded)
+        params = dict(model.named_parameters())
+        shapes = [params[k].shape for k in names]
+        phi0 = torch.cat(
+            [bounded[k].transform(params[k]).detach().log().reshape(-1) for k in names]
+        )
+
+        # model and likelihood see the swapped values: both are called inside one module
+        def total(phi: Tensor) -> Tensor:
+            raws, start = {}, 0
+            for k, shape in zip(names, shapes, strict=True):
+                size = math.prod(shape)
+                value = phi[start : start + size].exp().reshape(shape)
+                raws[k] = bounded[k].inverse_transform(value)
+                start += size
+            return (
+                torch.func.functional_call(
+                    _MllOf(mll), {f"mll.model.{k}": v for k, v in raws.items()}, (x, targets)
+                )
+                * n
+                + phi.sum()
+            )
+
+        value = total(phi0).detach()
+        hess = torch.autograd.functional.hessian(total, phi0)
+        eig = torch.linalg.eigvalsh(-0.5 * (hess + hess.T)).clamp_min(1e-2)
+        k = phi0.numel()
+        out = value + 0.5 * k * math.log(2 * math.pi) - 0.5 * torch.log(eig).sum()
+    finally:
+        model.train(was_training)
+    return out.detach().reshape(1)
+
+
+class _MllOf(torch.nn.Module):
+    """``ExactMarginalLogLikelihood`` of a model at its own training data, as one module
+    (so that :func:`torch.func.functional_call` swaps parameters in model and likelihood)."""
+
+    def __init__(self, mll: ExactMarginalLogLikelihood) -> None:
+        super().__init__()
+        self.mll = mll
+
+    def forward(self, x: Tensor, targets: Tensor) -> Tensor:
+        return self.mll(self.mll.model(x), targets, x).sum()
+
+
+def priors_of(model: SingleTaskGP) -> GPPriors:
+    """Which of the two sets of priors ``model`` was fitted with (its kernel tells:
+    Matern-5/2 for ``"gamma"``, BoTorch's RBF for ``"botorch"``)."""
+    base = getattr(model.covar_module, "base_kernel", model.covar_module)
+    return "gamma" if isinstance(base, MaternKernel) else "botorch"
+
+
 def _reported_plus_inferred_noise(model: SingleTaskGP, priors: GPPriors) -> Likelihood:
     """A fixed-noise likelihood of ``model``'s (standardised) reported variances plus one
     learned variance, whose prior and lower bound are those of an inferred noise."""
     fixed = model.likelihood
     assert isinstance(fixed, FixedNoiseGaussianLikelihood)
     prior: Prior
-    if priors == "gamma":
+    if priors.startswith("gamma"):
         prior = GammaPrior(2.0, math.exp(5.0))
         start = math.exp(-5.0)
     else:

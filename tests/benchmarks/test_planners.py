@@ -207,3 +207,27 @@ def test_phase_map_adapter_uses_the_modules_formatter_and_derives_the_target(
     (row,) = section.targets
     assert row["met"] is False  # 60 / 15 = 4 < 5
     assert "ratio 4.00" in row["baseline"]
+
+
+def test_optional_planners_run_only_when_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from benchmarks import planner_bench
+
+    def small(name: str, workdir: Path) -> object:
+        problem = quick(build(name, workdir))
+        return dataclasses.replace(
+            problem,
+            budget=2,
+            baseline_budget=2,
+            planners=("random",),
+            optional_planners=("sobol",),
+        )
+
+    monkeypatch.setattr(planner_bench, "build", small)
+    everything = planner_bench.run(["branin"], [0], results=tmp_path, verbose=False)
+    assert set(everything["records"]["branin"]) == {"random"}
+    named = planner_bench.run(
+        ["branin"], [0], planners=["random", "sobol"], results=tmp_path, verbose=False
+    )
+    assert set(named["records"]["branin"]) == {"random", "sobol"}

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from botorch.acquisition import AcquisitionFunction
+from botorch.models import SingleTaskGP
 from botorch.utils.multi_objective.hypervolume import Hypervolume
 from botorch.utils.multi_objective.pareto import is_non_dominated
 
@@ -26,7 +28,7 @@ from models.params import (
 )
 from models.records import Observation
 from planners.base import Planner, make_planner
-from planners.bo import QLogNEHVIPlanner, QLogNEIPlanner
+from planners.bo import MeanOfLogAcquisitions, QLogNEHVIPlanner, QLogNEIPlanner
 from sim.worlds import BraninCurrinWorld
 
 FAST = {"num_restarts": 2, "raw_samples": 64, "mc_samples": 64, "maxiter": 50}
@@ -391,3 +393,56 @@ def test_few_categorical_combinations_are_optimised_one_by_one() -> None:
     )
     coarse.tell(list(planner.observations))
     assert coarse.ask(1).details["categorical_search"] == "relaxed"
+
+
+class _LinearLogAcquisition(AcquisitionFunction):
+    """A stand-in log acquisition: ``w . x`` summed over the q points (``b x q x d -> b``)."""
+
+    def __init__(self, model: SingleTaskGP, w: torch.Tensor) -> None:
+        super().__init__(model=model)
+        self.w = w
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:  # noqa: N803
+        return (X @ self.w).sum(dim=-1)
+
+
+def test_mean_of_log_acquisitions_is_the_log_of_the_mean_and_passes_pending_on() -> None:
+    x = torch.rand(4, 2, dtype=torch.double)
+    model = SingleTaskGP(x, x.sum(-1, keepdim=True))
+    a = _LinearLogAcquisition(model, torch.tensor([1.0, -2.0], dtype=torch.double))
+    b = _LinearLogAcquisition(model, torch.tensor([-3.0, 0.5], dtype=torch.double))
+    mixed = MeanOfLogAcquisitions([a, b])
+    x_test = torch.rand(5, 1, 2, dtype=torch.double)
+    expected = torch.log((a(x_test).exp() + b(x_test).exp()) / 2)
+    assert torch.allclose(mixed(x_test), expected)
+    pending = torch.rand(2, 2, dtype=torch.double)
+    mixed.set_X_pending(pending)
+    for acq in (a, b):
+        assert acq.X_pending is not None
+        assert torch.equal(acq.X_pending, pending)
+
+
+def test_mixture_priors_average_the_acquisition_of_both_gps() -> None:
+    objectives = [Objective(name="y", direction="maximize")]
+    space = unit_space("x", "z")
+    told = [
+        Observation({"x": x, "z": z}, {"y": math.sin(6 * x) + z})
+        for x, z in ((0.1, 0.2), (0.4, 0.9), (0.7, 0.5), (0.9, 0.1), (0.3, 0.6))
+    ]
+    scores = {}
+    for priors in ("gamma", "botorch", "mixture"):
+        planner = QLogNEIPlanner(
+            space, objectives, seed=0, initial_points=3, gp_priors=priors, **FAST
+        )
+        planner.tell(told)
+        decision = planner.ask(1)
+        assert decision.details["gp_priors"] == priors
+        scores[priors] = decision
+    mixed = scores["mixture"]
+    assert mixed.details["gp_priors_used"] == "gamma"  # its hyperparameters are recorded
+    assert math.isfinite(mixed.candidate_scores[0])
+    # the two GPs disagree, so the mixture's proposal is scored unlike either one's
+    assert mixed.candidate_scores[0] not in (
+        scores["gamma"].candidate_scores[0],
+        scores["botorch"].candidate_scores[0],
+    )

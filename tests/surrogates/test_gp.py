@@ -8,7 +8,16 @@ import pytest
 import torch
 from gpytorch.kernels import MaternKernel, RBFKernel
 
-from surrogates.gp import GPPriors, default_device, fit_single_task_gp, hyperparameters_of
+from surrogates.gp import (
+    GPPriors,
+    default_device,
+    fit_single_task_gp,
+    hyperparameters_of,
+    laplace_log_evidence,
+    loo_log_predictive,
+    map_objective,
+    priors_of,
+)
 
 
 def truth(x: torch.Tensor) -> torch.Tensor:
@@ -106,6 +115,25 @@ def test_gamma_priors_are_a_matern_kernel_whose_lengthscale_prior_has_the_dim_sc
         fit_single_task_gp(x, y, device="cpu", priors="lognormal")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(("priors", "shape"), [("gamma-2", 2.0), ("gamma-1.5", 1.5)])
+def test_wider_gamma_priors_keep_the_mode_and_lengthen_the_fitted_lengthscales(
+    priors: GPPriors, shape: float
+) -> None:
+    torch.manual_seed(0)
+    x = torch.rand(8, 4, dtype=torch.double)
+    y = x.sum(dim=-1, keepdim=True)  # linear: the data pull the lengthscales long
+    wide = fit_single_task_gp(x, y, device="cpu", priors=priors)
+    assert isinstance(wide.covar_module, MaternKernel)
+    prior = wide.covar_module.lengthscale_prior
+    assert float(prior.concentration) == shape
+    mode = (prior.concentration - 1) / prior.rate
+    assert float(mode) == pytest.approx(math.exp(math.sqrt(2) - 3) * math.sqrt(4))
+    narrow = fit_single_task_gp(x, y, device="cpu", priors="gamma")
+    ls_wide = hyperparameters_of(wide)["lengthscales"]
+    ls_narrow = hyperparameters_of(narrow)["lengthscales"]
+    assert all(w > n for w, n in zip(ls_wide, ls_narrow, strict=True))
+
+
 @pytest.mark.parametrize("priors", ["botorch", "gamma"])
 def test_extra_noise_learns_the_noise_a_too_small_reported_uncertainty_leaves_out(
     priors: GPPriors,
@@ -135,3 +163,65 @@ def test_extra_noise_learns_the_noise_a_too_small_reported_uncertainty_leaves_ou
     a = hyperparameters_of(fit_single_task_gp(x, y, device="cpu", priors=priors))
     b = hyperparameters_of(fit_single_task_gp(x, y, device="cpu", priors=priors, extra_noise=True))
     assert a == b
+
+
+def test_loo_log_predictive_equals_refitting_without_each_point() -> None:
+    torch.manual_seed(0)
+    x = torch.rand(10, 2, dtype=torch.double) * 5
+    y = torch.sin(x[:, :1]) + 0.1 * x[:, 1:]
+    model = fit_single_task_gp(x, y, device="cpu", priors="gamma")
+    loo = loo_log_predictive(model)
+    model.train()  # untransformed inputs, standardised targets
+    xt, yt = model.train_inputs[0], model.train_targets.detach()
+    with torch.no_grad():
+        marginal = model.likelihood(model(xt), xt)
+    model.eval()
+    mean, cov = marginal.mean, marginal.covariance_matrix
+    for i in range(10):
+        keep = [j for j in range(10) if j != i]
+        k_ki = cov[keep][:, i]
+        solve = torch.linalg.solve(
+            cov[keep][:, keep], torch.stack([yt[keep] - mean[keep], k_ki], -1)
+        )
+        mu = mean[i] + k_ki @ solve[:, 0]
+        var = cov[i, i] - k_ki @ solve[:, 1]
+        direct = -0.5 * (math.log(2 * math.pi * float(var)) + float(yt[i] - mu) ** 2 / float(var))
+        assert float(loo[i]) == pytest.approx(direct, rel=1e-6, abs=1e-8)
+
+
+@pytest.mark.parametrize("priors", ["loo", "evidence", "laplace"])
+def test_selecting_priors_keeps_the_better_scoring_of_the_two_fits(priors: GPPriors) -> None:
+    score = {
+        "loo": loo_log_predictive,
+        "evidence": map_objective,
+        "laplace": laplace_log_evidence,
+    }[priors]
+    torch.manual_seed(0)
+    x = torch.rand(12, 3, dtype=torch.double) * 10
+    y = torch.sin(x[:, :1]) + x[:, 1:2] ** 2 / 10
+    chosen = fit_single_task_gp(x, y, device="cpu", priors=priors)
+    scores = {}
+    for single in ("botorch", "gamma"):
+        torch.manual_seed(0)
+        model = fit_single_task_gp(x, y, device="cpu", priors=single)
+        assert priors_of(model) == single
+        scores[single] = float(score(model).sum())
+    assert scores["botorch"] != scores["gamma"]
+    assert priors_of(chosen) == max(scores, key=scores.__getitem__)
+    assert float(score(chosen).sum()) == pytest.approx(max(scores.values()), rel=1e-6)
+
+
+def test_laplace_evidence_prefers_the_prior_that_matches_the_data() -> None:
+    # a draw from a GP with short lengthscales: the Gamma prior's mode (0.34 in 2-D) is
+    # far nearer it than BoTorch's LogNormal prefers with few points; a nearly linear
+    # function is better explained by a long lengthscale
+    torch.manual_seed(1)
+    x = torch.rand(14, 2, dtype=torch.double)
+    linear = x[:, :1] + 0.5 * x[:, 1:]
+    linear_model = fit_single_task_gp(x, linear, device="cpu", priors="laplace")
+    wiggly = torch.sin(12 * x[:, :1]) * torch.cos(9 * x[:, 1:])
+    wiggly_model = fit_single_task_gp(x, wiggly, device="cpu", priors="laplace")
+    assert priors_of(linear_model) == "botorch"
+    assert priors_of(wiggly_model) == "gamma"
+    for model in (linear_model, wiggly_model):
+        assert math.isfinite(float(laplace_log_evidence(model)))
