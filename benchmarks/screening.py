@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,12 @@ def _summary(values: list[float]) -> str:
     return f"{med:.3g} [{q1:.3g}, {q3:.3g}]"
 
 
-def run_quality(n_seeds: int, acquisition: str, surrogates: list[str | None]) -> None:
+def run_quality(
+    n_seeds: int,
+    acquisition: str,
+    surrogates: list[str | None],
+    variants: list[tuple[str, dict[str, Any]]] | None = None,
+) -> None:
     """The hits table (see the module docstring)."""
     path, ids, x, truth = pool()
     n = len(ids)
@@ -133,6 +139,11 @@ def run_quality(n_seeds: int, acquisition: str, surrogates: list[str | None]) ->
         for surrogate in surrogates:
             name, picked, secs = _planner_run(path, ids, truth, init, seed, acquisition, surrogate)
             record(name, picked, secs)
+        for label, extra in variants or []:
+            _, picked, secs = _planner_run(
+                path, ids, truth, init, seed, acquisition, "list_gp", extra
+            )
+            record(f"sdlab screening ({label})", picked, secs)
         print(f"seed {seed}: " + ", ".join(f"{k} {v[-1][0]}" for k, v in results.items()))
         _table(results, seed + 1)  # after every seed, so a stopped run leaves its table
 
@@ -159,8 +170,10 @@ def _planner_run(
     seed: int,
     acquisition: str,
     surrogate: str | None,
+    extra: dict[str, Any] | None = None,
 ) -> tuple[str, list[int], list[float]]:
-    """One campaign of the ``screening`` planner, told ``init`` first."""
+    """One campaign of the ``screening`` planner, told ``init`` first (``extra``: more of
+    its options, over the defaults given here)."""
     pos = {cid: i for i, cid in enumerate(ids)}
     planner = make_planner(
         "screening",
@@ -174,6 +187,7 @@ def _planner_run(
             "acquisition": acquisition,
             **({"surrogate": surrogate} if surrogate else {}),
             **({"components": 20} if surrogate == "list_gp" else {}),
+            **(extra or {}),
         },
     )
     assert isinstance(planner, ScreeningPlanner)
@@ -291,7 +305,16 @@ def main() -> None:
     ap.add_argument(
         "--surrogate",
         default="",
-        help="the planner's surrogates, comma-separated (default: its own); 'default' is its own",
+        help="the planner's surrogates, comma-separated (default: its own); 'default' is its own; "
+        "'none': only the --variant runs",
+    )
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL=JSON",
+        help="one more list_gp run per seed with these planner options (JSON), e.g. "
+        'matern=\'{"surrogate_options": {"kernel": "matern_gamma"}}\'; repeatable',
     )
     ap.add_argument("--speed", action="store_true", help="only the speed table")
     ap.add_argument("--with-mlp", action="store_true", help="the speed table's MLP rows too")
@@ -300,7 +323,10 @@ def main() -> None:
         run_speed(args.with_mlp)
     else:
         names = [None if v in ("", "default") else v for v in args.surrogate.split(",")]
-        run_quality(args.seeds, args.acquisition, names)
+        if args.surrogate == "none":  # only the --variant runs
+            names = []
+        variants = [(v.split("=", 1)[0], json.loads(v.split("=", 1)[1])) for v in args.variant]
+        run_quality(args.seeds, args.acquisition, names, variants)
 
 
 if __name__ == "__main__":

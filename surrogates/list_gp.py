@@ -31,7 +31,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -46,6 +46,7 @@ from pydantic import Field
 from torch import Tensor
 
 from surrogates.base import Surrogate, SurrogateOptions, register_surrogate
+from surrogates.gp import gamma_prior_modules
 from surrogates.gp_fit import log_scale
 from surrogates.threads import torch_threads
 
@@ -68,12 +69,16 @@ class ListGPSurrogate(Surrogate):
             subset beyond that); the posterior always conditions on every row.
         bound_points: Size of the subset whose posterior bounds the standard deviation.
         maxiter: L-BFGS-B iteration limit of the marginal-likelihood fit (None: BoTorch's).
+        kernel: ``"rbf"``: BoTorch's default (RBF ARD, dimension-scaled LogNormal
+            lengthscale prior); ``"matern_gamma"``: Matern-5/2 ARD with the Gamma priors of
+            the ``bo`` planner's ``gp_priors = "gamma"`` (BayBE's; see :mod:`surrogates.gp`).
     """
 
     class Options(SurrogateOptions):
         max_fit: int = Field(200, ge=2)
         bound_points: int = Field(128, ge=1)
         maxiter: int | None = Field(None, ge=1)
+        kernel: Literal["rbf", "matern_gamma"] = "rbf"
 
     options: Options
 
@@ -86,7 +91,9 @@ class ListGPSurrogate(Surrogate):
         tx = torch.as_tensor(x, dtype=torch.double)
         ty = torch.as_tensor(y, dtype=torch.double).unsqueeze(-1)
         torch.manual_seed(o.seed)
-        model = SingleTaskGP(tx[fit_rows], ty[fit_rows], outcome_transform=Standardize(m=1))
+        model = SingleTaskGP(
+            tx[fit_rows], ty[fit_rows], outcome_transform=Standardize(m=1), **self._modules(x)
+        )
         log_scale(model)
         mll = ExactMarginalLogLikelihood(model.likelihood, model)
         kwargs: dict[str, object] = {}
@@ -103,6 +110,13 @@ class ListGPSurrogate(Surrogate):
         self._noise = float(model.likelihood.noise.reshape(-1)[0].detach())
         self._model = model
         self._condition(x, y)
+
+    def _modules(self, x: NDArray[np.float64]) -> dict[str, Any]:
+        """The kernel and likelihood of ``options.kernel`` (empty: BoTorch's defaults)."""
+        if self.options.kernel == "rbf":
+            return {}
+        kernel, likelihood = gamma_prior_modules(x.shape[1], infer_noise=True)
+        return {"covar_module": kernel, "likelihood": likelihood}
 
     def conditioned(self, X: NDArray[np.float64], y: NDArray[np.float64]) -> ListGPSurrogate:  # noqa: N803
         """A copy with this GP's hyperparameters, conditioned on other rows (cost ``O(n^3)``).

@@ -159,10 +159,14 @@ def test_the_list_runs_out(tmp_path: Path) -> None:
 
 
 def _gp_planner(path: Path, tmp: Path, **options: object) -> ScreeningPlanner:
-    return _planner(path, tmp, surrogate="list_gp", surrogate_options={}, components=20, **options)
+    opts: dict[str, object] = {"surrogate_options": {}, "components": 20, **options}
+    return _planner(path, tmp, surrogate="list_gp", **opts)
 
 
-def test_list_gp_screens_better_than_the_initial_rows(small_list: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kernel", ["rbf", "matern_gamma"])
+def test_list_gp_screens_better_than_the_initial_rows(
+    small_list: Path, tmp_path: Path, kernel: str
+) -> None:
     default = make_planner("screening", SPACE, OBJ, options={"candidates": str(small_list)})
     assert isinstance(default, ScreeningPlanner)
     assert (default.opts.surrogate, default.opts.acquisition) == ("list_gp", "mean")
@@ -177,7 +181,7 @@ def test_list_gp_screens_better_than_the_initial_rows(small_list: Path, tmp_path
     )
     assert isinstance(unprojected, ScreeningPlanner)
     assert unprojected.components is None
-    p = _gp_planner(small_list, tmp_path)
+    p = _gp_planner(small_list, tmp_path, surrogate_options={"kernel": kernel})
     first = p.ask(5)
     _tell(p, [pr.parameters for pr in first.proposals])
     m = formation_model()
@@ -187,6 +191,11 @@ def test_list_gp_screens_better_than_the_initial_rows(small_list: Path, tmp_path
         d = p.ask(2)
         assert d.details["surrogate"] == "list_gp"
         assert d.details["n_exact_std"] >= 2
+        assert p._gp is not None
+        assert (
+            type(p._gp[1]._kernel).__name__
+            == {"rbf": "RBFKernel", "matern_gamma": "MaternKernel"}[kernel]
+        )
         ids = {pr.parameters["candidate"] for pr in d.proposals}
         assert len(ids) == 2
         assert not ids & seen

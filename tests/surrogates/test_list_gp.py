@@ -8,8 +8,12 @@ import numpy as np
 import pytest
 import torch
 from botorch.models import SingleTaskGP
+from gpytorch.kernels import MaternKernel
+from gpytorch.priors import GammaPrior
 
+from models.errors import InvalidCampaignError
 from surrogates.base import make_surrogate
+from surrogates.gp import gamma_prior_modules
 from surrogates.list_gp import ListGPSurrogate
 
 
@@ -93,3 +97,43 @@ def test_the_bound_is_never_below_the_exact_std(bound_points: int) -> None:
         np.testing.assert_allclose(bound.numpy(), exact.numpy(), rtol=1e-6, atol=1e-9)
     else:
         assert float((bound - exact).max()) > 1e-4
+
+
+def test_matern_gamma_kernel_is_the_bo_planners_and_its_posterior_is_exact() -> None:
+    x, y = data(40)
+    gp = make_surrogate("list_gp", seed=0, kernel="matern_gamma").fit(x, y)
+    assert isinstance(gp, ListGPSurrogate)
+    kernel = gp.as_botorch_model().covar_module
+    assert isinstance(kernel, MaternKernel)
+    assert kernel.nu == 2.5
+    reference, _ = gamma_prior_modules(3, infer_noise=True)
+    prior = kernel.lengthscale_prior
+    assert isinstance(prior, GammaPrior)
+    assert float(prior.concentration) == float(reference.lengthscale_prior.concentration)
+    assert float(prior.rate) == float(reference.lengthscale_prior.rate)
+    at, _ = data(200, seed=1)
+    mean, std = gp.predict(at)
+    # the exact posterior of a SingleTaskGP with the same kernel and hyperparameters
+    z = (y - gp._y_mean) / gp._y_std
+    model = SingleTaskGP(
+        torch.as_tensor(x),
+        torch.as_tensor(z).unsqueeze(-1),
+        covar_module=gamma_prior_modules(3, infer_noise=True)[0],
+        outcome_transform=None,
+    )
+    state = {k: v for k, v in gp.as_botorch_model().state_dict().items() if "outcome" not in k}
+    model.load_state_dict(state, strict=False)
+    model.eval()
+    with torch.no_grad():
+        post = model.posterior(torch.as_tensor(at))
+    np.testing.assert_allclose(
+        mean, post.mean.reshape(-1).numpy() * gp._y_std + gp._y_mean, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        std, post.variance.reshape(-1).sqrt().numpy() * gp._y_std, rtol=1e-4, atol=1e-6
+    )
+    assert float(np.median(np.abs(mean - truth(at)))) < 0.05
+    bound = gp.bounded_predictions(at)[1].numpy()
+    assert bool((bound >= std - 1e-9).all())
+    with pytest.raises(InvalidCampaignError, match="kernel"):
+        make_surrogate("list_gp", kernel="matern")
