@@ -14,6 +14,7 @@ from gpytorch.priors import GammaPrior
 from models.errors import InvalidCampaignError
 from surrogates.base import make_surrogate
 from surrogates.gp import gamma_prior_modules
+from surrogates.gp_fit import log_scale
 from surrogates.list_gp import ListGPSurrogate
 
 
@@ -121,6 +122,7 @@ def test_matern_gamma_kernel_is_the_bo_planners_and_its_posterior_is_exact() -> 
         covar_module=gamma_prior_modules(3, infer_noise=True)[0],
         outcome_transform=None,
     )
+    log_scale(model)  # the raw coordinates of ``gp``'s hyperparameters
     state = {k: v for k, v in gp.as_botorch_model().state_dict().items() if "outcome" not in k}
     model.load_state_dict(state, strict=False)
     model.eval()
