@@ -16,8 +16,8 @@ method), then 100 picks one at a time (110 experiments), by
 * ``forest (greedy)``: a plain scikit-learn ``RandomForestRegressor`` (defaults, 100 trees)
   on the same features, picking the untried candidate of best predicted mean;
 * ``sdlab screening``: the planner (its default ``rf`` surrogate, or each surrogate of
-  ``--surrogate``; ``list_gp`` on 20 principal components), with the acquisition of
-  ``--acquisition``, told the same initial rows.
+  ``--surrogate``; ``list_gp`` on its default 20 principal components), with the
+  acquisition of ``--acquisition`` (default: the planner's own), told the same initial rows.
 
 It prints hits (median [IQR] over seeds), experiments to the first hit, the best value
 found and seconds per suggestion.
@@ -98,7 +98,7 @@ def _summary(values: list[float]) -> str:
 
 def run_quality(
     n_seeds: int,
-    acquisition: str,
+    acquisition: str | None,
     surrogates: list[str | None],
     variants: list[tuple[str, dict[str, Any]]] | None = None,
 ) -> None:
@@ -168,7 +168,7 @@ def _planner_run(
     truth: np.ndarray,
     init: list[int],
     seed: int,
-    acquisition: str,
+    acquisition: str | None,
     surrogate: str | None,
     extra: dict[str, Any] | None = None,
 ) -> tuple[str, list[int], list[float]]:
@@ -184,9 +184,8 @@ def _planner_run(
             "candidates": str(path),
             "cache_dir": str(CACHE),
             "initial_points": N_INIT,
-            "acquisition": acquisition,
+            **({"acquisition": acquisition} if acquisition else {}),
             **({"surrogate": surrogate} if surrogate else {}),
-            **({"components": 20} if surrogate == "list_gp" else {}),
             **(extra or {}),
         },
     )
@@ -206,7 +205,8 @@ def _planner_run(
         picked.append(i)
         secs.append(d.seconds)
         planner.tell([obs(i)])
-    return f"sdlab screening ({planner.opts.surrogate}, {acquisition})", picked, secs
+    o = planner.opts
+    return f"sdlab screening ({o.surrogate}, {o.acquisition})", picked, secs
 
 
 def run_speed(with_mlp: bool = False) -> None:
@@ -301,7 +301,7 @@ def main() -> None:
     """Command line."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=10)
-    ap.add_argument("--acquisition", default="ei")
+    ap.add_argument("--acquisition", default=None, help="default: the planner's own")
     ap.add_argument(
         "--surrogate",
         default="",
