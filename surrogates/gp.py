@@ -55,7 +55,7 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.priors import GammaPrior, LogNormalPrior, Prior
 from torch import Tensor
 
-from surrogates.gp_fit import log_scale
+from surrogates.gp_fit import CholeskyMarginalLogLikelihood, log_scale
 
 logger = logging.getLogger(__name__)
 
@@ -249,7 +249,7 @@ def fit_single_task_gp(
         if maxiter == 0:
             model.eval()
             return model
-    mll = ExactMarginalLogLikelihood(model.likelihood, model)
+    mll = CholeskyMarginalLogLikelihood(model.likelihood, model)
     kwargs: dict[str, object] = {}
     if maxiter is not None:
         kwargs["optimizer_kwargs"] = {"options": {"maxiter": maxiter}}

@@ -25,13 +25,12 @@ from botorch.models import SingleTaskGP
 from botorch.models.model import Model
 from botorch.models.transforms import Normalize, Standardize
 from botorch.models.transforms.input import ChainedInputTransform, FilterFeatures
-from gpytorch.mlls import ExactMarginalLogLikelihood
 from numpy.typing import NDArray
 from pydantic import Field
 
 from surrogates.base import Surrogate, SurrogateOptions, register_surrogate
 from surrogates.gp import default_device
-from surrogates.gp_fit import log_scale
+from surrogates.gp_fit import CholeskyMarginalLogLikelihood, log_scale
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +77,7 @@ class GPSurrogate(Surrogate):
             tx, ty, input_transform=transform, outcome_transform=Standardize(m=1)
         ).to(dev)
         log_scale(model)  # the same model, a shorter fit: see surrogates/gp_fit.py
-        mll = ExactMarginalLogLikelihood(model.likelihood, model)
+        mll = CholeskyMarginalLogLikelihood(model.likelihood, model)
         kwargs: dict[str, object] = {}
         if o.maxiter is not None:
             kwargs["optimizer_kwargs"] = {"options": {"maxiter": o.maxiter}}

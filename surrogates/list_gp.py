@@ -40,14 +40,13 @@ from botorch.models import SingleTaskGP
 from botorch.models.model import Model
 from botorch.models.transforms import Standardize
 from gpytorch.kernels import MaternKernel, RBFKernel, ScaleKernel
-from gpytorch.mlls import ExactMarginalLogLikelihood
 from numpy.typing import NDArray
 from pydantic import Field
 from torch import Tensor
 
 from surrogates.base import Surrogate, SurrogateOptions, register_surrogate
 from surrogates.gp import gamma_prior_modules
-from surrogates.gp_fit import log_scale
+from surrogates.gp_fit import CholeskyMarginalLogLikelihood, log_scale
 from surrogates.threads import torch_threads
 
 logger = logging.getLogger(__name__)
@@ -95,7 +94,7 @@ class ListGPSurrogate(Surrogate):
             tx[fit_rows], ty[fit_rows], outcome_transform=Standardize(m=1), **self._modules(x)
         )
         log_scale(model)
-        mll = ExactMarginalLogLikelihood(model.likelihood, model)
+        mll = CholeskyMarginalLogLikelihood(model.likelihood, model)
         kwargs: dict[str, object] = {}
         if o.maxiter is not None:
             kwargs["optimizer_kwargs"] = {"options": {"maxiter": o.maxiter}}

@@ -16,8 +16,9 @@ import torch
 from botorch.fit import fit_gpytorch_mll
 from botorch.models import SingleTaskMultiFidelityGP
 from botorch.models.transforms import Normalize, Standardize
-from gpytorch.mlls import ExactMarginalLogLikelihood
 from torch import Tensor
+
+from surrogates.gp_fit import CholeskyMarginalLogLikelihood
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def fit_multi_fidelity_gp(
     kwargs: dict[str, object] = {}
     if maxiter is not None:
         kwargs["optimizer_kwargs"] = {"options": {"maxiter": maxiter}}
-    fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model), **kwargs)  # type: ignore[arg-type]
+    fit_gpytorch_mll(CholeskyMarginalLogLikelihood(model.likelihood, model), **kwargs)  # type: ignore[arg-type]
     model.eval()
     logger.debug("fitted multi-fidelity GP on %d points (d=%d)", x.shape[0], d)
     return model

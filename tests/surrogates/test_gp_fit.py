@@ -77,3 +77,50 @@ def test_the_gamma_prior_modules_too() -> None:
     assert log_scale(model) == 2
     logged, _ = fit(model)
     assert logged <= reference + 1e-3
+
+
+def _grads(model: SingleTaskGP, mll: Any) -> tuple[float, dict[str, torch.Tensor]]:
+    model.train()
+    model.zero_grad()
+    x = model.train_inputs[0]
+    value = mll(model(x), model.train_targets, x).sum()
+    value.backward()
+    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+    return float(value), grads
+
+
+def test_the_closed_form_gradient_equals_autograd_through_gpytorch() -> None:
+    from surrogates.gp_fit import CholeskyMarginalLogLikelihood
+
+    x, y = problem(40, d=4)
+    for m in (1, 2):  # one output, and a batch of two (independent outputs)
+        yy = torch.cat([y, -2.0 * y + x[:, :1]], dim=-1)[:, :m]
+        kernel, likelihood = gamma_prior_modules(
+            4, infer_noise=True, batch_shape=torch.Size([m]) if m > 1 else torch.Size()
+        )
+        model: Any = SingleTaskGP(
+            x, yy, covar_module=kernel, likelihood=likelihood, outcome_transform=Standardize(m=m)
+        )
+        log_scale(model)
+        with torch.no_grad():  # away from the initial values, where all gradients look alike
+            model.covar_module.raw_lengthscale.add_(torch.linspace(-0.5, 0.5, 4))
+        ref_value, ref = _grads(model, ExactMarginalLogLikelihood(model.likelihood, model))
+        value, ours = _grads(model, CholeskyMarginalLogLikelihood(model.likelihood, model))
+        assert abs(value - ref_value) < 1e-10
+        assert ref.keys() == ours.keys() and len(ours) >= 3  # lengthscales, noise, mean
+        for name, grad in ref.items():
+            torch.testing.assert_close(ours[name], grad, rtol=1e-8, atol=1e-10, msg=name)
+
+
+def test_the_density_matches_torch_and_jitters_a_singular_covariance() -> None:
+    from surrogates.gp_fit import gaussian_log_density
+
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(3, 6, 6, generator=gen, dtype=torch.double)
+    covar = a @ a.mT + 0.1 * torch.eye(6, dtype=torch.double)
+    diff = torch.randn(3, 6, generator=gen, dtype=torch.double)
+    ref = torch.distributions.MultivariateNormal(torch.zeros(6, dtype=torch.double), covar)
+    torch.testing.assert_close(gaussian_log_density(covar, diff), ref.log_prob(diff))
+    # rank 1: a plain Cholesky fails; GPyTorch's jitter makes it a finite density
+    v = torch.ones(6, 1, dtype=torch.double)
+    assert torch.isfinite(gaussian_log_density(v @ v.T, torch.zeros(6, dtype=torch.double)))
