@@ -31,8 +31,9 @@ import numpy as np
 import torch
 from scipy.stats import qmc
 
+from benchmarks.active_learning import map_accuracy
 from planners.boundary import _label_gaps, _penalty
-from sim.pockets import PocketWorld, macro_accuracy
+from sim.pockets import PocketWorld
 
 RULES = ("max", "cover-first")
 
@@ -49,13 +50,13 @@ def run_design(
     grid: int = 50,
 ) -> tuple[dict[int, float], dict[int, list[int]]]:
     """One geometric design on layout ``layout``: macro accuracy of the nearest-neighbour map
-    at each checkpoint, and the points per phase measured by then."""
+    at each checkpoint (scored as ``benchmarks/active_learning.py`` scores random and Sobol:
+    :func:`~benchmarks.active_learning.map_accuracy` on the world's ``grid x grid`` cell
+    centres), and the points per phase measured by then."""
     world = PocketWorld(layout_seed=layout)
     lo, hi = (np.asarray(b, dtype=float) for b in world.bounds)
-    axes = np.linspace(0.0, 1.0, grid)
-    g = np.stack(np.meshgrid(axes, axes), axis=-1).reshape(-1, 2)
-    truth = world.evaluate_array(lo + g * (hi - lo))
-    phases = np.unique(truth)
+    scoring = world.grid(grid)
+    phases = np.unique(world.evaluate_array(scoring))
 
     def label(u: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(world.evaluate_array(lo + u.numpy() * (hi - lo))).long()
@@ -88,8 +89,11 @@ def run_design(
         y = torch.cat([y, label(cand[picks])])
         for k in checkpoints:
             if before < k <= len(x):
-                nearest = ((g[:, None, :] - x[:k].numpy()[None]) ** 2).sum(-1).argmin(1)
-                accuracy[k] = macro_accuracy(y[:k].numpy()[nearest], truth)
+                points = [
+                    dict(zip(world.parameter_names, map(float, lo + u * (hi - lo)), strict=True))
+                    for u in x[:k].numpy()
+                ]
+                accuracy[k] = map_accuracy(world, points, scoring, macro=True, scorer="nn")
                 counts[k] = [int((y[:k] == c).sum()) for c in phases]
     return accuracy, counts
 
