@@ -46,7 +46,7 @@ import math
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -96,6 +96,16 @@ __all__ = ["BayesOptPlanner", "QLogNEHVIPlanner", "QLogNEIPlanner"]
 
 MIN_TRAIN_POINTS = 2
 """Feasible observations needed before the GP is fitted; fewer keep the Sobol design going."""
+
+
+class _Fitted(NamedTuple):
+    """What :meth:`BayesOptPlanner._fit` returns for one decision."""
+
+    model: Model  # the outcome model (GP, multi-task GP or surrogate)
+    second: SingleTaskGP | None  # BoTorch's-priors GP for gp_priors = "mixture", else None
+    classifier: FeasibilityClassifier | None  # the success classifier, if one was fitted
+    x: Tensor  # the inputs the outcome model was fitted to, n x d
+    box: Tensor | None  # the trust-region box (2 x d), None unless the model is local
 
 
 class BayesOptOptions(bo_surrogate.SurrogateBOOptions):
@@ -270,8 +280,6 @@ class BayesOptPlanner(Planner):
             if points is not None:
                 self.candidates = CandidateSet(self.encoder, points, "enumerated")
         self._anchor: tuple[int, dict[str, Tensor]] | None = None
-        self._acq_details: dict[str, Any] = {}
-        self._second_model: SingleTaskGP | None = None
 
     def ask(self, n: int, pending: Sequence[Mapping[str, ParamValue]] = ()) -> Decision:
         """Propose ``n`` experiments: Sobol points while in the initial design, else BO.
@@ -358,11 +366,9 @@ class BayesOptPlanner(Planner):
             unit = polytope_unit_samples(self.encoder, unit, seed=self.seed + used)
         return [Proposal(parameters=p, origin="sobol") for p in self.encoder.from_unit(unit)]
 
-    def _fit(
-        self, data: TrainingData, details: dict[str, Any]
-    ) -> tuple[Model, FeasibilityClassifier | None, Tensor, Tensor | None]:
-        """Fit the outcome GP and the success classifier; returns both, the GP's inputs and
-        the trust-region box (``None`` unless the model is local).
+    def _fit(self, data: TrainingData, details: dict[str, Any]) -> _Fitted:
+        """Fit the outcome GP (and, for ``gp_priors = "mixture"``, the second one) and the
+        success classifier; returns them with the GP's inputs and the trust-region box.
 
         With ``warm_start`` the GP takes the warm-start anchor's hyperparameters
         (:meth:`_anchor_state`), refined by at most ``warm_start_maxiter`` iterations.
@@ -372,6 +378,7 @@ class BayesOptPlanner(Planner):
         t_fit = time.perf_counter()
         warm: dict[str, Tensor] | None = None
         outcome: Model
+        second: SingleTaskGP | None = None
         try:
             if self.options.surrogate is not None:
                 seed = int(details["decision_seed"])
@@ -396,7 +403,7 @@ class BayesOptPlanner(Planner):
                         gp = self._fit_outcome(x, y, yvar, None)
                     outcome = gp
                     if self.options.gp_priors == "mixture":
-                        self._second_model = self._fit_outcome(x, y, yvar, warm, "botorch")
+                        second = self._fit_outcome(x, y, yvar, warm, "botorch")
                     details["hyperparameters"] = hyperparameters_of(gp)
                     details["gp_priors_used"] = priors_of(gp)
             feas = None
@@ -423,7 +430,7 @@ class BayesOptPlanner(Planner):
             n_model=int(x.shape[0]),
             warm_started=warm is not None,
         )
-        return outcome, feas, x, box
+        return _Fitted(outcome, second, feas, x, box)
 
     def _related_data(self) -> dict[str, tuple[Tensor, Tensor]]:
         """Each related task's usable training data (``n_i x d``, ``n_i x 1``), by name."""
@@ -568,7 +575,7 @@ class BayesOptPlanner(Planner):
         details: dict[str, Any],
     ) -> tuple[list[dict[str, ParamValue]], list[float], float]:
         dev, dtype = self.device, torch.double
-        model, classifier, x_base, box = self._fit(data, details)
+        model, second, classifier, x_base, box = self._fit(data, details)
         t_acq = time.perf_counter()
         x_pending = self.encoder.encode(pending, dtype).to(dev) if pending else None
         sampler = bo_surrogate.mc_sampler(
@@ -577,20 +584,17 @@ class BayesOptPlanner(Planner):
         x_base = baseline_subset(
             model, self.layout, x_base.to(dev, dtype), self.options.max_baseline
         )
-        acqf = self.acquisition(model, self.layout, x_base, data, sampler, x_pending)
-        second, self._second_model = self._second_model, None
+        acqf = self.acquisition(model, self.layout, x_base, data, sampler, x_pending, details)
         if second is not None:
             sampler2 = bo_surrogate.mc_sampler(
                 self.options, self.options.mc_samples, second, x_base, seed
             )
-            acqf = MeanOfLogAcquisitions(
-                [acqf, self.acquisition(second, self.layout, x_base, data, sampler2, x_pending)]
-            )
+            acqf2 = self.acquisition(second, self.layout, x_base, data, sampler2, x_pending)
+            acqf = MeanOfLogAcquisitions([acqf, acqf2])
         if classifier is not None:
             acqf = FeasibilityWeighted(acqf, classifier, self.options.min_feasibility)
         details["n_baseline"] = int(x_base.shape[0])
         details["seconds_acq_build"] = time.perf_counter() - t_acq
-        details.update(self._acq_details)
         if self.candidates is not None and available is not None:
             choices = self.candidates.X[available].to(dev, dtype)
             candidates, _ = optimize_acqf_discrete(acqf, q=n, choices=choices, unique=True)
@@ -666,11 +670,9 @@ class BayesOptPlanner(Planner):
         data: TrainingData,
         sampler: MCSampler,
         x_pending: Tensor | None,
+        details: dict[str, Any] | None = None,
     ) -> AcquisitionFunction:
         """The acquisition function: qLogNEI for one objective, qLogNEHVI for several.
-
-        Sets ``self._acq_details`` (acquisition name, best observed value or reference
-        point and Pareto front) for the decision record.
 
         Args:
             model: The fitted model (outcome columns, then the success latent if any).
@@ -680,11 +682,14 @@ class BayesOptPlanner(Planner):
             data: The training data (signed outcomes ``Y``).
             sampler: The QMC sampler.
             x_pending: ``p x d`` encodings of pending experiments, or ``None``.
+            details: The decision record's details, if given updated with the acquisition's
+                name, the best observed value or the reference point and Pareto front.
         """
         constraints = layout.constraints() or None
         y = data.Y
+        record: dict[str, Any] = {} if details is None else details
         if layout.n_objectives == 1:
-            self._acq_details = {
+            record |= {
                 "acquisition": "qLogNoisyExpectedImprovement",
                 "best_observed": layout.best_observed(y),
                 "n_outcome_constraints": len(constraints or []),
@@ -699,7 +704,7 @@ class BayesOptPlanner(Planner):
                 prune_baseline=True,
             )
         ref, inferred = layout.reference_point(y)
-        self._acq_details = {
+        record |= {
             "acquisition": "qLogNoisyExpectedHypervolumeImprovement",
             "reference_point": [float(v) for v in ref.tolist()],
             "reference_point_inferred": inferred,
