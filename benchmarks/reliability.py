@@ -40,7 +40,7 @@ def main() -> int:
     root = Path(__file__).resolve().parent.parent
     with tempfile.TemporaryDirectory() as tmp:
         figures = Path(tmp) / "figures.jsonl"
-        # the suite kills the stress campaign 4 times per database; the figures use 20
+        # the suite kills the stress campaign 3 times per database; the figures use 20
         env = dict(os.environ, SDLAB_FIGURES=str(figures))
         env.setdefault("SDLAB_STRESS_KILLS", "20")
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *TESTS]
