@@ -23,7 +23,9 @@ Experiments still running are passed as ``X_pending`` (fantasised, Snoek et al.,
 (``gp_priors``, see :mod:`surrogates.gp`). Reported uncertainties make the noise known
 (fixed-noise GP; with ``extra_noise`` a floor under an inferred noise). Linear and mixture
 constraints of the space go to ``optimize_acqf``; a ``pool`` of candidate rows, or a small
-fully discrete space, is scored directly with ``optimize_acqf_discrete``. Above
+fully discrete space, is scored directly with ``optimize_acqf_discrete``; on a pool the GP
+normalises each column to the range its rows span, and one objective without outcome
+constraints gets qLogEI with the best posterior mean as incumbent (``acquisition``). Above
 ``max_exact`` observations the GP is local: fitted to the ``max_exact`` observations
 nearest the incumbent and optimised within their bounding box (a trust region, after
 Eriksson et al., "Scalable Global Optimization via Local Bayesian Optimization", NeurIPS
@@ -51,7 +53,7 @@ from typing import Any, ClassVar, Literal, NamedTuple
 import numpy as np
 import torch
 from botorch.acquisition import AcquisitionFunction
-from botorch.acquisition.logei import qLogNoisyExpectedImprovement
+from botorch.acquisition.logei import qLogExpectedImprovement, qLogNoisyExpectedImprovement
 from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
 from botorch.models import SingleTaskGP
 from botorch.models.model import Model
@@ -172,6 +174,13 @@ class BayesOptOptions(bo_surrogate.SurrogateBOOptions):
         extra_noise: When experiments report their uncertainty, take it as a floor of the
             noise and infer one more noise variance on top of it (for what the reported
             uncertainty leaves out), rather than trusting it exactly.
+        acquisition: The acquisition of one objective: ``"qlognei"`` (q-Log Noisy EI, the
+            incumbent integrated over the posterior at the observations), ``"qlogei"``
+            (q-Log EI with the largest posterior mean at the observations as incumbent,
+            BayBE's default), or ``"auto"`` (default): ``"qlogei"`` when the campaign picks
+            from a ``pool`` and has no outcome constraints, else ``"qlognei"``; each is the
+            one measured better there (``docs/benchmarks.md``). Several objectives always
+            use qLogNEHVI.
     """
 
     initial_points: int | None = Field(default=None, ge=1, le=10_000)
@@ -195,6 +204,7 @@ class BayesOptOptions(bo_surrogate.SurrogateBOOptions):
     related_campaigns: list[str] = Field(default_factory=list, max_length=16)
     related_initial_points: int = Field(default=2, ge=1, le=10_000)
     gp_priors: GPPriors | Literal["mixture"] = "gamma"
+    acquisition: Literal["auto", "qlognei", "qlogei"] = "auto"
     extra_noise: bool = False
 
 
@@ -223,7 +233,7 @@ class BayesOptPlanner(Planner):
     the acquisition values of the proposed points, each given the pending points.
     """
 
-    version = "5"
+    version = "6"
     Options = BayesOptOptions
     options: BayesOptOptions
     min_objectives: ClassVar[int] = 1
@@ -454,7 +464,7 @@ class BayesOptPlanner(Planner):
             x,
             y,
             list(related.values()),
-            bounds=self.encoder.bounds(torch.double),
+            bounds=self._input_bounds(),
             device=self.device,
         )
         details["transfer"] = {
@@ -464,6 +474,19 @@ class BayesOptPlanner(Planner):
         }
         details["hyperparameters"] = {}
         return model
+
+    def _input_bounds(self) -> Tensor:
+        """The ``2 x d`` bounds the GPs normalise the model encoding by: the unit box, or on
+        a ``pool`` the range its rows span in each column (as BayBE normalises a discrete
+        space), so that the lengthscale priors are set on the space actually searched; a
+        column in which every row has the same value keeps ``[0, 1]``."""
+        bounds = self.encoder.bounds(torch.double)
+        if self.options.pool is not None and self.candidates is not None:
+            rows = self.candidates.X.to(torch.double)
+            lo, hi = rows.min(dim=0).values, rows.max(dim=0).values
+            spread = hi > lo
+            bounds[0, spread], bounds[1, spread] = lo[spread], hi[spread]
+        return bounds
 
     def _fit_outcome(
         self,
@@ -481,7 +504,7 @@ class BayesOptPlanner(Planner):
         return fit_single_task_gp(
             x,
             y,
-            bounds=self.encoder.bounds(torch.double),
+            bounds=self._input_bounds(),
             device=self.device,
             train_Yvar=yvar,
             warm_start_state=warm,
@@ -690,10 +713,24 @@ class BayesOptPlanner(Planner):
         record: dict[str, Any] = {} if details is None else details
         if layout.n_objectives == 1:
             record |= {
-                "acquisition": "qLogNoisyExpectedImprovement",
                 "best_observed": layout.best_observed(y),
                 "n_outcome_constraints": len(constraints or []),
             }
+            if self._expected_improvement(constraints):
+                objective = layout.single_objective()
+                with torch.no_grad():
+                    means = model.posterior(x_baseline).mean.unsqueeze(0)  # type: ignore[attr-defined]
+                    best_f = float(objective(means).max())
+                record |= {"acquisition": "qLogExpectedImprovement", "best_f": best_f}
+                return qLogExpectedImprovement(
+                    model=model,
+                    best_f=best_f,
+                    sampler=sampler,
+                    objective=objective,
+                    constraints=constraints,
+                    X_pending=x_pending,
+                )
+            record["acquisition"] = "qLogNoisyExpectedImprovement"
             return qLogNoisyExpectedImprovement(
                 model=model,
                 X_baseline=x_baseline,
@@ -721,6 +758,12 @@ class BayesOptPlanner(Planner):
             X_pending=x_pending,
             prune_baseline=True,
         )
+
+    def _expected_improvement(self, constraints: object) -> bool:
+        """Whether one objective gets qLogEI (see the ``acquisition`` option) or qLogNEI."""
+        if self.options.acquisition == "auto":
+            return self.options.pool is not None and not constraints
+        return self.options.acquisition == "qlogei"
 
 
 class MeanOfLogAcquisitions(AcquisitionFunction):

@@ -273,6 +273,43 @@ def test_pool_proposals_are_unmeasured_rows(tmp_path: Path) -> None:
         planner.ask(14, pending=pending)
 
 
+def test_pools_get_log_ei_on_the_range_their_rows_span(tmp_path: Path) -> None:
+    """On a pool, the GP is normalised to the rows' range (a constant column keeps the unit
+    box) and one objective gets qLogEI with the best posterior mean as incumbent; the
+    ``acquisition`` option brings qLogNEI back."""
+    pool = tmp_path / "pool.csv"
+    xs = [0.2 + 0.5 * i / 15 for i in range(16)]
+    pool.write_text("x1,x2\n" + "".join(f"{x!r},0.5\n" for x in xs))
+    objectives = [Objective(name="y", direction="maximize")]
+
+    def truth(p: Mapping[str, object]) -> dict[str, float]:
+        return {"y": -((float(p["x1"]) - 0.55) ** 2)}  # type: ignore[arg-type]
+
+    planner = QLogNEIPlanner(
+        unit_space("x1", "x2"), objectives, seed=0, initial_points=3, pool=str(pool), **FAST
+    )
+    assert planner._input_bounds().tolist() == [[0.2, 0.0], [0.7, 1.0]]
+    run(planner, truth, 5)
+    details = planner.ask(1).details
+    assert details["acquisition"] == "qLogExpectedImprovement"
+    best = max(o.objectives["y"] for o in planner.observations)
+    # the incumbent is the GP's mean at the best rows: near the best value, not the prior's
+    assert details["best_f"] == pytest.approx(best, abs=0.02)
+    other = QLogNEIPlanner(
+        unit_space("x1", "x2"),
+        objectives,
+        seed=0,
+        initial_points=3,
+        pool=str(pool),
+        acquisition="qlognei",
+        **FAST,
+    )
+    other.tell(planner.observations)
+    assert other.ask(1).details["acquisition"] == "qLogNoisyExpectedImprovement"
+    plain = QLogNEIPlanner(unit_space("x1", "x2"), objectives, seed=0, **FAST)
+    assert plain._input_bounds().tolist() == [[0.0, 0.0], [1.0, 1.0]]
+
+
 def test_small_discrete_spaces_are_enumerated() -> None:
     space = SearchSpace(
         parameters=[
