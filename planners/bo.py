@@ -178,9 +178,10 @@ class BayesOptOptions(bo_surrogate.SurrogateBOOptions):
             incumbent integrated over the posterior at the observations), ``"qlogei"``
             (q-Log EI with the largest posterior mean at the observations as incumbent,
             BayBE's default), or ``"auto"`` (default): ``"qlogei"`` when the campaign picks
-            from a ``pool`` and has no outcome constraints, else ``"qlognei"``; each is the
-            one measured better there (``docs/benchmarks.md``). Several objectives always
-            use qLogNEHVI.
+            from a ``pool`` and has no outcome constraints (measured better there,
+            ``docs/benchmarks.md``), else ``"qlognei"`` (what the continuous benchmarks were
+            measured with; qLogEI was not measured there). Several objectives always use
+            qLogNEHVI.
     """
 
     initial_points: int | None = Field(default=None, ge=1, le=10_000)
