@@ -67,9 +67,17 @@ def db(request: Request) -> Iterator[Session]:
     It commits when the handler returns and rolls back when it raises, so a refused request
     changes nothing. GET and HEAD requests only read (see
     :func:`controller.store.transaction`); the others take the write lock up front.
+    Handlers take it as :data:`DbSession`, which commits before the answer is sent.
     """
     with transaction(factory_of(request), read_only=request.method in ("GET", "HEAD")) as s:
         yield s
+
+
+DbSession = Annotated[Session, Depends(db, scope="function")]
+"""A handler's database session. ``scope="function"`` commits it before the answer goes out:
+FastAPI's default runs a dependency's code after ``yield`` once the response is sent, so a
+client answered 201 could read the store before the commit (and not find what it made), and
+a failed commit would follow an answer that said it succeeded."""
 
 
 def refuse(request: Request, status: int, detail: str, who: str | None = None) -> HTTPException:

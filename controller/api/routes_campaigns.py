@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controller.api.auth import admin, db, operator, settings_of, viewer
+from controller.api.auth import DbSession, admin, operator, settings_of, viewer
 from controller.api.charts import chart_data
 from controller.api.health import instruments_view
 from controller.api.runs import RunLauncher, campaign_file, keep_campaign_file
@@ -56,7 +56,6 @@ router = APIRouter(prefix="/api", tags=["campaigns"])
 MAX_UPLOAD_BYTES = 1_000_000
 """Largest campaign file accepted, in bytes."""
 
-DbSession = Annotated[Session, Depends(db)]
 Settings = Annotated[ApiSettings, Depends(settings_of)]
 Viewer = Annotated[Principal, Depends(viewer)]
 Operator = Annotated[Principal, Depends(operator)]

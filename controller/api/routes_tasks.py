@@ -24,7 +24,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from controller.api.auth import db, factory_of, operator, viewer
+from controller.api.auth import DbSession, factory_of, operator, viewer
 from controller.api.pages import PageUser, _render
 from controller.api.users import Principal, Role
 from controller.store import transaction
@@ -47,7 +47,6 @@ logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/api", tags=["tasks"])
 pages = APIRouter(include_in_schema=False)
 
-DbSession = Annotated[Session, Depends(db)]
 Viewer = Annotated[Principal, Depends(viewer)]
 Operator = Annotated[Principal, Depends(operator)]
 TaskId = Annotated[int, Field(ge=1, le=2**31 - 1)]

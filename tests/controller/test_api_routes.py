@@ -12,6 +12,7 @@ from sqlalchemy import select, update
 
 from controller.api.app import create_app
 from controller.api.charts import best_so_far, pareto_front
+from controller.api.users import get_user
 from controller.store import (
     add_event,
     alembic_config,
@@ -372,3 +373,39 @@ def test_samples_and_waiting_reasons_are_served_to_viewers(dash: Dashboard) -> N
     waiting = {e["id"]: e["waiting_for"] for e in items}
     assert waiting[dash.store.proposed] == "operator approval"
     assert waiting[first] is None
+
+
+def test_a_change_is_committed_before_its_answer_leaves(tmp_path: Path) -> None:
+    """A client told 201 or 202 finds what it made at once: the store is read, from another
+    connection, at the moment the answer's first bytes are sent."""
+    settings = dash_settings(tmp_path)
+    app = create_app(settings, launcher=RecordingLauncher(settings))
+    factory = app.state.factory
+    tokens = make_users(factory, settings.kdf_iterations)
+    cid = populate(factory).campaign_id
+    seen: dict[str, bool] = {}
+
+    def stored(path: str) -> bool:
+        with transaction(factory, read_only=True) as s:
+            if path == "/api/users":
+                return get_user(s, "grace") is not None
+            return (
+                s.scalars(select(CommandRow).where(CommandRow.command == "pause")).first()
+                is not None
+            )
+
+    async def spying(scope: Any, receive: Any, send: Any) -> None:
+        async def spy(message: Any) -> None:
+            if message["type"] == "http.response.start" and scope["method"] == "POST":
+                seen[scope["path"]] = stored(scope["path"])
+            await send(message)
+
+        await app(scope, receive, spy)
+
+    with TestClient(spying) as client:
+        admin = bearer(tokens["admin"])
+        res = client.post("/api/users", json={"name": "grace", "role": "operator"}, headers=admin)
+        assert res.status_code == 201, res.text
+        res = client.post(f"/api/campaigns/{cid}/pause", headers=bearer(tokens["operator"]))
+        assert res.status_code == 202, res.text
+    assert seen == {"/api/users": True, f"/api/campaigns/{cid}/pause": True}
