@@ -6,6 +6,7 @@ campaign file (the message names the file, the key path and what is wrong).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -18,8 +19,14 @@ from controller.cli_options import cli_actor, db_option
 from models.errors import EXIT_FAILED, EXIT_INVALID, InvalidCampaignError, SdlabError
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from sqlalchemy.engine import Engine
     from sqlalchemy.orm import Session, sessionmaker
+
+SHUTDOWN_GRACE_S = 5
+"""Seconds ``sdlab serve`` lets open requests finish once asked to stop, then cancels them
+(the live streams end by themselves within a poll interval)."""
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -399,7 +406,25 @@ def serve_dashboard(
         sys.exit(EXIT_FAILED)
     if not loopback:
         click.echo(f"warning: serving on {host}, not only this machine", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+    )
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, which also tells the live streams to end when asked to stop:
+        uvicorn waits for open responses, and a browser's stream lasts up to ten minutes."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            app.state.stopping.set()
+            super().handle_exit(sig, frame)
+
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C once stopped
+        Server(config).run()
 
 
 @cli.group()

@@ -8,6 +8,7 @@ wires the JSON API, the live stream and the pages. Errors the store raises on pu
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -89,6 +90,7 @@ def create_app(settings: ApiSettings, *, launcher: RunLauncher | None = None) ->
     app.state.engine = engine
     app.state.factory = session_factory(engine)
     app.state.launcher = runs
+    app.state.stopping = threading.Event()  # set by sdlab serve when asked to stop
     app.state.login_limiter = LoginLimiter(
         LoginLimits(
             per_user=settings.login_failures_per_user,

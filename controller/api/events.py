@@ -22,7 +22,9 @@ Log entries are never replayed: the stream starts after the event id the client 
 (``Last-Event-ID``, which a browser sends by itself when it reconnects, or ``after_id``,
 the newest id the page loaded), else after the newest entry of the campaign. Each message's
 ``id`` is the newest log id delivered so far, so a reconnecting browser resumes where it
-left off. A stream ends when its user is disabled.
+left off. A stream ends when its user is disabled, and, without a ``closed`` event (so the
+browser reconnects once the server is back), when the server is asked to stop
+(``app.state.stopping``, set by ``sdlab serve`` on SIGINT or SIGTERM).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -225,6 +228,7 @@ async def stream_changes(
     """Server-sent events of ``watcher``'s changes until ``max_s`` pass, the client leaves,
     or user ``who`` is disabled."""
     factory = factory_of(request)
+    stopping: threading.Event = request.app.state.stopping
     deadline = time.monotonic() + max_s
     last_sent = time.monotonic()
     first = await run_in_threadpool(_poll, factory, watcher, who)  # takes stock
@@ -233,7 +237,7 @@ async def stream_changes(
     yield f"retry: {int(max(poll_s, 1.0) * 1000)}\n\n"
     for kind, data in first:  # only log entries after the resume point
         yield sse(kind, data, watcher.last_event)
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not stopping.is_set():
         changes = await run_in_threadpool(_poll, factory, watcher, who)
         if changes is None:
             logger.info("stream of campaign %d closed: user %s disabled", watcher.campaign_id, who)

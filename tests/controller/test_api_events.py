@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from datetime import timedelta
+from pathlib import Path
+
+import httpx
 
 from controller.api.events import CampaignWatcher
 from controller.store import (
     add_event,
     add_experiment,
     add_step,
+    make_engine,
+    migrate,
+    session_factory,
     set_experiment_status,
     set_step_status,
     transaction,
@@ -17,8 +27,9 @@ from controller.store import (
 )
 from models.status import ExperimentStatus, InstrumentState, StepStatus
 from models.tables import ExperimentRow, utcnow
-from tests.controller.api_store import bearer
+from tests.controller.api_store import bearer, make_users, populate
 from tests.controller.conftest import Dashboard
+from tests.integration.lab_harness import free_port
 
 
 def _poll(dash: Dashboard, w: CampaignWatcher) -> list[tuple[str, dict]]:
@@ -172,3 +183,69 @@ def test_disabling_a_user_ends_their_stream(dash: Dashboard) -> None:
                 assert r.status_code == 200
     # the server ended the stream (iter_lines returned), telling why
     assert "event: closed" in seen
+
+
+def test_sdlab_serve_stops_on_sigint_with_a_stream_open(tmp_path: Path) -> None:
+    """A browser on a campaign page holds a stream for up to ten minutes; Ctrl-C on the
+    server ends it (without ``closed``, so the browser reconnects later) and the server exits
+    cleanly, instead of waiting for the stream."""
+    db = f"sqlite:///{tmp_path / 'serve.db'}"
+    engine = make_engine(db)
+    migrate(engine)
+    factory = session_factory(engine)
+    tokens = make_users(factory, 1000)
+    cid = populate(factory).campaign_id
+    engine.dispose()
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "controller.cli",
+            "serve",
+            "--db",
+            db,
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        end = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.communicate()[0]
+            assert time.monotonic() < end, "sdlab serve did not answer"
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        seen: list[str] = []
+        url = f"{base}/api/campaigns/{cid}/stream"  # the default max_s: 600 s
+        stopped_at = None
+        ended = False
+        with httpx.stream("GET", url, headers=bearer(tokens["viewer"]), timeout=120) as res:
+            for line in res.iter_lines():  # a keepalive at least every 15 s
+                seen.append(line)
+                if line.startswith("retry: "):  # the stream has taken stock
+                    proc.send_signal(signal.SIGINT)
+                    stopped_at = time.monotonic()
+                if stopped_at is not None and time.monotonic() - stopped_at > 60:
+                    break
+            else:
+                ended = True
+        assert ended, "the stream went on after the server was asked to stop"
+        assert "event: closed" not in seen  # so the browser comes back once the server does
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, out
+        assert "Traceback" not in out, out
+        assert "ERROR" not in out, out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
