@@ -60,7 +60,19 @@ def _kill_tree(pid: int) -> None:
     procs = [proc, *proc.children(recursive=True)]
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGINT)
-    _, alive = psutil.wait_procs(procs, timeout=20)
+
+    def ended(p: psutil.Process) -> bool:
+        # a run's process is sdlab serve's child, not ours: once it exits it stays a zombie
+        # until serve reaps it, and psutil.wait_procs would wait for it to the timeout
+        try:
+            return p.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    end = time.monotonic() + 20
+    while not all(ended(p) for p in procs) and time.monotonic() < end:
+        time.sleep(0.1)
+    alive = [p for p in procs if not ended(p)]
     for p in alive:
         with contextlib.suppress(psutil.NoSuchProcess):
             p.kill()
