@@ -315,7 +315,7 @@ class Campaign:
         if not isinstance(frame, pd.DataFrame):
             frame = pd.DataFrame(table_records(frame))
         source = str(table) if isinstance(table, (str, Path)) else "table"
-        first_line = 2 if isinstance(table, (str, Path)) else 0
+        lines: list[int] = frame.attrs.get("lines", []) if isinstance(table, (str, Path)) else []
         space = self.spec.space
         objectives = [o.name for o in self.spec.objectives]
         missing = [n for n in space.names if n not in frame.columns]
@@ -329,7 +329,7 @@ class Campaign:
         todo: list[tuple[dict[str, Any], dict[str, float]]] = []
         for i, rec in enumerate(table_records(frame)):
             where = f"rows[{i}]"
-            line = f"line {i + first_line}: " if first_line else ""
+            line = f"line {lines[i]}: " if lines else ""
             point: dict[str, Any] = {}
             for name in space.names:
                 try:

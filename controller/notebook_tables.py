@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from models.csvfile import read_csv_table
 from models.errors import InvalidCampaignError
 
 if TYPE_CHECKING:
@@ -19,20 +20,34 @@ __all__ = ["cell_value", "is_missing", "numeric_values", "read_csv", "table_reco
 def read_csv(path: str | Path, numeric: Sequence[str]) -> pd.DataFrame:
     """A CSV file as a DataFrame; a units row under the header is refused by name.
 
+    The file is read by :func:`models.csvfile.read_csv_table` (comma, semicolon or tab
+    separated, decimal commas, a byte-order mark, blank rows), and a column whose filled
+    cells are all numbers becomes numeric. ``frame.attrs["lines"]`` holds each row's line
+    in the file, for messages.
+
     Args:
         path: The file (a header row, then one row per measurement).
         numeric: Columns that hold numbers (numeric parameters and objectives).
 
     Raises:
-        InvalidCampaignError: If the file cannot be read, or its line 2 holds text
+        InvalidCampaignError: If the file cannot be read, or its first row holds text
             (``degC``) in number columns whose other rows hold numbers.
     """
     import pandas as pd
 
-    try:
-        frame = pd.read_csv(path)
-    except (OSError, ValueError) as exc:
-        raise InvalidCampaignError(str(path), [("file", f"cannot read: {exc}")]) from exc
+    table = read_csv_table(path, "file")
+    frame = pd.DataFrame(
+        [[row.get(h, "") for h in table.header if h] for row in table.rows],
+        columns=[h for h in table.header if h],
+        dtype=object,
+    )
+    frame = frame.where(frame != "", None)
+    for name in frame.columns:
+        filled = frame[name].dropna()
+        as_numbers = pd.to_numeric(filled, errors="coerce")
+        if len(filled) and as_numbers.notna().all():
+            frame[name] = pd.to_numeric(frame[name])
+    frame.attrs["lines"] = list(table.lines)
     units = []
     for name in numeric:
         if name not in frame.columns or len(frame) < 2 or frame[name].dtype != object:
@@ -47,8 +62,8 @@ def read_csv(path: str | Path, numeric: Sequence[str]) -> pd.DataFrame:
             [
                 (
                     "rows[0]",
-                    f"line 2 looks like a row of units ({', '.join(units)}), not a "
-                    "measurement: delete it and put units in the column names "
+                    f"line {table.lines[0]} looks like a row of units ({', '.join(units)}), "
+                    "not a measurement: delete it and put units in the column names "
                     "(e.g. temperature_c)",
                 )
             ],

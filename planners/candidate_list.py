@@ -19,7 +19,6 @@ left out; the other rows go on. Only an unreadable source or a missing column is
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from typing import Any
 
 from pymatgen.core import Composition, Element, Structure
 
+from models.csvfile import read_csv_table
 from models.errors import InvalidCampaignError
 
 logger = logging.getLogger(__name__)
@@ -130,13 +130,8 @@ def _composition(text: str) -> Composition:
 
 
 def _read_csv(path: Path, id_column: str | None, formula_column: str, key: str) -> CandidateList:
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            header = list(reader.fieldnames or [])
-            rows = list(reader)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise _problem(key, f"cannot read {path}: {exc}", str(path)) from exc
+    table = read_csv_table(path, key)
+    header = table.header
     for option, column in (("formula_column", formula_column), ("id_column", id_column)):
         if column is not None and column not in header:
             raise _problem(
@@ -145,8 +140,8 @@ def _read_csv(path: Path, id_column: str | None, formula_column: str, key: str) 
                 str(path),
             )
     out = CandidateList()
-    for i, row in enumerate(rows):
-        where = f"row {i + 2}"
+    for i, (line, row) in enumerate(zip(table.lines, table.rows, strict=True)):
+        where = f"row {line}"
         cid = (row.get(id_column) or "").strip() if id_column else str(i + 1)
         try:
             comp = _composition(row.get(formula_column) or "")

@@ -16,7 +16,6 @@ saying so. A row repeated (replicate measurements of one condition) is one candi
 
 from __future__ import annotations
 
-import csv
 import itertools
 import logging
 import math
@@ -26,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from models.csvfile import read_csv_table
 from models.errors import InvalidCampaignError, ParameterLimitError
 from models.params import (
     CategoricalParameter,
@@ -71,7 +71,9 @@ def read_pool(path: str | Path, space: SearchSpace) -> list[dict[str, ParamValue
     """Read the candidate rows of a CSV file.
 
     Args:
-        path: CSV file with a header naming (at least) every parameter of ``space``.
+        path: CSV file with a header naming (at least) every parameter of ``space``
+            (read by :func:`models.csvfile.read_csv_table`: comma, semicolon or tab
+            separated, UTF-8 with or without a byte-order mark, blank rows skipped).
         space: The search space each row must lie in.
 
     Returns:
@@ -82,16 +84,16 @@ def read_pool(path: str | Path, space: SearchSpace) -> list[dict[str, ParamValue
             is not a point of the space (key ``planner.options.pool``).
     """
     key = "planner.options.pool"
-    try:
-        with Path(path).open(newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InvalidCampaignError(str(path), [(key, f"cannot read pool file: {exc}")]) from exc
+    table = read_csv_table(path, key)
+    rows = table.rows
     if not rows:
         raise InvalidCampaignError(str(path), [(key, "the pool file has no rows")])
-    missing = [n for n in space.names if n not in rows[0]]
+    missing = [n for n in space.names if n not in table.header]
     if missing:
-        raise InvalidCampaignError(str(path), [(key, f"no column for parameters {missing}")])
+        raise InvalidCampaignError(
+            str(path),
+            [(key, f"no column for parameters {missing} (columns: {', '.join(table.header)})")],
+        )
     units = _units_row(rows[0], rows[1:], space)
     if units:
         raise InvalidCampaignError(
@@ -99,22 +101,23 @@ def read_pool(path: str | Path, space: SearchSpace) -> list[dict[str, ParamValue
             [
                 (
                     key,
-                    f"row 2 looks like a row of units ({', '.join(units)}), not a candidate: "
-                    "delete it and put units in the column names (e.g. temperature_c)",
+                    f"row {table.lines[0]} looks like a row of units ({', '.join(units)}), not "
+                    "a candidate: delete it and put units in the column names "
+                    "(e.g. temperature_c)",
                 )
             ],
         )
     out: list[dict[str, ParamValue]] = []
     seen: set[tuple[tuple[str, str], ...]] = set()
     broken: list[tuple[int, str]] = []
-    for i, row in enumerate(rows):
+    for line, row in zip(table.lines, rows, strict=True):
         try:
             point = space.validate_point({p.name: _cell(p, row[p.name]) for p in space.parameters})
         except ParameterLimitError as exc:
-            raise InvalidCampaignError(str(path), [(key, f"row {i + 2}: {exc}")]) from exc
+            raise InvalidCampaignError(str(path), [(key, f"row {line}: {exc}")]) from exc
         violated = space.constraint_violations(point)
         if violated:
-            broken.append((i + 2, violated[0]))
+            broken.append((line, violated[0]))
             continue
         k = point_key(point)
         if k not in seen:

@@ -37,12 +37,10 @@ References:
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -59,6 +57,7 @@ from pydantic import Field, field_validator
 from pymatgen.core import Composition, Element
 from torch import Tensor
 
+from models.csvfile import read_csv_table
 from models.errors import InvalidCampaignError, PlannerError, RegistryError
 from models.materials import build_structure, parse_material
 from models.objectives import Objective
@@ -452,19 +451,15 @@ def _read_prior(
     if path is None:
         return []
     key = "planner.options.prior_data"
-    try:
-        with Path(path).open(newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InvalidCampaignError(path, [(key, f"cannot read: {exc}")]) from exc
+    table = read_csv_table(path, key)
     out: list[tuple[list[float], float]] = []
-    for i, row in enumerate(rows):
+    for line, row in zip(table.lines, table.rows, strict=True):
         try:
             comp = Composition(row["formula"])
             value = float(row[column])
         except (KeyError, ValueError, TypeError) as exc:
             raise InvalidCampaignError(
-                path, [(key, f"row {i + 2}: needs 'formula' and {column!r}: {exc}")]
+                path, [(key, f"row {line}: needs 'formula' and {column!r}: {exc}")]
             ) from exc
         if {e.symbol for e in comp.elements} - set(elements):
             continue

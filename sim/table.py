@@ -27,12 +27,10 @@ Relative paths are resolved against the working directory of the instrument serv
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import warnings
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -43,6 +41,7 @@ from botorch.models.transforms import Normalize, Standardize
 from gpytorch.mlls import ExactMarginalLogLikelihood
 
 from instruments.driver import OutputSpec, ParameterLimit
+from models.csvfile import read_csv_table
 from models.errors import InvalidCampaignError, ParameterLimitError
 from sim.worlds import World, register_world
 
@@ -88,15 +87,12 @@ class TableWorld(World):
             raise _problem("mode", f"expected 'pool' or 'emulator', got {mode!r}")
         if not parameters or not outputs:
             raise _problem("parameters" if not parameters else "outputs", "name one column")
-        try:
-            with Path(path).open(newline="", encoding="utf-8") as fh:
-                rows = list(csv.DictReader(fh))
-        except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            raise _problem("path", f"cannot read {path}: {exc}") from exc
+        table = read_csv_table(path, "options.path")
+        rows, lines = table.rows, table.lines
         if not rows:
             raise _problem("path", f"{path} has no rows")
         for key, names in (("parameters", parameters), ("outputs", outputs)):
-            missing = [n for n in names if n not in rows[0]]
+            missing = [n for n in names if n not in table.header]
             if missing:
                 raise _problem(key, f"no column {missing} in {path}")
         units = [
@@ -110,7 +106,7 @@ class TableWorld(World):
         if units:
             raise _problem(
                 "path",
-                f"{path}: row 2 looks like a row of units ({', '.join(units)}), not a "
+                f"{path}: row {lines[0]} looks like a row of units ({', '.join(units)}), not a "
                 "measurement: delete it and put units in the column names (e.g. temperature_c)",
             )
         self.mode = mode
@@ -136,7 +132,7 @@ class TableWorld(World):
             if bad:
                 raise _problem(
                     "outputs",
-                    f"column {name!r} must hold numbers in every row; row {bad[0] + 2} holds "
+                    f"column {name!r} must hold numbers in every row; row {lines[bad[0]]} holds "
                     f"{rows[bad[0]][name]!r}"
                     + (f" (and {len(bad) - 1} more rows)" if len(bad) > 1 else ""),
                 )

@@ -173,3 +173,25 @@ def test_the_worked_example_of_docs_python_md_runs(tmp_path: Path) -> None:
     frame = reopened.results()
     assert (frame["status"] == "COMPLETED").sum() == 11  # 3 imported + 4 rounds of 2
     reopened.close()
+
+
+def test_an_excel_export_with_semicolons_and_decimal_commas_imports_as_numbers(
+    tmp_path: Path,
+) -> None:
+    c = Campaign(spec(), db=f"sqlite:///{tmp_path / 'c.db'}")
+    export = tmp_path / "export.csv"
+    # Excel in a German locale: byte-order mark, semicolons, decimal commas, empty rows
+    export.write_bytes("\ufeffa;b;y\n0,1;0,2;-0,5\n;;\n0,4;1,5;-0,1\n;;\n".encode())
+    with pytest.raises(InvalidCampaignError) as info:
+        c.add_data(export)
+    [problem] = info.value.problems
+    assert problem.key == "rows[1].b"
+    assert problem.message.startswith("line 4: ")  # the file's line, past the empty one
+    assert c.results().empty
+    export.write_bytes("\ufeffa;b;y\n0,1;0,2;-0,5\n;;\n0,4;0,5;-0,1\n;;\n".encode())
+    ids = c.add_data(export)
+    assert len(ids) == 2
+    frame = c.results()
+    assert list(frame["param.a"]) == [0.1, 0.4]
+    assert list(frame["obj.y"]) == [-0.5, -0.1]
+    c.close()

@@ -9,6 +9,7 @@ import pytest
 
 from controller.runner import validate
 from models.errors import InvalidCampaignError
+from planners.candidates import read_pool
 from sim.table import TableWorld
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,3 +73,24 @@ def test_replicate_rows_are_one_candidate_whose_spread_is_the_noise(tmp_path: Pa
     # pooled standard deviation of the one replicated condition: |1.7 - 1.5| / sqrt(2)
     assert world.uncertainty("band_gap_ev", point) == pytest.approx(0.2 / 2**0.5)
     assert spec.planner.options["pool"] == str(tmp_path / "table.csv")
+
+
+def test_the_example_pool_saved_by_a_german_excel_validates_and_serves_the_same_rows(
+    tmp_path: Path,
+) -> None:
+    """The example's table as Excel writes it in a German locale (byte-order mark,
+    semicolons, decimal commas, empty rows at the end): the same pool, the same world."""
+    source = (REPO / "examples" / "data" / "ternary-bandgap.csv").read_text()
+    german = "\ufeff" + source.replace(",", ";").replace(".", ",") + ";;;;;\n;;;;;\n"
+    pools, worlds = [], []
+    for name, table in (("comma", source), ("excel", german)):
+        (tmp_path / name).mkdir()
+        spec = validate(campaign_on(tmp_path / name, table))  # as sdlab validate does
+        data = str(tmp_path / name / "table.csv")
+        pools.append(read_pool(data, spec.space))
+        columns = ["frac_a", "frac_b", "frac_c", "anneal_c"]
+        worlds.append(TableWorld(path=data, parameters=columns, outputs=["band_gap_ev", "cost"]))
+    assert len(pools[0]) > 10
+    assert pools[0] == pools[1]
+    assert (worlds[0].x == worlds[1].x).all()
+    assert (worlds[0].y == worlds[1].y).all()
