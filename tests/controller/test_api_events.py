@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -29,7 +27,7 @@ from models.status import ExperimentStatus, InstrumentState, StepStatus
 from models.tables import ExperimentRow, utcnow
 from tests.controller.api_store import bearer, make_users, populate
 from tests.controller.conftest import Dashboard
-from tests.integration.lab_harness import free_port
+from tests.integration.lab_harness import start_dashboard
 
 
 def _poll(dash: Dashboard, w: CampaignWatcher) -> list[tuple[str, dict]]:
@@ -196,35 +194,8 @@ def test_sdlab_serve_stops_on_sigint_with_a_stream_open(tmp_path: Path) -> None:
     tokens = make_users(factory, 1000)
     cid = populate(factory).campaign_id
     engine.dispose()
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "controller.cli",
-            "serve",
-            "--db",
-            db,
-            "--port",
-            str(port),
-            "--data-dir",
-            str(tmp_path / "data"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc, base = start_dashboard(db, tmp_path)
     try:
-        base = f"http://127.0.0.1:{port}"
-        end = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.communicate()[0]
-            assert time.monotonic() < end, "sdlab serve did not answer"
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
         seen: list[str] = []
         url = f"{base}/api/campaigns/{cid}/stream"  # the default max_s: 600 s
         stopped_at = None

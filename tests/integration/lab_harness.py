@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
@@ -171,6 +172,36 @@ def sdlab(*args: str, cwd: Path, env: Mapping[str, str] | None = None) -> subpro
         start_new_session=True,
         env=dict(env if env is not None else os.environ),
     )
+
+
+def start_dashboard(
+    db: str, cwd: Path, *extra: str, timeout_s: float = 60.0
+) -> tuple[subprocess.Popen[str], str]:
+    """Start ``sdlab serve`` on ``db`` (data in ``cwd/data``) and wait until it answers.
+
+    Returns:
+        The process and the dashboard's base URL.
+
+    Raises:
+        AssertionError: If it exits first, or does not answer within ``timeout_s``.
+    """
+    import httpx
+
+    port = free_port()
+    data = str(cwd / "data")
+    proc = sdlab("serve", "--db", db, "--port", str(port), "--data-dir", data, *extra, cwd=cwd)
+    base = f"http://127.0.0.1:{port}"
+    end = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"sdlab serve exited: {proc.communicate()[0]}")
+        assert time.monotonic() < end, "sdlab serve did not answer"
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
 
 
 def kill_tree(proc: subprocess.Popen[str]) -> None:

@@ -12,9 +12,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,16 +27,11 @@ from controller.store import make_engine, migrate, session_factory, transaction
 from models.status import CampaignStatus
 from models.tables import CampaignRow, CommandRow
 from tests.integration.helpers import branin_campaign
+from tests.integration.lab_harness import start_dashboard
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait(predicate: Any, timeout_s: float, what: str) -> Any:
@@ -87,41 +79,9 @@ def server(tmp_path: Path, ray_address: str) -> Iterator[dict[str, Any]]:
     with transaction(session_factory(engine)) as s:
         _, admin = add_user(s, "ada", "admin", iterations=1000)
         add_user(s, "otto", "operator", iterations=1000, password="otto-password")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "controller.cli",
-            "serve",
-            "--db",
-            db,
-            "--port",
-            str(port),
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--ray-address",
-            ray_address,
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"sdlab serve exited: {proc.stdout.read() if proc.stdout else ''}")
-        try:
-            return httpx.get(f"{base}/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
+    proc, base = start_dashboard(db, tmp_path, "--ray-address", ray_address)
     run_pid: list[int] = []
     try:
-        _wait(up, 60, "sdlab serve to answer")
         yield {"base": base, "admin": admin, "engine": engine, "run_pid": run_pid}
     finally:
         for pid in run_pid:
