@@ -6,8 +6,9 @@ candidate lists, prior data), so each accepts the same exports:
 * UTF-8 with or without the byte-order mark Excel's "CSV UTF-8" writes; any other encoding is
   refused naming the line and how to save the file;
 * comma-, semicolon- or tab-separated (the separator is the one the header line uses most,
-  outside quotes); with a semicolon or a tab, numbers may have a decimal comma (``0,25``,
-  as Excel writes them in German or French), which is read as ``0.25``;
+  outside quotes, or the one an Excel ``sep=;`` line above the header names); with a
+  semicolon or a tab, numbers may have a decimal comma (``0,25``, as Excel writes them in
+  German or French), which is read as ``0.25``;
 * blanks around names and cells are dropped, rows with every cell empty (Excel's ``,,,``
   at the end) are skipped, and a row short of cells has the rest empty;
 * a header that names a column twice, or a row with more filled cells than the header has
@@ -88,8 +89,13 @@ def read_csv_table(path: str | Path, key: str) -> CsvTable:
     """
     path = Path(path)
     text = _text(path, key)
-    first = text.lstrip("\r\n").split("\n", 1)[0]
-    sep = _separator(first)
+    first = text.split("\n", 1)[0].strip()
+    hint = re.fullmatch(r"sep=(.)", first)
+    if hint:  # Excel's separator line: "sep=;" above the header
+        sep = hint.group(1)
+        text = "\n" + text.split("\n", 1)[1] if "\n" in text else ""
+    else:
+        sep = _separator(text.lstrip("\r\n").split("\n", 1)[0])
     try:
         records = list(csv.reader(io.StringIO(text, newline=""), delimiter=sep))
     except csv.Error as exc:
