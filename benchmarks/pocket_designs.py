@@ -49,8 +49,11 @@ RULES = ("max", "cover-first", "lattice", "random", "sobol")
 
 
 def hex_lattice(radius: float, offset: np.ndarray) -> np.ndarray:
-    """The points of the unit square on a hexagonal lattice of covering radius ``radius``
-    (spacing ``radius * sqrt(3)``), shifted by ``offset`` (two numbers in [0, 1))."""
+    """A hexagonal lattice of covering radius ``radius`` (spacing ``radius * sqrt(3)``),
+    shifted by ``offset`` (two numbers in [0, 1)), on the unit square: its points inside,
+    and those outside but within ``radius`` of it moved onto its edge, so that every place
+    of the square is within ``radius`` of a point (moving a point onto the square brings it
+    nearer to every place in it)."""
     s = radius * math.sqrt(3.0)
     h = s * math.sqrt(3.0) / 2.0
     rows = np.arange(-2, math.ceil(1.0 / h) + 2)
@@ -62,7 +65,9 @@ def hex_lattice(radius: float, offset: np.ndarray) -> np.ndarray:
         for c in cols
     ]
     p = np.array(points)
-    return p[(p >= 0.0).all(axis=1) & (p <= 1.0).all(axis=1)]
+    inside = p.clip(0.0, 1.0)
+    near = np.linalg.norm(p - inside, axis=1) <= radius
+    return np.unique(inside[near].round(12), axis=0)
 
 
 def farthest_first(points: np.ndarray) -> np.ndarray:
