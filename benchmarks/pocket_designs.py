@@ -14,12 +14,12 @@ random search needs 800 experiments to 90 % macro accuracy (``benchmarks/active_
 * ``cover-first``: coverage alone until no candidate's coverage score is above 0.5 (no hole
   left much wider than ``rho``), then label gaps alone;
 * ``lattice``: first a hexagonal lattice whose every point of the square lies within
-  ``--lattice-radius`` of a lattice point (about ``1 / (2.6 r^2)`` points, at a random offset
-  per layout, taken in farthest-point order), then label gaps weighted by rarity: a
-  candidate's gap score times ``(n / n_rare) ** --rare-weight``, where ``n_rare`` is the
-  number of measured points of the rarer of the two labels the gap lies between (the
-  macro average weighs every phase alike, so a pocket's boundary counts as much as a large
-  phase's);
+  ``--lattice-radius`` of a lattice point (about ``1 / (2.6 r^2)`` points inside, plus those
+  moved onto the edges; at a random offset per layout, taken in farthest-point order),
+  then label gaps weighted by rarity: a candidate's gap score times
+  ``(n / n_rare) ** --rare-weight``, where ``n_rare`` is the number of measured points of
+  the rarer of the two labels the gap lies between (the macro average weighs every phase
+  alike, so a pocket's boundary counts as much as a large phase's);
 * ``random`` and ``sobol``: the baselines, measured on the same layouts in the same run.
 
 Each configuration prints the median [quartiles] macro accuracy over the layouts at each
