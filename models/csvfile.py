@@ -4,7 +4,8 @@ One reader for every table sdlab takes from a file (candidate pools, earlier mea
 candidate lists, prior data), so each accepts the same exports:
 
 * UTF-8 with or without the byte-order mark Excel's "CSV UTF-8" writes; any other encoding is
-  refused naming the line and how to save the file;
+  refused naming the line and how to save the file, and a workbook (``.xlsx``, ``.xls``)
+  saying it is one;
 * comma-, semicolon- or tab-separated (the separator is the one the header line uses most,
   outside quotes, or the one an Excel ``sep=;`` line above the header names); with a
   semicolon or a tab, numbers may have a decimal comma (``0,25``, as Excel writes them in
@@ -60,6 +61,18 @@ def _text(path: Path, key: str) -> str:
         data = path.read_bytes()
     except OSError as exc:
         raise InvalidCampaignError(str(path), [(key, f"cannot read: {exc}")]) from exc
+    if data.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0")):  # .xlsx (a zip) or .xls
+        raise InvalidCampaignError(
+            str(path),
+            [
+                (
+                    key,
+                    "this is a spreadsheet workbook, not a CSV file: save it as CSV (in "
+                    "Excel: 'CSV UTF-8'), or, in Python, pass pandas.read_excel(...)'s "
+                    "DataFrame where a DataFrame is taken",
+                )
+            ],
+        )
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -62,6 +62,7 @@ def test_a_comma_file_keeps_its_commas_and_a_quoted_comma_stays_in_its_cell(
         (b"x,n,x\n0.1,1,2\n", "line 1: the header names ['x'] more than once"),
         (b"x,n\n0.1,1\n0.1,2,air\n", "line 3 has 3 filled cells, the header names 2"),
         (b"\n\n", "the file is empty"),
+        (b"PK\x03\x04\x14\x00\x06\x00", "this is a spreadsheet workbook, not a CSV file"),
     ],
 )
 def test_a_file_that_would_lose_values_is_refused_by_line(
