@@ -36,26 +36,7 @@ def read_csv(path: str | Path, numeric: Sequence[str]) -> pd.DataFrame:
     import pandas as pd
 
     table = read_csv_table(path, "file")
-    frame = pd.DataFrame(
-        [[row.get(h, "") for h in table.header if h] for row in table.rows],
-        columns=[h for h in table.header if h],
-        dtype=object,
-    )
-    frame = frame.where(frame != "", None)
-    for name in frame.columns:
-        filled = frame[name].dropna()
-        as_numbers = pd.to_numeric(filled, errors="coerce")
-        if len(filled) and as_numbers.notna().all():
-            frame[name] = pd.to_numeric(frame[name])
-    frame.attrs["lines"] = list(table.lines)
-    units = []
-    for name in numeric:
-        if name not in frame.columns or len(frame) < 2 or frame[name].dtype != object:
-            continue
-        head = pd.to_numeric(frame[name].iloc[:1], errors="coerce")
-        rest = pd.to_numeric(frame[name].iloc[1:], errors="coerce")
-        if head.isna().all() and rest.notna().all():
-            units.append(f"{name}: {frame[name].iloc[0]!r}")
+    units = table.units_cells(numeric)
     if units:
         raise InvalidCampaignError(
             str(path),
@@ -68,6 +49,18 @@ def read_csv(path: str | Path, numeric: Sequence[str]) -> pd.DataFrame:
                 )
             ],
         )
+    frame = pd.DataFrame(
+        [[row.get(h, "") for h in table.header if h] for row in table.rows],
+        columns=[h for h in table.header if h],
+        dtype=object,
+    )
+    frame = frame.where(frame != "", None)
+    for name in frame.columns:
+        filled = frame[name].dropna()
+        as_numbers = pd.to_numeric(filled, errors="coerce")
+        if len(filled) and as_numbers.notna().all():
+            frame[name] = pd.to_numeric(frame[name])
+    frame.attrs["lines"] = list(table.lines)
     return frame
 
 

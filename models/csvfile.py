@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,8 +42,29 @@ class CsvTable:
     rows: list[dict[str, str]] = field(default_factory=list)
     lines: list[int] = field(default_factory=list)
     """The file line of each row (the header is line 1)."""
-    separator: str = ","
     decimal_comma: bool = False
+
+    def units_cells(self, columns: Iterable[str]) -> list[str]:
+        """The cells of the first row that look like units (``temperature_c: 'degC'``):
+        text in a column of ``columns`` whose other rows all hold numbers. Empty when the
+        first row is data (or the only row)."""
+        if len(self.rows) < 2:
+            return []
+        first, rest = self.rows[0], self.rows[1:]
+        return [
+            f"{name}: {first[name]!r}"
+            for name in columns
+            if first.get(name)
+            and not _is_number(first[name])
+            and all(_is_number(r.get(name, "")) for r in rest)
+        ]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
 
 
 def _separator(header_line: str) -> str:
@@ -123,7 +146,7 @@ def read_csv_table(path: str | Path, key: str) -> CsvTable:
         raise InvalidCampaignError(
             str(path), [(key, f"line {header_line}: the header names {twice} more than once")]
         )
-    table = CsvTable(header=header, separator=sep)
+    table = CsvTable(header=header)
     for line, cells in numbered[1:]:
         cells = [c.strip() for c in cells]
         extra = [c for c in cells[len(header) :] if c]

@@ -94,7 +94,10 @@ def read_pool(path: str | Path, space: SearchSpace) -> list[dict[str, ParamValue
             str(path),
             [(key, f"no column for parameters {missing} (columns: {', '.join(table.header)})")],
         )
-    units = _units_row(rows[0], rows[1:], space)
+    numbers = [
+        p.name for p in space.parameters if isinstance(p, (ContinuousParameter, IntegerParameter))
+    ]
+    units = table.units_cells(numbers)
     if units:
         raise InvalidCampaignError(
             str(path),
@@ -131,23 +134,6 @@ def read_pool(path: str | Path, space: SearchSpace) -> list[dict[str, ParamValue
             [(key, f"{len(broken)} of {len(rows)} rows break a constraint: {shown}{more}")],
         )
     return out
-
-
-def _units_row(
-    first: Mapping[str, str], rest: Sequence[Mapping[str, str]], space: SearchSpace
-) -> list[str]:
-    """The cells of ``first`` that look like units: text in a number column whose other
-    rows hold numbers (``degC`` under ``temperature``). Empty when ``first`` is data."""
-    found = []
-    for p in space.parameters:
-        if not isinstance(p, (ContinuousParameter, IntegerParameter)):
-            continue
-        text = (first.get(p.name) or "").strip()
-        if isinstance(_cell(p, text), (int, float)) or not rest:
-            continue
-        if all(isinstance(_cell(p, r.get(p.name) or ""), (int, float)) for r in rest[:20]):
-            found.append(f"{p.name}: {text!r}")
-    return found
 
 
 def enumerate_space(space: SearchSpace, limit: int) -> list[dict[str, ParamValue]] | None:

@@ -95,14 +95,7 @@ class TableWorld(World):
             missing = [n for n in names if n not in table.header]
             if missing:
                 raise _problem(key, f"no column {missing} in {path}")
-        units = [
-            f"{n}: {(rows[0][n] or '').strip()!r}"
-            for n in (*parameters, *outputs)
-            if (rows[0][n] or "").strip()
-            and _float(rows[0][n]) is None
-            and len(rows) > 1
-            and all(_float(r[n]) is not None for r in rows[1:])
-        ]
+        units = table.units_cells([*parameters, *outputs])
         if units:
             raise _problem(
                 "path",
